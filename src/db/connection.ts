@@ -1,0 +1,46 @@
+import pg from 'pg';
+
+export const APPLICATION_NAME = 'projection-runner';
+
+/**
+ * Pools and dedicated clients of the runner. TCP keepalive is on so that a peer that vanished (a killed instance's
+ * session, a dropped network) is noticed by the kernel instead of hanging forever; the same settings bound how fast
+ * PostgreSQL frees the advisory locks of a dead instance (see README, "Several instances").
+ */
+export function connectionConfig(connectionString: string, role: string): pg.ClientConfig {
+  return {
+    connectionString,
+    application_name: `${APPLICATION_NAME}:${role}`,
+    keepAlive: true,
+    keepAliveInitialDelayMillis: 10_000,
+    connectionTimeoutMillis: 10_000,
+  };
+}
+
+export function createPool(connectionString: string, role: string, max = 10): pg.Pool {
+  const pool = new pg.Pool({ ...connectionConfig(connectionString, role), max, idleTimeoutMillis: 30_000 });
+  // An idle client that loses its connection emits 'error' on the pool; without a listener that kills the process.
+  pool.on('error', () => {});
+  return pool;
+}
+
+/** host:port/database of a connection string, for logs and messages: never the password. */
+export function describeConnection(connectionString: string): string {
+  try {
+    const url = new URL(connectionString);
+    return `${url.hostname}:${url.port || 5432}${url.pathname}`;
+  } catch {
+    return '(unparseable connection string)';
+  }
+}
+
+/** Removes the password of a connection string wherever it appears in a message. */
+export function redactSecrets(message: string, connectionString: string | undefined): string {
+  if (!connectionString) return message;
+  try {
+    const password = decodeURIComponent(new URL(connectionString).password);
+    return password ? message.split(password).join('***') : message;
+  } catch {
+    return message;
+  }
+}

@@ -1,0 +1,42 @@
+import type pg from 'pg';
+import type { StoreNames } from './identifiers.js';
+import { migrations } from './migrations.js';
+
+/**
+ * Applies every missing migration in one transaction. A transaction-scoped advisory lock serialises concurrent
+ * migrators (two replicas starting together): the second waits, then finds nothing left to do.
+ * Returns the versions it applied.
+ */
+export async function migrate(pool: pg.Pool, names: StoreNames): Promise<number[]> {
+  const client = await pool.connect();
+  try {
+    await client.query('BEGIN');
+    await client.query(`SELECT pg_advisory_xact_lock(hashtext($1), 0)`, [`${names.schema}.${names.table}:migrate`]);
+    await client.query(`CREATE SCHEMA IF NOT EXISTS ${names.q.schema}`);
+    await client.query(`
+      CREATE TABLE IF NOT EXISTS ${names.q.migrations} (
+        version    int PRIMARY KEY,
+        name       text NOT NULL,
+        applied_at timestamptz NOT NULL DEFAULT now()
+      )`);
+    const { rows } = await client.query<{ version: number }>(`SELECT version FROM ${names.q.migrations}`);
+    const done = new Set(rows.map((r) => r.version));
+    const applied: number[] = [];
+    for (const migration of migrations) {
+      if (done.has(migration.version)) continue;
+      await client.query(migration.sql(names));
+      await client.query(`INSERT INTO ${names.q.migrations} (version, name) VALUES ($1, $2)`, [
+        migration.version,
+        migration.name,
+      ]);
+      applied.push(migration.version);
+    }
+    await client.query('COMMIT');
+    return applied;
+  } catch (error) {
+    await client.query('ROLLBACK').catch(() => {});
+    throw error;
+  } finally {
+    client.release();
+  }
+}

@@ -1,0 +1,156 @@
+import type { StoreNames } from './identifiers.js';
+
+/**
+ * Numbered migrations, applied in order, each in the transaction of `migrate()`. Never edit a released one: add the
+ * next number. They are functions of the configured names because schema, table and channel are settings.
+ */
+export interface Migration {
+  version: number;
+  name: string;
+  sql: (names: StoreNames) => string;
+}
+
+export const migrations: Migration[] = [
+  {
+    version: 1,
+    name: 'events',
+    sql: ({ schema, table, q }) => `
+      CREATE SCHEMA IF NOT EXISTS ${q.schema};
+
+      -- CACHE 1: values are handed out in order across sessions, which both the gap reasoning and the consecutive
+      -- reservation below rely on (a per-session cache hands out interleaved blocks).
+      CREATE SEQUENCE ${q.sequence} CACHE 1;
+
+      CREATE TABLE ${q.events} (
+        global_position bigint PRIMARY KEY DEFAULT nextval(${q.sequenceLiteral}),
+        stream_name     text        NOT NULL,
+        stream_position bigint      NOT NULL,
+        type            text        NOT NULL,
+        data            jsonb       NOT NULL,
+        metadata        jsonb       NOT NULL DEFAULT '{}',
+        recorded_at     timestamptz NOT NULL DEFAULT now(),
+        UNIQUE (stream_name, stream_position)
+      );
+      ALTER SEQUENCE ${q.sequence} OWNED BY ${q.events}.global_position;
+
+      -- One round trip per append, also inside a caller's transaction. Returns actual_version with NULL positions
+      -- when the expected version does not match, without raising, so a caller's transaction is not aborted.
+      CREATE FUNCTION ${q.appendFunction}(
+        p_stream text, p_types text[], p_data jsonb[], p_metadata jsonb[], p_expected bigint, p_channel text)
+      RETURNS TABLE (first_position bigint, last_position bigint, stream_version bigint, actual_version bigint)
+      LANGUAGE plpgsql AS $fn$
+      DECLARE
+        n         int := cardinality(p_types);
+        v_version bigint;
+        v_first   bigint;
+        v_next    bigint;
+        i         int;
+      BEGIN
+        -- Writers of one stream queue here until the holder commits; writers of other streams do not.
+        PERFORM pg_advisory_xact_lock(hashtext('${schema}.${table}:stream'), hashtext(p_stream));
+
+        SELECT coalesce(max(e.stream_position), 0) INTO v_version
+          FROM ${q.events} e WHERE e.stream_name = p_stream;
+        IF p_expected IS NOT NULL AND p_expected <> v_version THEN
+          RETURN QUERY SELECT NULL::bigint, NULL::bigint, NULL::bigint, v_version;
+          RETURN;
+        END IF;
+
+        -- Reserve n consecutive global positions. The session lock serialises only this reservation (microseconds),
+        -- not the writers' transactions. Plain INSERTs that take nextval() without the lock can still interleave:
+        -- then start the run again; the skipped values become holes that the runner resolves like rollbacks.
+        PERFORM pg_advisory_lock(hashtext('${schema}.${table}:positions'), 0);
+        BEGIN
+          v_first := nextval(${q.sequenceLiteral});
+          i := 1;
+          WHILE i < n LOOP
+            v_next := nextval(${q.sequenceLiteral});
+            IF v_next = v_first + i THEN
+              i := i + 1;
+            ELSE
+              v_first := v_next;
+              i := 1;
+            END IF;
+          END LOOP;
+        EXCEPTION WHEN OTHERS OR query_canceled THEN
+          -- A session lock outlives the transaction: never leave it behind on a cancel or error.
+          PERFORM pg_advisory_unlock(hashtext('${schema}.${table}:positions'), 0);
+          RAISE;
+        END;
+        PERFORM pg_advisory_unlock(hashtext('${schema}.${table}:positions'), 0);
+
+        INSERT INTO ${q.events} (global_position, stream_name, stream_position, type, data, metadata)
+        SELECT v_first + u.o - 1, p_stream, v_version + u.o, u.t, u.d, u.m
+          FROM unnest(p_types, p_data, p_metadata) WITH ORDINALITY AS u(t, d, m, o);
+
+        -- Delivered on commit only; a rolled-back append notifies nobody.
+        PERFORM pg_notify(p_channel, (v_first + n - 1)::text);
+        RETURN QUERY SELECT v_first, v_first + n - 1, v_version + n, v_version;
+      END
+      $fn$;
+    `,
+  },
+  {
+    version: 2,
+    name: 'runner',
+    sql: ({ q }) => `
+      CREATE TABLE ${q.checkpoints} (
+        name         text PRIMARY KEY,
+        position     bigint      NOT NULL DEFAULT 0,
+        state        text        NOT NULL DEFAULT 'stopped',
+        last_error   jsonb,
+        -- id of the last 'late' row of projection_gaps this projection has dealt with
+        late_seen_id bigint      NOT NULL DEFAULT 0,
+        owner        text,
+        updated_at   timestamptz NOT NULL DEFAULT now()
+      );
+
+      CREATE TABLE ${q.gaps} (
+        id            bigserial PRIMARY KEY,
+        from_position bigint      NOT NULL,
+        to_position   bigint      NOT NULL,
+        first_seen_at timestamptz NOT NULL,
+        resolved_at   timestamptz,
+        resolution    text CHECK (resolution IN ('filled', 'timed_out', 'dead', 'late')),
+        CHECK (from_position <= to_position)
+      );
+      CREATE INDEX ON ${q.gaps} (id) WHERE resolved_at IS NULL;
+      CREATE INDEX ON ${q.gaps} (resolved_at) WHERE resolution IN ('timed_out', 'dead');
+      CREATE INDEX ON ${q.gaps} (id) WHERE resolution = 'late';
+
+      CREATE TABLE ${q.highWater} (
+        singleton  boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+        position   bigint      NOT NULL DEFAULT 0,
+        head       bigint      NOT NULL DEFAULT 0,
+        head_recorded_at timestamptz,
+        leader     text,
+        updated_at timestamptz NOT NULL DEFAULT now()
+      );
+      INSERT INTO ${q.highWater} DEFAULT VALUES;
+
+      -- Events at positions of dead gaps that a projection applied, so that a later 'late' notice for the same
+      -- position is not applied twice.
+      CREATE TABLE ${q.lateDeliveries} (
+        projection text   NOT NULL,
+        position   bigint NOT NULL,
+        applied_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (projection, position)
+      );
+
+      CREATE TABLE ${q.replays} (
+        id           bigserial PRIMARY KEY,
+        projection   text        NOT NULL,
+        status       text        NOT NULL CHECK (status IN ('pending', 'running', 'done', 'failed')),
+        requested_by text,
+        requested_at timestamptz NOT NULL DEFAULT now(),
+        started_at   timestamptz,
+        finished_at  timestamptz,
+        target       bigint,
+        applied      bigint      NOT NULL DEFAULT 0,
+        error        text
+      );
+      -- The database refuses a second replay of the same projection while one is pending or running.
+      CREATE UNIQUE INDEX ON ${q.replays} (projection) WHERE status IN ('pending', 'running');
+    `,
+  },
+];

@@ -1,0 +1,62 @@
+import { randomBytes } from 'node:crypto';
+import pg from 'pg';
+import { inject } from 'vitest';
+
+export interface TestDatabase {
+  url: string;
+  name: string;
+  pool: pg.Pool;
+  /** A fresh client of its own (a separate session), for holding transactions open on purpose. */
+  connect(): Promise<pg.Client>;
+  drop(): Promise<void>;
+}
+
+/** A fresh database cloned from the migrated template, with a pool; `migrated: false` gives an empty one. */
+export async function createTestDatabase({ migrated = true } = {}): Promise<TestDatabase> {
+  const serverUrl = inject('postgresUrl');
+  const name = `t_${randomBytes(6).toString('hex')}`;
+  const admin = new pg.Client({ connectionString: serverUrl });
+  await admin.connect();
+  await admin.query(`CREATE DATABASE ${name}${migrated ? ' TEMPLATE template_migrated' : ''}`);
+  await admin.end();
+  const url = serverUrl.replace(/\/postgres$/, `/${name}`);
+  const pool = new pg.Pool({ connectionString: url, max: 40 });
+  pool.on('error', () => {});
+  const clients: pg.Client[] = [];
+  return {
+    url,
+    name,
+    pool,
+    async connect() {
+      const client = new pg.Client({ connectionString: url });
+      client.on('error', () => {});
+      await client.connect();
+      clients.push(client);
+      return client;
+    },
+    async drop() {
+      await Promise.all(clients.map((c) => c.end().catch(() => {})));
+      await pool.end();
+      const admin = new pg.Client({ connectionString: serverUrl });
+      await admin.connect();
+      await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      await admin.end();
+    },
+  };
+}
+
+/** Polls until `check` returns a truthy value; fails with `what` after `timeoutMs`. Never a fixed sleep. */
+export async function waitFor<T>(what: string, check: () => Promise<T> | T, timeoutMs = 20_000): Promise<NonNullable<T>> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const value = await check();
+      if (value) return value as NonNullable<T>;
+    } catch (error) {
+      last = error;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}

@@ -1,0 +1,69 @@
+import { defineProjection, type StoredEvent } from '../src/index.js';
+
+/**
+ * Account balances from AccountOpened / Deposited / Withdrawn events on `account-<id>` streams.
+ * Uses `handleBatch`: one multi-row upsert per batch instead of a round trip per event.
+ */
+interface Change {
+  account: string;
+  delta: number;
+  owner: string | null;
+  position: string;
+  count: number;
+}
+
+function foldBatch(events: StoredEvent[]): Change[] {
+  const byAccount = new Map<string, Change>();
+  for (const event of events) {
+    const account = event.streamName;
+    const change = byAccount.get(account) ?? { account, delta: 0, owner: null, position: '0', count: 0 };
+    if (event.type === 'AccountOpened') change.owner = String(event.data.owner ?? '');
+    if (event.type === 'Deposited') change.delta += Number(event.data.amount);
+    if (event.type === 'Withdrawn') change.delta -= Number(event.data.amount);
+    change.count += 1;
+    // A late event can arrive after higher positions: keep the highest.
+    if (event.globalPosition > BigInt(change.position)) change.position = event.globalPosition.toString();
+    byAccount.set(account, change);
+  }
+  return [...byAccount.values()];
+}
+
+export default defineProjection({
+  name: 'account_balances',
+  eventTypes: ['AccountOpened', 'Deposited', 'Withdrawn'],
+
+  async setup(db) {
+    await db.query(`
+      CREATE TABLE IF NOT EXISTS account_balances (
+        account       text PRIMARY KEY,
+        owner         text,
+        balance       numeric NOT NULL DEFAULT 0,
+        events        bigint  NOT NULL DEFAULT 0,
+        last_position bigint  NOT NULL
+      )`);
+  },
+
+  async reset(db) {
+    await db.query('TRUNCATE account_balances');
+  },
+
+  async handleBatch(events, tx) {
+    const changes = foldBatch(events);
+    await tx.query(
+      `INSERT INTO account_balances AS a (account, owner, balance, events, last_position)
+       SELECT * FROM unnest($1::text[], $2::text[], $3::numeric[], $4::bigint[], $5::bigint[])
+       ON CONFLICT (account) DO UPDATE
+         SET owner = coalesce(EXCLUDED.owner, a.owner),
+             balance = a.balance + EXCLUDED.balance,
+             events = a.events + EXCLUDED.events,
+             last_position = greatest(a.last_position, EXCLUDED.last_position)`,
+      [
+        changes.map((c) => c.account),
+        changes.map((c) => c.owner),
+        changes.map((c) => c.delta),
+        changes.map((c) => c.count),
+        changes.map((c) => c.position),
+      ],
+    );
+  },
+});

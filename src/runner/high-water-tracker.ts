@@ -1,0 +1,173 @@
+import type pg from 'pg';
+import type { Logger } from 'pino';
+import type { StoreNames } from '../db/identifiers.js';
+import type { RunnerMetrics } from '../metrics/registry.js';
+import { loadHighWaterState, persistDecision, readObservation, readPersistedHighWater } from './gap-probe.js';
+import { nextDeadline, observe, type HighWaterSettings, type HighWaterState, type OpenGap } from './high-water.js';
+import type { LeaseSession } from './ownership.js';
+import { withRetries } from './retry.js';
+import { WakeSignal } from './wakeup.js';
+
+/** Evidence that gaps are dead (gap-evidence.ts). Collected before the observation, so its snapshot is newer. */
+export interface GapEvidenceSource {
+  collect(state: HighWaterState): Promise<((gap: OpenGap) => boolean) | undefined>;
+  /** How often to look again while gaps are open and evidence may settle them. */
+  readonly recheckMs: number;
+}
+
+export interface HighWaterTrackerOptions {
+  pool: pg.Pool;
+  names: StoreNames;
+  settings: HighWaterSettings;
+  pollIntervalMs: number;
+  leases: LeaseSession;
+  log: Logger;
+  metrics: RunnerMetrics;
+  /** Scan window above H per pass; the reply carries only holes and bounds, so this can be large. */
+  windowSize?: number;
+  /** H moved (or the leader announced it): wake the projectors. */
+  onAdvance: (highWater: bigint) => void;
+}
+
+/**
+ * One per process. The instance holding the 'high-water' lease observes the events table, decides (high-water.ts)
+ * and persists H and the gaps; the others read the persisted H. Every pass is retried through database outages.
+ */
+export class HighWaterTracker {
+  private readonly wake = new WakeSignal();
+  private state: HighWaterState | undefined;
+  private evidence: GapEvidenceSource | undefined;
+  private announced: bigint | undefined;
+  /** Wall-clock time of the last completed pass, for the /healthz watchdog. */
+  lastPassAt = Date.now();
+  highWater = 0n;
+  head = 0n;
+  leader = false;
+
+  constructor(private readonly options: HighWaterTrackerOptions) {
+    options.leases.onLost(() => {
+      this.leader = false;
+      this.state = undefined;
+    });
+  }
+
+  notify(): void {
+    this.wake.notify();
+  }
+
+  /** Evidence is set up after the database is reachable (it checks the role's privileges). */
+  useEvidence(evidence: GapEvidenceSource | undefined): void {
+    this.evidence = evidence;
+  }
+
+  async run(signal: AbortSignal): Promise<void> {
+    const { log, metrics } = this.options;
+    while (!signal.aborted) {
+      let delay = this.options.pollIntervalMs;
+      try {
+        delay = await withRetries(() => this.pass(), {
+          operation: 'high_water',
+          signal,
+          onRetry: (error, attempt) => {
+            metrics.dbErrors.inc({ operation: 'high_water' });
+            log.warn({ err: error, attempt }, 'high-water pass failed; retrying');
+          },
+        });
+      } catch (error) {
+        if (signal.aborted) break;
+        // Not a database hiccup: log loudly, keep the loop alive, try again after a poll interval.
+        log.error({ err: error }, 'high-water pass failed');
+      }
+      this.lastPassAt = Date.now();
+      await this.wake.wait(delay, signal);
+    }
+  }
+
+  /** One pass; returns how long to sleep before the next one unless woken. */
+  async pass(): Promise<number> {
+    const { leases, names, pool, settings, log, metrics } = this.options;
+    const { evidence } = this;
+    if (!this.leader) {
+      this.leader = await leases.tryAcquire('high-water', 'leader');
+      if (this.leader) {
+        // Take over: the fence that makes a stale leader's next write fail (persistDecision checks it).
+        await pool.query(`UPDATE ${names.q.highWater} SET leader = $1`, [leases.owner]);
+        this.state = await loadHighWaterState(pool, names, settings.lateWatchMs);
+        log.info({ highWater: this.state.highWater.toString(), openGaps: this.state.openGaps.length }, 'leading the high-water tracker');
+      }
+    }
+    if (!this.leader) {
+      const persisted = await readPersistedHighWater(pool, names);
+      this.publish(persisted.highWater, persisted.head, persisted.openGaps, persisted.oldestGapAgeSeconds);
+      return this.options.pollIntervalMs;
+    }
+
+    const state = this.state!;
+    const isProvenDead = state.openGaps.length > 0 ? await evidence?.collect(state) : undefined;
+    const observation = await readObservation(pool, names, state.highWater, this.options.windowSize ?? 100_000, state.watched);
+    const decision = observe(state, observation, settings, isProvenDead);
+    if (decision.changed) {
+      const client = await pool.connect();
+      try {
+        const gapsChanged = decision.opened.length + decision.resolved.length + decision.late.length > 0;
+        if ((await persistDecision(client, names, decision, leases.owner, gapsChanged)) === 'not_leader') {
+          log.warn('another instance leads the high-water tracker now; standing down');
+          this.leader = false;
+          this.state = undefined;
+          await leases.release('high-water', 'leader');
+          return this.options.pollIntervalMs;
+        }
+      } finally {
+        client.release();
+      }
+    }
+    this.state = decision.state;
+
+    for (const gap of decision.opened) {
+      log.info({ gap: { from: gap.from.toString(), to: gap.to.toString() } }, 'gap opened: holding the high-water mark');
+    }
+    for (const r of decision.resolved) {
+      const waitSeconds = Math.max(0, (r.resolvedAt - r.firstSeenAt) / 1000);
+      metrics.gapsResolved.inc({ resolution: r.resolution });
+      metrics.gapWait.observe({ resolution: r.resolution }, waitSeconds);
+      const line = { gap: { from: r.from.toString(), to: r.to.toString() }, resolution: r.resolution, waitSeconds };
+      if (r.resolution === 'timed_out') log.warn(line, 'gap timed out: moving the high-water mark past it');
+      else log.info(line, `gap ${r.resolution}`);
+    }
+    for (const position of decision.late) {
+      metrics.lateEvents.inc();
+      log.error({ position: position.toString() }, 'late event: committed after its gap was declared dead; delivering it to projections that passed it');
+    }
+
+    const { openGaps } = decision.state;
+    const oldest = openGaps.reduce((min, g) => Math.min(min, g.firstSeenAt), Number.POSITIVE_INFINITY);
+    this.publish(
+      decision.state.highWater,
+      decision.state.head,
+      openGaps.length,
+      openGaps.length > 0 ? Math.max(0, (observation.now - oldest) / 1000) : 0,
+    );
+    if (decision.late.length > 0) this.options.onAdvance(this.highWater);
+
+    // Sleep until the earliest gap timeout must fire (even if nothing else happens), or sooner to recheck evidence.
+    const deadline = nextDeadline(decision.state, settings);
+    let delay = this.options.pollIntervalMs;
+    if (deadline !== null) delay = Math.min(delay, Math.max(1, deadline - observation.now + 1));
+    if (openGaps.length > 0 && evidence) delay = Math.min(delay, evidence.recheckMs);
+    return delay;
+  }
+
+  private publish(highWater: bigint, head: bigint, openGaps: number, oldestAgeSeconds: number): void {
+    const { metrics } = this.options;
+    this.highWater = highWater;
+    this.head = head;
+    metrics.highWaterPosition.set(Number(highWater));
+    metrics.headPosition.set(Number(head));
+    metrics.gapsOpen.set(openGaps);
+    metrics.gapOldestAge.set(oldestAgeSeconds);
+    if (this.announced === undefined || highWater > this.announced) {
+      this.announced = highWater;
+      this.options.onAdvance(highWater);
+    }
+  }
+}

@@ -1,0 +1,216 @@
+/**
+ * The decision logic of the high-water tracker. Pure: no I/O, no clock, no timers. The SQL shell
+ * (`high-water-tracker.ts`) feeds it one observation (one snapshot) at a time, with the server's clock.
+ *
+ * Definitions
+ *   H (high water)  every position <= H is a committed event or lies in a gap declared dead. Projections read <= H.
+ *   gap             a run of missing positions with a visible (committed) position above it: its writer is either
+ *                   still open (the gap will fill) or rolled back (it never will). Missing positions above the highest
+ *                   visible one are not gaps: nothing proves they were ever used by a transaction that is still open,
+ *                   and waiting on them would hang after rolled-back appends at the top of the log.
+ *   first seen      when a missing position was first observed with a visible position above it. The gap clock starts
+ *                   here and is inherited when a gap is split by a partial fill; it never restarts (a clock that
+ *                   restarts on "last change" skips live gaps after a lull).
+ *   resolutions     filled     every position of the (sub-)range became visible before the gap was given up
+ *                   dead       evidence proved no open transaction can still fill it (see gap-evidence.ts)
+ *                   timed_out  still missing `gapTimeoutMs` after first seen; H moves past it
+ *                   late       a position of a dead/timed-out gap became visible afterwards (watched `lateWatchMs`)
+ */
+
+export type Position = bigint;
+
+export type Resolution = 'filled' | 'timed_out' | 'dead' | 'late';
+
+export interface OpenGap {
+  from: Position;
+  to: Position;
+  /** Server time (ms since epoch) of the first sighting. */
+  firstSeenAt: number;
+}
+
+/** A gap given up on (dead or timed out), still watched for late commits until `watchUntil`. */
+export interface WatchedGap {
+  from: Position;
+  to: Position;
+  watchUntil: number;
+}
+
+export interface HighWaterState {
+  highWater: Position;
+  /** Highest committed position seen. */
+  head: Position;
+  /** Sorted by position, all above `highWater`. */
+  openGaps: OpenGap[];
+  watched: WatchedGap[];
+}
+
+export interface Observation {
+  /** Server clock, read after the snapshot was taken (an upper bound for "the gap was visible at"). */
+  now: number;
+  /** Highest committed position in the table. */
+  head: Position | null;
+  /**
+   * Visible positions above `highWater` as a scan window: the first and last visible ones and the missing ranges
+   * between them. null when nothing is visible above `highWater`. Positions above `last` are unknown.
+   */
+  window: { first: Position; last: Position; holes: Array<[Position, Position]> } | null;
+  /** Positions inside watched gaps that are now visible. */
+  lateVisible: Position[];
+}
+
+export interface ResolvedRange {
+  from: Position;
+  to: Position;
+  firstSeenAt: number;
+  resolvedAt: number;
+  resolution: Resolution;
+}
+
+export interface HighWaterSettings {
+  gapTimeoutMs: number;
+  lateWatchMs: number;
+}
+
+export interface Decision {
+  state: HighWaterState;
+  opened: OpenGap[];
+  resolved: ResolvedRange[];
+  /** Positions recorded `late` in this pass. */
+  late: Position[];
+  /** True when anything the shell persists changed. */
+  changed: boolean;
+}
+
+export const initialState = (highWater: Position = 0n, head: Position = highWater): HighWaterState => ({
+  highWater,
+  head,
+  openGaps: [],
+  watched: [],
+});
+
+type Range = [Position, Position];
+
+/** The missing ranges of a window, including the one between H and the first visible position. */
+export function missingRanges(highWater: Position, window: NonNullable<Observation['window']>): Range[] {
+  const ranges: Range[] = [];
+  if (window.first > highWater + 1n) ranges.push([highWater + 1n, window.first - 1n]);
+  for (const hole of window.holes) ranges.push(hole);
+  return ranges;
+}
+
+/** Parts of `range` not covered by any of the sorted, disjoint `cover` ranges. */
+export function subtractRanges(range: Range, cover: Range[]): Range[] {
+  const out: Range[] = [];
+  let cursor = range[0];
+  for (const [from, to] of cover) {
+    if (to < cursor || from > range[1]) continue;
+    if (from > cursor) out.push([cursor, from - 1n]);
+    cursor = to + 1n;
+    if (cursor > range[1]) break;
+  }
+  if (cursor <= range[1]) out.push([cursor, range[1]]);
+  return out;
+}
+
+function intersect(a: Range, b: Range): Range | null {
+  const from = a[0] > b[0] ? a[0] : b[0];
+  const to = a[1] < b[1] ? a[1] : b[1];
+  return from <= to ? [from, to] : null;
+}
+
+/**
+ * Folds one observation into the state. `isProvenDead` is the evidence check (always false without evidence).
+ */
+export function observe(
+  state: HighWaterState,
+  observation: Observation,
+  settings: HighWaterSettings,
+  isProvenDead: (gap: OpenGap) => boolean = () => false,
+): Decision {
+  const { now } = observation;
+  const resolved: ResolvedRange[] = [];
+  const opened: OpenGap[] = [];
+  let openGaps: OpenGap[] = state.openGaps;
+  let highWater = state.highWater;
+  const head = observation.head !== null && observation.head > state.head ? observation.head : state.head;
+
+  if (observation.window) {
+    const { last } = observation.window;
+    const missing = missingRanges(highWater, observation.window);
+    const next: OpenGap[] = [];
+    // Known gaps inside the window: what is no longer missing was filled; what still is keeps its first sighting.
+    for (const gap of openGaps) {
+      if (gap.from > last) {
+        next.push(gap); // beyond what this window saw: unchanged
+        continue;
+      }
+      const stillMissing = missing.map((m) => intersect(m, [gap.from, gap.to])).filter((r): r is Range => r !== null);
+      for (const [from, to] of subtractRanges([gap.from, gap.to], stillMissing)) {
+        resolved.push({ from, to, firstSeenAt: gap.firstSeenAt, resolvedAt: now, resolution: 'filled' });
+      }
+      for (const [from, to] of stillMissing) next.push({ from, to, firstSeenAt: gap.firstSeenAt });
+    }
+    // Missing positions no known gap covers are new sightings.
+    const known: Range[] = openGaps.map((g) => [g.from, g.to]);
+    for (const range of missing) {
+      for (const [from, to] of subtractRanges(range, known)) {
+        const gap = { from, to, firstSeenAt: now };
+        opened.push(gap);
+        next.push(gap);
+      }
+    }
+    next.sort((a, b) => (a.from < b.from ? -1 : 1));
+    openGaps = next;
+  }
+
+  // Give up on gaps: evidence first (it is the more precise answer), the timeout as the hard cap.
+  const watched = state.watched.filter((w) => w.watchUntil > now);
+  const remaining: OpenGap[] = [];
+  for (const gap of openGaps) {
+    const resolution = isProvenDead(gap) ? 'dead' : now - gap.firstSeenAt >= settings.gapTimeoutMs ? 'timed_out' : null;
+    if (resolution) {
+      resolved.push({ from: gap.from, to: gap.to, firstSeenAt: gap.firstSeenAt, resolvedAt: now, resolution });
+      watched.push({ from: gap.from, to: gap.to, watchUntil: now + settings.lateWatchMs });
+    } else {
+      remaining.push(gap);
+    }
+  }
+  openGaps = remaining;
+
+  // H: up to just below the first gap still open, or to the last visible position.
+  const lastVisible = observation.window?.last ?? highWater;
+  const ceiling = openGaps.length > 0 ? openGaps[0]!.from - 1n : lastVisible;
+  const candidate = ceiling < lastVisible ? ceiling : lastVisible;
+  if (candidate > highWater) highWater = candidate;
+
+  // Late commits in watched gaps: record each once and stop watching that position.
+  const late = [...new Set(observation.lateVisible)].sort((a, b) => (a < b ? -1 : 1));
+  let stillWatched = watched;
+  for (const position of late) {
+    stillWatched = stillWatched.flatMap((w) =>
+      position < w.from || position > w.to
+        ? [w]
+        : subtractRanges([w.from, w.to], [[position, position]]).map(([from, to]) => ({ from, to, watchUntil: w.watchUntil })),
+    );
+  }
+
+  const changed =
+    highWater !== state.highWater || head !== state.head || opened.length > 0 || resolved.length > 0 || late.length > 0;
+  return {
+    state: { highWater, head, openGaps, watched: stillWatched },
+    opened,
+    resolved,
+    late,
+    changed,
+  };
+}
+
+/** When the next pass must run even if nothing else happens: the earliest gap timeout. */
+export function nextDeadline(state: HighWaterState, settings: HighWaterSettings): number | null {
+  let earliest: number | null = null;
+  for (const gap of state.openGaps) {
+    const deadline = gap.firstSeenAt + settings.gapTimeoutMs;
+    if (earliest === null || deadline < earliest) earliest = deadline;
+  }
+  return earliest;
+}

@@ -1,0 +1,104 @@
+import type pg from 'pg';
+import type { StoreNames } from '../db/identifiers.js';
+import { ReplayInProgressError } from '../errors.js';
+
+/** The SQL of replay requests: a row per request (the database refuses a second active one) plus a NOTIFY. */
+
+export interface ReplayRow {
+  id: bigint;
+  projection: string;
+  status: 'pending' | 'running' | 'done' | 'failed';
+  target: bigint | null;
+  applied: bigint;
+  error: string | null;
+}
+
+export async function requestReplay(pool: pg.Pool, names: StoreNames, projection: string, requestedBy: string): Promise<bigint> {
+  try {
+    const { rows } = await pool.query<{ id: string }>(
+      `WITH r AS (
+         INSERT INTO ${names.q.replays} (projection, status, requested_by) VALUES ($1, 'pending', $2) RETURNING id
+       )
+       SELECT id::text, pg_notify($3, $1) FROM r`,
+      [projection, requestedBy, names.replayChannel],
+    );
+    return BigInt(rows[0]!.id);
+  } catch (error) {
+    if ((error as { code?: string }).code === '23505') throw new ReplayInProgressError(projection);
+    throw error;
+  }
+}
+
+/** Claims the pending requests of projections this instance owns. */
+export async function claimReplays(db: pg.Pool, names: StoreNames, owned: string[]): Promise<ReplayRow[]> {
+  if (owned.length === 0) return [];
+  const { rows } = await db.query(
+    `UPDATE ${names.q.replays} SET status = 'running', started_at = now()
+      WHERE status = 'pending' AND projection = ANY($1) RETURNING id::text, projection`,
+    [owned],
+  );
+  return rows.map((r) => ({ id: BigInt(r.id), projection: r.projection, status: 'running', target: null, applied: 0n, error: null }));
+}
+
+/**
+ * Resets the read model and the checkpoint in one transaction: the projection's own `reset`, checkpoint to 0, late
+ * notices so far considered seen (a rebuild reads every committed event anyway), and its late-delivery records.
+ * Returns the target (H at the time of the reset).
+ */
+export async function resetForReplay(
+  tx: pg.ClientBase,
+  names: StoreNames,
+  projection: string,
+  replayId: bigint,
+  reset: ((db: pg.ClientBase) => Promise<void>) | undefined,
+): Promise<bigint> {
+  await reset?.(tx);
+  await tx.query(
+    `UPDATE ${names.q.checkpoints}
+        SET position = 0, state = 'replaying', last_error = NULL, updated_at = now(),
+            late_seen_id = (SELECT coalesce(max(id), 0) FROM ${names.q.gaps} WHERE resolution = 'late')
+      WHERE name = $1`,
+    [projection],
+  );
+  await tx.query(`DELETE FROM ${names.q.lateDeliveries} WHERE projection = $1`, [projection]);
+  const { rows } = await tx.query<{ target: string }>(
+    `UPDATE ${names.q.replays} SET target = (SELECT position FROM ${names.q.highWater}) WHERE id = $1 RETURNING target::text`,
+    [replayId.toString()],
+  );
+  return BigInt(rows[0]!.target);
+}
+
+export async function recordReplayProgress(
+  db: pg.Pool,
+  names: StoreNames,
+  replayId: bigint,
+  applied: number,
+  done: boolean,
+  error?: string,
+): Promise<void> {
+  await db.query(
+    `UPDATE ${names.q.replays}
+        SET applied = applied + $2,
+            status = CASE WHEN $4::text IS NOT NULL THEN 'failed' WHEN $3 THEN 'done' ELSE status END,
+            finished_at = CASE WHEN $3 OR $4::text IS NOT NULL THEN now() ELSE finished_at END,
+            error = $4
+      WHERE id = $1`,
+    [replayId.toString(), applied, done, error ?? null],
+  );
+}
+
+export async function readReplay(db: pg.Pool, names: StoreNames, id: bigint): Promise<ReplayRow> {
+  const { rows } = await db.query(
+    `SELECT id::text, projection, status, target::text, applied::text, error FROM ${names.q.replays} WHERE id = $1`,
+    [id.toString()],
+  );
+  const r = rows[0];
+  return {
+    id: BigInt(r.id),
+    projection: r.projection,
+    status: r.status,
+    target: r.target === null ? null : BigInt(r.target),
+    applied: BigInt(r.applied),
+    error: r.error,
+  };
+}

@@ -1,0 +1,349 @@
+import type pg from 'pg';
+import type { Logger } from 'pino';
+import { createPool } from '../db/connection.js';
+import { storeNames, type StoreNames } from '../db/identifiers.js';
+import { migrate } from '../db/migrate.js';
+import { RunnerMetrics, type LagSource } from '../metrics/registry.js';
+import { setProjectionState } from './checkpoint-store.js';
+import { HighWaterTracker, type GapEvidenceSource } from './high-water-tracker.js';
+import { LeaseSession } from './ownership.js';
+import type { Projection } from './projection.js';
+import { Projector } from './projector.js';
+import { claimReplays, recordReplayProgress, resetForReplay } from './replay-requests.js';
+import { withRetries } from './retry.js';
+import { NotificationListener, WakeSignal } from './wakeup.js';
+
+export interface RunnerOptions {
+  connectionString: string;
+  projections: Projection[];
+  log: Logger;
+  metrics?: RunnerMetrics;
+  schema?: string;
+  table?: string;
+  channel?: string;
+  gapTimeoutMs?: number;
+  lateWatchMs?: number;
+  pollIntervalMs?: number;
+  batchSize?: number;
+  handlerRetries?: number;
+  /** Evidence-based dead-gap detection (gap-evidence.ts); created by the runner when 'auto'. */
+  gapEvidence?: 'auto' | 'off';
+  /** Factory so the runner stays independent of how evidence is gathered. */
+  evidenceFactory?: (pool: pg.Pool, names: StoreNames, log: Logger) => Promise<GapEvidenceSource | undefined>;
+}
+
+interface OwnedProjection {
+  projector: Projector;
+  controller: AbortController;
+  done: Promise<void>;
+  replayId?: bigint;
+}
+
+/**
+ * Composes the daemon: migrations, the high-water tracker, the notification listener, ownership of projections
+ * (advisory-lock leases, balanced across instances) and one projector loop per owned projection.
+ * `start()` and `stop()` are safe to call twice.
+ */
+export class Runner implements LagSource {
+  readonly names: StoreNames;
+  readonly metrics: RunnerMetrics;
+  readonly pool: pg.Pool;
+  readonly leases: LeaseSession;
+  readonly tracker: HighWaterTracker;
+  private readonly listener: NotificationListener;
+  private readonly owned = new Map<string, OwnedProjection>();
+  private readonly ownershipWake = new WakeSignal();
+  private readonly controller = new AbortController();
+  private loops: Promise<void>[] = [];
+  private started = false;
+  private stopping: Promise<void> | undefined;
+  private readonly settings: Required<Pick<RunnerOptions, 'gapTimeoutMs' | 'lateWatchMs' | 'pollIntervalMs' | 'batchSize' | 'handlerRetries'>>;
+  lastOwnershipPassAt = Date.now();
+  databaseReachable = false;
+
+  constructor(private readonly options: RunnerOptions) {
+    this.names = storeNames(options);
+    this.metrics = options.metrics ?? new RunnerMetrics();
+    const gapTimeoutMs = options.gapTimeoutMs ?? 10_000;
+    this.settings = {
+      gapTimeoutMs,
+      lateWatchMs: options.lateWatchMs ?? gapTimeoutMs * 10,
+      pollIntervalMs: options.pollIntervalMs ?? 1_000,
+      batchSize: options.batchSize ?? 500,
+      handlerRetries: options.handlerRetries ?? 3,
+    };
+    this.pool = createPool(options.connectionString, 'runner', options.projections.length + 4);
+    this.leases = new LeaseSession(options.connectionString, this.names, options.log);
+    this.tracker = new HighWaterTracker({
+      pool: this.pool,
+      names: this.names,
+      settings: { gapTimeoutMs, lateWatchMs: this.settings.lateWatchMs },
+      pollIntervalMs: this.settings.pollIntervalMs,
+      leases: this.leases,
+      log: options.log.child({ component: 'high-water' }),
+      metrics: this.metrics,
+      onAdvance: () => this.wakeProjectors(),
+    });
+    this.listener = new NotificationListener({
+      connectionString: options.connectionString,
+      channels: [this.names.channel, this.names.highWaterChannel, this.names.replayChannel],
+      log: options.log.child({ component: 'listener' }),
+      onNotification: (channel) => {
+        this.metrics.notifications.inc();
+        if (channel === this.names.channel) this.tracker.notify();
+        else if (channel === this.names.highWaterChannel) this.wakeProjectors();
+        else this.ownershipWake.notify();
+      },
+      onConnected: () => {
+        this.tracker.notify();
+        this.wakeProjectors();
+        this.ownershipWake.notify();
+      },
+    });
+    this.leases.onLost(() => this.dropAllProjections('lease session lost'));
+  }
+
+  get projections(): Projection[] {
+    return this.options.projections;
+  }
+
+  ownedProjections(): Projector[] {
+    return [...this.owned.values()].map((o) => o.projector);
+  }
+
+  private wakeProjectors(): void {
+    for (const { projector } of this.owned.values()) projector.wake.notify();
+  }
+
+  async start(): Promise<void> {
+    if (this.started) return;
+    this.started = true;
+    const { log } = this.options;
+    const signal = this.controller.signal;
+    this.metrics.attachLagSource(this);
+    for (const p of this.options.projections) this.metrics.setProjectionState(p.name, 'stopped');
+    await withRetries(
+      async () => {
+        await migrate(this.pool, this.names);
+        for (const projection of this.options.projections) {
+          if (!projection.setup) continue;
+          const client = await this.pool.connect();
+          try {
+            await projection.setup(client);
+          } finally {
+            client.release();
+          }
+        }
+      },
+      {
+        operation: 'start',
+        signal,
+        onRetry: (error, attempt) => {
+          this.metrics.dbErrors.inc({ operation: 'start' });
+          log.warn({ err: error, attempt }, 'database not reachable at start; retrying');
+        },
+      },
+    );
+    this.databaseReachable = true;
+    const evidence =
+      this.options.gapEvidence !== 'off' && this.options.evidenceFactory
+        ? await this.options.evidenceFactory(this.pool, this.names, log.child({ component: 'gap-evidence' }))
+        : undefined;
+    this.tracker.useEvidence(evidence);
+    await this.listener.start();
+    this.loops = [this.tracker.run(signal), this.ownershipLoop(signal), this.pollLoop(signal)];
+    log.info(
+      { projections: this.options.projections.map((p) => p.name), owner: this.leases.owner, ...this.settings },
+      'runner started',
+    );
+  }
+
+  /** The fallback for writers that send no NOTIFY and for a listener that is down. */
+  private async pollLoop(signal: AbortSignal): Promise<void> {
+    const tick = new WakeSignal();
+    while ((await tick.wait(this.settings.pollIntervalMs, signal)) !== 'aborted') {
+      this.metrics.polls.inc();
+      this.tracker.notify();
+    }
+  }
+
+  /**
+   * Takes and gives up projections so that each instance owns about ceil(P/N), and serves replay requests for the
+   * projections it owns.
+   */
+  private async ownershipLoop(signal: AbortSignal): Promise<void> {
+    const { log } = this.options;
+    while (!signal.aborted) {
+      try {
+        await this.balance(signal);
+        await this.serveReplays(signal);
+        this.databaseReachable = true;
+      } catch (error) {
+        if (signal.aborted) break;
+        this.databaseReachable = false;
+        this.metrics.dbErrors.inc({ operation: 'ownership' });
+        log.warn({ err: error }, 'ownership pass failed; retrying after a poll interval');
+      }
+      this.lastOwnershipPassAt = Date.now();
+      await this.ownershipWake.wait(this.settings.pollIntervalMs, signal);
+    }
+  }
+
+  private async balance(signal: AbortSignal): Promise<void> {
+    const { leases } = this;
+    await leases.verify();
+    await leases.tryAcquire('instance', leases.owner);
+    const instances = Math.max(1, await leases.liveInstances());
+    const all = this.options.projections;
+    const share = Math.ceil(all.length / instances);
+    // Give back the excess first, gracefully (the projector finishes its batch), so a new instance gets its share.
+    while (this.owned.size > share) {
+      const [name] = [...this.owned.keys()].slice(-1);
+      this.options.log.info({ projection: name }, `giving up ownership to balance ${all.length} projections over ${instances} instances`);
+      await this.releaseProjection(name!);
+    }
+    // Start from an offset that differs per instance, so that instances do not all race for the same projection.
+    const offset = Math.abs(hash(leases.owner)) % Math.max(1, all.length);
+    for (let i = 0; i < all.length && this.owned.size < share && !signal.aborted; i++) {
+      const projection = all[(i + offset) % all.length]!;
+      if (this.owned.has(projection.name)) continue;
+      if (await leases.tryAcquire('projection', projection.name)) await this.startProjection(projection, signal);
+    }
+  }
+
+  private async startProjection(projection: Projection, parent: AbortSignal): Promise<Projector> {
+    const projector = new Projector({
+      projection,
+      pool: this.pool,
+      names: this.names,
+      owner: this.leases.owner,
+      batchSize: this.settings.batchSize,
+      handlerRetries: this.settings.handlerRetries,
+      pollIntervalMs: this.settings.pollIntervalMs,
+      deadRangeWindowMs: this.settings.lateWatchMs * 2,
+      log: this.options.log,
+      metrics: this.metrics,
+      onBatchCommitted: (p, applied) => this.onBatchCommitted(p, applied),
+    });
+    await projector.load();
+    const controller = new AbortController();
+    const onParentAbort = () => controller.abort();
+    parent.addEventListener('abort', onParentAbort, { once: true });
+    const done = projector.run(controller.signal).finally(() => parent.removeEventListener('abort', onParentAbort));
+    this.owned.set(projection.name, { projector, controller, done });
+    this.options.log.info({ projection: projection.name, position: projector.checkpoint.toString() }, 'projection started');
+    return projector;
+  }
+
+  private async releaseProjection(name: string): Promise<void> {
+    const entry = this.owned.get(name);
+    if (!entry) return;
+    entry.controller.abort();
+    await entry.done;
+    this.owned.delete(name);
+    entry.projector.setState('stopped');
+    await setProjectionState(this.pool, this.names, name, 'stopped', null).catch(() => {});
+    await this.leases.release('projection', name).catch(() => {});
+  }
+
+  private dropAllProjections(reason: string): void {
+    for (const [name, entry] of this.owned) {
+      this.options.log.warn({ projection: name, reason }, 'stopping projection');
+      entry.controller.abort();
+      entry.projector.setState('stopped');
+    }
+    this.owned.clear();
+  }
+
+  private async serveReplays(signal: AbortSignal): Promise<void> {
+    const claimed = await claimReplays(this.pool, this.names, [...this.owned.keys()]);
+    for (const request of claimed) {
+      const entry = this.owned.get(request.projection);
+      if (!entry || signal.aborted) continue;
+      this.options.log.info({ projection: request.projection, replay: request.id.toString() }, 'replay: resetting the read model');
+      entry.controller.abort();
+      await entry.done;
+      this.owned.delete(request.projection);
+      const projection = this.options.projections.find((p) => p.name === request.projection)!;
+      const client = await this.pool.connect();
+      let target: bigint;
+      try {
+        await client.query('BEGIN');
+        target = await resetForReplay(client, this.names, projection.name, request.id, projection.reset);
+        await client.query('COMMIT');
+      } catch (error) {
+        await client.query('ROLLBACK').catch(() => {});
+        await recordReplayProgress(this.pool, this.names, request.id, 0, false, (error as Error).message).catch(() => {});
+        throw error;
+      } finally {
+        client.release();
+      }
+      const projector = await this.startProjectionForReplay(projection, target, request.id, signal);
+      this.options.log.info({ projection: projection.name, target: target.toString() }, 'replay: rebuilding from position 0');
+      projector.wake.notify();
+    }
+  }
+
+  private async startProjectionForReplay(projection: Projection, target: bigint, replayId: bigint, signal: AbortSignal): Promise<Projector> {
+    const projector = await this.startProjection(projection, signal);
+    projector.replayTarget = target > 0n ? target : undefined;
+    this.owned.get(projection.name)!.replayId = replayId;
+    if (projector.replayTarget === undefined) await this.finishReplay(projection.name, 0);
+    else projector.setState('replaying');
+    return projector;
+  }
+
+  private async onBatchCommitted(projector: Projector, applied: number): Promise<void> {
+    const entry = this.owned.get(projector.name);
+    if (entry?.replayId === undefined) return;
+    if (projector.replayTarget === undefined) await this.finishReplay(projector.name, applied);
+    else await recordReplayProgress(this.pool, this.names, entry.replayId, applied, false);
+  }
+
+  private async finishReplay(name: string, applied: number): Promise<void> {
+    const entry = this.owned.get(name)!;
+    await recordReplayProgress(this.pool, this.names, entry.replayId!, applied, true);
+    this.options.log.info({ projection: name, position: entry.projector.checkpoint.toString() }, 'replay finished: caught up');
+    entry.replayId = undefined;
+  }
+
+  /** Graceful: no new batch, the current one finishes and commits, connections close. */
+  stop(): Promise<void> {
+    this.stopping ??= (async () => {
+      this.controller.abort();
+      await Promise.allSettled([...this.loops, ...[...this.owned.values()].map((o) => o.done)]);
+      for (const name of this.owned.keys()) {
+        await setProjectionState(this.pool, this.names, name, 'stopped', null).catch(() => {});
+      }
+      this.owned.clear();
+      await this.listener.stop();
+      await this.leases.close();
+      await this.pool.end().catch(() => {});
+      this.options.log.info('runner stopped');
+    })();
+    return this.stopping;
+  }
+
+  /** Scrape-time lag: head from the tracker, the oldest unapplied event's age per owned projection. */
+  async lagSnapshot() {
+    const owned = this.ownedProjections();
+    const { rows } = await this.pool.query<{ name: string; age: number | null }>(
+      `SELECT p.name,
+              (SELECT extract(epoch FROM now() - e.recorded_at)::float8 FROM ${this.names.q.events} e
+                WHERE e.global_position > p.cp ORDER BY e.global_position LIMIT 1) AS age
+         FROM unnest($1::text[], $2::bigint[]) AS p(name, cp)`,
+      [owned.map((p) => p.name), owned.map((p) => p.checkpoint.toString())],
+    );
+    const age = new Map(rows.map((r) => [r.name, Math.max(0, r.age ?? 0)]));
+    return {
+      head: this.tracker.head,
+      projections: owned.map((p) => ({ name: p.name, checkpoint: p.checkpoint, oldestUnappliedAgeSeconds: age.get(p.name) ?? 0 })),
+    };
+  }
+}
+
+function hash(text: string): number {
+  let h = 0;
+  for (let i = 0; i < text.length; i++) h = (Math.imul(31, h) + text.charCodeAt(i)) | 0;
+  return h;
+}

@@ -1,0 +1,197 @@
+import { describe, expect, it } from 'vitest';
+import {
+  initialState,
+  missingRanges,
+  nextDeadline,
+  observe,
+  subtractRanges,
+  type HighWaterState,
+  type Observation,
+} from '../../src/runner/high-water.js';
+
+const settings = { gapTimeoutMs: 10_000, lateWatchMs: 100_000 };
+
+/** Builds an observation from the visible positions above H (as a reader would see them). */
+function seen(now: number, visible: number[], lateVisible: number[] = []): Observation {
+  const sorted = [...visible].sort((a, b) => a - b).map(BigInt);
+  if (sorted.length === 0) return { now, head: null, window: null, lateVisible: lateVisible.map(BigInt) };
+  const holes: Array<[bigint, bigint]> = [];
+  for (let i = 1; i < sorted.length; i++) {
+    if (sorted[i]! > sorted[i - 1]! + 1n) holes.push([sorted[i - 1]! + 1n, sorted[i]! - 1n]);
+  }
+  return {
+    now,
+    head: sorted.at(-1)!,
+    window: { first: sorted[0]!, last: sorted.at(-1)!, holes },
+    lateVisible: lateVisible.map(BigInt),
+  };
+}
+
+const gaps = (s: HighWaterState) => s.openGaps.map((g) => [Number(g.from), Number(g.to), g.firstSeenAt]);
+
+describe('range helpers', () => {
+  it.each([
+    [[1, 10], [], [[1, 10]]],
+    [[1, 10], [[3, 4]], [[1, 2], [5, 10]]],
+    [[1, 10], [[1, 10]], []],
+    [[1, 10], [[0, 2], [9, 12]], [[3, 8]]],
+    [[5, 5], [[1, 3]], [[5, 5]]],
+  ])('subtract %j minus %j = %j', (range, cover, expected) => {
+    const big = (r: number[]) => [BigInt(r[0]!), BigInt(r[1]!)] as [bigint, bigint];
+    expect(subtractRanges(big(range), cover.map(big)).map((r) => r.map(Number))).toEqual(expected);
+  });
+
+  it('counts the range between H and the first visible position as missing', () => {
+    expect(missingRanges(10n, { first: 13n, last: 20n, holes: [[15n, 16n]] }).map((r) => r.map(Number))).toEqual([
+      [11, 12],
+      [15, 16],
+    ]);
+  });
+});
+
+describe('observe', () => {
+  const cases: Array<{
+    name: string;
+    state: HighWaterState;
+    obs: Observation;
+    proven?: number[];
+    highWater: number;
+    open: Array<[number, number, number]>;
+    resolved?: Array<[number, number, string]>;
+    late?: number[];
+  }> = [
+    {
+      name: 'contiguous positions move H to the last one',
+      state: initialState(),
+      obs: seen(1000, [1, 2, 3]),
+      highWater: 3,
+      open: [],
+    },
+    {
+      name: 'a missing position with a visible one above is a gap; H stops below it',
+      state: initialState(40n),
+      obs: seen(1000, [41, 43]),
+      highWater: 41,
+      open: [[42, 42, 1000]],
+    },
+    {
+      name: 'missing positions at the top of the log are not gaps',
+      state: initialState(40n),
+      obs: seen(1000, [41]),
+      highWater: 41,
+      open: [],
+    },
+    {
+      name: 'nothing visible above H changes nothing',
+      state: initialState(40n),
+      obs: seen(1000, []),
+      highWater: 40,
+      open: [],
+    },
+    {
+      name: 'a filled gap lets H through and is recorded filled with its first sighting',
+      state: { ...initialState(41n, 43n), openGaps: [{ from: 42n, to: 42n, firstSeenAt: 500 }] },
+      obs: seen(1000, [42, 43]),
+      highWater: 43,
+      open: [],
+      resolved: [[42, 42, 'filled']],
+    },
+    {
+      name: 'a partial fill splits the gap; both parts keep the first sighting',
+      state: { ...initialState(41n, 46n), openGaps: [{ from: 42n, to: 45n, firstSeenAt: 500 }] },
+      obs: seen(1000, [43, 46]),
+      highWater: 41,
+      open: [[42, 42, 500], [44, 45, 500]],
+      resolved: [[43, 43, 'filled']],
+    },
+    {
+      name: 'the clock is not restarted by later observations (no reset after a lull)',
+      state: { ...initialState(41n, 43n), openGaps: [{ from: 42n, to: 42n, firstSeenAt: 500 }] },
+      obs: seen(10_499, [43, 44, 45]),
+      highWater: 41,
+      open: [[42, 42, 500]],
+    },
+    {
+      name: 'a gap missing for the whole timeout is declared timed_out and H passes it',
+      state: { ...initialState(41n, 43n), openGaps: [{ from: 42n, to: 42n, firstSeenAt: 500 }] },
+      obs: seen(10_500, [43]),
+      highWater: 43,
+      open: [],
+      resolved: [[42, 42, 'timed_out']],
+    },
+    {
+      name: 'evidence declares a gap dead at once',
+      state: initialState(40n),
+      obs: seen(1000, [41, 43, 44]),
+      proven: [42],
+      highWater: 44,
+      open: [],
+      resolved: [[42, 42, 'dead']],
+    },
+    {
+      name: 'several gaps: H stops below the first still-open one',
+      state: initialState(0n),
+      obs: seen(1000, [1, 3, 6, 7]),
+      proven: [2],
+      highWater: 3,
+      open: [[4, 5, 1000]],
+      resolved: [[2, 2, 'dead']],
+    },
+    {
+      name: 'a new gap above a known one gets its own first sighting',
+      state: { ...initialState(1n, 3n), openGaps: [{ from: 2n, to: 2n, firstSeenAt: 500 }] },
+      obs: seen(2000, [3, 5]),
+      highWater: 1,
+      open: [[2, 2, 500], [4, 4, 2000]],
+    },
+    {
+      name: 'a late commit in a watched gap is reported once and no longer watched',
+      state: { ...initialState(50n), watched: [{ from: 42n, to: 44n, watchUntil: 99_000 }] },
+      obs: seen(2000, [], [43]),
+      highWater: 50,
+      open: [],
+      late: [43],
+    },
+  ];
+
+  it.each(cases)('$name', ({ state, obs, proven = [], highWater, open, resolved = [], late = [] }) => {
+    const decision = observe(state, obs, settings, (g) => proven.includes(Number(g.from)));
+    expect(Number(decision.state.highWater)).toBe(highWater);
+    expect(gaps(decision.state)).toEqual(open);
+    expect(decision.resolved.map((r) => [Number(r.from), Number(r.to), r.resolution])).toEqual(resolved);
+    expect(decision.late.map(Number)).toEqual(late);
+  });
+
+  it('watches a given-up gap for lateWatchMs, then forgets it', () => {
+    const start = { ...initialState(41n, 43n), openGaps: [{ from: 42n, to: 42n, firstSeenAt: 0 }] };
+    const given = observe(start, seen(10_000, [43]), settings).state;
+    expect(given.watched).toEqual([{ from: 42n, to: 42n, watchUntil: 110_000 }]);
+    expect(observe(given, seen(109_999, []), settings).state.watched).toHaveLength(1);
+    expect(observe(given, seen(110_000, []), settings).state.watched).toHaveLength(0);
+  });
+
+  it('reports a change only when something persisted moved', () => {
+    const s = initialState(3n);
+    expect(observe(s, seen(1, []), settings).changed).toBe(false);
+    expect(observe(s, seen(1, [4]), settings).changed).toBe(true);
+  });
+
+  it('never moves H backwards, nor above the last visible position', () => {
+    const s = initialState(10n, 10n);
+    expect(observe(s, seen(1, [12]), settings).state.highWater).toBe(10n);
+  });
+});
+
+describe('nextDeadline', () => {
+  it('is the earliest timeout of the open gaps, or none', () => {
+    expect(nextDeadline(initialState(), settings)).toBeNull();
+    const state = {
+      ...initialState(),
+      openGaps: [
+        { from: 5n, to: 5n, firstSeenAt: 300 },
+        { from: 2n, to: 2n, firstSeenAt: 100 },
+      ],
+    };
+    expect(nextDeadline(state, settings)).toBe(10_100);
+  });
+});

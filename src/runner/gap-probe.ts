@@ -1,5 +1,6 @@
 import type pg from 'pg';
 import type { StoreNames } from '../db/identifiers.js';
+import type { SequenceSample } from './gap-evidence-rules.js';
 import { subtractRanges, type Decision, type HighWaterState, type Observation, type OpenGap, type WatchedGap } from './high-water.js';
 
 /**
@@ -17,6 +18,7 @@ const range = (text: string): [bigint, bigint] => {
  * and which watched positions have appeared. Splitting this into several statements under READ COMMITTED takes
  * several snapshots and can silently cross rows that committed in between.
  * `now` is clock_timestamp(), read after the snapshot was taken: an upper bound on when the gaps were visible.
+ * The same statement samples the sequence for the gap evidence (gap-evidence-rules.ts).
  */
 export async function readObservation(
   db: pg.ClientBase | pg.Pool,
@@ -24,9 +26,11 @@ export async function readObservation(
   highWater: bigint,
   windowSize: number,
   watched: WatchedGap[],
-): Promise<Observation> {
+): Promise<{ observation: Observation; sample: SequenceSample | undefined }> {
   const { rows } = await db.query<{
     now_ms: number;
+    started_ms: number;
+    last_value: string | null;
     head: string | null;
     first: string | null;
     last: string | null;
@@ -40,6 +44,8 @@ export async function readObservation(
        SELECT gp, lead(gp) OVER (ORDER BY gp) AS nxt FROM win
      )
      SELECT (extract(epoch FROM clock_timestamp()) * 1000)::float8 AS now_ms,
+            (extract(epoch FROM statement_timestamp()) * 1000)::float8 AS started_ms,
+            pg_sequence_last_value(${names.q.sequenceLiteral})::text AS last_value,
             (SELECT max(global_position)::text FROM ${names.q.events}) AS head,
             (SELECT min(gp)::text FROM win) AS first,
             (SELECT max(gp)::text FROM win) AS last,
@@ -52,11 +58,15 @@ export async function readObservation(
   );
   const row = rows[0]!;
   return {
-    now: row.now_ms,
-    head: row.head === null ? null : BigInt(row.head),
-    window:
-      row.first === null ? null : { first: BigInt(row.first), last: BigInt(row.last!), holes: row.holes.map(range) },
-    lateVisible: row.late.map(BigInt),
+    observation: {
+      now: row.now_ms,
+      head: row.head === null ? null : BigInt(row.head),
+      window:
+        row.first === null ? null : { first: BigInt(row.first), last: BigInt(row.last!), holes: row.holes.map(range) },
+      lateVisible: row.late.map(BigInt),
+    },
+    // statement_timestamp() precedes the read of the sequence: values above last_value were not handed out then.
+    sample: row.last_value === null ? undefined : { at: row.started_ms, lastValue: BigInt(row.last_value) },
   };
 }
 

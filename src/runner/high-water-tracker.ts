@@ -4,6 +4,7 @@ import type { StoreNames } from '../db/identifiers.js';
 import type { RunnerMetrics } from '../metrics/registry.js';
 import { loadHighWaterState, persistDecision, readObservation, readPersistedHighWater } from './gap-probe.js';
 import { nextDeadline, observe, type HighWaterSettings, type HighWaterState, type OpenGap } from './high-water.js';
+import type { SequenceSample } from './gap-evidence-rules.js';
 import type { LeaseSession } from './ownership.js';
 import { withRetries } from './retry.js';
 import { WakeSignal } from './wakeup.js';
@@ -11,6 +12,8 @@ import { WakeSignal } from './wakeup.js';
 /** Evidence that gaps are dead (gap-evidence.ts). Collected before the observation, so its snapshot is newer. */
 export interface GapEvidenceSource {
   collect(state: HighWaterState): Promise<((gap: OpenGap) => boolean) | undefined>;
+  /** Every observation samples the sequence: when it had not yet reached a value tells who cannot hold it. */
+  recordSample(sample: SequenceSample): void;
   /** How often to look again while gaps are open and evidence may settle them. */
   readonly recheckMs: number;
 }
@@ -104,7 +107,8 @@ export class HighWaterTracker {
 
     const state = this.state!;
     const isProvenDead = state.openGaps.length > 0 ? await evidence?.collect(state) : undefined;
-    const observation = await readObservation(pool, names, state.highWater, this.options.windowSize ?? 100_000, state.watched);
+    const { observation, sample } = await readObservation(pool, names, state.highWater, this.options.windowSize ?? 100_000, state.watched);
+    if (sample) evidence?.recordSample(sample);
     const decision = observe(state, observation, settings, isProvenDead);
     if (decision.changed) {
       const client = await pool.connect();

@@ -136,7 +136,9 @@ export function observe(
 
   if (observation.window) {
     const { last } = observation.window;
-    const missing = missingRanges(highWater, observation.window);
+    // Given-up gaps can sit above H (behind a gap still open): they are not new sightings when seen again.
+    const givenUp: Range[] = state.watched.map((w): Range => [w.from, w.to]).sort((a, b) => (a[0] < b[0] ? -1 : 1));
+    const missing = missingRanges(highWater, observation.window).flatMap((m) => subtractRanges(m, givenUp));
     const next: OpenGap[] = [];
     // Known gaps inside the window: what is no longer missing was filled; what still is keeps its first sighting.
     for (const gap of openGaps) {

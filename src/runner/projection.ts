@@ -63,16 +63,40 @@ export function checkUniqueNames(projections: Array<{ projection: Projection; so
   }
 }
 
-const LOADABLE = ['.js', '.mjs'];
+const JAVASCRIPT = ['.js', '.mjs'];
+const TYPESCRIPT = ['.ts', '.mts'];
 
-/** Loads every projection module of `dir` (`.js`, `.mjs`, and `.ts` when running under a TypeScript loader). */
-export async function loadProjections(dir: string, { typescript = false } = {}): Promise<Projection[]> {
-  const extensions = typescript ? [...LOADABLE, '.ts', '.mts'] : LOADABLE;
+/**
+ * TypeScript projections load when tsx is installed (a development checkout): its loader is registered on demand.
+ * A production install has no tsx and loads compiled .js/.mjs only.
+ */
+async function enableTypeScript(dir: string): Promise<void> {
+  try {
+    const api = (await import('tsx/esm/api')) as { register: () => unknown };
+    api.register();
+  } catch (error) {
+    throw new ProjectionLoadError(dir, 'holds TypeScript projections but tsx is not installed: compile them to .js, or npm install tsx', {
+      cause: error,
+    });
+  }
+}
+
+let typescriptEnabled = false;
+
+/** Loads every projection module of `dir`: `.js`, `.mjs`, and `.ts`/`.mts` when tsx is available. */
+export async function loadProjections(dir: string): Promise<Projection[]> {
   let files: string[];
   try {
-    files = (await readdir(dir)).filter((f) => extensions.includes(path.extname(f)) && !f.endsWith('.d.ts')).sort();
+    files = (await readdir(dir))
+      .filter((f) => [...JAVASCRIPT, ...TYPESCRIPT].includes(path.extname(f)) && !f.endsWith('.d.ts'))
+      .sort();
   } catch (error) {
     throw new ProjectionLoadError(dir, `cannot read the projections folder: ${(error as Error).message}`, { cause: error });
+  }
+  const isLoadedByTs = import.meta.url.endsWith('.ts');
+  if (!isLoadedByTs && !typescriptEnabled && files.some((f) => TYPESCRIPT.includes(path.extname(f)))) {
+    await enableTypeScript(dir);
+    typescriptEnabled = true;
   }
   const loaded: Array<{ projection: Projection; source: string }> = [];
   for (const file of files) {
@@ -85,7 +109,7 @@ export async function loadProjections(dir: string, { typescript = false } = {}):
     }
     loaded.push({ projection: validateProjection(mod.default, source), source });
   }
-  if (loaded.length === 0) throw new ProjectionLoadError(dir, `no projection modules (${extensions.join(', ')}) found`);
+  if (loaded.length === 0) throw new ProjectionLoadError(dir, 'no projection modules (.js, .mjs, .ts) found');
   checkUniqueNames(loaded);
   return loaded.map((l) => l.projection);
 }

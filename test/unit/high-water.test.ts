@@ -170,6 +170,20 @@ describe('observe', () => {
     expect(observe(given, seen(110_000, []), settings).state.watched).toHaveLength(0);
   });
 
+  it('does not sight a given-up gap again while a lower gap still holds H', () => {
+    const start = initialState(0n);
+    const first = observe(start, seen(1000, [1, 3, 5]), settings, (g) => g.from === 4n);
+    expect(gaps(first.state)).toEqual([[2, 2, 1000]]);
+    expect(first.resolved.map((r) => r.resolution)).toEqual(['dead']);
+    const again = observe(first.state, seen(1100, [3, 5, 6]), settings);
+    expect(again.opened).toEqual([]);
+    expect(again.resolved).toEqual([]);
+    expect(gaps(again.state)).toEqual([[2, 2, 1000]]);
+    // When the lower gap fills, H runs through the dead one.
+    const filled = observe(again.state, seen(1200, [2, 3, 5, 6]), settings);
+    expect(filled.state.highWater).toBe(6n);
+  });
+
   it('reports a change only when something persisted moved', () => {
     const s = initialState(3n);
     expect(observe(s, seen(1, []), settings).changed).toBe(false);

@@ -1,0 +1,48 @@
+import pg from 'pg';
+import type { Logger } from 'pino';
+import { describeConnection } from '../db/connection.js';
+import { startEmbeddedDatabase } from '../db/embedded.js';
+import { ProjectionRunnerError } from '../errors.js';
+
+/** The database could not be used: unreachable, or refused our credentials. Names host/port, never the password. */
+export class DatabaseUnavailableError extends ProjectionRunnerError {}
+
+export interface OpenDatabase {
+  connectionString: string;
+  embedded: boolean;
+  close(): Promise<void>;
+}
+
+/** DATABASE_URL when given, else the embedded PostgreSQL under .data/ (said so in the log). */
+export async function openDatabase(databaseUrl: string | undefined, log: Logger): Promise<OpenDatabase> {
+  if (databaseUrl) return { connectionString: databaseUrl, embedded: false, close: async () => {} };
+  const embedded = await startEmbeddedDatabase(undefined, (m) => log.warn(m));
+  log.info(
+    { database: describeConnection(embedded.connectionString), binaries: embedded.binaries, started: embedded.owned },
+    'no DATABASE_URL: using the embedded PostgreSQL under .data/',
+  );
+  return { connectionString: embedded.connectionString, embedded: true, close: () => embedded.stop() };
+}
+
+export function isAuthenticationFailure(error: unknown): boolean {
+  const code = (error as { code?: string })?.code;
+  return code === '28P01' || code === '28000';
+}
+
+/** One connection attempt, translated into a clear error for the commands that do not wait for the database. */
+export async function checkConnection(connectionString: string): Promise<void> {
+  const client = new pg.Client({ connectionString, connectionTimeoutMillis: 5_000 });
+  client.on('error', () => {});
+  const where = describeConnection(connectionString);
+  try {
+    await client.connect();
+  } catch (error) {
+    if (isAuthenticationFailure(error)) {
+      throw new DatabaseUnavailableError(`authentication failed for PostgreSQL at ${where}: check the user and password`);
+    }
+    const reason = (error as { code?: string }).code ?? (error as Error).message;
+    throw new DatabaseUnavailableError(`cannot reach PostgreSQL at ${where} (${reason})`);
+  } finally {
+    await client.end().catch(() => {});
+  }
+}

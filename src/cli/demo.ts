@@ -1,0 +1,132 @@
+import type { Command } from 'commander';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import pg from 'pg';
+import { createLogger } from '../logger.js';
+import { startMetricsServer, type MetricsServer } from '../metrics/server.js';
+import { createGapEvidence } from '../runner/gap-evidence.js';
+import { loadProjections } from '../runner/projection.js';
+import { Runner } from '../runner/runner.js';
+import { EventStore } from '../store/event-store.js';
+import { openDatabase } from './database.js';
+
+/** The example projections: projections/ next to src/ (TypeScript, via tsx) or dist/projections (compiled). */
+function bundledProjections(): string {
+  const here = path.dirname(fileURLToPath(import.meta.url));
+  return path.resolve(here, '../../projections');
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * One demo writer: account events with a share of rolled-back transactions (gaps that die) and slow ones (gaps
+ * that fill), now and then one slower than the gap timeout (a late event).
+ */
+async function demoWriter(pool: pg.Pool, store: EventStore, id: number, signal: AbortSignal, gapTimeoutMs: number) {
+  let n = 0;
+  while (!signal.aborted) {
+    const account = `account-${id}-${n % 50}`;
+    const events = [
+      { type: n % 50 < 1 ? 'AccountOpened' : 'Deposited', data: { owner: `owner-${id}`, amount: 1 + (n % 90) } },
+      ...(Math.random() < 0.3 ? [{ type: 'Withdrawn', data: { amount: 1 } }] : []),
+    ];
+    const roll = Math.random();
+    if (roll < 0.85) {
+      await store.append(account, events).catch(() => {});
+    } else {
+      const client = await pool.connect();
+      try {
+        await client.query('BEGIN');
+        await store.append(account, events, { client });
+        if (roll < 0.93) await client.query('ROLLBACK'); // a gap that will be declared dead
+        else {
+          await sleep(roll > 0.999 ? gapTimeoutMs * 1.5 : 100 + Math.random() * 600); // a gap that fills (or goes late)
+          await client.query('COMMIT');
+        }
+      } catch {
+        await client.query('ROLLBACK').catch(() => {});
+      } finally {
+        client.release();
+      }
+    }
+    n++;
+    await sleep(20 + Math.random() * 40);
+  }
+}
+
+export function registerDemo(program: Command): void {
+  program
+    .command('demo')
+    .description('embedded PostgreSQL, demo writers with rollbacks and slow transactions, the daemon, a live status line')
+    .option('--writers <n>', 'concurrent demo writers', '4')
+    .option('--duration <seconds>', 'stop by itself after this long (default: until Ctrl-C)')
+    .option('--metrics-port <port>', 'metrics server port (0: a free one)', '9464')
+    .action(async (options) => {
+      const log = createLogger(process.env.PROJECTION_RUNNER_LOG_LEVEL ?? 'warn');
+      const database = await openDatabase(process.env.DATABASE_URL, log);
+      const projections = await loadProjections(bundledProjections());
+      const gapTimeoutMs = 2_000;
+      const runner = new Runner({
+        connectionString: database.connectionString,
+        projections,
+        log,
+        gapTimeoutMs,
+        pollIntervalMs: 1_000,
+        evidenceFactory: createGapEvidence,
+      });
+      await runner.start();
+      let metrics: MetricsServer | undefined;
+      try {
+        metrics = await startMetricsServer(runner, '127.0.0.1', Number(options.metricsPort), 60_000);
+      } catch {
+        metrics = await startMetricsServer(runner, '127.0.0.1', 0, 60_000);
+      }
+      // Not createPool(): its application_name marks the runner's own sessions, which gap evidence ignores; these
+      // sessions are ordinary writers.
+      const pool = new pg.Pool({ connectionString: database.connectionString, application_name: 'demo-writer', max: Number(options.writers) + 2 });
+      const store = new EventStore(pool);
+      const writers = new AbortController();
+      const writing = Array.from({ length: Number(options.writers) }, (_, i) =>
+        demoWriter(pool, store, i, writers.signal, gapTimeoutMs),
+      );
+      process.stdout.write(
+        `projection-runner demo: ${projections.map((p) => p.name).join(', ')} on ${database.embedded ? 'the embedded PostgreSQL' : 'DATABASE_URL'}; ` +
+          `metrics on http://127.0.0.1:${metrics.port}/metrics; Ctrl-C stops\n`,
+      );
+
+      let stopping = false;
+      const stop = async () => {
+        if (stopping) return;
+        stopping = true;
+        process.stdout.write('\nstopping: writers, daemon, database…\n');
+        writers.abort();
+        await Promise.allSettled(writing);
+        await pool.end();
+        await runner.stop();
+        await metrics?.close();
+        await database.close();
+        process.stdout.write('demo stopped\n');
+        process.exit(0);
+      };
+      process.on('SIGINT', () => void stop());
+      process.on('SIGTERM', () => void stop());
+      if (options.duration) setTimeout(() => void stop(), Number(options.duration) * 1000).unref();
+
+      const tty = process.stdout.isTTY;
+      while (!stopping) {
+        await sleep(1_000);
+        if (stopping) break;
+        const value = async (metric: { get(): Promise<{ values: Array<{ value: number; labels: Record<string, unknown> }> }> }, filter = (_: Record<string, unknown>) => true) =>
+          (await metric.get()).values.filter((v) => filter(v.labels)).reduce((sum, v) => sum + v.value, 0);
+        const m = runner.metrics;
+        const snapshot = await runner.lagSnapshot().catch(() => undefined);
+        const lag = snapshot ? Math.max(...snapshot.projections.map((p) => Number(snapshot.head - p.checkpoint)), 0) : 0;
+        const line =
+          `applied ${await value(m.eventsApplied)}  head ${runner.tracker.head}  high-water ${runner.tracker.highWater}  lag ${lag}  ` +
+          `open gaps ${await value(m.gapsOpen)}  resolved: filled ${await value(m.gapsResolved, (l) => l.resolution === 'filled')} ` +
+          `dead ${await value(m.gapsResolved, (l) => l.resolution === 'dead')} timed_out ${await value(m.gapsResolved, (l) => l.resolution === 'timed_out')}  ` +
+          `late ${await value(m.lateEvents)}`;
+        process.stdout.write(tty ? `\r${line}   ` : `${line}\n`);
+      }
+    });
+}

@@ -1,0 +1,25 @@
+import { Option, type Command } from 'commander';
+import { resolveConfig, SETTINGS, type RunnerConfig, type SettingKey } from '../config.js';
+
+/** Adds the given settings as flags, each documenting its environment variable and default (from config.ts). */
+export function addSettings(command: Command, keys: readonly SettingKey[]): Command {
+  for (const s of SETTINGS) {
+    if (!keys.includes(s.key)) continue;
+    const help = `${s.description} [env ${s.env}${s.default !== undefined ? `, default ${s.default}` : ''}]`;
+    command.addOption(new Option(`--${s.flag} <value>`, help));
+  }
+  return command;
+}
+
+/** Commander's option values (camel-cased flags) to a validated config. */
+export function configFrom(options: Record<string, unknown>): RunnerConfig {
+  const flags: Partial<Record<SettingKey, string>> = {};
+  for (const s of SETTINGS) {
+    const camel = s.flag.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
+    const value = options[camel];
+    if (typeof value === 'string') flags[s.key] = value;
+  }
+  return resolveConfig(flags);
+}
+
+export const CONNECTION_SETTINGS = ['databaseUrl', 'schema', 'table', 'channel', 'logLevel'] as const satisfies readonly SettingKey[];

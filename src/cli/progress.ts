@@ -1,0 +1,30 @@
+/** Replay progress as text: pure, so the numbers are testable without a terminal. */
+export interface Progress {
+  applied: number;
+  target: number;
+  elapsedMs: number;
+}
+
+export function formatDuration(seconds: number): string {
+  if (!Number.isFinite(seconds)) return '--';
+  if (seconds < 60) return `${Math.round(seconds)}s`;
+  const m = Math.floor(seconds / 60);
+  return m < 60 ? `${m}m${String(Math.round(seconds % 60)).padStart(2, '0')}s` : `${Math.floor(m / 60)}h${String(m % 60).padStart(2, '0')}m`;
+}
+
+export function formatProgress({ applied, target, elapsedMs }: Progress, width = 30): string {
+  const fraction = target > 0 ? Math.min(1, applied / target) : 1;
+  const filled = Math.round(fraction * width);
+  const rate = elapsedMs > 0 ? applied / (elapsedMs / 1000) : 0;
+  const eta = rate > 0 ? Math.max(0, target - applied) / rate : Number.POSITIVE_INFINITY;
+  return (
+    `[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${(fraction * 100).toFixed(1).padStart(5)}% ` +
+    `${applied}/${target} events  ${Math.round(rate)} ev/s  ETA ${fraction >= 1 ? '0s' : formatDuration(eta)}`
+  );
+}
+
+export function formatSummary(name: string, { applied, elapsedMs }: Progress, checkpoint: bigint | number): string {
+  const seconds = elapsedMs / 1000;
+  const rate = seconds > 0 ? Math.round(applied / seconds) : applied;
+  return `replayed ${name}: ${applied} events in ${seconds.toFixed(1)}s (${rate} events/s), checkpoint at ${checkpoint}`;
+}

@@ -1,0 +1,112 @@
+import { createInterface } from 'node:readline/promises';
+import type { Command } from 'commander';
+import { SETTINGS } from '../config.js';
+import { createPool } from '../db/connection.js';
+import { storeNames } from '../db/identifiers.js';
+import { migrate } from '../db/migrate.js';
+import { ProjectionRunnerError, UnknownProjectionError } from '../errors.js';
+import { createLogger } from '../logger.js';
+import { loadProjections } from '../runner/projection.js';
+import { readReplay, requestReplay } from '../runner/replay-requests.js';
+import { Runner } from '../runner/runner.js';
+import { checkConnection, openDatabase } from './database.js';
+import { addSettings, configFrom } from './options.js';
+import { formatProgress, formatSummary } from './progress.js';
+import { readStatus } from './status.js';
+import { instanceName } from '../runner/ownership.js';
+
+/** The command line was fine but unusable as given (e.g. no terminal to confirm on): exit code 2. */
+export class UsageError extends ProjectionRunnerError {}
+
+async function confirm(name: string): Promise<boolean> {
+  const rl = createInterface({ input: process.stdin, output: process.stderr });
+  try {
+    const answer = await rl.question(`Replay "${name}" from position 0? Its read model will be wiped and rebuilt. [y/N] `);
+    return /^y(es)?$/i.test(answer.trim());
+  } finally {
+    rl.close();
+  }
+}
+
+export function registerReplay(program: Command): void {
+  addSettings(
+    program
+      .command('replay')
+      .description('reset a projection and rebuild it from position 0, with progress (also while a daemon runs)')
+      .argument('<name>', 'projection name')
+      .option('--yes', 'do not ask for confirmation (required without a terminal)'),
+    SETTINGS.map((s) => s.key).filter((k) => !['metricsHost', 'metricsPort', 'watchdogMs'].includes(k)),
+  ).action(async (name: string, options) => {
+    const config = configFrom(options);
+    const log = createLogger(config.logLevel === 'info' ? 'warn' : config.logLevel);
+    const projections = await loadProjections(config.projections);
+    if (!projections.some((p) => p.name === name)) throw new UnknownProjectionError(name, projections.map((p) => p.name));
+    if (!options.yes) {
+      if (!process.stdin.isTTY) throw new UsageError('no terminal to confirm on: pass --yes to replay without asking');
+      if (!(await confirm(name))) {
+        process.stderr.write('replay cancelled\n');
+        return;
+      }
+    }
+    const names = storeNames(config);
+    const database = await openDatabase(config.databaseUrl, log);
+    await checkConnection(database.connectionString);
+    const pool = createPool(database.connectionString, 'replay', 2);
+    let runner: Runner | undefined;
+    try {
+      await migrate(pool, names);
+      const replayId = await requestReplay(pool, names, name, instanceName());
+      const owner = (await readStatus(pool, names)).projections.find((p) => p.name === name)?.owner;
+      if (owner) {
+        process.stderr.write(`${name} is run by ${owner}: the daemon rebuilds it; following its progress\n`);
+      } else {
+        process.stderr.write(`no daemon runs ${name}: rebuilding in this process\n`);
+        runner = new Runner({
+          connectionString: database.connectionString,
+          projections: projections.filter((p) => p.name === name),
+          log,
+          schema: config.schema,
+          table: config.table,
+          channel: config.channel,
+          gapTimeoutMs: config.gapTimeoutMs,
+          lateWatchMs: config.lateWatchMs,
+          pollIntervalMs: Math.min(config.pollIntervalMs, 250),
+          batchSize: config.batchSize,
+          handlerRetries: config.handlerRetries,
+          gapEvidence: 'off',
+        });
+        await runner.start();
+      }
+      await follow(pool, names, replayId, name);
+    } finally {
+      await runner?.stop();
+      await pool.end();
+      await database.close();
+    }
+  });
+}
+
+async function follow(pool: ReturnType<typeof createPool>, names: ReturnType<typeof storeNames>, id: bigint, name: string) {
+  const started = Date.now();
+  const tty = process.stderr.isTTY;
+  let lastPrinted = 0;
+  for (;;) {
+    const replay = await readReplay(pool, names, id);
+    const progress = { applied: Number(replay.applied), target: Number(replay.target ?? 0), elapsedMs: Date.now() - started };
+    if (replay.status === 'failed') throw new ProjectionRunnerError(`replay of ${name} failed: ${replay.error}`);
+    if (replay.status === 'done') {
+      if (tty) process.stderr.write(`\r${formatProgress({ ...progress, applied: Math.max(progress.applied, progress.target) })}\n`);
+      const status = (await readStatus(pool, names)).projections.find((p) => p.name === name);
+      process.stdout.write(`${formatSummary(name, progress, status?.position ?? 0)}\n`);
+      return;
+    }
+    if (replay.status === 'running' && replay.target !== null) {
+      if (tty) process.stderr.write(`\r${formatProgress(progress)}`);
+      else if (Date.now() - lastPrinted > 1_000) {
+        process.stderr.write(`${formatProgress(progress)}\n`);
+        lastPrinted = Date.now();
+      }
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}

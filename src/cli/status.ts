@@ -1,0 +1,121 @@
+import type { Command } from 'commander';
+import type pg from 'pg';
+import { createPool } from '../db/connection.js';
+import { storeNames, type StoreNames } from '../db/identifiers.js';
+import { createLogger } from '../logger.js';
+import { checkConnection, openDatabase } from './database.js';
+import { addSettings, configFrom, CONNECTION_SETTINGS } from './options.js';
+
+export interface StatusReport {
+  head: number;
+  highWater: number;
+  projections: Array<{
+    name: string;
+    state: string;
+    position: number;
+    lagEvents: number;
+    lagSeconds: number;
+    lastError: unknown;
+    owner: string | null;
+  }>;
+  openGaps: Array<{ from: number; to: number; ageSeconds: number }>;
+}
+
+/**
+ * Everything `status` shows, read in one statement. The owner is shown only while its ownership lease is held: a
+ * killed instance's name in the checkpoint row is history, not an owner.
+ */
+export async function readStatus(db: pg.Pool, names: StoreNames): Promise<StatusReport> {
+  const { rows } = await db.query(
+    `SELECT (SELECT coalesce(max(global_position), 0) FROM ${names.q.events})::float8 AS head,
+            (SELECT position FROM ${names.q.highWater})::float8 AS high_water,
+            (SELECT coalesce(json_agg(json_build_object(
+                 'name', c.name, 'state', c.state, 'position', c.position, 'last_error', c.last_error,
+                 'owner', c.owner, 'owned', l.owned,
+                 'lag_seconds', coalesce((SELECT extract(epoch FROM now() - e.recorded_at)
+                                            FROM ${names.q.events} e WHERE e.global_position > c.position
+                                           ORDER BY e.global_position LIMIT 1), 0)
+               ) ORDER BY c.name), '[]')
+               FROM ${names.q.checkpoints} c
+               CROSS JOIN LATERAL (SELECT EXISTS (
+                 SELECT 1 FROM pg_locks k
+                  WHERE k.locktype = 'advisory' AND k.granted AND k.objsubid = 2
+                    AND k.classid::bigint = (hashtext($1)::bigint + 4294967296) % 4294967296
+                    AND k.objid::bigint = (hashtext(c.name)::bigint + 4294967296) % 4294967296
+                    AND k.database = (SELECT oid FROM pg_database WHERE datname = current_database())) AS owned) l
+            ) AS projections,
+            (SELECT coalesce(json_agg(json_build_object('from', from_position, 'to', to_position,
+                       'age', extract(epoch FROM now() - first_seen_at)) ORDER BY from_position), '[]')
+               FROM ${names.q.gaps} WHERE resolved_at IS NULL) AS open_gaps`,
+    [`${names.schema}.${names.table}:projection`],
+  );
+  const row = rows[0];
+  const head = Number(row.head);
+  return {
+    head,
+    highWater: Number(row.high_water),
+    projections: row.projections.map((p: Record<string, unknown>) => ({
+      name: p.name,
+      state: p.owned || p.state === 'failed' ? p.state : 'stopped',
+      position: Number(p.position),
+      lagEvents: Math.max(0, head - Number(p.position)),
+      lagSeconds: Math.round(Number(p.lag_seconds) * 1000) / 1000,
+      lastError: p.last_error ?? null,
+      owner: p.owned ? (p.owner as string | null) : null,
+    })),
+    openGaps: row.open_gaps.map((g: Record<string, unknown>) => ({
+      from: Number(g.from),
+      to: Number(g.to),
+      ageSeconds: Math.round(Number(g.age) * 1000) / 1000,
+    })),
+  };
+}
+
+export function formatStatus(report: StatusReport): string {
+  const header = ['PROJECTION', 'STATE', 'CHECKPOINT', 'HEAD', 'HIGH-WATER', 'LAG', 'LAG(s)', 'OWNER', 'LAST ERROR'];
+  const lines = report.projections.map((p) => [
+    p.name,
+    p.state,
+    String(p.position),
+    String(report.head),
+    String(report.highWater),
+    String(p.lagEvents),
+    p.lagSeconds.toFixed(1),
+    p.owner ?? '-',
+    p.lastError ? `${(p.lastError as { message?: string }).message ?? ''} @${(p.lastError as { position?: string }).position ?? '?'}` : '-',
+  ]);
+  const table = [header, ...lines];
+  const widths = header.map((_, i) => Math.max(...table.map((l) => l[i]!.length)));
+  const out = table.map((l) => l.map((cell, i) => cell.padEnd(widths[i]!)).join('  ').trimEnd());
+  if (report.projections.length === 0) out.push('(no projection has run yet)');
+  out.push('');
+  out.push(
+    report.openGaps.length === 0
+      ? 'open gaps: none'
+      : `open gaps: ${report.openGaps.map((g) => `${g.from}..${g.to} (${g.ageSeconds.toFixed(1)}s)`).join(', ')}`,
+  );
+  return out.join('\n');
+}
+
+export function registerStatus(program: Command): void {
+  addSettings(
+    program.command('status').description('show every projection: state, checkpoint, lag, owner; open gaps').option('--json', 'print JSON'),
+    CONNECTION_SETTINGS,
+  ).action(async (options) => {
+    const config = configFrom(options);
+    const log = createLogger(options.json ? 'silent' : config.logLevel === 'info' ? 'warn' : config.logLevel);
+    const database = await openDatabase(config.databaseUrl, log);
+    try {
+      await checkConnection(database.connectionString);
+      const pool = createPool(database.connectionString, 'status', 1);
+      try {
+        const report = await readStatus(pool, storeNames(config));
+        process.stdout.write(options.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatStatus(report)}\n`);
+      } finally {
+        await pool.end();
+      }
+    } finally {
+      await database.close();
+    }
+  });
+}

@@ -1,0 +1,82 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { EventStore } from '../../../src/index.js';
+import { createTestDatabase, waitFor, type TestDatabase } from '../../support/database.js';
+import { startDaemon } from '../../support/child-runner.js';
+import { committedPositions, readLog } from '../../support/position-log.js';
+
+let db: TestDatabase;
+beforeAll(async () => {
+  db = await createTestDatabase();
+});
+afterAll(() => db.drop());
+
+/** Writers that keep appending (library appends and plain INSERTs) with random rollbacks, until stopped. */
+function startWriters(count: number, signal: AbortSignal) {
+  const store = new EventStore(db.pool);
+  return Promise.all(
+    Array.from({ length: count }, async (_, w) => {
+      const client = await db.connect();
+      let i = 0;
+      while (!signal.aborted) {
+        await client.query('BEGIN');
+        if (i % 4 === 3) {
+          await client.query(`INSERT INTO events (stream_name, stream_position, type, data) VALUES ($1, 1, 'Plain', '{}')`, [
+            `plain-${w}-${i}`,
+          ]);
+        } else {
+          await store.append(`w${w}-${i % 20}`, [{ type: 'E', data: { i } }, { type: 'E', data: { i } }], { client });
+        }
+        await client.query(Math.random() < 0.15 ? 'ROLLBACK' : 'COMMIT');
+        i++;
+        await new Promise((r) => setTimeout(r, Math.random() * 10));
+      }
+    }),
+  );
+}
+
+describe('a runner SIGKILLed mid-batch again and again', () => {
+  it('ends with every committed event applied exactly once, in global order', async () => {
+    const writing = new AbortController();
+    const writers = startWriters(4, writing.signal);
+    let kills = 0;
+    const deadline = Date.now() + 12_000;
+    while (Date.now() < deadline) {
+      const daemon = startDaemon(db.url, ['--gap-timeout', '1s', '--batch-size', '7', '--gap-evidence', 'off']);
+      // Let it work a random while (often mid-batch: batches are tiny), then kill it without warning.
+      await new Promise((r) => setTimeout(r, 800 + Math.random() * 1200));
+      daemon.child.kill('SIGKILL');
+      await daemon.exited;
+      kills++;
+    }
+    writing.abort();
+    await writers;
+    // The killed daemons did real work between kills (the final one only finishes it).
+    const { rows: progress } = await db.pool.query('SELECT min(position)::int AS p FROM projection_checkpoints');
+    expect(progress[0].p).toBeGreaterThan(0);
+
+    const final = startDaemon(db.url, ['--gap-timeout', '1s']);
+    try {
+      const committed = await committedPositions(db.pool);
+      await waitFor(
+        'both projections caught up',
+        async () => {
+          const { rows } = await db.pool.query('SELECT min(position)::int AS p FROM projection_checkpoints');
+          return rows[0].p === committed.at(-1);
+        },
+        40_000,
+      );
+      for (const name of ['chaos_a', 'chaos_b']) {
+        const log = await readLog(db.pool, name);
+        expect(log.filter((r) => r.applied !== 1)).toEqual([]);
+        expect(log.map((r) => r.position).sort((a, b) => a - b)).toEqual(committed);
+        const inOrder = log.filter((r) => !r.late).map((r) => r.position);
+        expect(inOrder).toEqual([...inOrder].sort((a, b) => a - b));
+      }
+      expect(kills).toBeGreaterThan(4);
+      console.info(`crash-safety: ${committed.length} events, ${kills} SIGKILLs`);
+    } finally {
+      final.child.kill('SIGTERM');
+      expect(await final.exited).toBe(0);
+    }
+  }, 120_000);
+});

@@ -1,0 +1,51 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import path from 'node:path';
+
+export const REPO = path.resolve(import.meta.dirname, '../..');
+export const FIXTURE_PROJECTIONS = path.join(REPO, 'test/fixtures/projections');
+
+export interface CliResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** The CLI as users run it, through tsx so tests never run a stale build. */
+export function cli(args: string[], env: Record<string, string | undefined> = {}, options: { input?: string } = {}): ChildProcess {
+  return spawn(process.execPath, ['--import', 'tsx', path.join(REPO, 'src/cli/main.ts'), ...args], {
+    cwd: REPO,
+    env: { ...process.env, PROJECTION_RUNNER_LOG_LEVEL: 'warn', ...env },
+    stdio: [options.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
+  });
+}
+
+export function runCli(args: string[], env: Record<string, string | undefined> = {}, timeoutMs = 60_000): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const child = cli(args, env);
+    let stdout = '';
+    let stderr = '';
+    child.stdout!.on('data', (d) => (stdout += d));
+    child.stderr!.on('data', (d) => (stderr += d));
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`cli ${args.join(' ')} timed out\n${stdout}\n${stderr}`));
+    }, timeoutMs);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+/** A daemon child process (`run`); output is collected for the test's diagnostics. */
+export function startDaemon(databaseUrl: string, extraArgs: string[] = [], env: Record<string, string> = {}) {
+  const child = cli(
+    ['run', '--projections', FIXTURE_PROJECTIONS, '--metrics-port', '0', '--poll-interval', '200ms', ...extraArgs],
+    { DATABASE_URL: databaseUrl, ...env },
+  );
+  const output: string[] = [];
+  child.stdout!.on('data', (d) => output.push(String(d)));
+  child.stderr!.on('data', (d) => output.push(String(d)));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  return { child, output, exited };
+}

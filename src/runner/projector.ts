@@ -11,6 +11,7 @@ import {
   readEventsAt,
   recordDeadPositionDeliveries,
   saveCheckpoint,
+  setProjectionState,
   type FailureRecord,
 } from './checkpoint-store.js';
 import type { Projection } from './projection.js';
@@ -86,6 +87,8 @@ export class Projector {
     if (checkpoint.state === 'failed') {
       this.log.warn({ position: this.checkpoint.toString(), lastError: checkpoint.lastError }, 'retrying a projection that had failed');
     }
+    // Claim the row for `status` right away (the lease is what really decides ownership).
+    await setProjectionState(this.options.pool, this.options.names, this.name, 'catching_up', this.options.owner);
     this.options.metrics.checkpointPosition.set({ projection: this.name }, Number(this.checkpoint));
   }
 

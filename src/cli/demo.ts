@@ -4,7 +4,6 @@ import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { createLogger } from '../logger.js';
 import { startMetricsServer, type MetricsServer } from '../metrics/server.js';
-import { createGapEvidence } from '../runner/gap-evidence.js';
 import { loadProjections } from '../runner/projection.js';
 import { Runner } from '../runner/runner.js';
 import { EventStore } from '../store/event-store.js';
@@ -72,8 +71,7 @@ export function registerDemo(program: Command): void {
         log,
         gapTimeoutMs,
         pollIntervalMs: 1_000,
-        evidenceFactory: createGapEvidence,
-      });
+        });
       await runner.start();
       let metrics: MetricsServer | undefined;
       try {

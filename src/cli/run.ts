@@ -2,7 +2,6 @@ import type { Command } from 'commander';
 import { storeNames } from '../db/identifiers.js';
 import { createLogger } from '../logger.js';
 import { startMetricsServer, type MetricsServer } from '../metrics/server.js';
-import { createGapEvidence } from '../runner/gap-evidence.js';
 import { loadProjections } from '../runner/projection.js';
 import { Runner } from '../runner/runner.js';
 import { openDatabase } from './database.js';
@@ -32,7 +31,6 @@ export function registerRun(program: Command): void {
       batchSize: config.batchSize,
       handlerRetries: config.handlerRetries,
       gapEvidence: config.gapEvidence,
-      evidenceFactory: createGapEvidence,
     });
 
     let metricsServer: MetricsServer | undefined;

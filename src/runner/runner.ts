@@ -5,7 +5,8 @@ import { storeNames, type StoreNames } from '../db/identifiers.js';
 import { migrate } from '../db/migrate.js';
 import { RunnerMetrics, type LagSource } from '../metrics/registry.js';
 import { setProjectionState } from './checkpoint-store.js';
-import { HighWaterTracker, type GapEvidenceSource } from './high-water-tracker.js';
+import { createGapEvidence } from './gap-evidence.js';
+import { HighWaterTracker } from './high-water-tracker.js';
 import { LeaseSession } from './ownership.js';
 import type { Projection } from './projection.js';
 import { Projector } from './projector.js';
@@ -26,10 +27,8 @@ export interface RunnerOptions {
   pollIntervalMs?: number;
   batchSize?: number;
   handlerRetries?: number;
-  /** Evidence-based dead-gap detection (gap-evidence.ts); created by the runner when 'auto'. */
+  /** 'auto' (default): declare gaps dead as soon as pg_stat_activity proves it (gap-evidence.ts); 'off': timeout only. */
   gapEvidence?: 'auto' | 'off';
-  /** Factory so the runner stays independent of how evidence is gathered. */
-  evidenceFactory?: (pool: pg.Pool, names: StoreNames, log: Logger) => Promise<GapEvidenceSource | undefined>;
 }
 
 interface OwnedProjection {
@@ -145,11 +144,9 @@ export class Runner implements LagSource {
       },
     );
     this.databaseReachable = true;
-    const evidence =
-      this.options.gapEvidence !== 'off' && this.options.evidenceFactory
-        ? await this.options.evidenceFactory(this.pool, this.names, log.child({ component: 'gap-evidence' }))
-        : undefined;
-    this.tracker.useEvidence(evidence);
+    if (this.options.gapEvidence !== 'off') {
+      this.tracker.useEvidence(await createGapEvidence(this.pool, this.names, log.child({ component: 'gap-evidence' })));
+    }
     await this.listener.start();
     this.loops = [this.tracker.run(signal), this.ownershipLoop(signal), this.pollLoop(signal)];
     log.info(

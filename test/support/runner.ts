@@ -1,3 +1,4 @@
+import { Writable } from 'node:stream';
 import pino from 'pino';
 import { Runner, type RunnerOptions } from '../../src/index.js';
 import type { TestDatabase } from './database.js';
@@ -14,4 +15,16 @@ export async function startRunner(db: TestDatabase, options: Partial<RunnerOptio
   });
   await runner.start();
   return runner;
+}
+
+/** A logger whose JSON lines the test can read back. */
+export function capturingLogger() {
+  const lines: Array<Record<string, unknown>> = [];
+  const stream = new Writable({
+    write(chunk, _encoding, done) {
+      for (const line of String(chunk).split('\n').filter(Boolean)) lines.push(JSON.parse(line));
+      done();
+    },
+  });
+  return { log: pino({ level: 'info' }, stream), lines };
 }

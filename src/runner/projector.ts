@@ -89,7 +89,11 @@ export class Projector {
     }
     // Claim the row for `status` right away (the lease is what really decides ownership).
     await setProjectionState(this.options.pool, this.options.names, this.name, 'catching_up', this.options.owner);
-    this.options.metrics.checkpointPosition.set({ projection: this.name }, Number(this.checkpoint));
+    const { metrics } = this.options;
+    metrics.checkpointPosition.set({ projection: this.name }, Number(this.checkpoint));
+    // Zero-valued series from the start, so rate() and alert rules see the projection before its first event/error.
+    metrics.eventsApplied.inc({ projection: this.name }, 0);
+    metrics.handlerErrors.inc({ projection: this.name }, 0);
   }
 
   setState(state: ProjectionState): void {

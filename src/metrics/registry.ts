@@ -11,6 +11,9 @@ export type ProjectionState = (typeof PROJECTION_STATES)[number];
 
 export const GAP_RESOLUTIONS = ['filled', 'timed_out', 'dead'] as const;
 
+/** The `operation` label values of projection_runner_db_errors_total. */
+export const DB_OPERATIONS = ['start', 'high_water', 'batch', 'ownership'] as const;
+
 /** Scrape-time figures the registry asks the runner for (lag is computed when scraped, never stale). */
 export interface LagSource {
   lagSnapshot(): Promise<{
@@ -115,7 +118,7 @@ export class RunnerMetrics {
     help: 'Fallback polls (wake-ups by the poll interval).',
     registers: [this.registry],
   });
-  readonly dbErrors = new client.Counter({
+  readonly dbErrors = new client.Counter<'operation'>({
     name: 'projection_runner_db_errors_total',
     help: 'Database errors that were retried, by operation.',
     labelNames: ['operation'],
@@ -126,6 +129,7 @@ export class RunnerMetrics {
     client.collectDefaultMetrics({ register: this.registry });
     // Zero-valued series exist from the start, so rate() and alerts see them before the first gap.
     for (const resolution of GAP_RESOLUTIONS) this.gapsResolved.inc({ resolution }, 0);
+    for (const operation of DB_OPERATIONS) this.dbErrors.inc({ operation }, 0);
     this.lateEvents.inc(0);
   }
 

@@ -1,4 +1,6 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import os from 'node:os';
 import { chmod, mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { PostgresServer } from './postgres-server.js';
@@ -33,10 +35,28 @@ function runningServer(dataDir: string): { pid: number; port: number } | undefin
   }
 }
 
+/**
+ * As root the server runs as `postgres`, which must be able to reach the data directory. A checkout under a private
+ * folder (root's home is 0700) cannot be reached: then the data goes to a folder of its own under the system's
+ * temporary directory, named after the project folder, and the log says where.
+ */
+function reachableByOthers(dir: string): boolean {
+  for (let current = path.dirname(dir); ; current = path.dirname(current)) {
+    if (existsSync(current) && (statSync(current).mode & 0o001) === 0) return false;
+    if (current === path.dirname(current)) return true;
+  }
+}
+
 export async function startEmbeddedDatabase(
-  root = path.resolve('.data'),
+  preferredRoot = path.resolve('.data'),
   log: (message: string) => void = () => {},
 ): Promise<EmbeddedDatabase> {
+  let root = preferredRoot;
+  if (process.getuid?.() === 0 && !reachableByOthers(root)) {
+    const id = createHash('sha1').update(preferredRoot).digest('hex').slice(0, 10);
+    root = path.join(os.tmpdir(), `projection-runner-${id}`);
+    log(`${preferredRoot} is not reachable by the postgres user; embedded data goes to ${root}`);
+  }
   await mkdir(root, { recursive: true });
   await chmod(root, 0o755); // the server runs as `postgres` when we are root
   const dataDir = path.join(root, 'postgres');

@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 
 export const REPO = path.resolve(import.meta.dirname, '../..');
 export const FIXTURE_PROJECTIONS = path.join(REPO, 'test/fixtures/projections');
@@ -11,11 +12,13 @@ export interface CliResult {
 }
 
 /** The CLI as users run it, through tsx so tests never run a stale build. */
-export function cli(args: string[], env: Record<string, string | undefined> = {}, options: { input?: string } = {}): ChildProcess {
-  return spawn(process.execPath, ['--import', 'tsx', path.join(REPO, 'src/cli/main.ts'), ...args], {
-    cwd: REPO,
+const TSX_LOADER = pathToFileURL(path.join(REPO, 'node_modules/tsx/dist/loader.mjs')).href;
+
+export function cli(args: string[], env: Record<string, string | undefined> = {}, options: { cwd?: string } = {}): ChildProcess {
+  return spawn(process.execPath, ['--import', TSX_LOADER, path.join(REPO, 'src/cli/main.ts'), ...args], {
+    cwd: options.cwd ?? REPO,
     env: { ...process.env, PROJECTION_RUNNER_LOG_LEVEL: 'warn', ...env },
-    stdio: [options.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
+    stdio: ['ignore', 'pipe', 'pipe'],
   });
 }
 

@@ -46,7 +46,11 @@ export async function createTestDatabase({ migrated = true } = {}): Promise<Test
 }
 
 /** Polls until `check` returns a truthy value; fails with `what` after `timeoutMs`. Never a fixed sleep. */
-export async function waitFor<T>(what: string, check: () => Promise<T> | T, timeoutMs = 20_000): Promise<NonNullable<T>> {
+export async function waitFor<T>(
+  what: string | (() => string),
+  check: () => Promise<T> | T,
+  timeoutMs = 20_000,
+): Promise<NonNullable<T>> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
   for (;;) {
@@ -56,7 +60,10 @@ export async function waitFor<T>(what: string, check: () => Promise<T> | T, time
     } catch (error) {
       last = error;
     }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
+    if (Date.now() > deadline) {
+      const description = typeof what === 'function' ? what() : what;
+      throw new Error(`timed out waiting for ${description}${last ? `: ${String(last)}` : ''}`);
+    }
     await new Promise((r) => setTimeout(r, 20));
   }
 }

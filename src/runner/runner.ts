@@ -51,6 +51,7 @@ export class Runner implements LagSource {
   readonly tracker: HighWaterTracker;
   private readonly listener: NotificationListener;
   private readonly owned = new Map<string, OwnedProjection>();
+  private readonly draining = new Map<string, Promise<void>>();
   private readonly ownershipWake = new WakeSignal();
   private readonly controller = new AbortController();
   private loops: Promise<void>[] = [];
@@ -222,12 +223,23 @@ export class Runner implements LagSource {
       metrics: this.metrics,
       onBatchCommitted: (p, applied) => this.onBatchCommitted(p, applied),
     });
+    // A projector dropped with a lost lease session may still be finishing its batch: never run two at once.
+    await this.draining.get(projection.name);
     await projector.load();
     const controller = new AbortController();
     const onParentAbort = () => controller.abort();
     parent.addEventListener('abort', onParentAbort, { once: true });
-    const done = projector.run(controller.signal).finally(() => parent.removeEventListener('abort', onParentAbort));
-    this.owned.set(projection.name, { projector, controller, done });
+    const entry: OwnedProjection = { projector, controller, done: Promise.resolve() };
+    entry.done = projector.run(controller.signal).finally(async () => {
+      parent.removeEventListener('abort', onParentAbort);
+      // Stopped by itself (ownership lost): forget it and give the lease back, so the next balance pass can start
+      // over from the checkpoint in the database (here or in another instance).
+      if (!controller.signal.aborted && this.owned.get(projection.name) === entry) {
+        this.owned.delete(projection.name);
+        await this.leases.release('projection', projection.name).catch(() => {});
+      }
+    });
+    this.owned.set(projection.name, entry);
     this.options.log.info({ projection: projection.name, position: projector.checkpoint.toString() }, 'projection started');
     return projector;
   }
@@ -248,6 +260,7 @@ export class Runner implements LagSource {
       this.options.log.warn({ projection: name, reason }, 'stopping projection');
       entry.controller.abort();
       entry.projector.setState('stopped');
+      this.draining.set(name, entry.done.catch(() => {}));
     }
     this.owned.clear();
   }

@@ -1,0 +1,72 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { EventStore } from '../../../src/index.js';
+import { createTestDatabase, waitFor, type TestDatabase } from '../../support/database.js';
+import { startDaemon } from '../../support/child-runner.js';
+import { readLog } from '../../support/position-log.js';
+
+let db: TestDatabase;
+const daemons: Array<ReturnType<typeof startDaemon>> = [];
+
+beforeEach(async () => {
+  db = await createTestDatabase();
+});
+afterEach(async () => {
+  for (const d of daemons.splice(0)) {
+    d.child.kill('SIGKILL');
+    await d.exited;
+  }
+  await db.drop();
+});
+
+const owners = async () => {
+  const { rows } = await db.pool.query(`
+    SELECT c.name, c.owner FROM projection_checkpoints c
+     WHERE EXISTS (SELECT 1 FROM pg_locks k WHERE k.locktype = 'advisory' AND k.granted AND k.objsubid = 2
+                     AND k.classid::bigint = (hashtext('public.events:projection')::bigint + 4294967296) % 4294967296
+                     AND k.objid::bigint = (hashtext(c.name)::bigint + 4294967296) % 4294967296)
+     ORDER BY c.name`);
+  return rows as Array<{ name: string; owner: string }>;
+};
+const pidOf = (owner: string) => Number(owner.split('/')[1]);
+
+const spawnInstance = () => {
+  const d = startDaemon(db.url, ['--poll-interval', '300ms']);
+  daemons.push(d);
+  return d;
+};
+
+describe('several instances share the projections through PostgreSQL', () => {
+  it('balances, fails over after SIGKILL, and never applies an event twice', async () => {
+    const store = new EventStore(db.pool);
+    const first = spawnInstance();
+    await waitFor('first owns both', async () => (await owners()).length === 2 && (await owners()).every((o) => pidOf(o.owner) === first.child.pid));
+
+    // A second instance takes its share (one of two) within a few poll intervals; the first gives one back.
+    const second = spawnInstance();
+    await waitFor('balanced', async () => {
+      const o = await owners();
+      return o.length === 2 && new Set(o.map((x) => pidOf(x.owner))).size === 2;
+    }, 15_000);
+
+    for (let i = 0; i < 30; i++) await store.append(`s-${i}`, [{ type: 'E', data: { i } }]);
+    await waitFor('applied', async () => (await readLog(db.pool, 'chaos_a')).length === 30 && (await readLog(db.pool, 'chaos_b')).length === 30);
+
+    // The owner of chaos_a dies without warning: the other instance takes it over.
+    const victim = (await owners()).find((o) => o.name === 'chaos_a')!;
+    const dying = daemons.find((d) => d.child.pid === pidOf(victim.owner))!;
+    const survivor = dying === first ? second : first;
+    const killedAt = Date.now();
+    dying.child.kill('SIGKILL');
+    await dying.exited;
+    await waitFor('failover', async () => (await owners()).filter((o) => pidOf(o.owner) === survivor.child.pid).length === 2, 15_000);
+    const failoverMs = Date.now() - killedAt;
+    console.info(`failover after SIGKILL took ${failoverMs} ms (poll interval 300 ms)`);
+
+    for (let i = 30; i < 60; i++) await store.append(`s-${i}`, [{ type: 'E', data: { i } }]);
+    await waitFor('applied after failover', async () => (await readLog(db.pool, 'chaos_a')).length === 60);
+    for (const name of ['chaos_a', 'chaos_b']) {
+      await waitFor(`${name} complete`, async () => (await readLog(db.pool, name)).length === 60);
+      expect((await readLog(db.pool, name)).every((r) => r.applied === 1)).toBe(true);
+    }
+  }, 90_000);
+});

@@ -24,6 +24,13 @@ mkdir -p "$work/rootfs/usr/local/lib/node_modules"
 cp -a "$npm_dir" "$work/rootfs/usr/local/lib/node_modules/npm"
 ln -sf ../lib/node_modules/npm/bin/npm-cli.js "$work/rootfs/usr/local/bin/npm"
 ln -sf ../lib/node_modules/npm/bin/npx-cli.js "$work/rootfs/usr/local/bin/npx"
+# The official image carries a CA bundle; this machine's own one is what reaches the npm registry from here.
+if [ -f /etc/ssl/certs/ca-certificates.crt ]; then
+  install -D -m 0644 /etc/ssl/certs/ca-certificates.crt "$work/rootfs/etc/ssl/certs/ca-certificates.crt"
+  # npm (not Node's built-in list) must trust it, as this machine's own npm does.
+  install -d "$work/rootfs/usr/local/etc"
+  echo 'cafile=/etc/ssl/certs/ca-certificates.crt' >"$work/rootfs/usr/local/etc/npmrc"
+fi
 rm -rf "$work/rootfs/var/cache/apt/archives"/*.deb "$work/rootfs/var/lib/apt/lists"/*
 
 tar -C "$work/rootfs" -cf "$work/rootfs.tar" .

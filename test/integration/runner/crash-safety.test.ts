@@ -58,10 +58,15 @@ describe('a runner SIGKILLed mid-batch again and again', () => {
     try {
       const committed = await committedPositions(db.pool);
       await waitFor(
-        'both projections caught up',
+        'every committed event applied by both projections',
         async () => {
           const { rows } = await db.pool.query('SELECT min(position)::int AS p FROM projection_checkpoints');
-          return rows[0].p === committed.at(-1);
+          if (rows[0].p !== committed.at(-1)) return false;
+          for (const name of ['chaos_a', 'chaos_b']) {
+            const { rows: n } = await db.pool.query(`SELECT count(DISTINCT position)::int AS n FROM log_${name}`);
+            if (n[0].n !== committed.length) return false;
+          }
+          return true;
         },
         40_000,
       );

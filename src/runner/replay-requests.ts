@@ -43,7 +43,7 @@ export async function claimReplays(db: pg.Pool, names: StoreNames, owned: string
 /**
  * Resets the read model and the checkpoint in one transaction: the projection's own `reset`, checkpoint to 0, late
  * notices so far considered seen (a rebuild reads every committed event anyway), and its late-delivery records.
- * Returns the target (H at the time of the reset).
+ * Returns the target (the head at the time of the reset).
  */
 export async function resetForReplay(
   tx: pg.ClientBase,
@@ -62,7 +62,10 @@ export async function resetForReplay(
   );
   await tx.query(`DELETE FROM ${names.q.lateDeliveries} WHERE projection = $1`, [projection]);
   const { rows } = await tx.query<{ target: string }>(
-    `UPDATE ${names.q.replays} SET target = (SELECT position FROM ${names.q.highWater}) WHERE id = $1 RETURNING target::text`,
+    // The target is the head (every committed event at the time of the reset), not H: on a store the tracker has
+    // not scanned yet, H may still be 0.
+    `UPDATE ${names.q.replays} SET target = (SELECT coalesce(max(global_position), 0) FROM ${names.q.events})
+      WHERE id = $1 RETURNING target::text`,
     [replayId.toString()],
   );
   return BigInt(rows[0]!.target);

@@ -68,7 +68,8 @@ async function writer(id: number, signal: AbortSignal, stats: { commits: number;
 describe('chaos', () => {
   it('every committed event applied exactly once, in order except late ones, through kills and a database restart', async () => {
     const args = ['--gap-timeout', `${GAP_TIMEOUT_MS}ms`, '--poll-interval', '250ms', '--batch-size', '20'];
-    const instances = [startDaemon(server.url, args), startDaemon(server.url, args)];
+    const spawnInstance = () => startDaemon(server.url, args, { PROJECTION_RUNNER_LOG_LEVEL: 'info' });
+    const instances = [spawnInstance(), spawnInstance()];
     const outputs = () => instances.map((i) => i.output.join('')).join('');
     const allOutputs: string[] = [];
     const stats = { commits: 0, rollbacks: 0, longHolds: 0, errors: 0 };
@@ -85,7 +86,7 @@ describe('chaos', () => {
       instances[victim]!.child.kill('SIGKILL');
       await instances[victim]!.exited;
       kills++;
-      instances[victim] = startDaemon(server.url, args);
+      instances[victim] = spawnInstance();
       if (!restarted && Date.now() - started > CHAOS_MS / 2) {
         restarted = true;
         await server.server.stop();

@@ -1,0 +1,302 @@
+/**
+ * The benchmark (`npm run bench`; not part of `npm test`). Prints one table and writes bench-results.json.
+ * Every speed figure comes with its baseline measured in the same run, as a ratio.
+ *
+ *   --events N         store size for the scan/replay figures (default 1,000,000)
+ *   --memory-events N  second store size for the memory figure (default 5,000,000; 0 skips it)
+ *   --live-seconds S   duration of the live-latency run (default 30)
+ *   --live-rate R      appends per second in the live-latency run (default 500)
+ *   --append-seconds S duration of each append-throughput run (default 10)
+ */
+import { spawn } from 'node:child_process';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import pg from 'pg';
+import { PostgresServer } from '../../src/db/postgres-server.js';
+import { storeNames } from '../../src/db/identifiers.js';
+import { migrate } from '../../src/db/migrate.js';
+import { EventStore } from '../../src/index.js';
+import { EVENT_COLUMNS } from '../../src/store/types.js';
+
+const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const PROJECTIONS = path.join(REPO, 'test/bench/projections');
+const TSX = pathToFileURL(path.join(REPO, 'node_modules/tsx/dist/loader.mjs')).href;
+
+function flag(name: string, fallback: number): number {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 ? Number(process.argv[i + 1]) : fallback;
+}
+const EVENTS = flag('events', 1_000_000);
+const MEMORY_EVENTS = flag('memory-events', 5_000_000);
+const LIVE_SECONDS = flag('live-seconds', 30);
+const LIVE_RATE = flag('live-rate', 500);
+const APPEND_SECONDS = flag('append-seconds', 10);
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const log = (message: string) => process.stderr.write(`[bench] ${message}\n`);
+const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+
+async function startDatabase() {
+  if (process.env.DATABASE_URL) return { url: process.env.DATABASE_URL, stop: async () => {} };
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'pr-bench-'));
+  chmodSync(dir, 0o755);
+  // Default durability settings: the figures are for a server configured as in production.
+  const server = new PostgresServer({ dataDir: path.join(dir, 'data'), settings: { shared_buffers: '512MB', max_wal_size: '4GB' } });
+  await server.start();
+  log(`embedded PostgreSQL (${server.binariesSource}) on port ${server.port}`);
+  return { url: server.connectionString, stop: async () => (await server.stop(), rmSync(dir, { recursive: true, force: true })) };
+}
+
+/** ~300-byte events over 10,000 account streams, inserted set-wise (data generation is not what is measured). */
+async function generate(pool: pg.Pool, from: number, to: number) {
+  const chunk = 250_000;
+  for (let start = from; start <= to; start += chunk) {
+    const end = Math.min(to, start + chunk - 1);
+    await pool.query(
+      `INSERT INTO events (stream_name, stream_position, type, data)
+       SELECT 'account-' || (i % 10000), i / 10000 + 1,
+              CASE WHEN i % 10 = 0 THEN 'Withdrawn' WHEN i < 10000 THEN 'AccountOpened' ELSE 'Deposited' END,
+              jsonb_build_object('amount', i % 100, 'owner', 'owner-' || (i % 10000), 'currency', 'EUR',
+                                 'reference', md5(i::text), 'note', repeat('x', 160))
+         FROM generate_series($1::bigint, $2::bigint) AS i`,
+      [start, end],
+    );
+  }
+  await pool.query('VACUUM ANALYZE events');
+}
+
+/** (1) The physical limit for a reader: stream the table in global order to Node, no handler. */
+async function rawScan(pool: pg.Pool): Promise<{ events: number; seconds: number }> {
+  const client = await pool.connect();
+  const started = performance.now();
+  let after = '0';
+  let events = 0;
+  for (;;) {
+    const { rows } = await client.query({
+      name: 'bench_scan',
+      text: `SELECT ${EVENT_COLUMNS} FROM events WHERE global_position > $1 ORDER BY global_position LIMIT 10000`,
+      values: [after],
+    });
+    if (rows.length === 0) break;
+    events += rows.length;
+    after = rows.at(-1).gp;
+  }
+  client.release();
+  return { events, seconds: (performance.now() - started) / 1000 };
+}
+
+/** Runs the CLI as a child process, sampling its resident memory. */
+function runCli(args: string[], url: string): Promise<{ stdout: string; stderr: string; peakRssMb: number; code: number | null }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, ['--import', TSX, path.join(REPO, 'src/cli/main.ts'), ...args], {
+      cwd: REPO,
+      env: { ...process.env, DATABASE_URL: url, PROJECTION_RUNNER_LOG_LEVEL: 'warn' },
+    });
+    let stdout = '';
+    let stderr = '';
+    let peak = 0;
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    const sampler = setInterval(() => {
+      try {
+        const kb = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'))?.[1] ?? 0);
+        peak = Math.max(peak, kb / 1024);
+      } catch {
+        /* exited */
+      }
+    }, 100);
+    child.on('close', (code) => {
+      clearInterval(sampler);
+      resolve({ stdout, stderr, peakRssMb: Math.round(peak), code });
+    });
+  });
+}
+
+async function replay(name: string, url: string) {
+  const result = await runCli(['replay', name, '--yes', '--projections', PROJECTIONS], url);
+  const match = /replayed \S+: (\d+) events in ([\d.]+)s/.exec(result.stdout);
+  if (!match || result.code !== 0) throw new Error(`replay ${name} failed: ${result.stdout}\n${result.stderr.slice(-2000)}`);
+  return { events: Number(match[1]), seconds: Number(match[2]), peakRssMb: result.peakRssMb };
+}
+
+async function appendThroughput(url: string, perAppend: number) {
+  const pool = new pg.Pool({ connectionString: url, max: 8 });
+  const store = new EventStore(pool);
+  let events = 0;
+  const deadline = Date.now() + APPEND_SECONDS * 1000;
+  const started = performance.now();
+  await Promise.all(
+    Array.from({ length: 8 }, async (_, w) => {
+      for (let i = 0; Date.now() < deadline; i++) {
+        await store.append(`bench-append-${perAppend}-${w}-${i % 100}`, Array.from({ length: perAppend }, (_, k) => ({
+          type: 'Deposited',
+          data: { amount: k, note: 'x'.repeat(200) },
+        })));
+        events += perAppend;
+      }
+    }),
+  );
+  const seconds = (performance.now() - started) / 1000;
+  await pool.end();
+  return { events, seconds, rate: events / seconds };
+}
+
+function startDaemon(url: string, args: string[] = []) {
+  const child = spawn(process.execPath, ['--import', TSX, path.join(REPO, 'src/cli/main.ts'), 'run', '--projections', PROJECTIONS, '--metrics-port', '0', ...args], {
+    cwd: REPO,
+    env: { ...process.env, DATABASE_URL: url, PROJECTION_RUNNER_LOG_LEVEL: 'warn' },
+    stdio: 'ignore',
+  });
+  return { stop: () => new Promise<void>((resolve) => (child.once('exit', () => resolve()), child.kill('SIGTERM'))) };
+}
+
+async function waitUntil(check: () => Promise<boolean>, timeoutMs: number, what: string) {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(50);
+  }
+}
+
+async function liveLatency(pool: pg.Pool, url: string) {
+  const daemon = startDaemon(url);
+  const head = async () => Number((await pool.query('SELECT coalesce(max(global_position), 0) AS h FROM events')).rows[0].h);
+  const checkpoint = async (name: string) =>
+    Number((await pool.query('SELECT position FROM projection_checkpoints WHERE name = $1', [name])).rows[0]?.position ?? -1);
+  const target = await head();
+  await waitUntil(async () => (await checkpoint('latency')) >= target && (await checkpoint('account_balances')) >= target, 600_000, 'daemon caught up');
+  const store = new EventStore(pool);
+  const commits = new Map<string, number>();
+  const interval = 1000 / LIVE_RATE;
+  const started = performance.now();
+  const total = LIVE_SECONDS * LIVE_RATE;
+  const inFlight: Promise<void>[] = [];
+  for (let i = 0; i < total; i++) {
+    const due = started + i * interval;
+    const wait = due - performance.now();
+    if (wait > 0) await sleep(wait);
+    inFlight.push(
+      store.append(`ping-${i % 100}`, [{ type: 'Ping', data: { i } }]).then((r) => {
+        commits.set(r.lastPosition.toString(), Date.now());
+      }),
+    );
+    if (inFlight.length > 64) await Promise.all(inFlight.splice(0, 32));
+  }
+  await Promise.all(inFlight);
+  await waitUntil(async () => Number((await pool.query('SELECT count(*) AS n FROM bench_latency')).rows[0].n) >= total, 60_000, 'pings applied');
+  const { rows } = await pool.query('SELECT position::text AS p, (extract(epoch FROM applied_at) * 1000)::float8 AS at FROM bench_latency');
+  const latencies = rows.filter((r) => commits.has(r.p)).map((r) => Math.max(0, r.at - commits.get(r.p)!)).sort((a, b) => a - b);
+  await daemon.stop();
+  return { samples: latencies.length, p50: percentile(latencies, 50), p99: percentile(latencies, 99), max: latencies.at(-1)! };
+}
+
+/** Rollback → resolution time, while another writer keeps appending (so the gap becomes visible). */
+async function gapResolution(pool: pg.Pool, url: string, daemonArgs: string[], samples: number) {
+  const daemon = startDaemon(url, daemonArgs);
+  await sleep(1_500);
+  const store = new EventStore(pool);
+  const stop = { done: false };
+  const background = (async () => {
+    for (let i = 0; !stop.done; i++) {
+      await store.append(`bg-${i % 50}`, [{ type: 'Background', data: { i } }]);
+      await sleep(10);
+    }
+  })();
+  const waits: number[] = [];
+  for (let s = 0; s < samples; s++) {
+    const client = await pool.connect();
+    await client.query('BEGIN');
+    const { firstPosition } = await store.append(`doomed-${s}`, [{ type: 'Doomed', data: {} }], { client });
+    await sleep(50);
+    await client.query('ROLLBACK');
+    const rolledBackAt = Date.now();
+    client.release();
+    let resolvedAt = 0;
+    await waitUntil(async () => {
+      const { rows } = await pool.query(
+        `SELECT (extract(epoch FROM resolved_at) * 1000)::float8 AS at FROM projection_gaps
+          WHERE $1 BETWEEN from_position AND to_position AND resolution IN ('dead', 'timed_out')`,
+        [firstPosition.toString()],
+      );
+      resolvedAt = rows[0]?.at ?? 0;
+      return rows.length > 0;
+    }, 60_000, 'gap resolution');
+    waits.push(Math.max(0, resolvedAt - rolledBackAt));
+  }
+  stop.done = true;
+  await background;
+  await daemon.stop();
+  waits.sort((a, b) => a - b);
+  return { samples, p50: percentile(waits, 50), max: waits.at(-1)! };
+}
+
+async function main() {
+  const db = await startDatabase();
+  const pool = new pg.Pool({ connectionString: db.url, max: 10 });
+  const results: Record<string, unknown> = { events: EVENTS, node: process.version, cpus: os.cpus().length, date: new Date().toISOString() };
+  try {
+    await migrate(pool, storeNames());
+    log(`generating ${EVENTS} events`);
+    await generate(pool, 0, EVENTS - 1);
+    const { rows: size } = await pool.query('SELECT avg(pg_column_size(data))::int AS bytes FROM (SELECT data FROM events LIMIT 10000) s');
+    results.eventJsonBytes = size[0].bytes;
+
+    log('(1) raw scan');
+    await rawScan(pool); // warm the cache: both sides then read from memory
+    const scan = await rawScan(pool);
+    const scanRate = scan.events / scan.seconds;
+    log('(2) replay, no-op projection');
+    const noop = await replay('noop', db.url);
+    log('(3) replay, account-balance projection');
+    const balances = await replay('account_balances', db.url);
+    log('(4) append throughput');
+    const append1 = await appendThroughput(db.url, 1);
+    const append10 = await appendThroughput(db.url, 10);
+    log('(5) live latency');
+    const live = await liveLatency(pool, db.url);
+    log('(6) gap resolution: evidence (10 s gap timeout), then timeout path (2 s)');
+    const gapDead = await gapResolution(pool, db.url, [], 10);
+    const gapTimeout = await gapResolution(pool, db.url, ['--gap-evidence', 'off', '--gap-timeout', '2s'], 3);
+    let bigNoop: { events: number; seconds: number; peakRssMb: number } | undefined;
+    if (MEMORY_EVENTS > EVENTS) {
+      log(`(7) memory: growing the store to ${MEMORY_EVENTS} events`);
+      const { rows } = await pool.query('SELECT max(global_position)::bigint AS m FROM events');
+      await generate(pool, Number(rows[0].m) + 1, Number(rows[0].m) + MEMORY_EVENTS - EVENTS);
+      bigNoop = await replay('noop', db.url);
+    }
+
+    Object.assign(results, {
+      rawScan: { ...scan, rate: scanRate },
+      replayNoop: { ...noop, rate: noop.events / noop.seconds, ratioToRawScan: noop.events / noop.seconds / scanRate },
+      replayBalances: { ...balances, rate: balances.events / balances.seconds, ratioToRawScan: balances.events / balances.seconds / scanRate },
+      append: { perAppend1: append1, perAppend10: append10 },
+      liveLatencyMs: live,
+      gapResolutionMs: { dead: gapDead, timedOut: gapTimeout },
+      memory: { peakRssMbAt1: noop.peakRssMb, peakRssMbAt2: bigNoop?.peakRssMb, eventsAt2: bigNoop ? MEMORY_EVENTS : undefined },
+    });
+    const fmt = (n: number) => Math.round(n).toLocaleString('en-US');
+    const table = [
+      ['figure', 'value', 'baseline / target'],
+      ['(1) raw scan', `${fmt(scanRate)} events/s`, 'baseline'],
+      ['(2) replay, no-op', `${fmt(noop.events / noop.seconds)} events/s`, `${((noop.events / noop.seconds / scanRate) * 100).toFixed(0)} % of (1) (target >= 70 %)`],
+      ['(3) replay, account balances', `${fmt(balances.events / balances.seconds)} events/s`, `${((balances.events / balances.seconds / scanRate) * 100).toFixed(0)} % of (1) (target >= 40 %)`],
+      ['(4) append, 8 writers x 1 event', `${fmt(append1.rate)} events/s`, ''],
+      ['(4) append, 8 writers x 10 events', `${fmt(append10.rate)} events/s`, ''],
+      ['(5) live latency commit -> read model', `p50 ${live.p50.toFixed(1)} ms, p99 ${live.p99.toFixed(1)} ms, max ${live.max.toFixed(1)} ms`, `${live.samples} events at ${LIVE_RATE}/s (target p99 <= 20 ms)`],
+      ['(6) rollback -> gap dead (evidence)', `p50 ${fmt(gapDead.p50)} ms, max ${fmt(gapDead.max)} ms`, 'gap timeout 10 s (target <= 100 ms)'],
+      ['(6) rollback -> gap timed out', `p50 ${fmt(gapTimeout.p50)} ms, max ${fmt(gapTimeout.max)} ms`, 'gap timeout 2 s, evidence off'],
+      ['(7) peak RSS during (2)', `${noop.peakRssMb} MB at ${fmt(EVENTS)}` + (bigNoop ? `, ${bigNoop.peakRssMb} MB at ${fmt(MEMORY_EVENTS)}` : ''), bigNoop ? `${(((bigNoop.peakRssMb - noop.peakRssMb) / noop.peakRssMb) * 100).toFixed(1)} % growth (target <= 200 MB, within 10 %)` : 'target <= 200 MB'],
+    ];
+    const widths = table[0]!.map((_, i) => Math.max(...table.map((r) => r[i]!.length)));
+    process.stdout.write(`\n${table.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ')).join('\n')}\n\n`);
+    writeFileSync(path.join(REPO, 'bench-results.json'), `${JSON.stringify(results, null, 2)}\n`);
+    log('figures written to bench-results.json');
+  } finally {
+    await pool.end();
+    await db.stop();
+  }
+}
+
+await main();

@@ -1,0 +1,1 @@
+export { default } from '../../../projections/account-balances.js';

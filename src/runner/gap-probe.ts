@@ -124,11 +124,19 @@ export async function persistDecision(
   gapsChanged: boolean,
 ): Promise<'saved' | 'not_leader'> {
   const { state } = decision;
-  await client.query('BEGIN');
+  // Asynchronous commit: everything here is derived from the events table and is found again after a crash.
+  await client.query('BEGIN; SET LOCAL synchronous_commit TO off');
   try {
-    // The fence: a leader whose lease silently lapsed (and was taken over) finds another name here and stands down.
-    const fence = await client.query(`SELECT 1 FROM ${names.q.highWater} WHERE leader = $1 FOR UPDATE`, [leader]);
-    if (fence.rowCount === 0) {
+    // The fence, H and the wake-up of other instances' projectors in one statement. A leader whose lease silently
+    // lapsed (and was taken over) finds another name in the row: nothing is written and it stands down.
+    const moved = await client.query(
+      `WITH moved AS (
+         UPDATE ${names.q.highWater} SET position = $1, head = $2, updated_at = now() WHERE leader = $3 RETURNING position
+       )
+       SELECT pg_notify($4, position::text) FROM moved`,
+      [state.highWater.toString(), state.head.toString(), leader, names.highWaterChannel],
+    );
+    if (moved.rowCount === 0) {
       await client.query('ROLLBACK');
       return 'not_leader';
     }
@@ -155,11 +163,6 @@ export async function persistDecision(
         );
       }
     }
-    await client.query(
-      `UPDATE ${names.q.highWater} SET position = $1, head = $2, leader = $3, updated_at = now()`,
-      [state.highWater.toString(), state.head.toString(), leader],
-    );
-    await client.query(`SELECT pg_notify($1, $2)`, [names.highWaterChannel, state.highWater.toString()]);
     await client.query('COMMIT');
     return 'saved';
   } catch (error) {

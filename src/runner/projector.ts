@@ -31,6 +31,19 @@ import { WakeSignal } from './wakeup.js';
  * applies nothing twice and skips nothing, for read models in the same database.
  */
 
+const BEGIN_ASYNC_COMMIT = 'BEGIN; SET LOCAL synchronous_commit TO off';
+
+/**
+ * Batch size: starts at the configured size, doubles while batches come back full and fast (catching up, replaying),
+ * up to 20x, and falls back to the configured size once caught up, so live batches stay small and quick.
+ */
+export function nextBatchSize(current: number, configured: number, full: boolean, durationMs: number): number {
+  if (!full) return configured;
+  if (durationMs > 1_000) return Math.max(configured, Math.floor(current / 2));
+  if (durationMs < 250) return Math.min(configured * 20, current * 2);
+  return current;
+}
+
 export class HandlerError extends Error {
   constructor(
     readonly event: StoredEvent,
@@ -70,6 +83,7 @@ export class Projector {
   private lateSeenId = 0n;
   state: ProjectionState = 'stopped';
   lastPassAt = Date.now();
+  private batchSize: number;
   /** Set while a replay rebuilds the read model; cleared when the checkpoint reaches `replayTarget`. */
   replayTarget: bigint | undefined;
   private readonly log: Logger;
@@ -77,6 +91,7 @@ export class Projector {
   constructor(private readonly options: ProjectorOptions) {
     this.name = options.projection.name;
     this.log = options.log.child({ projection: this.name });
+    this.batchSize = options.batchSize;
   }
 
   /** Loads the checkpoint; a projection left `failed` by an earlier run is retried from where it stopped. */
@@ -173,7 +188,9 @@ export class Projector {
     const tx = await pool.connect();
     let released = false;
     try {
-      await tx.query('BEGIN');
+      // Asynchronous commit is safe here: the read-model writes and the checkpoint are lost together if the server
+      // crashes before the WAL is flushed, and are then applied again. It takes an fsync off every batch.
+      await tx.query(BEGIN_ASYNC_COMMIT);
       const context = await readBatchContext(tx, names, this.lateSeenId, this.options.deadRangeWindowMs);
       const upTo = limit ? (limit.upTo < context.highWater ? limit.upTo : context.highWater) : context.highWater;
       if (!limit && upTo <= this.checkpoint && context.pendingLate.length === 0) {
@@ -182,8 +199,9 @@ export class Projector {
         return { applied: 0, more: false };
       }
 
-      const events = upTo > this.checkpoint ? await readEvents(tx, names, this.checkpoint, upTo, batchSize, projection.eventTypes) : [];
-      const full = events.length === batchSize;
+      const size = limit ? batchSize : this.batchSize;
+      const events = upTo > this.checkpoint ? await readEvents(tx, names, this.checkpoint, upTo, size, projection.eventTypes) : [];
+      const full = events.length === size;
       const nextCheckpoint = full ? events.at(-1)!.globalPosition : upTo > this.checkpoint ? upTo : this.checkpoint;
       await this.deliver(events, tx);
 
@@ -200,7 +218,7 @@ export class Projector {
         const passed = context.pendingLate.filter((l) => l.position <= nextCheckpoint).map((l) => l.position);
         const toApply = await recordDeadPositionDeliveries(tx, names, this.name, passed);
         const types = projection.eventTypes;
-        const lateEvents = (await readEventsAt(tx, names, toApply)).filter((e) => !types || types.includes(e.type));
+        const lateEvents = toApply.length === 0 ? [] : (await readEventsAt(tx, names, toApply)).filter((e) => !types || types.includes(e.type));
         for (const e of lateEvents) e.late = true;
         await this.deliver(lateEvents, tx);
         lateApplied = lateEvents.length;
@@ -236,7 +254,9 @@ export class Projector {
       this.lateSeenId = lateSeenId;
       metrics.eventsApplied.inc({ projection: this.name }, applied);
       metrics.checkpointPosition.set({ projection: this.name }, Number(nextCheckpoint));
-      metrics.batchDuration.observe({ projection: this.name }, (performance.now() - started) / 1000);
+      const elapsed = performance.now() - started;
+      metrics.batchDuration.observe({ projection: this.name }, elapsed / 1000);
+      this.batchSize = nextBatchSize(this.batchSize, batchSize, full, elapsed);
       if (replayDone) this.replayTarget = undefined;
       this.setState(state);
       if (applied > 0) {
@@ -270,7 +290,7 @@ export class Projector {
         // Which event? Find out one at a time in a savepoint-free way: the batch is rolled back anyway.
       }
       await tx.query('ROLLBACK');
-      await tx.query('BEGIN');
+      await tx.query(BEGIN_ASYNC_COMMIT);
       for (const event of events) {
         try {
           await projection.handleBatch([event], tx);

@@ -36,6 +36,9 @@ interface OwnedProjection {
   controller: AbortController;
   done: Promise<void>;
   replayId?: bigint;
+  /** Replay progress not yet written to the database, and when it last was. */
+  unreported?: number;
+  reportedAt?: number;
 }
 
 /**
@@ -234,7 +237,8 @@ export class Runner implements LagSource {
       parent.removeEventListener('abort', onParentAbort);
       // Stopped by itself (ownership lost): forget it and give the lease back, so the next balance pass can start
       // over from the checkpoint in the database (here or in another instance).
-      if (!controller.signal.aborted && this.owned.get(projection.name) === entry) {
+      // A failed projection stays owned and failed until the next start; only a lost one is given back.
+      if (!controller.signal.aborted && projector.state !== 'failed' && this.owned.get(projection.name) === entry) {
         this.owned.delete(projection.name);
         await this.leases.release('projection', projection.name).catch(() => {});
       }
@@ -303,11 +307,19 @@ export class Runner implements LagSource {
     return projector;
   }
 
+  /** Replay progress goes to the database at most every 250 ms (the CLI polls it), and once at the end. */
   private async onBatchCommitted(projector: Projector, applied: number): Promise<void> {
     const entry = this.owned.get(projector.name);
     if (entry?.replayId === undefined) return;
-    if (projector.replayTarget === undefined) await this.finishReplay(projector.name, applied);
-    else await recordReplayProgress(this.pool, this.names, entry.replayId, applied, false);
+    entry.unreported = (entry.unreported ?? 0) + applied;
+    if (projector.replayTarget === undefined) {
+      await this.finishReplay(projector.name, entry.unreported);
+      entry.unreported = 0;
+    } else if (Date.now() - (entry.reportedAt ?? 0) >= 250) {
+      await recordReplayProgress(this.pool, this.names, entry.replayId, entry.unreported, false);
+      entry.unreported = 0;
+      entry.reportedAt = Date.now();
+    }
   }
 
   private async finishReplay(name: string, applied: number): Promise<void> {

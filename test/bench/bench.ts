@@ -123,6 +123,7 @@ async function replay(name: string, url: string) {
 
 async function appendThroughput(url: string, perAppend: number) {
   const pool = new pg.Pool({ connectionString: url, max: 8 });
+  pool.on('error', () => {});
   const store = new EventStore(pool);
   let events = 0;
   const deadline = Date.now() + APPEND_SECONDS * 1000;
@@ -235,6 +236,7 @@ async function gapResolution(pool: pg.Pool, url: string, daemonArgs: string[], s
 async function main() {
   const db = await startDatabase();
   const pool = new pg.Pool({ connectionString: db.url, max: 10 });
+  pool.on('error', () => {});
   const results: Record<string, unknown> = { events: EVENTS, node: process.version, cpus: os.cpus().length, date: new Date().toISOString() };
   try {
     await migrate(pool, storeNames());

@@ -47,6 +47,8 @@ describe('a handler that keeps failing', () => {
     await store.append('s-11', [{ type: 'Fine', data: {} }]);
     await waitFor('sturdy advanced', async () => (await readLog(db.pool, 'sturdy')).length === 11);
     expect((await checkpointRow('fragile')).position).toBe(5);
+    expect((await checkpointRow('fragile')).state).toBe('failed');
+    expect(attempts).toBe(3); // not retried behind our back: failed stays failed until the next start
 
     // "Fix" the handler and restart: it resumes at the failed event.
     await runner.stop();

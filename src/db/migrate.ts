@@ -8,6 +8,14 @@ import { migrations } from './migrations.js';
  * Returns the versions it applied.
  */
 export async function migrate(pool: pg.Pool, names: StoreNames): Promise<number[]> {
+  // Up to date already: touch nothing, so a runner role without CREATE privileges can start (see README).
+  const { rows: found } = await pool.query<{ present: boolean }>('SELECT to_regclass($1) IS NOT NULL AS present', [
+    names.q.migrations,
+  ]);
+  if (found[0]!.present) {
+    const { rows } = await pool.query<{ latest: number | null }>(`SELECT max(version) AS latest FROM ${names.q.migrations}`);
+    if (rows[0]!.latest === migrations.at(-1)!.version) return [];
+  }
   const client = await pool.connect();
   try {
     await client.query('BEGIN');

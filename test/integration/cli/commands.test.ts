@@ -72,6 +72,8 @@ describe('errors: one clear line, exit 1 (usage: 2)', () => {
     ['invalid duration', ['run', '--gap-timeout', 'soon'], /invalid --gap-timeout \(PROJECTION_RUNNER_GAP_TIMEOUT\): "soon" is not a duration/],
     ['invalid batch size', ['run', '--batch-size', '0'], /invalid --batch-size \(PROJECTION_RUNNER_BATCH_SIZE\)/],
     ['injection through the table name', ['status', '--table', 'events; drop table events'], /invalid --table \(PROJECTION_RUNNER_TABLE\): "events; drop table events" is not a valid identifier/],
+    ['injection through the schema', ['run', '--schema', 'public"; drop schema public cascade; --'], /invalid --schema \(PROJECTION_RUNNER_SCHEMA\): .+ is not a valid identifier/],
+    ['injection through the channel', ['run', '--channel', "events'); select pg_sleep(10); --"], /invalid --channel \(PROJECTION_RUNNER_CHANNEL\): .+ is not a valid identifier/],
   ])('%s', async (_label, args, message) => {
     const { code, stderr } = await runCli(args as string[], env());
     expect(stderr).toMatch(message as RegExp);

@@ -2,7 +2,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { EventStore, type Runner } from '../../../src/index.js';
 import { createTestDatabase, waitFor, type TestDatabase } from '../../support/database.js';
 import { positionLog, readLog } from '../../support/position-log.js';
-import { capturingLogger, startRunner } from '../../support/runner.js';
+import { startRunner } from '../../support/runner.js';
 
 let db: TestDatabase;
 let store: EventStore;
@@ -124,31 +124,5 @@ describe('dead gaps by evidence', () => {
     expect(await openGaps()).toHaveLength(1);
     await db.pool.query(`${finish} '${gid}'`);
     await waitFor(resolution, async () => (await gapRows()).some((g) => g.resolution === resolution), 5_000);
-  });
-});
-
-describe('without pg_read_all_stats', () => {
-  it('logs the fallback once and resolves gaps by the timeout only', async () => {
-    const role = `limited_${Math.random().toString(36).slice(2, 8)}`;
-    await db.pool.query(`CREATE ROLE ${role} LOGIN PASSWORD 'limited-pw'`);
-    await db.pool.query(`GRANT CONNECT, CREATE ON DATABASE ${db.name} TO ${role}`);
-    await db.pool.query(`GRANT USAGE, CREATE ON SCHEMA public TO ${role}`);
-    await db.pool.query(`GRANT SELECT ON events TO ${role}`);
-    await db.pool.query(`GRANT SELECT ON SEQUENCE events_global_position_seq TO ${role}`);
-    await db.pool.query(`GRANT SELECT, INSERT, UPDATE, DELETE ON projection_checkpoints, projection_gaps, projection_high_water, projection_late_deliveries, projection_replays, events_migrations TO ${role}`);
-    await db.pool.query(`GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO ${role}`);
-    const url = db.url.replace(/\/\/[^@]+@/, `//${role}:limited-pw@`);
-    const { log, lines } = capturingLogger();
-    runner = await startRunner({ ...db, url }, { projections: [positionLog('log')], gapEvidence: 'auto', gapTimeoutMs: 1_500, log });
-    expect(lines.filter((l) => String(l.msg).startsWith('gap evidence unavailable'))).toHaveLength(1);
-
-    const held = await holdPosition();
-    await makeGapVisible();
-    await held.client.query('ROLLBACK');
-    await waitFor('timed out', async () => (await gapRows()).some((g) => g.resolution), 10_000);
-    expect((await gapRows()).map((g) => g.resolution)).toEqual(['timed_out']);
-    await runner.stop();
-    runner = undefined;
-    await db.pool.query(`DROP OWNED BY ${role}; DROP ROLE ${role}`).catch(() => {});
   });
 });

@@ -1,0 +1,67 @@
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { defineProjection, EventStore, type Runner } from '../../../src/index.js';
+import { readStatus } from '../../../src/cli/status.js';
+import { storeNames } from '../../../src/db/identifiers.js';
+import { REPO } from '../../support/child-runner.js';
+import { createTestDatabase, waitFor, type TestDatabase } from '../../support/database.js';
+import { capturingLogger, startRunner } from '../../support/runner.js';
+
+/** The grants of the README's "Least privileges" block, as documented (the test fails if the docs drift). */
+function documentedGrants(database: string, role: string): string {
+  const readme = readFileSync(path.join(REPO, 'README.md'), 'utf8');
+  const block = /<!-- least-privileges:start -->\s*```sql\n([\s\S]+?)```\s*<!-- least-privileges:end -->/.exec(readme);
+  if (!block) throw new Error('README.md has no least-privileges block');
+  return block[1]!.replace(/\bDATABASE app\b/g, `DATABASE ${database}`).replace(/\brunner\b/g, role);
+}
+
+let db: TestDatabase;
+let runner: Runner | undefined;
+const role = `runner_${Math.random().toString(36).slice(2, 8)}`;
+const password = 'least-privilege-secret';
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+  await db.pool.query(`CREATE ROLE ${role} LOGIN PASSWORD '${password}'`);
+  await db.pool.query(documentedGrants(db.name, role));
+  // The read model of the projection below, created by the owner: the runner role only writes it.
+  await db.pool.query(`CREATE TABLE seen (position bigint PRIMARY KEY); GRANT SELECT, INSERT ON seen TO ${role}`);
+});
+afterAll(async () => {
+  await runner?.stop();
+  await db.pool.query(`DROP OWNED BY ${role}; DROP ROLE ${role}`).catch(() => {});
+  await db.drop();
+});
+
+const seen = defineProjection({
+  name: 'seen',
+  async handle(event, tx) {
+    await tx.query('INSERT INTO seen (position) VALUES ($1)', [event.globalPosition.toString()]);
+  },
+});
+
+describe('the runner with exactly the documented privileges', () => {
+  it('applies events, resolves gaps by timeout (no pg_read_all_stats: said once), and never logs the password', async () => {
+    const url = db.url.replace(/\/\/[^@]+@/, `//${role}:${password}@`);
+    const { log, lines } = capturingLogger();
+    runner = await startRunner({ ...db, url }, { projections: [seen], gapEvidence: 'auto', gapTimeoutMs: 1_500, log });
+    expect(lines.filter((l) => String(l.msg).startsWith('gap evidence unavailable'))).toHaveLength(1);
+
+    const store = new EventStore(db.pool);
+    await store.append('a', [{ type: 'E', data: {} }]);
+    const held = await db.connect();
+    await held.query('BEGIN');
+    const doomed = await store.append('doomed', [{ type: 'E', data: {} }], { client: held });
+    await store.append('b', [{ type: 'E', data: {} }]);
+    await waitFor('gap seen', async () => (await db.pool.query('SELECT 1 FROM projection_gaps')).rows.length > 0);
+    await held.query('ROLLBACK');
+    await waitFor('applied past the gap', async () => (await db.pool.query('SELECT count(*)::int AS n FROM seen')).rows[0].n === 2, 10_000);
+    const { rows: gaps } = await db.pool.query('SELECT from_position::int AS p, resolution FROM projection_gaps');
+    expect(gaps).toEqual([{ p: Number(doomed.firstPosition), resolution: 'timed_out' }]);
+
+    const status = await readStatus(runner.pool, storeNames());
+    expect(status.projections).toMatchObject([{ name: 'seen', position: 3, owner: expect.stringMatching(/\/\d+$/) }]);
+    expect(JSON.stringify(lines)).not.toContain(password);
+  });
+});

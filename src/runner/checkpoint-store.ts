@@ -38,28 +38,32 @@ export interface BatchContext {
 }
 
 /**
- * One statement, one snapshot: H together with the gaps given up below it. A gap is persisted as given up in the
- * same transaction that moves H past it, so every position <= H that lies in a given-up gap is in `deadRanges`.
+ * Starts the batch transaction and reads its context in one round trip. The context is one statement, one snapshot:
+ * H together with the gaps given up below it (a gap is persisted as given up in the same transaction that moves H past
+ * it, so every position <= H that lies in a given-up gap is in `deadRanges`) and the pending late notices.
+ * The two numbers are inlined (the simple protocol takes no parameters with several statements): both are integers
+ * of our own, never user input.
  */
-export async function readBatchContext(
+export async function beginBatch(
   tx: pg.ClientBase,
   names: StoreNames,
   lateSeenId: bigint,
   deadRangeWindowMs: number,
 ): Promise<BatchContext> {
-  const { rows } = await tx.query<{ hw: string; dead: string[]; late: string[] }>(
-    `SELECT (SELECT position::text FROM ${names.q.highWater}) AS hw,
+  const results = (await tx.query(
+    `BEGIN;
+     SELECT (SELECT position::text FROM ${names.q.highWater}) AS hw,
             (SELECT coalesce(array_agg(from_position || '-' || to_position), '{}') FROM ${names.q.gaps}
-              WHERE resolution IN ('timed_out', 'dead') AND resolved_at > now() - $1 * interval '1 millisecond') AS dead,
+              WHERE resolution IN ('timed_out', 'dead')
+                AND resolved_at > now() - ${Math.trunc(deadRangeWindowMs)} * interval '1 millisecond') AS dead,
             (SELECT coalesce(array_agg(id || '-' || from_position ORDER BY id), '{}') FROM ${names.q.gaps}
-              WHERE resolution = 'late' AND id > $2) AS late`,
-    [deadRangeWindowMs, lateSeenId.toString()],
-  );
+              WHERE resolution = 'late' AND id > ${BigInt(lateSeenId).toString()}) AS late`,
+  )) as unknown as Array<pg.QueryResult<{ hw: string; dead: string[]; late: string[] }>>;
+  const row = results[1]!.rows[0]!;
   const pair = (text: string): [bigint, bigint] => {
     const [a, b] = text.split('-');
     return [BigInt(a!), BigInt(b!)];
   };
-  const row = rows[0]!;
   return {
     highWater: BigInt(row.hw),
     deadRanges: row.dead.map(pair),

@@ -124,44 +124,44 @@ export async function persistDecision(
   gapsChanged: boolean,
 ): Promise<'saved' | 'not_leader'> {
   const { state } = decision;
-  // Asynchronous commit: everything here is derived from the events table and is found again after a crash.
-  await client.query('BEGIN; SET LOCAL synchronous_commit TO off');
-  try {
-    // The fence, H and the wake-up of other instances' projectors in one statement. A leader whose lease silently
-    // lapsed (and was taken over) finds another name in the row: nothing is written and it stands down.
-    const moved = await client.query(
+  // The fence, H and the wake-up of other instances' projectors in one statement. A leader whose lease silently
+  // lapsed (and was taken over) finds another name in the row: nothing is written and it stands down. Without gap
+  // changes (the common case) it is the whole write, in one round trip.
+  const moveHighWater = () =>
+    client.query(
       `WITH moved AS (
          UPDATE ${names.q.highWater} SET position = $1, head = $2, updated_at = now() WHERE leader = $3 RETURNING position
        )
        SELECT pg_notify($4, position::text) FROM moved`,
       [state.highWater.toString(), state.head.toString(), leader, names.highWaterChannel],
     );
-    if (moved.rowCount === 0) {
+  if (!gapsChanged) return (await moveHighWater()).rowCount === 0 ? 'not_leader' : 'saved';
+  await client.query('BEGIN');
+  try {
+    if ((await moveHighWater()).rowCount === 0) {
       await client.query('ROLLBACK');
       return 'not_leader';
     }
-    if (gapsChanged) {
-      await client.query(`DELETE FROM ${names.q.gaps} WHERE resolved_at IS NULL`);
-      const rows = [
-        ...state.openGaps.map((g) => [g.from, g.to, g.firstSeenAt, null, null] as const),
-        ...decision.resolved.map((r) => [r.from, r.to, r.firstSeenAt, r.resolvedAt, r.resolution] as const),
-        // A late row's times are the server's own: it was first seen and resolved by this very transaction.
-        ...decision.late.map((p) => [p, p, null, null, 'late'] as const),
-      ];
-      if (rows.length > 0) {
-        await client.query(
-          `INSERT INTO ${names.q.gaps} (from_position, to_position, first_seen_at, resolved_at, resolution)
-           SELECT f, t, coalesce(s, now()), CASE WHEN res = 'late' THEN now() ELSE r END, res
-             FROM unnest($1::bigint[], $2::bigint[], $3::timestamptz[], $4::timestamptz[], $5::text[]) AS u(f, t, s, r, res)`,
-          [
-            rows.map((r) => r[0].toString()),
-            rows.map((r) => r[1].toString()),
-            rows.map((r) => (r[2] === null ? null : ts(r[2]))),
-            rows.map((r) => (r[3] === null ? null : ts(r[3]))),
-            rows.map((r) => r[4]),
-          ],
-        );
-      }
+    await client.query(`DELETE FROM ${names.q.gaps} WHERE resolved_at IS NULL`);
+    const rows = [
+      ...state.openGaps.map((g) => [g.from, g.to, g.firstSeenAt, null, null] as const),
+      ...decision.resolved.map((r) => [r.from, r.to, r.firstSeenAt, r.resolvedAt, r.resolution] as const),
+      // A late row's times are the server's own: it was first seen and resolved by this very transaction.
+      ...decision.late.map((p) => [p, p, null, null, 'late'] as const),
+    ];
+    if (rows.length > 0) {
+      await client.query(
+        `INSERT INTO ${names.q.gaps} (from_position, to_position, first_seen_at, resolved_at, resolution)
+         SELECT f, t, coalesce(s, now()), CASE WHEN res = 'late' THEN now() ELSE r END, res
+           FROM unnest($1::bigint[], $2::bigint[], $3::timestamptz[], $4::timestamptz[], $5::text[]) AS u(f, t, s, r, res)`,
+        [
+          rows.map((r) => r[0].toString()),
+          rows.map((r) => r[1].toString()),
+          rows.map((r) => (r[2] === null ? null : ts(r[2]))),
+          rows.map((r) => (r[3] === null ? null : ts(r[3]))),
+          rows.map((r) => r[4]),
+        ],
+      );
     }
     await client.query('COMMIT');
     return 'saved';

@@ -6,7 +6,7 @@ import type { ProjectionState, RunnerMetrics } from '../metrics/registry.js';
 import type { StoredEvent } from '../store/types.js';
 import {
   ensureCheckpoint,
-  readBatchContext,
+  beginBatch,
   readEvents,
   readEventsAt,
   recordDeadPositionDeliveries,
@@ -30,8 +30,6 @@ import { WakeSignal } from './wakeup.js';
  * given-up gaps, deal with late notices, move the checkpoint by compare-and-set, commit. A crash anywhere in it
  * applies nothing twice and skips nothing, for read models in the same database.
  */
-
-const BEGIN_ASYNC_COMMIT = 'BEGIN; SET LOCAL synchronous_commit TO off';
 
 /**
  * Batch size: starts at the configured size, doubles while batches come back full and fast (catching up, replaying),
@@ -188,10 +186,7 @@ export class Projector {
     const tx = await pool.connect();
     let released = false;
     try {
-      // Asynchronous commit is safe here: the read-model writes and the checkpoint are lost together if the server
-      // crashes before the WAL is flushed, and are then applied again. It takes an fsync off every batch.
-      await tx.query(BEGIN_ASYNC_COMMIT);
-      const context = await readBatchContext(tx, names, this.lateSeenId, this.options.deadRangeWindowMs);
+      const context = await beginBatch(tx, names, this.lateSeenId, this.options.deadRangeWindowMs);
       const upTo = limit ? (limit.upTo < context.highWater ? limit.upTo : context.highWater) : context.highWater;
       if (!limit && upTo <= this.checkpoint && context.pendingLate.length === 0) {
         await tx.query('COMMIT');
@@ -290,7 +285,7 @@ export class Projector {
         // Which event? Find out one at a time in a savepoint-free way: the batch is rolled back anyway.
       }
       await tx.query('ROLLBACK');
-      await tx.query(BEGIN_ASYNC_COMMIT);
+      await tx.query('BEGIN');
       for (const event of events) {
         try {
           await projection.handleBatch([event], tx);

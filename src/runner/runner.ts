@@ -75,7 +75,11 @@ export class Runner implements LagSource {
       batchSize: options.batchSize ?? 500,
       handlerRetries: options.handlerRetries ?? 3,
     };
-    this.pool = createPool(options.connectionString, 'runner', options.projections.length + 4);
+    // Asynchronous commit on every runner session: what the runner writes is either derived from the events table
+    // (H, gaps: found again after a crash) or committed atomically with a checkpoint (read models, replay progress),
+    // so a crash that loses the last few commits loses them together and they are applied again. It takes an fsync
+    // off every batch and every high-water pass (see README, Performance).
+    this.pool = createPool(options.connectionString, 'runner', options.projections.length + 4, { asyncCommit: true });
     this.leases = new LeaseSession(options.connectionString, this.names, options.log);
     this.tracker = new HighWaterTracker({
       pool: this.pool,

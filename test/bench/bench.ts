@@ -12,7 +12,7 @@ import { spawn } from 'node:child_process';
 import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { PostgresServer } from '../../src/db/postgres-server.js';
 import { storeNames } from '../../src/db/identifiers.js';
@@ -21,8 +21,9 @@ import { EventStore } from '../../src/index.js';
 import { EVENT_COLUMNS } from '../../src/store/types.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const PROJECTIONS = path.join(REPO, 'test/bench/projections');
-const TSX = pathToFileURL(path.join(REPO, 'node_modules/tsx/dist/loader.mjs')).href;
+// The daemon and the CLI run compiled, as in production (`npm run bench` builds first).
+const PROJECTIONS = path.join(REPO, 'dist/test/bench/projections');
+const CLI = path.join(REPO, 'dist/src/cli/main.js');
 
 function flag(name: string, fallback: number): number {
   const i = process.argv.indexOf(`--${name}`);
@@ -90,7 +91,7 @@ async function rawScan(pool: pg.Pool): Promise<{ events: number; seconds: number
 /** Runs the CLI as a child process, sampling its resident memory. */
 function runCli(args: string[], url: string): Promise<{ stdout: string; stderr: string; peakRssMb: number; code: number | null }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, ['--import', TSX, path.join(REPO, 'src/cli/main.ts'), ...args], {
+    const child = spawn(process.execPath, [CLI, ...args], {
       cwd: REPO,
       env: { ...process.env, DATABASE_URL: url, PROJECTION_RUNNER_LOG_LEVEL: 'warn' },
     });
@@ -145,7 +146,7 @@ async function appendThroughput(url: string, perAppend: number) {
 }
 
 function startDaemon(url: string, args: string[] = []) {
-  const child = spawn(process.execPath, ['--import', TSX, path.join(REPO, 'src/cli/main.ts'), 'run', '--projections', PROJECTIONS, '--metrics-port', '0', ...args], {
+  const child = spawn(process.execPath, [CLI, 'run', '--projections', PROJECTIONS, '--metrics-port', '0', ...args], {
     cwd: REPO,
     env: { ...process.env, DATABASE_URL: url, PROJECTION_RUNNER_LOG_LEVEL: 'warn' },
     stdio: 'ignore',

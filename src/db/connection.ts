@@ -18,13 +18,15 @@ export function connectionConfig(connectionString: string, role: string): pg.Cli
 }
 
 export function createPool(connectionString: string, role: string, max = 10, { asyncCommit = false } = {}): pg.Pool {
-  const pool = new pg.Pool({ ...connectionConfig(connectionString, role), max, idleTimeoutMillis: 30_000 });
+  const pool = new pg.Pool({
+    ...connectionConfig(connectionString, role),
+    // A startup parameter, so no extra query per connection. See Runner for why asynchronous commit is safe there.
+    ...(asyncCommit ? { options: '-c synchronous_commit=off' } : {}),
+    max,
+    idleTimeoutMillis: 30_000,
+  });
   // An idle client that loses its connection emits 'error' on the pool; without a listener that kills the process.
   pool.on('error', () => {});
-  if (asyncCommit) {
-    // Queued before anything else the client runs. See Runner for why asynchronous commit is safe there.
-    pool.on('connect', (client) => void client.query('SET synchronous_commit TO off').catch(() => {}));
-  }
   return pool;
 }
 

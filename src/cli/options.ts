@@ -1,5 +1,8 @@
 import { Option, type Command } from 'commander';
+import type { Logger } from 'pino';
 import { resolveConfig, SETTINGS, type RunnerConfig, type SettingKey } from '../config.js';
+import type { Projection } from '../runner/projection.js';
+import type { RunnerOptions } from '../runner/runner.js';
 
 /** Adds the given settings as flags, each documenting its environment variable and default (from config.ts). */
 export function addSettings(command: Command, keys: readonly SettingKey[]): Command {
@@ -23,3 +26,26 @@ export function configFrom(options: Record<string, unknown>): RunnerConfig {
 }
 
 export const CONNECTION_SETTINGS = ['databaseUrl', 'schema', 'table', 'channel', 'logLevel'] as const satisfies readonly SettingKey[];
+
+/** The Runner's options from a validated config: one place, for `run` and for the in-process `replay`. */
+export function runnerOptionsFrom(
+  config: RunnerConfig,
+  connectionString: string,
+  projections: Projection[],
+  log: Logger,
+): RunnerOptions {
+  return {
+    connectionString,
+    projections,
+    log,
+    schema: config.schema,
+    table: config.table,
+    channel: config.channel,
+    gapTimeoutMs: config.gapTimeoutMs,
+    lateWatchMs: config.lateWatchMs,
+    pollIntervalMs: config.pollIntervalMs,
+    batchSize: config.batchSize,
+    handlerRetries: config.handlerRetries,
+    gapEvidence: config.gapEvidence,
+  };
+}

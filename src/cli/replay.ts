@@ -10,7 +10,7 @@ import { loadProjections } from '../runner/projection.js';
 import { readReplay, requestReplay } from '../runner/replay-requests.js';
 import { Runner } from '../runner/runner.js';
 import { checkConnection, openDatabase } from './database.js';
-import { addSettings, configFrom } from './options.js';
+import { addSettings, configFrom, runnerOptionsFrom } from './options.js';
 import { formatProgress, formatSummary } from './progress.js';
 import { readStatus } from './status.js';
 import { instanceName } from '../runner/ownership.js';
@@ -62,17 +62,8 @@ export function registerReplay(program: Command): void {
       } else {
         process.stderr.write(`no daemon runs ${name}: rebuilding in this process\n`);
         runner = new Runner({
-          connectionString: database.connectionString,
-          projections: projections.filter((p) => p.name === name),
-          log,
-          schema: config.schema,
-          table: config.table,
-          channel: config.channel,
-          gapTimeoutMs: config.gapTimeoutMs,
-          lateWatchMs: config.lateWatchMs,
+          ...runnerOptionsFrom(config, database.connectionString, projections.filter((p) => p.name === name), log),
           pollIntervalMs: Math.min(config.pollIntervalMs, 250),
-          batchSize: config.batchSize,
-          handlerRetries: config.handlerRetries,
           gapEvidence: 'off',
         });
         await runner.start();

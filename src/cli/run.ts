@@ -1,11 +1,10 @@
 import type { Command } from 'commander';
-import { storeNames } from '../db/identifiers.js';
 import { createLogger } from '../logger.js';
 import { startMetricsServer, type MetricsServer } from '../metrics/server.js';
 import { loadProjections } from '../runner/projection.js';
 import { Runner } from '../runner/runner.js';
 import { openDatabase } from './database.js';
-import { addSettings, configFrom } from './options.js';
+import { addSettings, configFrom, runnerOptionsFrom } from './options.js';
 import { SETTINGS } from '../config.js';
 
 export function registerRun(program: Command): void {
@@ -15,23 +14,9 @@ export function registerRun(program: Command): void {
   ).action(async (options) => {
     const config = configFrom(options);
     const log = createLogger(config.logLevel);
-    storeNames(config);
     const projections = await loadProjections(config.projections);
     const database = await openDatabase(config.databaseUrl, log);
-    const runner = new Runner({
-      connectionString: database.connectionString,
-      projections,
-      log,
-      schema: config.schema,
-      table: config.table,
-      channel: config.channel,
-      gapTimeoutMs: config.gapTimeoutMs,
-      lateWatchMs: config.lateWatchMs,
-      pollIntervalMs: config.pollIntervalMs,
-      batchSize: config.batchSize,
-      handlerRetries: config.handlerRetries,
-      gapEvidence: config.gapEvidence,
-    });
+    const runner = new Runner(runnerOptionsFrom(config, database.connectionString, projections, log));
 
     let metricsServer: MetricsServer | undefined;
     let shuttingDown = false;

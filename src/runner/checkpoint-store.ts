@@ -72,7 +72,7 @@ export async function beginBatch(
 }
 
 export async function readEvents(
-  tx: pg.ClientBase,
+  tx: pg.ClientBase | pg.Pool,
   names: StoreNames,
   after: bigint,
   upTo: bigint,

@@ -194,10 +194,14 @@ export class Projector {
         return { applied: 0, more: false };
       }
 
-      const size = limit ? batchSize : this.batchSize;
-      const events = upTo > this.checkpoint ? await readEvents(tx, names, this.checkpoint, upTo, size, projection.eventTypes) : [];
+      // The events: read ahead by the previous batch when it was full (see prefetch), else read now.
+      const ahead = limit ? undefined : await this.takePrefetched();
+      const size = ahead?.size ?? (limit ? batchSize : this.batchSize);
+      const bound = ahead?.upTo ?? upTo;
+      const events = ahead?.events ?? (bound > this.checkpoint ? await readEvents(tx, names, this.checkpoint, bound, size, projection.eventTypes) : []);
       const full = events.length === size;
-      const nextCheckpoint = full ? events.at(-1)!.globalPosition : upTo > this.checkpoint ? upTo : this.checkpoint;
+      const nextCheckpoint = full ? events.at(-1)!.globalPosition : bound > this.checkpoint ? bound : this.checkpoint;
+      if (full && !limit) this.prefetch(nextCheckpoint, bound, this.batchSize);
       await this.deliver(events, tx);
 
       // Events applied at positions of given-up gaps are recorded, so a late notice for them is not applied again.
@@ -260,6 +264,7 @@ export class Projector {
       await this.options.onBatchCommitted?.(this, applied);
       return { applied, more: full || (context.pendingLate.length > 0 && lateSeenId !== context.pendingLate.at(-1)!.id) };
     } catch (error) {
+      this.prefetched = undefined;
       // A broken connection must not go back to the pool; a healthy one is rolled back and reused.
       const broken = isRetryableDatabaseError(error);
       if (!broken) await tx.query('ROLLBACK').catch(() => {});
@@ -269,6 +274,29 @@ export class Projector {
     } finally {
       if (!released) tx.release();
     }
+  }
+
+  /**
+   * Pipelining while catching up: as soon as a full batch is read, the next one is read on another connection while
+   * this one is handled and committed. Safe outside the transaction: events at or below H never change, and a late
+   * commit the read-ahead missed is not recorded as applied, so it arrives through the late path like any other.
+   */
+  private prefetched: { after: bigint; upTo: bigint; size: number; events: Promise<StoredEvent[] | undefined> } | undefined;
+
+  private prefetch(after: bigint, upTo: bigint, size: number): void {
+    if (after >= upTo) return;
+    const { pool, names, projection } = this.options;
+    const events = readEvents(pool, names, after, upTo, size, projection.eventTypes).catch(() => undefined);
+    this.prefetched = { after, upTo, size, events };
+  }
+
+  /** The read-ahead, if it starts at the checkpoint and succeeded. */
+  private async takePrefetched(): Promise<{ upTo: bigint; size: number; events: StoredEvent[] } | undefined> {
+    const ahead = this.prefetched;
+    this.prefetched = undefined;
+    if (!ahead || ahead.after !== this.checkpoint) return undefined;
+    const events = await ahead.events;
+    return events && { upTo: ahead.upTo, size: ahead.size, events };
   }
 
   private async deliver(events: StoredEvent[], tx: pg.ClientBase): Promise<void> {

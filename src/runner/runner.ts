@@ -79,7 +79,8 @@ export class Runner implements LagSource {
     // (H, gaps: found again after a crash) or committed atomically with a checkpoint (read models, replay progress),
     // so a crash that loses the last few commits loses them together and they are applied again. It takes an fsync
     // off every batch and every high-water pass (see README, Performance).
-    this.pool = createPool(options.connectionString, 'runner', options.projections.length + 4, { asyncCommit: true });
+    // Two connections per projection (its batch and its read-ahead), plus the tracker's and the ownership loop's.
+    this.pool = createPool(options.connectionString, 'runner', options.projections.length * 2 + 4, { asyncCommit: true });
     this.leases = new LeaseSession(options.connectionString, this.names, options.log);
     this.tracker = new HighWaterTracker({
       pool: this.pool,

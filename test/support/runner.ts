@@ -1,7 +1,8 @@
 import { Writable } from 'node:stream';
 import pino from 'pino';
-import { Runner, type RunnerOptions } from '../../src/index.js';
-import type { TestDatabase } from './database.js';
+import { afterEach, beforeEach } from 'vitest';
+import { EventStore, Runner, type RunnerOptions } from '../../src/index.js';
+import { createTestDatabase, type TestDatabase } from './database.js';
 
 /** A runner in this process against a test database; stopped by the returned function. */
 export async function startRunner(db: TestDatabase, options: Partial<RunnerOptions> & Pick<RunnerOptions, 'projections'>) {
@@ -27,4 +28,22 @@ export function capturingLogger() {
     },
   });
   return { log: pino({ level: 'info' }, stream), lines };
+}
+
+/**
+ * The usual fixture of a runner test: a fresh database and a store before each test; after it, the runner (if the
+ * test started one) stopped and the database dropped.
+ */
+export function useRunnerFixture() {
+  const fixture = {} as { db: TestDatabase; store: EventStore; runner: Runner | undefined };
+  beforeEach(async () => {
+    fixture.db = await createTestDatabase();
+    fixture.store = new EventStore(fixture.db.pool);
+  });
+  afterEach(async () => {
+    await fixture.runner?.stop();
+    fixture.runner = undefined;
+    await fixture.db.drop();
+  });
+  return fixture;
 }

@@ -1,9 +1,8 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EventStore } from '../../../src/index.js';
-import { waitFor } from '../../support/database.js';
 import { startDaemon } from '../../support/child-runner.js';
-import { readLog } from '../../support/position-log.js';
+import { expectExactlyOnceInOrder, waitUntilAllApplied } from '../../support/position-log.js';
 import { startPrivateServer } from '../../support/private-server.js';
 
 /**
@@ -100,28 +99,10 @@ describe('chaos', () => {
     try {
       const { rows } = await server.pool.query('SELECT global_position::int AS p FROM events ORDER BY 1');
       const committed = rows.map((r) => r.p);
-      // Lag 0 is not enough: an event held past the gap timeout that committed at the very end is delivered late,
-      // after the checkpoints reached the head. Wait until every committed event is in both read models.
-      await waitFor(
-        'every committed event applied by both projections',
-        async () => {
-          const { rows: cps } = await server.pool.query('SELECT min(position)::int AS p, count(*)::int AS n FROM projection_checkpoints');
-          if (cps[0].n !== 2 || cps[0].p !== committed.at(-1)) return false;
-          for (const name of ['chaos_a', 'chaos_b']) {
-            const { rows: n } = await server.pool.query(`SELECT count(DISTINCT position)::int AS n FROM log_${name}`);
-            if (n[0].n !== committed.length) return false;
-          }
-          return true;
-        },
-        60_000,
-      );
+      await waitUntilAllApplied(server.pool, committed, ['chaos_a', 'chaos_b'], 60_000);
       const report: string[] = [];
       for (const name of ['chaos_a', 'chaos_b']) {
-        const log = await readLog(server.pool, name);
-        expect(log.filter((r) => r.applied !== 1)).toEqual([]);
-        expect(log.map((r) => r.position).sort((a, b) => a - b)).toEqual(committed);
-        const ordered = log.filter((r) => !r.late).map((r) => r.position);
-        expect(ordered).toEqual([...ordered].sort((a, b) => a - b));
+        const log = await expectExactlyOnceInOrder(server.pool, name, committed);
         report.push(`${name}: ${log.length} applied, ${log.filter((r) => r.late).length} late`);
       }
       const { rows: gaps } = await server.pool.query(

@@ -1,31 +1,22 @@
 import net from 'node:net';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { EventStore, type Runner } from '../../../src/index.js';
+import { afterEach, describe, expect, it } from 'vitest';
 import { liveness, startMetricsServer, type MetricsServer } from '../../../src/metrics/server.js';
-import { createTestDatabase, waitFor, type TestDatabase } from '../../support/database.js';
+import { waitFor } from '../../support/database.js';
 import { positionLog } from '../../support/position-log.js';
-import { startRunner } from '../../support/runner.js';
+import { startRunner, useRunnerFixture } from '../../support/runner.js';
 
-let db: TestDatabase;
-let store: EventStore;
-let runner: Runner | undefined;
+const t = useRunnerFixture();
 let server: MetricsServer | undefined;
 
-beforeEach(async () => {
-  db = await createTestDatabase();
-  store = new EventStore(db.pool);
-});
+// Registered after the fixture, so it runs before the fixture stops the runner.
 afterEach(async () => {
   await server?.close();
-  await runner?.stop();
   server = undefined;
-  runner = undefined;
-  await db.drop();
 });
 
 /** Reads one sample from the registry (scrape-time collectors included). */
 async function sample(name: string, labels: Record<string, string> = {}): Promise<number | undefined> {
-  const metric = runner!.metrics.registry.getSingleMetric(name)!;
+  const metric = t.runner!.metrics.registry.getSingleMetric(name)!;
   const data = await metric.get();
   const match = data.values.find((v) => Object.entries(labels).every(([k, val]) => v.labels[k] === val));
   return match?.value;
@@ -34,12 +25,12 @@ async function sample(name: string, labels: Record<string, string> = {}): Promis
 describe('metrics move as the runner works', () => {
   it('positions, lag, applied, gaps (open, timed out, late), handler errors, state', async () => {
     let poison = true;
-    runner = await startRunner(db, {
+    t.runner = await startRunner(t.db, {
       projections: [positionLog('main'), positionLog('fragile', { failAt: (e) => poison && e.type === 'Poison' })],
       gapTimeoutMs: 800,
       handlerRetries: 0,
     });
-    await store.append('a', [{ type: 'E', data: {} }, { type: 'E', data: {} }]);
+    await t.store.append('a', [{ type: 'E', data: {} }, { type: 'E', data: {} }]);
     await waitFor('applied', async () => (await sample('projection_runner_events_applied_total', { projection: 'main' })) === 2);
     expect(await sample('projection_runner_head_position')).toBe(2);
     expect(await sample('projection_runner_high_water_position')).toBe(2);
@@ -50,10 +41,10 @@ describe('metrics move as the runner works', () => {
     expect(await sample('projection_runner_projection_state', { projection: 'main', state: 'failed' })).toBe(0);
 
     // Hold a gap: it is open, it ages, then it times out.
-    const slow = await db.connect();
+    const slow = await t.db.connect();
     await slow.query('BEGIN');
-    await store.append('slow', [{ type: 'E', data: {} }], { client: slow });
-    await store.append('b', [{ type: 'E', data: {} }]);
+    await t.store.append('slow', [{ type: 'E', data: {} }], { client: slow });
+    await t.store.append('b', [{ type: 'E', data: {} }]);
     await waitFor('gap open', async () => (await sample('projection_runner_gaps_open')) === 1);
     await waitFor('gap ages', async () => ((await sample('projection_runner_gap_oldest_age_seconds')) ?? 0) > 0.2);
     expect(await sample('projection_runner_head_position')).toBe(4);
@@ -61,7 +52,7 @@ describe('metrics move as the runner works', () => {
     await waitFor('timed out', async () => (await sample('projection_runner_gaps_resolved_total', { resolution: 'timed_out' })) === 1);
     expect(await sample('projection_runner_gaps_open')).toBe(0);
     expect(await sample('projection_runner_gap_oldest_age_seconds')).toBe(0);
-    const wait = await runner.metrics.gapWait.get();
+    const wait = await t.runner.metrics.gapWait.get();
     const count = wait.values.find((v) => v.metricName === 'projection_runner_gap_wait_seconds_count' && v.labels.resolution === 'timed_out');
     expect(count?.value).toBe(1);
 
@@ -70,13 +61,13 @@ describe('metrics move as the runner works', () => {
     await waitFor('late', async () => (await sample('projection_runner_late_events_total')) === 1);
 
     // A handler that fails: errors counted, state failed.
-    await store.append('c', [{ type: 'Poison', data: {} }]);
+    await t.store.append('c', [{ type: 'Poison', data: {} }]);
     await waitFor('failed', async () => (await sample('projection_runner_projection_state', { projection: 'fragile', state: 'failed' })) === 1);
     expect(await sample('projection_runner_handler_errors_total', { projection: 'fragile' })).toBe(1);
     expect(await sample('projection_runner_handler_errors_total', { projection: 'main' })).toBe(0);
     expect(await sample('projection_runner_lag_events', { projection: 'fragile' })).toBeGreaterThan(0);
     expect(((await sample('projection_runner_notifications_total')) ?? 0) + ((await sample('projection_runner_polls_total')) ?? 0)).toBeGreaterThan(0);
-    const batches = (await runner.metrics.batchDuration.get()).values.find(
+    const batches = (await t.runner.metrics.batchDuration.get()).values.find(
       (v) => v.metricName === 'projection_runner_batch_duration_seconds_count' && v.labels.projection === 'main',
     );
     expect(batches?.value).toBeGreaterThan(0);
@@ -91,8 +82,8 @@ describe('/metrics, /healthz, /readyz', () => {
   };
 
   it('serve metrics, liveness, readiness (503 with reasons when a projection failed), 404 otherwise', async () => {
-    runner = await startRunner(db, { projections: [positionLog('ok'), positionLog('bad', { failAt: () => true })], handlerRetries: 0 });
-    server = await startMetricsServer(runner, '127.0.0.1', 0, 60_000);
+    t.runner = await startRunner(t.db, { projections: [positionLog('ok'), positionLog('bad', { failAt: () => true })], handlerRetries: 0 });
+    server = await startMetricsServer(t.runner, '127.0.0.1', 0, 60_000);
     const metrics = await get(server.port, '/metrics');
     expect(metrics.status).toBe(200);
     expect(metrics.body).toContain('projection_runner_high_water_position');
@@ -101,7 +92,7 @@ describe('/metrics, /healthz, /readyz', () => {
     expect((await get(server.port, '/readyz')).status).toBe(200);
     expect((await get(server.port, '/nope')).status).toBe(404);
 
-    await store.append('x', [{ type: 'E', data: {} }]);
+    await t.store.append('x', [{ type: 'E', data: {} }]);
     await waitFor('bad failed', async () => (await get(server!.port, '/readyz')).status === 503);
     const ready = await get(server.port, '/readyz');
     expect(JSON.parse(ready.body)).toEqual({ ok: false, reasons: ['projection bad is failed'] });
@@ -109,8 +100,8 @@ describe('/metrics, /healthz, /readyz', () => {
   });
 
   it('survive malformed requests', async () => {
-    runner = await startRunner(db, { projections: [positionLog('ok')] });
-    server = await startMetricsServer(runner, '127.0.0.1', 0, 60_000);
+    t.runner = await startRunner(t.db, { projections: [positionLog('ok')] });
+    server = await startMetricsServer(t.runner, '127.0.0.1', 0, 60_000);
     for (const garbage of ['GARBAGE\r\n\r\n', 'GET /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n', '\u0000\u0001\u0002']) {
       await new Promise<void>((resolve) => {
         const socket = net.connect(server!.port, '127.0.0.1', () => socket.end(garbage));
@@ -124,10 +115,10 @@ describe('/metrics, /healthz, /readyz', () => {
   });
 
   it('liveness turns 503-worthy when a loop has not made a pass within the watchdog limit', async () => {
-    runner = await startRunner(db, { projections: [positionLog('ok')] });
-    await waitFor('projection owned', () => runner!.ownedProjections().length === 1);
-    expect(liveness(runner, 60_000).ok).toBe(true);
-    const report = liveness(runner, 60_000, Date.now() + 120_000);
+    t.runner = await startRunner(t.db, { projections: [positionLog('ok')] });
+    await waitFor('projection owned', () => t.runner!.ownedProjections().length === 1);
+    expect(liveness(t.runner, 60_000).ok).toBe(true);
+    const report = liveness(t.runner, 60_000, Date.now() + 120_000);
     expect(report.ok).toBe(false);
     expect(report.reasons.join('\n')).toMatch(/high-water loop has not completed a pass/);
     expect(report.reasons.join('\n')).toMatch(/projection ok has not completed a pass/);

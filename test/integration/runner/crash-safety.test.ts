@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EventStore } from '../../../src/index.js';
-import { createTestDatabase, waitFor, type TestDatabase } from '../../support/database.js';
+import { createTestDatabase, type TestDatabase } from '../../support/database.js';
 import { startDaemon } from '../../support/child-runner.js';
-import { committedPositions, readLog } from '../../support/position-log.js';
+import { committedPositions, expectExactlyOnceInOrder, waitUntilAllApplied } from '../../support/position-log.js';
 
 let db: TestDatabase;
 beforeAll(async () => {
@@ -57,26 +57,8 @@ describe('a runner SIGKILLed mid-batch again and again', () => {
     const final = startDaemon(db.url, ['--gap-timeout', '1s']);
     try {
       const committed = await committedPositions(db.pool);
-      await waitFor(
-        'every committed event applied by both projections',
-        async () => {
-          const { rows } = await db.pool.query('SELECT min(position)::int AS p FROM projection_checkpoints');
-          if (rows[0].p !== committed.at(-1)) return false;
-          for (const name of ['chaos_a', 'chaos_b']) {
-            const { rows: n } = await db.pool.query(`SELECT count(DISTINCT position)::int AS n FROM log_${name}`);
-            if (n[0].n !== committed.length) return false;
-          }
-          return true;
-        },
-        40_000,
-      );
-      for (const name of ['chaos_a', 'chaos_b']) {
-        const log = await readLog(db.pool, name);
-        expect(log.filter((r) => r.applied !== 1)).toEqual([]);
-        expect(log.map((r) => r.position).sort((a, b) => a - b)).toEqual(committed);
-        const inOrder = log.filter((r) => !r.late).map((r) => r.position);
-        expect(inOrder).toEqual([...inOrder].sort((a, b) => a - b));
-      }
+      await waitUntilAllApplied(db.pool, committed, ['chaos_a', 'chaos_b'], 40_000);
+      for (const name of ['chaos_a', 'chaos_b']) await expectExactlyOnceInOrder(db.pool, name, committed);
       expect(kills).toBeGreaterThan(4);
       console.info(`crash-safety: ${committed.length} events, ${kills} SIGKILLs`);
     } finally {

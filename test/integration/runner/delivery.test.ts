@@ -1,29 +1,17 @@
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { EventStore, type Runner } from '../../../src/index.js';
-import { createTestDatabase, waitFor, type TestDatabase } from '../../support/database.js';
+import { describe, expect, it } from 'vitest';
+import { waitFor } from '../../support/database.js';
 import { positionLog, readLog } from '../../support/position-log.js';
-import { startRunner } from '../../support/runner.js';
+import { startRunner, useRunnerFixture } from '../../support/runner.js';
 
-let db: TestDatabase;
-let store: EventStore;
-let runner: Runner | undefined;
+const t = useRunnerFixture();
 
-beforeEach(async () => {
-  db = await createTestDatabase();
-  store = new EventStore(db.pool);
-});
-afterEach(async () => {
-  await runner?.stop();
-  runner = undefined;
-  await db.drop();
-});
 
 const checkpointRow = async (name: string) =>
-  (await db.pool.query('SELECT position::int, state, last_error FROM projection_checkpoints WHERE name = $1', [name])).rows[0];
+  (await t.db.pool.query('SELECT position::int, state, last_error FROM projection_checkpoints WHERE name = $1', [name])).rows[0];
 
 describe('a handler that keeps failing', () => {
   it('applies the events before it, stops failed exactly there, leaves others running, resumes after a fix', async () => {
-    for (let i = 1; i <= 10; i++) await store.append(`s-${i}`, [{ type: i === 6 ? 'Poison' : 'Fine', data: { i } }]);
+    for (let i = 1; i <= 10; i++) await t.store.append(`s-${i}`, [{ type: i === 6 ? 'Poison' : 'Fine', data: { i } }]);
     let attempts = 0;
     const failing = positionLog('fragile', {
       failAt: (e) => {
@@ -32,59 +20,59 @@ describe('a handler that keeps failing', () => {
         return true;
       },
     });
-    runner = await startRunner(db, { projections: [failing, positionLog('sturdy')], handlerRetries: 2, batchSize: 100 });
+    t.runner = await startRunner(t.db, { projections: [failing, positionLog('sturdy')], handlerRetries: 2, batchSize: 100 });
     await waitFor('fragile failed', async () => (await checkpointRow('fragile'))?.state === 'failed', 20_000);
     const row = await checkpointRow('fragile');
     expect(row.position).toBe(5);
     expect(row.last_error).toMatchObject({ position: '6', type: 'Poison', message: 'refusing event 6' });
     expect(attempts).toBe(3); // the first try and two retries
-    expect((await readLog(db.pool, 'fragile')).map((r) => r.position)).toEqual([1, 2, 3, 4, 5]);
-    await waitFor('sturdy done', async () => (await readLog(db.pool, 'sturdy')).length === 10);
-    const errors = (await runner.metrics.handlerErrors.get()).values.find((v) => v.labels.projection === 'fragile');
+    expect((await readLog(t.db.pool, 'fragile')).map((r) => r.position)).toEqual([1, 2, 3, 4, 5]);
+    await waitFor('sturdy done', async () => (await readLog(t.db.pool, 'sturdy')).length === 10);
+    const errors = (await t.runner.metrics.handlerErrors.get()).values.find((v) => v.labels.projection === 'fragile');
     expect(errors?.value).toBe(3);
 
     // New events keep reaching the healthy projection while the other one stays failed.
-    await store.append('s-11', [{ type: 'Fine', data: {} }]);
-    await waitFor('sturdy advanced', async () => (await readLog(db.pool, 'sturdy')).length === 11);
+    await t.store.append('s-11', [{ type: 'Fine', data: {} }]);
+    await waitFor('sturdy advanced', async () => (await readLog(t.db.pool, 'sturdy')).length === 11);
     expect((await checkpointRow('fragile')).position).toBe(5);
     expect((await checkpointRow('fragile')).state).toBe('failed');
     expect(attempts).toBe(3); // not retried behind our back: failed stays failed until the next start
 
     // "Fix" the handler and restart: it resumes at the failed event.
-    await runner.stop();
-    runner = await startRunner(db, { projections: [positionLog('fragile'), positionLog('sturdy')] });
-    await waitFor('fragile caught up', async () => (await readLog(db.pool, 'fragile')).length === 11);
-    expect((await readLog(db.pool, 'fragile')).every((r) => r.applied === 1)).toBe(true);
+    await t.runner.stop();
+    t.runner = await startRunner(t.db, { projections: [positionLog('fragile'), positionLog('sturdy')] });
+    await waitFor('fragile caught up', async () => (await readLog(t.db.pool, 'fragile')).length === 11);
+    expect((await readLog(t.db.pool, 'fragile')).every((r) => r.applied === 1)).toBe(true);
     expect((await checkpointRow('fragile')).state).toBe('running');
   });
 });
 
 describe('waking up', () => {
   it('applies an append within a small fraction of a long poll interval (LISTEN/NOTIFY)', async () => {
-    runner = await startRunner(db, { projections: [positionLog('log')], pollIntervalMs: 30_000 });
-    await waitFor('listener connected', () => (runner as unknown as { listener: { connected: boolean } }).listener.connected);
+    t.runner = await startRunner(t.db, { projections: [positionLog('log')], pollIntervalMs: 30_000 });
+    await waitFor('listener connected', () => (t.runner as unknown as { listener: { connected: boolean } }).listener.connected);
     const started = Date.now();
-    await store.append('fast', [{ type: 'E', data: {} }]);
-    await waitFor('applied', async () => (await readLog(db.pool, 'log')).length === 1, 25_000);
+    await t.store.append('fast', [{ type: 'E', data: {} }]);
+    await waitFor('applied', async () => (await readLog(t.db.pool, 'log')).length === 1, 25_000);
     // Not a timing assertion on speed: the poll cannot have fired, so only the notification can explain it.
     expect(Date.now() - started).toBeLessThan(30_000);
-    const notified = (await runner.metrics.notifications.get()).values[0]?.value ?? 0;
+    const notified = (await t.runner.metrics.notifications.get()).values[0]?.value ?? 0;
     expect(notified).toBeGreaterThan(0);
-    expect((await runner.metrics.polls.get()).values[0]?.value ?? 0).toBe(0);
+    expect((await t.runner.metrics.polls.get()).values[0]?.value ?? 0).toBe(0);
   });
 
   it('delivers only the declared event types but still moves the checkpoint past the others', async () => {
     const { default: balances } = await import('../../../projections/account-balances.js');
-    await store.append('account-1', [
+    await t.store.append('account-1', [
       { type: 'AccountOpened', data: { owner: 'ada' } },
       { type: 'Deposited', data: { amount: 100 } },
       { type: 'NoteAdded', data: { text: 'ignored' } },
       { type: 'Withdrawn', data: { amount: 30 } },
     ]);
-    await store.append('unrelated', [{ type: 'Other', data: {} }]);
-    runner = await startRunner(db, { projections: [balances] });
+    await t.store.append('unrelated', [{ type: 'Other', data: {} }]);
+    t.runner = await startRunner(t.db, { projections: [balances] });
     await waitFor('checkpoint at head', async () => (await checkpointRow('account_balances'))?.position === 5);
-    const { rows } = await db.pool.query('SELECT account, owner, balance::int, events::int FROM account_balances');
+    const { rows } = await t.db.pool.query('SELECT account, owner, balance::int, events::int FROM account_balances');
     expect(rows).toEqual([{ account: 'account-1', owner: 'ada', balance: 70, events: 3 }]);
   });
 });

@@ -1,59 +1,47 @@
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { EventStore, type Runner } from '../../../src/index.js';
-import { createTestDatabase, waitFor, type TestDatabase } from '../../support/database.js';
+import { describe, expect, it } from 'vitest';
+import { waitFor } from '../../support/database.js';
 import { positionLog, readLog } from '../../support/position-log.js';
-import { startRunner } from '../../support/runner.js';
+import { startRunner, useRunnerFixture } from '../../support/runner.js';
 
-let db: TestDatabase;
-let store: EventStore;
-let runner: Runner | undefined;
+const t = useRunnerFixture();
 
-beforeEach(async () => {
-  db = await createTestDatabase();
-  store = new EventStore(db.pool);
-});
-afterEach(async () => {
-  await runner?.stop();
-  runner = undefined;
-  await db.drop();
-});
 
 const gapRows = async () =>
-  (await db.pool.query('SELECT from_position::int AS f, to_position::int AS t, resolution FROM projection_gaps ORDER BY id')).rows;
+  (await t.db.pool.query('SELECT from_position::int AS f, to_position::int AS t, resolution FROM projection_gaps ORDER BY id')).rows;
 const openGaps = async () => (await gapRows()).filter((g) => g.resolution === null);
-const withEvidence = (gapTimeoutMs = 60_000) => startRunner(db, { projections: [positionLog('log')], gapEvidence: 'auto', gapTimeoutMs });
+const withEvidence = (gapTimeoutMs = 60_000) => startRunner(t.db, { projections: [positionLog('log')], gapEvidence: 'auto', gapTimeoutMs });
 
 /** Opens a transaction that takes the next position and keeps it open. */
 async function holdPosition(stream = 'held') {
-  const client = await db.connect();
+  const client = await t.db.connect();
   await client.query('BEGIN');
-  const result = await store.append(stream, [{ type: 'E', data: {} }], { client });
+  const result = await t.store.append(stream, [{ type: 'E', data: {} }], { client });
   return { client, position: Number(result.firstPosition) };
 }
 
-/** Commits a position above the held one so that the held one is a gap, and waits until the runner has seen it. */
+/** Commits a position above the held one so that the held one is a gap, and waits until the t.runner has seen it. */
 async function makeGapVisible() {
-  await store.append('above', [{ type: 'E', data: {} }]);
+  await t.store.append('above', [{ type: 'E', data: {} }]);
   await waitFor('gap seen', async () => (await gapRows()).length > 0);
 }
 
 describe('dead gaps by evidence', () => {
   it('declares a rolled-back position dead long before the timeout, while others keep appending', async () => {
-    runner = await withEvidence();
+    t.runner = await withEvidence();
     const held = await holdPosition();
     await makeGapVisible();
     const writing = (async () => {
-      for (let i = 0; i < 20; i++) await store.append(`busy-${i}`, [{ type: 'E', data: {} }]);
+      for (let i = 0; i < 20; i++) await t.store.append(`busy-${i}`, [{ type: 'E', data: {} }]);
     })();
     await held.client.query('ROLLBACK');
     await waitFor('dead', async () => (await gapRows()).some((g) => g.resolution === 'dead'), 5_000);
     await writing;
     expect((await gapRows()).filter((g) => g.f === held.position)).toEqual([{ f: held.position, t: held.position, resolution: 'dead' }]);
-    await waitFor('all applied', async () => (await readLog(db.pool, 'log')).length === 21);
+    await waitFor('all applied', async () => (await readLog(t.db.pool, 'log')).length === 21);
   });
 
   it('commit: filled, never dead while open', async () => {
-    runner = await withEvidence();
+    t.runner = await withEvidence();
     const held = await holdPosition();
     await makeGapVisible();
     // Give evidence many chances to be wrong: it re-checks every 20 ms.
@@ -65,23 +53,23 @@ describe('dead gaps by evidence', () => {
   });
 
   it('held open past the timeout: timed_out, then late on commit', async () => {
-    runner = await withEvidence(800);
+    t.runner = await withEvidence(800);
     const held = await holdPosition();
     await makeGapVisible();
     await waitFor('timed out', async () => (await gapRows()).some((g) => g.resolution === 'timed_out'), 10_000);
     await held.client.query('COMMIT');
     await waitFor('late', async () => (await gapRows()).some((g) => g.resolution === 'late'));
-    await waitFor('applied late', async () => (await readLog(db.pool, 'log')).some((r) => r.late && r.position === held.position));
+    await waitFor('applied late', async () => (await readLog(t.db.pool, 'log')).some((r) => r.late && r.position === held.position));
   });
 
   it('an unrelated session idle in transaction since before the gap does not delay a dead gap', async () => {
-    runner = await withEvidence();
-    const idle = await db.connect();
+    t.runner = await withEvidence();
+    const idle = await t.db.connect();
     await idle.query('BEGIN');
     await idle.query('SELECT count(*) FROM events');
     // The sequence must be sampled after the idle session went quiet: any pass of the tracker does that.
-    await store.append('before', [{ type: 'E', data: {} }]);
-    await waitFor('sampled', async () => runner!.tracker.highWater >= 1n);
+    await t.store.append('before', [{ type: 'E', data: {} }]);
+    await waitFor('sampled', async () => t.runner!.tracker.highWater >= 1n);
     const held = await holdPosition();
     await makeGapVisible();
     await held.client.query('ROLLBACK');
@@ -90,8 +78,8 @@ describe('dead gaps by evidence', () => {
   });
 
   it('a session that began before the gap and is still running a write holds it', async () => {
-    runner = await withEvidence();
-    const writer = await db.connect();
+    t.runner = await withEvidence();
+    const writer = await t.db.connect();
     await writer.query('BEGIN');
     await writer.query('SELECT 1');
     const held = await holdPosition();
@@ -112,9 +100,9 @@ describe('dead gaps by evidence', () => {
     ['COMMIT PREPARED', 'filled'],
     ['ROLLBACK PREPARED', 'dead'],
   ])('a two-phase transaction holding the position: held until %s (%s)', async (finish, resolution) => {
-    runner = await withEvidence();
+    t.runner = await withEvidence();
     // A plain INSERT (a library append NOTIFYs, and PostgreSQL cannot PREPARE a transaction that did).
-    const client = await db.connect();
+    const client = await t.db.connect();
     await client.query('BEGIN');
     await client.query(`INSERT INTO events (stream_name, stream_position, type, data) VALUES ('two-phase', 1, 'E', '{}')`);
     const gid = `gid_${Math.random().toString(36).slice(2)}`;
@@ -122,7 +110,7 @@ describe('dead gaps by evidence', () => {
     await makeGapVisible();
     await new Promise((r) => setTimeout(r, 500));
     expect(await openGaps()).toHaveLength(1);
-    await db.pool.query(`${finish} '${gid}'`);
+    await t.db.pool.query(`${finish} '${gid}'`);
     await waitFor(resolution, async () => (await gapRows()).some((g) => g.resolution === resolution), 5_000);
   });
 });

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EventStore } from '../../../src/index.js';
-import { createTestDatabase, type TestDatabase } from '../../support/database.js';
+import { createTestDatabase, waitFor, type TestDatabase } from '../../support/database.js';
 import { startDaemon } from '../../support/child-runner.js';
 import { committedPositions, expectExactlyOnceInOrder, waitUntilAllApplied } from '../../support/position-log.js';
 
@@ -41,9 +41,12 @@ describe('a runner SIGKILLed mid-batch again and again', () => {
     let kills = 0;
     const deadline = Date.now() + 12_000;
     while (Date.now() < deadline) {
-      const daemon = startDaemon(db.url, ['--gap-timeout', '1s', '--batch-size', '7', '--gap-evidence', 'off']);
-      // Let it work a random while (often mid-batch: batches are tiny), then kill it without warning.
-      await new Promise((r) => setTimeout(r, 800 + Math.random() * 1200));
+      const daemon = startDaemon(db.url, ['--gap-timeout', '1s', '--batch-size', '7', '--gap-evidence', 'off'], {
+        PROJECTION_RUNNER_LOG_LEVEL: 'info',
+      });
+      // Once it runs, let it work a random while (often mid-batch: batches are tiny), then kill it without warning.
+      await waitFor('daemon started', () => daemon.output.join('').includes('"msg":"runner started"'), 30_000);
+      await new Promise((r) => setTimeout(r, 300 + Math.random() * 1200));
       daemon.child.kill('SIGKILL');
       await daemon.exited;
       kills++;

@@ -33,12 +33,12 @@ import { WakeSignal } from './wakeup.js';
 
 /**
  * Batch size: starts at the configured size, doubles while batches come back full and fast (catching up, replaying),
- * up to 20x, and falls back to the configured size once caught up, so live batches stay small and quick.
+ * up to 10x, and falls back to the configured size once caught up, so live batches stay small and quick.
  */
 export function nextBatchSize(current: number, configured: number, full: boolean, durationMs: number): number {
   if (!full) return configured;
   if (durationMs > 1_000) return Math.max(configured, Math.floor(current / 2));
-  if (durationMs < 250) return Math.min(configured * 20, current * 2);
+  if (durationMs < 250) return Math.min(configured * 10, current * 2);
   return current;
 }
 

@@ -190,6 +190,11 @@ export class Projector {
       const upTo = limit ? (limit.upTo < context.highWater ? limit.upTo : context.highWater) : context.highWater;
       if (!limit && upTo <= this.checkpoint && context.pendingLate.length === 0) {
         await tx.query('COMMIT');
+        // Nothing to read. A replay whose target was reached by an earlier batch is done now.
+        if (this.replayTarget !== undefined && this.checkpoint >= this.replayTarget) {
+          this.replayTarget = undefined;
+          await this.options.onBatchCommitted?.(this, 0);
+        }
         if (this.replayTarget === undefined) this.setState('running');
         return { applied: 0, more: false };
       }

@@ -105,3 +105,13 @@ export async function readReplay(db: pg.Pool, names: StoreNames, id: bigint): Pr
     error: r.error,
   };
 }
+
+/** The replay another instance was running when it died: the new owner carries it on to the end. */
+export async function findRunningReplay(db: pg.Pool, names: StoreNames, projection: string): Promise<{ id: bigint; target: bigint } | undefined> {
+  const { rows } = await db.query<{ id: string; target: string | null }>(
+    `SELECT id::text, target::text FROM ${names.q.replays} WHERE projection = $1 AND status = 'running'`,
+    [projection],
+  );
+  const row = rows[0];
+  return row && row.target !== null ? { id: BigInt(row.id), target: BigInt(row.target) } : undefined;
+}

@@ -10,7 +10,7 @@ import { HighWaterTracker } from './high-water-tracker.js';
 import { LeaseSession } from './ownership.js';
 import type { Projection } from './projection.js';
 import { Projector } from './projector.js';
-import { claimReplays, recordReplayProgress, resetForReplay } from './replay-requests.js';
+import { claimReplays, findRunningReplay, recordReplayProgress, resetForReplay } from './replay-requests.js';
 import { withRetries } from './retry.js';
 import { NotificationListener, WakeSignal } from './wakeup.js';
 
@@ -217,7 +217,11 @@ export class Runner implements LagSource {
     }
   }
 
-  private async startProjection(projection: Projection, parent: AbortSignal): Promise<Projector> {
+  private async startProjection(
+    projection: Projection,
+    parent: AbortSignal,
+    replay?: { id: bigint; target: bigint },
+  ): Promise<Projector> {
     const projector = new Projector({
       projection,
       pool: this.pool,
@@ -234,10 +238,13 @@ export class Runner implements LagSource {
     // A projector dropped with a lost lease session may still be finishing its batch: never run two at once.
     await this.draining.get(projection.name);
     await projector.load();
+    // A replay to serve: the one just requested, or the one a previous owner was running when it died.
+    const serving = replay ?? (await findRunningReplay(this.pool, this.names, projection.name));
+    if (serving && serving.target > 0n) projector.replayTarget = serving.target;
     const controller = new AbortController();
     const onParentAbort = () => controller.abort();
     parent.addEventListener('abort', onParentAbort, { once: true });
-    const entry: OwnedProjection = { projector, controller, done: Promise.resolve() };
+    const entry: OwnedProjection = { projector, controller, done: Promise.resolve(), replayId: serving?.id };
     entry.done = projector.run(controller.signal).finally(async () => {
       parent.removeEventListener('abort', onParentAbort);
       // Stopped by itself (ownership lost): forget it and give the lease back, so the next balance pass can start
@@ -249,6 +256,7 @@ export class Runner implements LagSource {
       }
     });
     this.owned.set(projection.name, entry);
+    if (serving && projector.replayTarget === undefined) await this.finishReplay(projection.name, 0); // empty store
     this.options.log.info({ projection: projection.name, position: projector.checkpoint.toString() }, 'projection started');
     return projector;
   }
@@ -297,20 +305,13 @@ export class Runner implements LagSource {
       } finally {
         client.release();
       }
-      const projector = await this.startProjectionForReplay(projection, target, request.id, signal);
+      const projector = await this.startProjection(projection, signal, { id: request.id, target });
       this.options.log.info({ projection: projection.name, target: target.toString() }, 'replay: rebuilding from position 0');
       projector.wake.notify();
     }
   }
 
-  private async startProjectionForReplay(projection: Projection, target: bigint, replayId: bigint, signal: AbortSignal): Promise<Projector> {
-    const projector = await this.startProjection(projection, signal);
-    projector.replayTarget = target > 0n ? target : undefined;
-    this.owned.get(projection.name)!.replayId = replayId;
-    if (projector.replayTarget === undefined) await this.finishReplay(projection.name, 0);
-    else projector.setState('replaying');
-    return projector;
-  }
+
 
   /** Replay progress goes to the database at most every 250 ms (the CLI polls it), and once at the end. */
   private async onBatchCommitted(projector: Projector, applied: number): Promise<void> {

@@ -21,7 +21,8 @@ import { EventStore } from '../../src/index.js';
 import { EVENT_COLUMNS } from '../../src/store/types.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-// The daemon and the CLI run compiled, as in production (`npm run bench` builds first).
+// The daemon and the CLI run compiled and with the image's Node flags, as in production (`npm run bench` builds first).
+const NODE_FLAGS = ['--max-semi-space-size=32'];
 const PROJECTIONS = path.join(REPO, 'dist/test/bench/projections');
 const CLI = path.join(REPO, 'dist/src/cli/main.js');
 
@@ -91,7 +92,7 @@ async function rawScan(pool: pg.Pool): Promise<{ events: number; seconds: number
 /** Runs the CLI as a child process, sampling its resident memory. */
 function runCli(args: string[], url: string): Promise<{ stdout: string; stderr: string; peakRssMb: number; code: number | null }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [CLI, ...args], {
+    const child = spawn(process.execPath, [...NODE_FLAGS, CLI, ...args], {
       cwd: REPO,
       env: { ...process.env, DATABASE_URL: url, PROJECTION_RUNNER_LOG_LEVEL: 'warn' },
     });
@@ -102,7 +103,8 @@ function runCli(args: string[], url: string): Promise<{ stdout: string; stderr: 
     child.stderr.on('data', (d) => (stderr += d));
     const sampler = setInterval(() => {
       try {
-        const kb = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'))?.[1] ?? 0);
+        // VmHWM: the kernel's own peak of resident memory, so short spikes between samples are not missed.
+        const kb = Number(/VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'))?.[1] ?? 0);
         peak = Math.max(peak, kb / 1024);
       } catch {
         /* exited */
@@ -146,7 +148,7 @@ async function appendThroughput(url: string, perAppend: number) {
 }
 
 function startDaemon(url: string, args: string[] = []) {
-  const child = spawn(process.execPath, [CLI, 'run', '--projections', PROJECTIONS, '--metrics-port', '0', ...args], {
+  const child = spawn(process.execPath, [...NODE_FLAGS, CLI, 'run', '--projections', PROJECTIONS, '--metrics-port', '0', ...args], {
     cwd: REPO,
     env: { ...process.env, DATABASE_URL: url, PROJECTION_RUNNER_LOG_LEVEL: 'warn' },
     stdio: 'ignore',

@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { EventStore } from '../../../src/index.js';
 import { createTestDatabase, waitFor, type TestDatabase } from '../../support/database.js';
-import { startDaemon } from '../../support/child-runner.js';
+import { FIXTURE_PROJECTIONS, runCli, startDaemon } from '../../support/child-runner.js';
 import { readLog } from '../../support/position-log.js';
 
 let db: TestDatabase;
@@ -69,4 +69,34 @@ describe('several instances share the projections through PostgreSQL', () => {
       expect((await readLog(db.pool, name)).every((r) => r.applied === 1)).toBe(true);
     }
   }, 90_000);
+});
+
+describe('a replay whose daemon dies half-way', () => {
+  it('is finished by the instance that takes the projection over; the CLI still ends with its summary', async () => {
+    const store = new EventStore(db.pool);
+    for (let i = 0; i < 60; i++) {
+      await store.append(`r-${i}`, Array.from({ length: 50 }, (_, k) => ({ type: 'E', data: { i, k } })));
+    }
+    const first = startDaemon(db.url, ['--poll-interval', '300ms', '--batch-size', '5']);
+    daemons.push(first);
+    await waitFor('first owns both', async () => (await owners()).length === 2, 30_000);
+    await waitFor('built once', async () => (await readLog(db.pool, 'chaos_a')).length === 3000, 60_000);
+
+    const replay = runCli(['replay', 'chaos_a', '--yes', '--projections', FIXTURE_PROJECTIONS], { DATABASE_URL: db.url }, 90_000);
+    await waitFor('replay under way', async () => {
+      const { rows } = await db.pool.query("SELECT applied FROM projection_replays WHERE status = 'running'");
+      return rows.length === 1 && Number(rows[0].applied) > 0;
+    }, 30_000);
+    first.child.kill('SIGKILL');
+    await first.exited;
+    daemons.push(startDaemon(db.url, ['--poll-interval', '300ms']));
+
+    const { code, stdout, stderr } = await replay;
+    expect(stderr).toMatch(/the daemon rebuilds it/);
+    expect(code).toBe(0);
+    expect(stdout).toMatch(/replayed chaos_a: \d+ events/);
+    const log = await readLog(db.pool, 'chaos_a');
+    expect(log.length).toBe(3000);
+    expect(log.every((r) => r.applied === 1)).toBe(true);
+  }, 120_000);
 });

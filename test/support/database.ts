@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { inject } from 'vitest';
+import { EventStore } from '../../src/index.js';
 
 export interface TestDatabase {
   url: string;
@@ -66,4 +67,10 @@ export async function waitFor<T>(
     }
     await new Promise((r) => setTimeout(r, 20));
   }
+}
+
+/** A fresh migrated database and an EventStore on it. */
+export async function openStoreDatabase(): Promise<{ db: TestDatabase; store: EventStore }> {
+  const db = await createTestDatabase();
+  return { db, store: new EventStore(db.pool) };
 }

@@ -1,3 +1,4 @@
+import client from 'prom-client';
 import { describe, expect, it } from 'vitest';
 import { RunnerMetrics } from '../../src/metrics/registry.js';
 import { alertRules, dashboardExpressions, metricNamesIn } from '../support/metric-names.js';
@@ -6,7 +7,7 @@ const registry = new RunnerMetrics().registry;
 const exported = new Set(
   registry.getMetricsAsArray().flatMap((m) => {
     const name = m.name;
-    return m.type === 'histogram' ? [name, `${name}_bucket`, `${name}_sum`, `${name}_count`] : [name];
+    return m instanceof client.Histogram ? [name, `${name}_bucket`, `${name}_sum`, `${name}_count`] : [name];
   }),
 );
 // Synthesised by Prometheus for every scrape target, not by the runner.

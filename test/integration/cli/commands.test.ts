@@ -1,16 +1,13 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { EventStore } from '../../../src/index.js';
-import { createTestDatabase, waitFor, type TestDatabase } from '../../support/database.js';
+import type { EventStore } from '../../../src/index.js';
+import { createTestDatabase, openStoreDatabase, waitFor, type TestDatabase } from '../../support/database.js';
 import { FIXTURE_PROJECTIONS, REPO, runCli, startDaemon } from '../../support/child-runner.js';
 import { readLog } from '../../support/position-log.js';
 import { freePort } from '../../../src/db/postgres-server.js';
 
 let db: TestDatabase;
 let store: EventStore;
-beforeAll(async () => {
-  db = await createTestDatabase();
-  store = new EventStore(db.pool);
-});
+beforeAll(async () => ({ db, store } = await openStoreDatabase()));
 afterAll(() => db.drop());
 
 const env = () => ({ DATABASE_URL: db.url });

@@ -1,14 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { EventStore, InvalidAppendError, WrongExpectedVersionError } from '../../../src/index.js';
-import { createTestDatabase, type TestDatabase } from '../../support/database.js';
+import { InvalidAppendError, WrongExpectedVersionError, type EventStore } from '../../../src/index.js';
+import { openStoreDatabase, type TestDatabase } from '../../support/database.js';
 
 let db: TestDatabase;
 let store: EventStore;
 
-beforeAll(async () => {
-  db = await createTestDatabase();
-  store = new EventStore(db.pool);
-});
+beforeAll(async () => ({ db, store } = await openStoreDatabase()));
 afterAll(() => db.drop());
 
 async function countRows(stream?: string): Promise<number> {

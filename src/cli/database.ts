@@ -16,7 +16,16 @@ export interface OpenDatabase {
 /** DATABASE_URL when given, else the embedded PostgreSQL under .data/ (said so in the log). */
 export async function openDatabase(databaseUrl: string | undefined, log: Logger): Promise<OpenDatabase> {
   if (databaseUrl) return { connectionString: databaseUrl, embedded: false, close: async () => {} };
-  const embedded = await startEmbeddedDatabase(undefined, (m) => log.warn(m));
+  let embedded;
+  try {
+    embedded = await startEmbeddedDatabase(undefined, (m) => log.warn(m));
+  } catch (error) {
+    // The production image leaves the embedded binaries out on purpose.
+    throw new DatabaseUnavailableError(
+      `no DATABASE_URL is set and the embedded PostgreSQL cannot start (${(error as Error).message.split('\n')[0]}): set DATABASE_URL`,
+      { cause: error },
+    );
+  }
   log.info(
     { database: describeConnection(embedded.connectionString), binaries: embedded.binaries, started: embedded.owned },
     'no DATABASE_URL: using the embedded PostgreSQL under .data/',

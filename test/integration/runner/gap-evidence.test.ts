@@ -83,13 +83,14 @@ describe('dead gaps by evidence', () => {
     await writer.query('BEGIN');
     await writer.query('SELECT 1');
     const held = await holdPosition();
-    // The long write starts now and is busy for 2 s: it began before the gap, so it could be the gap's writer.
+    // The long write starts now and is busy for 5 s: it began before the gap, so it could be the gap's writer.
     const longWrite = writer.query(
-      `INSERT INTO events (stream_name, stream_position, type, data) SELECT 'long', 1, 'E', '{}' FROM pg_sleep(2)`,
+      `INSERT INTO events (stream_name, stream_position, type, data) SELECT 'long', 1, 'E', '{}' FROM pg_sleep(5)`,
     );
     await makeGapVisible();
     await held.client.query('ROLLBACK');
-    await new Promise((r) => setTimeout(r, 1_000));
+    // Many evidence passes (every 20 ms) while the long write is still busy: none may declare the gap dead.
+    await new Promise((r) => setTimeout(r, 700));
     expect(await openGaps()).toHaveLength(1);
     await longWrite;
     await writer.query('COMMIT');

@@ -91,7 +91,7 @@ export const SETTINGS = [
   setting({ key: 'pollIntervalMs', flag: 'poll-interval', env: 'PROJECTION_RUNNER_POLL_INTERVAL', default: '1s',
     description: 'fallback poll when no notification arrives', parse: positiveDuration }),
   setting({ key: 'batchSize', flag: 'batch-size', env: 'PROJECTION_RUNNER_BATCH_SIZE', default: '500',
-    description: 'events per transaction', parse: parseInteger(1, 100_000) }),
+    description: 'events per transaction when live; grows up to 10x while catching up', parse: parseInteger(1, 100_000) }),
   setting({ key: 'handlerRetries', flag: 'handler-retries', env: 'PROJECTION_RUNNER_HANDLER_RETRIES', default: '3',
     description: 'retries of a failing batch before the projection is marked failed', parse: parseInteger(0, 100) }),
   setting({ key: 'shutdownTimeoutMs', flag: 'shutdown-timeout', env: 'PROJECTION_RUNNER_SHUTDOWN_TIMEOUT', default: '10s',

@@ -99,7 +99,10 @@ export class Runner implements LagSource {
       onNotification: (channel) => {
         this.metrics.notifications.inc();
         if (channel === this.names.channel) this.tracker.notify();
-        else if (channel === this.names.highWaterChannel) this.wakeProjectors();
+        // The leader wakes its own projectors directly; its NOTIFY is for the other instances.
+        else if (channel === this.names.highWaterChannel) {
+          if (!this.tracker.leader) this.wakeProjectors();
+        }
         else this.ownershipWake.notify();
       },
       onConnected: () => {

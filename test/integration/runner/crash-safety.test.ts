@@ -38,9 +38,8 @@ describe('a runner SIGKILLed mid-batch again and again', () => {
   it('ends with every committed event applied exactly once, in global order', async () => {
     const writing = new AbortController();
     const writers = startWriters(4, writing.signal);
-    let kills = 0;
-    const deadline = Date.now() + 12_000;
-    while (Date.now() < deadline) {
+    const kills = 6;
+    for (let kill = 0; kill < kills; kill++) {
       const daemon = startDaemon(db.url, ['--gap-timeout', '1s', '--batch-size', '7', '--gap-evidence', 'off'], {
         PROJECTION_RUNNER_LOG_LEVEL: 'info',
       });
@@ -49,7 +48,6 @@ describe('a runner SIGKILLed mid-batch again and again', () => {
       await new Promise((r) => setTimeout(r, 300 + Math.random() * 1200));
       daemon.child.kill('SIGKILL');
       await daemon.exited;
-      kills++;
     }
     writing.abort();
     await writers;
@@ -62,7 +60,6 @@ describe('a runner SIGKILLed mid-batch again and again', () => {
       const committed = await committedPositions(db.pool);
       await waitUntilAllApplied(db.pool, committed, ['chaos_a', 'chaos_b'], 40_000);
       for (const name of ['chaos_a', 'chaos_b']) await expectExactlyOnceInOrder(db.pool, name, committed);
-      expect(kills).toBeGreaterThan(4);
       console.info(`crash-safety: ${committed.length} events, ${kills} SIGKILLs`);
     } finally {
       final.child.kill('SIGTERM');

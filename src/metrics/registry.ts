@@ -26,104 +26,57 @@ export class RunnerMetrics {
   readonly registry = new client.Registry();
   private lagSource: LagSource | undefined;
 
-  readonly headPosition = new client.Gauge({
-    name: 'projection_runner_head_position',
-    help: 'Highest committed global position seen.',
-    registers: [this.registry],
-  });
-  readonly highWaterPosition = new client.Gauge({
-    name: 'projection_runner_high_water_position',
-    help: 'The high-water mark H: every position at or below it is committed or a gap declared dead.',
-    registers: [this.registry],
-  });
-  readonly checkpointPosition = new client.Gauge({
-    name: 'projection_runner_checkpoint_position',
-    help: "The projection's checkpoint (last global position applied).",
-    labelNames: ['projection'],
-    registers: [this.registry],
-  });
-  readonly lagEvents = new client.Gauge({
-    name: 'projection_runner_lag_events',
-    help: 'Head position minus the projection checkpoint.',
-    labelNames: ['projection'],
-    registers: [this.registry],
-    collect: () => this.collectLag(),
-  });
-  readonly lagSeconds = new client.Gauge({
-    name: 'projection_runner_lag_seconds',
-    help: 'Age of the oldest committed event the projection has not applied yet (0 when caught up).',
-    labelNames: ['projection'],
-    registers: [this.registry],
-  });
-  readonly eventsApplied = new client.Counter({
-    name: 'projection_runner_events_applied_total',
-    help: 'Events handed to the projection and committed.',
-    labelNames: ['projection'],
-    registers: [this.registry],
-  });
-  readonly batchDuration = new client.Histogram({
-    name: 'projection_runner_batch_duration_seconds',
-    help: 'Read, handle and commit of one batch.',
-    labelNames: ['projection'],
-    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
-    registers: [this.registry],
-  });
-  readonly handlerErrors = new client.Counter({
-    name: 'projection_runner_handler_errors_total',
-    help: 'Handler errors, each failed attempt counted.',
-    labelNames: ['projection'],
-    registers: [this.registry],
-  });
-  readonly projectionState = new client.Gauge({
-    name: 'projection_runner_projection_state',
-    help: ' 1 for the current state of the projection, 0 for the others.',
-    labelNames: ['projection', 'state'],
-    registers: [this.registry],
-  });
-  readonly gapsOpen = new client.Gauge({
-    name: 'projection_runner_gaps_open',
-    help: 'Gaps currently holding the high-water mark.',
-    registers: [this.registry],
-  });
-  readonly gapOldestAge = new client.Gauge({
-    name: 'projection_runner_gap_oldest_age_seconds',
-    help: 'Age of the oldest open gap (0 when none).',
-    registers: [this.registry],
-  });
-  readonly gapsResolved = new client.Counter({
-    name: 'projection_runner_gaps_resolved_total',
-    help: 'Gaps resolved, by resolution.',
-    labelNames: ['resolution'],
-    registers: [this.registry],
-  });
-  readonly gapWait = new client.Histogram({
-    name: 'projection_runner_gap_wait_seconds',
-    help: 'Time from the first sighting of a gap to its resolution.',
-    labelNames: ['resolution'],
-    buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300],
-    registers: [this.registry],
-  });
-  readonly lateEvents = new client.Counter({
-    name: 'projection_runner_late_events_total',
-    help: 'Events that committed after their gap had been declared dead.',
-    registers: [this.registry],
-  });
-  readonly notifications = new client.Counter({
-    name: 'projection_runner_notifications_total',
-    help: 'NOTIFY wake-ups received.',
-    registers: [this.registry],
-  });
-  readonly polls = new client.Counter({
-    name: 'projection_runner_polls_total',
-    help: 'Fallback polls (wake-ups by the poll interval).',
-    registers: [this.registry],
-  });
-  readonly dbErrors = new client.Counter<'operation'>({
-    name: 'projection_runner_db_errors_total',
-    help: 'Database errors that were retried, by operation.',
-    labelNames: ['operation'],
-    registers: [this.registry],
-  });
+  readonly headPosition = this.gauge('projection_runner_head_position', 'Highest committed global position seen.');
+  readonly highWaterPosition = this.gauge(
+    'projection_runner_high_water_position',
+    'The high-water mark H: every position at or below it is committed or a gap declared dead.',
+  );
+  readonly checkpointPosition = this.gauge(
+    'projection_runner_checkpoint_position',
+    "The projection's checkpoint (last global position applied).",
+    ['projection'],
+  );
+  // Lag is computed when Prometheus scrapes (collect), never stale.
+  readonly lagEvents = this.gauge('projection_runner_lag_events', 'Head position minus the projection checkpoint.', ['projection'], () =>
+    this.collectLag(),
+  );
+  readonly lagSeconds = this.gauge(
+    'projection_runner_lag_seconds',
+    'Age of the oldest committed event the projection has not applied yet (0 when caught up).',
+    ['projection'],
+  );
+  readonly eventsApplied = this.counter('projection_runner_events_applied_total', 'Events handed to the projection and committed.', [
+    'projection',
+  ]);
+  readonly batchDuration = this.histogram(
+    'projection_runner_batch_duration_seconds',
+    'Read, handle and commit of one batch.',
+    ['projection'],
+    [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+  );
+  readonly handlerErrors = this.counter('projection_runner_handler_errors_total', 'Handler errors, each failed attempt counted.', [
+    'projection',
+  ]);
+  readonly projectionState = this.gauge(
+    'projection_runner_projection_state',
+    '1 for the current state of the projection, 0 for the others.',
+    ['projection', 'state'],
+  );
+  readonly gapsOpen = this.gauge('projection_runner_gaps_open', 'Gaps currently holding the high-water mark.');
+  readonly gapOldestAge = this.gauge('projection_runner_gap_oldest_age_seconds', 'Age of the oldest open gap (0 when none).');
+  readonly gapsResolved = this.counter('projection_runner_gaps_resolved_total', 'Gaps resolved, by resolution.', ['resolution']);
+  readonly gapWait = this.histogram(
+    'projection_runner_gap_wait_seconds',
+    'Time from the first sighting of a gap to its resolution.',
+    ['resolution'],
+    [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300],
+  );
+  readonly lateEvents = this.counter('projection_runner_late_events_total', 'Events that committed after their gap had been declared dead.');
+  readonly notifications = this.counter('projection_runner_notifications_total', 'NOTIFY wake-ups received.');
+  readonly polls = this.counter('projection_runner_polls_total', 'Fallback polls (wake-ups by the poll interval).');
+  readonly dbErrors = this.counter('projection_runner_db_errors_total', 'Database errors that were retried, by operation.', [
+    'operation',
+  ]);
 
   constructor() {
     client.collectDefaultMetrics({ register: this.registry });
@@ -131,6 +84,18 @@ export class RunnerMetrics {
     for (const resolution of GAP_RESOLUTIONS) this.gapsResolved.inc({ resolution }, 0);
     for (const operation of DB_OPERATIONS) this.dbErrors.inc({ operation }, 0);
     this.lateEvents.inc(0);
+  }
+
+  private gauge<L extends string>(name: string, help: string, labelNames: L[] = [], collect?: () => Promise<void>) {
+    return new client.Gauge<L>({ name, help, labelNames, registers: [this.registry], ...(collect ? { collect } : {}) });
+  }
+
+  private counter<L extends string>(name: string, help: string, labelNames: L[] = []) {
+    return new client.Counter<L>({ name, help, labelNames, registers: [this.registry] });
+  }
+
+  private histogram<L extends string>(name: string, help: string, labelNames: L[], buckets: number[]) {
+    return new client.Histogram<L>({ name, help, labelNames, buckets, registers: [this.registry] });
   }
 
   attachLagSource(source: LagSource | undefined): void {

@@ -62,7 +62,6 @@ export class Runner implements LagSource {
   private stopping: Promise<void> | undefined;
   private readonly settings: Required<Pick<RunnerOptions, 'gapTimeoutMs' | 'lateWatchMs' | 'pollIntervalMs' | 'batchSize' | 'handlerRetries'>>;
   lastOwnershipPassAt = Date.now();
-  databaseReachable = false;
 
   constructor(private readonly options: RunnerOptions) {
     this.names = storeNames(options);
@@ -155,7 +154,6 @@ export class Runner implements LagSource {
         },
       },
     );
-    this.databaseReachable = true;
     if (this.options.gapEvidence !== 'off') {
       this.tracker.useEvidence(await createGapEvidence(this.pool, this.names, log.child({ component: 'gap-evidence' })));
     }
@@ -186,10 +184,8 @@ export class Runner implements LagSource {
       try {
         await this.balance(signal);
         await this.serveReplays(signal);
-        this.databaseReachable = true;
       } catch (error) {
         if (signal.aborted) break;
-        this.databaseReachable = false;
         this.metrics.dbErrors.inc({ operation: 'ownership' });
         log.warn({ err: error }, 'ownership pass failed; retrying after a poll interval');
       }

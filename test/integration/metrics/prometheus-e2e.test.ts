@@ -65,7 +65,7 @@ scrape_configs:
     await doomed.query('BEGIN');
     await store.append('doomed', [{ type: 'E', data: {} }], { client: doomed });
     await store.append('after', [{ type: 'E', data: {} }]);
-    await new Promise((r) => setTimeout(r, 300));
+    await waitFor('both gaps seen', async () => (await db.pool.query('SELECT 1 FROM projection_gaps')).rows.length > 0);
     await doomed.query('ROLLBACK');
     await slow.query('COMMIT');
     for (let i = 0; i < 20; i++) await store.append(`e2e-late-${i}`, [{ type: 'E', data: {} }]);

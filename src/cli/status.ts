@@ -3,6 +3,7 @@ import type pg from 'pg';
 import { createPool } from '../db/connection.js';
 import { storeNames, type StoreNames } from '../db/identifiers.js';
 import { createLogger } from '../logger.js';
+import { heldLeaseCondition, leaseNamespace } from '../runner/ownership.js';
 import { checkConnection, openDatabase } from './database.js';
 import { addSettings, configFrom, CONNECTION_SETTINGS } from './options.js';
 
@@ -38,16 +39,12 @@ export async function readStatus(db: pg.Pool, names: StoreNames): Promise<Status
                ) ORDER BY c.name), '[]')
                FROM ${names.q.checkpoints} c
                CROSS JOIN LATERAL (SELECT EXISTS (
-                 SELECT 1 FROM pg_locks k
-                  WHERE k.locktype = 'advisory' AND k.granted AND k.objsubid = 2
-                    AND k.classid::bigint = (hashtext($1)::bigint + 4294967296) % 4294967296
-                    AND k.objid::bigint = (hashtext(c.name)::bigint + 4294967296) % 4294967296
-                    AND k.database = (SELECT oid FROM pg_database WHERE datname = current_database())) AS owned) l
+                 SELECT 1 FROM pg_locks k WHERE ${heldLeaseCondition('k', '$1', 'c.name')}) AS owned) l
             ) AS projections,
             (SELECT coalesce(json_agg(json_build_object('from', from_position, 'to', to_position,
                        'age', extract(epoch FROM now() - first_seen_at)) ORDER BY from_position), '[]')
                FROM ${names.q.gaps} WHERE resolved_at IS NULL) AS open_gaps`,
-    [`${names.schema}.${names.table}:projection`],
+    [leaseNamespace(names, 'projection')],
   );
   const row = rows[0];
   const head = Number(row.head);

@@ -16,6 +16,23 @@ export type LeaseKind = 'projection' | 'high-water' | 'instance';
 
 export const instanceName = (): string => `${os.hostname()}/${process.pid}`;
 
+/** The first key of a lease of this kind; the second is hashtext(name). */
+export function leaseNamespace(names: StoreNames, kind: LeaseKind): string {
+  return `${names.schema}.${names.table}:${kind}`;
+}
+
+/**
+ * SQL condition: row `lock` of pg_locks is a granted lease with namespace text `namespaceSql` (and, when given, name
+ * `nameSql`) in this database. pg_locks shows the two int4 keys as unsigned oids, hence the modulo.
+ */
+export function heldLeaseCondition(lock: string, namespaceSql: string, nameSql?: string): string {
+  const key = (text: string) => `(hashtext(${text})::bigint + 4294967296) % 4294967296`;
+  return `${lock}.locktype = 'advisory' AND ${lock}.granted AND ${lock}.objsubid = 2
+          AND ${lock}.classid::bigint = ${key(namespaceSql)}
+          ${nameSql ? `AND ${lock}.objid::bigint = ${key(nameSql)}` : ''}
+          AND ${lock}.database = (SELECT oid FROM pg_database WHERE datname = current_database())`;
+}
+
 export class LeaseSession {
   private client: pg.Client | undefined;
   private connecting: Promise<pg.Client> | undefined;
@@ -44,7 +61,7 @@ export class LeaseSession {
   }
 
   private namespace(kind: LeaseKind): string {
-    return `${this.names.schema}.${this.names.table}:${kind}`;
+    return leaseNamespace(this.names, kind);
   }
 
   private async session(): Promise<pg.Client> {
@@ -97,10 +114,7 @@ export class LeaseSession {
   async liveInstances(): Promise<number> {
     const client = await this.session();
     const { rows } = await client.query<{ n: number }>(
-      `SELECT count(*)::int AS n FROM pg_locks
-        WHERE locktype = 'advisory' AND granted AND objsubid = 2
-          AND classid::bigint = (hashtext($1)::bigint + 4294967296) % 4294967296
-          AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`,
+      `SELECT count(*)::int AS n FROM pg_locks k WHERE ${heldLeaseCondition('k', '$1')}`,
       [this.namespace('instance')],
     );
     return rows[0]!.n;

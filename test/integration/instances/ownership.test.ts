@@ -1,5 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { EventStore } from '../../../src/index.js';
+import { storeNames } from '../../../src/db/identifiers.js';
+import { heldLeaseCondition, leaseNamespace } from '../../../src/runner/ownership.js';
 import { createTestDatabase, waitFor, type TestDatabase } from '../../support/database.js';
 import { FIXTURE_PROJECTIONS, runCli, startDaemon } from '../../support/child-runner.js';
 import { readLog } from '../../support/position-log.js';
@@ -19,12 +21,11 @@ afterEach(async () => {
 });
 
 const owners = async () => {
-  const { rows } = await db.pool.query(`
-    SELECT c.name, c.owner FROM projection_checkpoints c
-     WHERE EXISTS (SELECT 1 FROM pg_locks k WHERE k.locktype = 'advisory' AND k.granted AND k.objsubid = 2
-                     AND k.classid::bigint = (hashtext('public.events:projection')::bigint + 4294967296) % 4294967296
-                     AND k.objid::bigint = (hashtext(c.name)::bigint + 4294967296) % 4294967296)
-     ORDER BY c.name`);
+  const { rows } = await db.pool.query(
+    `SELECT c.name, c.owner FROM projection_checkpoints c
+      WHERE EXISTS (SELECT 1 FROM pg_locks k WHERE ${heldLeaseCondition('k', '$1', 'c.name')}) ORDER BY c.name`,
+    [leaseNamespace(storeNames(), 'projection')],
+  );
   return rows as Array<{ name: string; owner: string }>;
 };
 const pidOf = (owner: string) => Number(owner.split('/')[1]);

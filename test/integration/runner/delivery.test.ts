@@ -51,11 +51,9 @@ describe('waking up', () => {
   it('applies an append within a small fraction of a long poll interval (LISTEN/NOTIFY)', async () => {
     t.runner = await startRunner(t.db, { projections: [positionLog('log')], pollIntervalMs: 30_000 });
     await waitFor('listener connected', () => (t.runner as unknown as { listener: { connected: boolean } }).listener.connected);
-    const started = Date.now();
     await t.store.append('fast', [{ type: 'E', data: {} }]);
     await waitFor('applied', async () => (await readLog(t.db.pool, 'log')).length === 1, 25_000);
-    // Not a timing assertion on speed: the poll cannot have fired, so only the notification can explain it.
-    expect(Date.now() - started).toBeLessThan(30_000);
+    // The poll (30 s) cannot have fired: only the notification can explain the delivery.
     const notified = (await t.runner.metrics.notifications.get()).values[0]?.value ?? 0;
     expect(notified).toBeGreaterThan(0);
     expect((await t.runner.metrics.polls.get()).values[0]?.value ?? 0).toBe(0);

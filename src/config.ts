@@ -1,5 +1,6 @@
 import { ConfigError } from './errors.js';
 import { validateIdentifier } from './db/identifiers.js';
+import { ERROR_POLICIES, type ErrorPolicy } from './runner/projection.js';
 
 /**
  * Every setting of the daemon in one table: flag, environment variable, default, parser. Values are validated at
@@ -7,9 +8,9 @@ import { validateIdentifier } from './db/identifiers.js';
  */
 
 export function parseDuration(text: string): number {
-  const match = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$/.exec(text);
-  if (!match) throw new Error(`"${text}" is not a duration (examples: 250ms, 10s, 2m, or plain milliseconds)`);
-  const factor = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[(match[2] ?? 'ms') as 'ms' | 's' | 'm' | 'h'];
+  const match = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$/.exec(text);
+  if (!match) throw new Error(`"${text}" is not a duration (examples: 250ms, 10s, 2m, 7d, or plain milliseconds)`);
+  const factor = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[(match[2] ?? 'ms') as 'ms' | 's' | 'm' | 'h' | 'd'];
   return Math.round(Number(match[1]) * factor);
 }
 
@@ -37,11 +38,16 @@ export interface RunnerConfig {
   table: string;
   channel: string;
   gapTimeoutMs: number;
-  lateWatchMs: number;
+  /** Deprecated and ignored: given-up gaps are watched until proven unfillable. Kept so old deployments still start. */
+  lateWatchMs: number | undefined;
+  gapHistoryMs: number;
   gapEvidence: 'auto' | 'off';
   pollIntervalMs: number;
   batchSize: number;
+  batchBytes: number;
   handlerRetries: number;
+  /** Undefined: each projection's own onError (default stop). */
+  onError: ErrorPolicy | undefined;
   shutdownTimeoutMs: number;
   watchdogMs: number;
   logLevel: (typeof LOG_LEVELS)[number];
@@ -80,7 +86,10 @@ export const SETTINGS = [
   setting({ key: 'gapTimeoutMs', flag: 'gap-timeout', env: 'PROJECTION_RUNNER_GAP_TIMEOUT', default: '10s',
     description: 'a gap still missing this long after first seen is declared dead (timed_out)', parse: positiveDuration }),
   setting({ key: 'lateWatchMs', flag: 'late-watch', env: 'PROJECTION_RUNNER_LATE_WATCH', default: undefined,
-    description: 'how long a given-up gap is watched for late commits (default 10 x gap timeout, never less)',
+    description: 'deprecated, ignored with a warning: a given-up gap is watched until PostgreSQL proves nothing can fill it',
+    parse: positiveDuration }),
+  setting({ key: 'gapHistoryMs', flag: 'gap-history', env: 'PROJECTION_RUNNER_GAP_HISTORY', default: '7d',
+    description: 'settled and filled gaps older than this are pruned from projection_gaps (open and watched gaps stay)',
     parse: positiveDuration }),
   setting({ key: 'gapEvidence', flag: 'gap-evidence', env: 'PROJECTION_RUNNER_GAP_EVIDENCE', default: 'auto',
     description: 'auto: declare gaps dead at once when pg_stat_activity proves no open transaction can fill them; off: timeout only',
@@ -92,8 +101,18 @@ export const SETTINGS = [
     description: 'fallback poll when no notification arrives', parse: positiveDuration }),
   setting({ key: 'batchSize', flag: 'batch-size', env: 'PROJECTION_RUNNER_BATCH_SIZE', default: '500',
     description: 'events per transaction when live; grows up to 10x while catching up', parse: parseInteger(1, 100_000) }),
+  setting({ key: 'batchBytes', flag: 'batch-bytes', env: 'PROJECTION_RUNNER_BATCH_BYTES', default: '16777216',
+    description: 'stored bytes (data + metadata) per batch read, whatever the count; at least one event is read',
+    parse: parseInteger(1_024) }),
   setting({ key: 'handlerRetries', flag: 'handler-retries', env: 'PROJECTION_RUNNER_HANDLER_RETRIES', default: '3',
     description: 'retries of a failing batch before the projection is marked failed', parse: parseInteger(0, 100) }),
+  // No default here: without the flag, each projection module's own onError applies (and 'stop' without one).
+  setting({ key: 'onError', flag: 'on-error', env: 'PROJECTION_RUNNER_ON_ERROR', default: undefined,
+    description: "stop: mark the projection failed at an event its handler keeps failing on; skip: dead-letter the event and go on (overrides the module's onError; default stop)",
+    parse: (t) => {
+      if (!(ERROR_POLICIES as readonly string[]).includes(t)) throw new Error(`must be one of ${ERROR_POLICIES.join(', ')}`);
+      return t as ErrorPolicy;
+    } }),
   setting({ key: 'shutdownTimeoutMs', flag: 'shutdown-timeout', env: 'PROJECTION_RUNNER_SHUTDOWN_TIMEOUT', default: '10s',
     description: 'on SIGTERM/SIGINT, finish the current batch within this time, then exit', parse: positiveDuration }),
   setting({ key: 'watchdogMs', flag: 'watchdog', env: 'PROJECTION_RUNNER_WATCHDOG', default: '60s',
@@ -133,11 +152,5 @@ export function resolveConfig(
       throw new ConfigError(`--${s.flag} (${s.env})`, (error as Error).message);
     }
   }
-  const resolved = config as RunnerConfig;
-  const minimumLateWatch = resolved.gapTimeoutMs * 10;
-  if (resolved.lateWatchMs === undefined) resolved.lateWatchMs = minimumLateWatch;
-  else if (resolved.lateWatchMs < minimumLateWatch) {
-    throw new ConfigError('--late-watch (PROJECTION_RUNNER_LATE_WATCH)', `must be at least 10 x the gap timeout (${minimumLateWatch}ms)`);
-  }
-  return resolved;
+  return config as RunnerConfig;
 }

@@ -1,3 +1,5 @@
+import type { StoredEvent } from './store/types.js';
+
 /**
  * Every error a user may want to catch or search for. Each has a stable `name` and a message that says what to do
  * next; database errors are never wrapped into these (they surface as pg's own DatabaseError).
@@ -45,6 +47,16 @@ export class UnknownProjectionError extends ProjectionRunnerError {
   }
 }
 
+/** A replay ended `failed` (its handler kept failing while rebuilding, or its reset failed); `reason` says why. */
+export class ReplayFailedError extends ProjectionRunnerError {
+  constructor(
+    readonly projection: string,
+    readonly reason: string,
+  ) {
+    super(`replay of "${projection}" failed: ${reason}`);
+  }
+}
+
 /** A replay of this projection is already pending or running. */
 export class ReplayInProgressError extends ProjectionRunnerError {
   constructor(readonly projection: string) {
@@ -58,3 +70,72 @@ export class OwnershipLostError extends ProjectionRunnerError {
     super(`projection "${projection}" is owned by another instance (checkpoint compare-and-set failed)`);
   }
 }
+
+/**
+ * What a handler threw, as text, whatever it threw: an Error, a string, undefined, or an object without a prototype
+ * (whose String() conversion itself throws). The error path must never fail on a badly behaved handler.
+ */
+export function describeThrown(thrown: unknown): string {
+  if (thrown instanceof Error) return thrown.message || thrown.name;
+  if (typeof thrown === 'string') return thrown;
+  try {
+    const json = JSON.stringify(thrown);
+    if (json !== undefined && json !== '{}') return json;
+  } catch {
+    // circular or BigInt: fall through
+  }
+  try {
+    return String(thrown);
+  } catch {
+    return Object.prototype.toString.call(thrown);
+  }
+}
+
+/**
+ * A projection's handler failed on `event`: it threw, or it returned with the transaction aborted. Always a handler
+ * fault (counted, retried --handler-retries times, then the error policy), whatever the cause's code or message.
+ */
+export class HandlerError extends ProjectionRunnerError {
+  constructor(
+    readonly event: StoredEvent,
+    cause: unknown,
+  ) {
+    super(`handler failed at position ${event.globalPosition} (${event.type}): ${describeThrown(cause)}`, { cause });
+  }
+
+  /** The cause as text, for logs, the checkpoint row and dead letters. */
+  get reason(): string {
+    return describeThrown(this.cause);
+  }
+}
+
+/** The handler returned, but the transaction it was given is aborted: the runner cannot write the checkpoint. */
+export class HandlerLeftTransactionAbortedError extends ProjectionRunnerError {
+  constructor() {
+    super('the handler left the transaction aborted: it swallowed a database error without a savepoint (use one, or rethrow)');
+  }
+}
+
+/** handleBatch failed on a batch as a whole but on none of its events alone (e.g. a multi-row upsert meeting a key twice). */
+export class BatchFailedAsWholeError extends ProjectionRunnerError {
+  constructor(readonly size: number, cause: unknown) {
+    super(`handleBatch failed on the batch of ${size} events as a whole but on none of them alone: ${describeThrown(cause)}`, { cause });
+  }
+}
+
+/** The database connection of a batch broke (the client is no longer usable): a database fault, retried. */
+export class ConnectionLostError extends ProjectionRunnerError {
+  constructor(cause: unknown) {
+    super(`the database connection broke during the batch: ${describeThrown(cause)}`, { cause });
+  }
+}
+
+/** `skip` or `retry` asked of a projection that is not in the state the command needs. */
+export class ProjectionNotFailedError extends ProjectionRunnerError {
+  constructor(readonly projection: string, state: string) {
+    super(`projection "${projection}" is not failed (state ${state}): nothing to skip`);
+  }
+}
+
+/** A `retry`/`skip` command reached its projection but could not be carried out; the message says why. */
+export class CommandFailedError extends ProjectionRunnerError {}

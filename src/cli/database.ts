@@ -30,7 +30,14 @@ export async function openDatabase(databaseUrl: string | undefined, log: Logger)
     { database: describeConnection(embedded.connectionString), binaries: embedded.binaries, started: embedded.owned },
     'no DATABASE_URL: using the embedded PostgreSQL under .data/',
   );
-  return { connectionString: embedded.connectionString, embedded: true, close: () => embedded.stop() };
+  return {
+    connectionString: embedded.connectionString,
+    embedded: true,
+    close: async () => {
+      await embedded.stop();
+      if (embedded.owned) log.info('embedded PostgreSQL stopped');
+    },
+  };
 }
 
 export function isAuthenticationFailure(error: unknown): boolean {

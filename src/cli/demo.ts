@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
+import { guardPoolErrors } from '../db/connection.js';
 import { createLogger } from '../logger.js';
 import { startMetricsServer, type MetricsServer } from '../metrics/server.js';
 import { loadProjections } from '../runner/projection.js';
@@ -62,53 +63,71 @@ export function registerDemo(program: Command): void {
     .option('--metrics-port <port>', 'metrics server port (0: a free one)', '9464')
     .action(async (options) => {
       const log = createLogger(process.env.PROJECTION_RUNNER_LOG_LEVEL ?? 'warn');
-      const database = await openDatabase(process.env.DATABASE_URL, log);
       const projections = await loadProjections(bundledProjections());
       const gapTimeoutMs = 2_000;
-      const runner = new Runner({
-        connectionString: database.connectionString,
-        projections,
-        log,
-        gapTimeoutMs,
-        pollIntervalMs: 1_000,
-        });
-      await runner.start();
-      let metrics: MetricsServer | undefined;
-      try {
-        metrics = await startMetricsServer(runner, '127.0.0.1', Number(options.metricsPort), 60_000);
-      } catch {
-        metrics = await startMetricsServer(runner, '127.0.0.1', 0, 60_000);
-      }
-      // Not createPool(): its application_name marks the runner's own sessions, which gap evidence ignores; these
-      // sessions are ordinary writers.
-      const pool = new pg.Pool({ connectionString: database.connectionString, application_name: 'demo-writer', max: Number(options.writers) + 2 });
-      const store = new EventStore(pool);
       const writers = new AbortController();
-      const writing = Array.from({ length: Number(options.writers) }, (_, i) =>
-        demoWriter(pool, store, i, writers.signal, gapTimeoutMs),
-      );
-      process.stdout.write(
-        `projection-runner demo: ${projections.map((p) => p.name).join(', ')} on ${database.embedded ? 'the embedded PostgreSQL' : 'DATABASE_URL'}; ` +
-          `metrics on http://127.0.0.1:${metrics.port}/metrics; Ctrl-C stops\n`,
-      );
-
+      let writing: Array<Promise<void>> = [];
+      let pool: pg.Pool | undefined;
+      let runner: Runner | undefined;
+      let metrics: MetricsServer | undefined;
+      // The handlers exist before the embedded database starts, so a Ctrl-C at any moment stops what was started,
+      // in order: writers, the daemon (it finishes its batch), then the database. The embedded server runs in its own
+      // process group, so the terminal's SIGINT reaches this process only, never the server under the daemon.
+      const opening = openDatabase(process.env.DATABASE_URL, log);
       let stopping = false;
       const stop = async () => {
+        // Once only: under `npm run demo` a Ctrl-C arrives twice (from the terminal, and forwarded by npm).
         if (stopping) return;
         stopping = true;
         process.stdout.write('\nstopping: writers, daemon, database…\n');
         writers.abort();
         await Promise.allSettled(writing);
-        await pool.end();
-        await runner.stop();
+        await pool?.end();
+        await runner?.stop();
         await metrics?.close();
-        await database.close();
+        await (await opening.catch(() => undefined))?.close();
         process.stdout.write('demo stopped\n');
         process.exit(0);
       };
-      process.on('SIGINT', () => void stop());
-      process.on('SIGTERM', () => void stop());
+      // SIGHUP: the terminal was closed; stop as cleanly as on Ctrl-C rather than die and leave the server behind.
+      for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(signal, () => void stop());
       if (options.duration) setTimeout(() => void stop(), Number(options.duration) * 1000).unref();
+
+      // A stop() during start-up finishes the process itself; the start-up steps below just give way to it.
+      let database: Awaited<typeof opening>;
+      try {
+        database = await opening;
+        if (stopping) return;
+        runner = new Runner({
+          connectionString: database.connectionString,
+          projections,
+          log,
+          gapTimeoutMs,
+          pollIntervalMs: 1_000,
+        });
+        await runner.start();
+      } catch (error) {
+        if (stopping) return;
+        throw error;
+      }
+      if (stopping) return;
+      try {
+        metrics = await startMetricsServer(runner, '127.0.0.1', Number(options.metricsPort), 60_000);
+      } catch {
+        metrics = await startMetricsServer(runner, '127.0.0.1', 0, 60_000);
+      }
+      if (stopping) return;
+      // Not createPool(): its application_name marks the runner's own sessions, which gap evidence ignores; these
+      // sessions are ordinary writers. Guarded all the same: a dropped connection must not crash the demo.
+      pool = guardPoolErrors(
+        new pg.Pool({ connectionString: database.connectionString, application_name: 'demo-writer', max: Number(options.writers) + 2 }),
+      );
+      const store = new EventStore(pool);
+      writing = Array.from({ length: Number(options.writers) }, (_, i) => demoWriter(pool!, store, i, writers.signal, gapTimeoutMs));
+      process.stdout.write(
+        `projection-runner demo: ${projections.map((p) => p.name).join(', ')} on ${database.embedded ? 'the embedded PostgreSQL' : 'DATABASE_URL'}; ` +
+          `metrics on http://127.0.0.1:${metrics.port}/metrics; Ctrl-C stops\n`,
+      );
 
       const tty = process.stdout.isTTY;
       while (!stopping) {

@@ -4,6 +4,7 @@ import { redactSecrets } from '../db/connection.js';
 import { ConfigError, ProjectionRunnerError } from '../errors.js';
 import { registerDemo } from './demo.js';
 import { registerMigrate } from './migrate.js';
+import { registerDeadLetters, registerRetry, registerSkip } from './recover.js';
 import { UsageError, registerReplay } from './replay.js';
 import { registerRun } from './run.js';
 import { registerStatus } from './status.js';
@@ -19,6 +20,9 @@ registerMigrate(program);
 registerRun(program);
 registerStatus(program);
 registerReplay(program);
+registerRetry(program);
+registerSkip(program);
+registerDeadLetters(program);
 registerDemo(program);
 for (const command of program.commands) command.exitOverride();
 

@@ -34,6 +34,9 @@ export function runnerOptionsFrom(
   projections: Projection[],
   log: Logger,
 ): RunnerOptions {
+  if (config.lateWatchMs !== undefined) {
+    log.warn('--late-watch (PROJECTION_RUNNER_LATE_WATCH) is deprecated and ignored: a given-up gap is now watched until PostgreSQL proves nothing can fill it');
+  }
   return {
     connectionString,
     projections,
@@ -42,10 +45,12 @@ export function runnerOptionsFrom(
     table: config.table,
     channel: config.channel,
     gapTimeoutMs: config.gapTimeoutMs,
-    lateWatchMs: config.lateWatchMs,
+    gapHistoryMs: config.gapHistoryMs,
     pollIntervalMs: config.pollIntervalMs,
     batchSize: config.batchSize,
+    batchBytes: config.batchBytes,
     handlerRetries: config.handlerRetries,
+    onError: config.onError,
     gapEvidence: config.gapEvidence,
   };
 }

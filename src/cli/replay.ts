@@ -4,7 +4,7 @@ import { SETTINGS } from '../config.js';
 import { createPool } from '../db/connection.js';
 import { storeNames } from '../db/identifiers.js';
 import { migrate } from '../db/migrate.js';
-import { ProjectionRunnerError, UnknownProjectionError } from '../errors.js';
+import { ProjectionRunnerError, ReplayFailedError, UnknownProjectionError } from '../errors.js';
 import { createLogger } from '../logger.js';
 import { loadProjections } from '../runner/projection.js';
 import { readReplay, requestReplay } from '../runner/replay-requests.js';
@@ -84,7 +84,7 @@ async function follow(pool: ReturnType<typeof createPool>, names: ReturnType<typ
   for (;;) {
     const replay = await readReplay(pool, names, id);
     const progress = { applied: Number(replay.applied), target: Number(replay.target ?? 0), elapsedMs: Date.now() - started };
-    if (replay.status === 'failed') throw new ProjectionRunnerError(`replay of ${name} failed: ${replay.error}`);
+    if (replay.status === 'failed') throw new ReplayFailedError(name, replay.error ?? 'no error recorded');
     if (replay.status === 'done') {
       if (tty) process.stderr.write(`\r${formatProgress({ ...progress, applied: Math.max(progress.applied, progress.target) })}\n`);
       const status = (await readStatus(pool, names)).projections.find((p) => p.name === name);

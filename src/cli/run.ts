@@ -15,11 +15,13 @@ export function registerRun(program: Command): void {
     const config = configFrom(options);
     const log = createLogger(config.logLevel);
     const projections = await loadProjections(config.projections);
-    const database = await openDatabase(config.databaseUrl, log);
-    const runner = new Runner(runnerOptionsFrom(config, database.connectionString, projections, log));
-
+    let runner: Runner | undefined;
     let metricsServer: MetricsServer | undefined;
     let shuttingDown = false;
+    // The signal handlers exist before the embedded database is started: a Ctrl-C at any moment stops what was
+    // started, in order (the runner finishes its batches, then the database it started stops). The embedded server
+    // runs in its own process group, so the terminal's SIGINT reaches us only, never the server under the runner.
+    const opening = openDatabase(config.databaseUrl, log);
     const shutdown = async (signal: string) => {
       if (shuttingDown) {
         log.warn({ signal }, 'second signal: exiting now');
@@ -32,14 +34,24 @@ export function registerRun(program: Command): void {
         process.exit(1);
       }, config.shutdownTimeoutMs);
       timer.unref();
-      await runner.stop();
+      await runner?.stop();
       await metricsServer?.close();
-      await database.close();
+      await (await opening.catch(() => undefined))?.close();
       clearTimeout(timer);
       process.exit(0);
     };
-    process.on('SIGTERM', () => void shutdown('SIGTERM'));
-    process.on('SIGINT', () => void shutdown('SIGINT'));
+    // SIGHUP: the terminal went away; stop as cleanly as on Ctrl-C rather than die and leave the server behind.
+    for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.on(signal, () => void shutdown(signal));
+
+    let database: Awaited<typeof opening>;
+    try {
+      database = await opening;
+    } catch (error) {
+      if (shuttingDown) return; // a signal during start-up: shutdown() ends the process
+      throw error;
+    }
+    if (shuttingDown) return;
+    runner = new Runner(runnerOptionsFrom(config, database.connectionString, projections, log));
 
     // The metrics server comes up first: /healthz answers while the database is still being waited for.
     if (config.metricsPort !== 0) {

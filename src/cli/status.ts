@@ -3,6 +3,7 @@ import type pg from 'pg';
 import { createPool } from '../db/connection.js';
 import { storeNames, type StoreNames } from '../db/identifiers.js';
 import { createLogger } from '../logger.js';
+import { pendingDeadLettersCountSql } from '../runner/dead-letters.js';
 import { heldLeaseCondition, leaseNamespace } from '../runner/ownership.js';
 import { checkConnection, openDatabase } from './database.js';
 import { addSettings, configFrom, CONNECTION_SETTINGS } from './options.js';
@@ -18,6 +19,8 @@ export interface StatusReport {
     lagSeconds: number;
     lastError: unknown;
     owner: string | null;
+    /** Dead letters waiting for re-delivery (`projection-runner dead-letters NAME`). */
+    deadLetters: number;
   }>;
   openGaps: Array<{ from: number; to: number; ageSeconds: number }>;
 }
@@ -32,7 +35,7 @@ export async function readStatus(db: pg.Pool, names: StoreNames): Promise<Status
             (SELECT position FROM ${names.q.highWater})::float8 AS high_water,
             (SELECT coalesce(json_agg(json_build_object(
                  'name', c.name, 'state', c.state, 'position', c.position, 'last_error', c.last_error,
-                 'owner', c.owner, 'owned', l.owned,
+                 'owner', c.owner, 'owned', l.owned, 'dead_letters', ${pendingDeadLettersCountSql(names, 'c.name')},
                  'lag_seconds', coalesce((SELECT extract(epoch FROM now() - e.recorded_at)
                                             FROM ${names.q.events} e WHERE e.global_position > c.position
                                            ORDER BY e.global_position LIMIT 1), 0)
@@ -59,6 +62,7 @@ export async function readStatus(db: pg.Pool, names: StoreNames): Promise<Status
       lagSeconds: Math.round(Number(p.lag_seconds) * 1000) / 1000,
       lastError: p.last_error ?? null,
       owner: p.owned ? (p.owner as string | null) : null,
+      deadLetters: Number(p.dead_letters ?? 0),
     })),
     openGaps: row.open_gaps.map((g: Record<string, unknown>) => ({
       from: Number(g.from),
@@ -69,7 +73,7 @@ export async function readStatus(db: pg.Pool, names: StoreNames): Promise<Status
 }
 
 export function formatStatus(report: StatusReport): string {
-  const header = ['PROJECTION', 'STATE', 'CHECKPOINT', 'HEAD', 'HIGH-WATER', 'LAG', 'LAG(s)', 'OWNER', 'LAST ERROR'];
+  const header = ['PROJECTION', 'STATE', 'CHECKPOINT', 'HEAD', 'HIGH-WATER', 'LAG', 'LAG(s)', 'OWNER', 'DEAD LETTERS', 'LAST ERROR'];
   const lines = report.projections.map((p) => [
     p.name,
     p.state,
@@ -79,12 +83,21 @@ export function formatStatus(report: StatusReport): string {
     String(p.lagEvents),
     p.lagSeconds.toFixed(1),
     p.owner ?? '-',
+    String(p.deadLetters),
+    // The error of a failed projection: what its handler said, and the position it is stopped at.
     p.lastError ? `${(p.lastError as { message?: string }).message ?? ''} @${(p.lastError as { position?: string }).position ?? '?'}` : '-',
   ]);
   const table = [header, ...lines];
   const widths = header.map((_, i) => Math.max(...table.map((l) => l[i]!.length)));
   const out = table.map((l) => l.map((cell, i) => cell.padEnd(widths[i]!)).join('  ').trimEnd());
   if (report.projections.length === 0) out.push('(no projection has run yet)');
+  // Failed projections once more, in full, with the way out: the table cell is a summary.
+  for (const p of report.projections.filter((p) => p.state === 'failed')) {
+    const e = (p.lastError ?? {}) as { message?: string; position?: string; type?: string; attempts?: number };
+    out.push('');
+    out.push(`${p.name} failed at position ${e.position ?? '?'} (${e.type ?? '?'})${e.attempts ? ` after ${e.attempts} attempts` : ''}: ${e.message ?? 'unknown error'}`);
+    out.push(`  fix the handler, then: projection-runner retry ${p.name}   (or set the event aside: projection-runner skip ${p.name})`);
+  }
   out.push('');
   out.push(
     report.openGaps.length === 0

@@ -25,8 +25,18 @@ export function createPool(connectionString: string, role: string, max = 10, { a
     max,
     idleTimeoutMillis: 30_000,
   });
-  // An idle client that loses its connection emits 'error' on the pool; without a listener that kills the process.
+  return guardPoolErrors(pool);
+}
+
+/**
+ * A connection that drops (the server stopped, a network fault) must never crash the process: an idle client emits
+ * 'error' on the pool, and a checked-out client with no query in flight (a transaction held open between statements)
+ * emits it on itself, where the pool no longer listens. Both would be unhandled 'error' events. The fault still
+ * surfaces where it matters: the next query on that client fails, and the retry logic deals with it.
+ */
+export function guardPoolErrors(pool: pg.Pool): pg.Pool {
   pool.on('error', () => {});
+  pool.on('connect', (client) => client.on('error', () => {}));
   return pool;
 }
 

@@ -42,11 +42,14 @@ export interface StoreNames {
     sequence: string;
     sequenceLiteral: string;
     appendFunction: string;
+    /** The column default of global_position: a transaction id first, then the sequence (migration 3). */
+    nextPositionFunction: string;
     migrations: string;
     checkpoints: string;
     gaps: string;
     highWater: string;
     lateDeliveries: string;
+    skippedPositions: string;
     replays: string;
   };
 }
@@ -71,11 +74,13 @@ export function storeNames(options: StoreNamesOptions = {}): StoreNames {
       // nextval()/pg_sequence_last_value() take a regclass literal: the quoted name inside a string literal.
       sequenceLiteral: `'${sequence.replaceAll("'", "''")}'`,
       appendFunction: qualified(`${table}_append`),
+      nextPositionFunction: qualified(`${table}_next_position`),
       migrations: qualified(`${table}_migrations`),
       checkpoints: qualified('projection_checkpoints'),
       gaps: qualified('projection_gaps'),
       highWater: qualified('projection_high_water'),
       lateDeliveries: qualified('projection_late_deliveries'),
+      skippedPositions: qualified('projection_skipped_positions'),
       replays: qualified('projection_replays'),
     },
   };

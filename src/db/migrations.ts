@@ -1,4 +1,5 @@
 import type { StoreNames } from './identifiers.js';
+import { recoveryMigrationSql } from '../runner/dead-letters.js';
 
 /**
  * Numbered migrations, applied in order, each in the transaction of `migrate()`. Never edit a released one: add the
@@ -152,5 +153,112 @@ export const migrations: Migration[] = [
       -- The database refuses a second replay of the same projection while one is pending or running.
       CREATE UNIQUE INDEX ON ${q.replays} (projection) WHERE status IN ('pending', 'running');
     `,
+  },
+  {
+    version: 3,
+    name: 'settled gaps, skipped positions, cancel-safe append',
+    sql: ({ schema, table, q }) => `
+      -- Every position is taken by a transaction that already has an xid: the proof that settles a given-up gap
+      -- (high-water.ts) compares xids with a snapshot's xmin, and a writer without an xid yet would be invisible to it.
+      -- CASE evaluates its condition first, so the xid is assigned before nextval() runs.
+      CREATE FUNCTION ${q.nextPositionFunction}() RETURNS bigint LANGUAGE sql VOLATILE AS $fn$
+        SELECT CASE WHEN pg_current_xact_id() IS NOT NULL THEN nextval(${q.sequenceLiteral}) END
+      $fn$;
+      ALTER TABLE ${q.events} ALTER COLUMN global_position SET DEFAULT ${q.nextPositionFunction}();
+
+      CREATE OR REPLACE FUNCTION ${q.appendFunction}(
+        p_stream text, p_types text[], p_data jsonb[], p_metadata jsonb[], p_expected bigint, p_channel text)
+      RETURNS TABLE (first_position bigint, last_position bigint, stream_version bigint, actual_version bigint)
+      LANGUAGE plpgsql AS $fn$
+      DECLARE
+        n         int := cardinality(p_types);
+        v_version bigint;
+        v_first   bigint;
+        v_next    bigint;
+        i         int;
+        k_lock    int := hashtext('${schema}.${table}:positions');
+      BEGIN
+        -- Writers of one stream queue here until the holder commits; writers of other streams do not.
+        PERFORM pg_advisory_xact_lock(hashtext('${schema}.${table}:stream'), hashtext(p_stream));
+
+        SELECT coalesce(max(e.stream_position), 0) INTO v_version
+          FROM ${q.events} e WHERE e.stream_name = p_stream;
+        IF p_expected IS NOT NULL AND p_expected <> v_version THEN
+          RETURN QUERY SELECT NULL::bigint, NULL::bigint, NULL::bigint, v_version;
+          RETURN;
+        END IF;
+
+        -- An xid before any position (see ${table}_next_position).
+        PERFORM pg_current_xact_id();
+
+        -- Reserve n consecutive global positions. The session lock serialises only this reservation (microseconds),
+        -- not the writers' transactions. Plain INSERTs that take nextval() without the lock can still interleave:
+        -- then start the run again; the skipped values become holes that the runner resolves like rollbacks.
+        -- PL/pgSQL checks for interrupts before every statement, so a cancel or statement_timeout can land between
+        -- any two of them: the lock is taken and released inside the protected block, and the handler releases it
+        -- only if this session holds it (pg_locks tells), whichever statement the interrupt hit.
+        BEGIN
+          PERFORM pg_advisory_lock(k_lock, 0);
+          v_first := nextval(${q.sequenceLiteral});
+          i := 1;
+          WHILE i < n LOOP
+            v_next := nextval(${q.sequenceLiteral});
+            IF v_next = v_first + i THEN
+              i := i + 1;
+            ELSE
+              v_first := v_next;
+              i := 1;
+            END IF;
+          END LOOP;
+          PERFORM pg_advisory_unlock(k_lock, 0);
+        EXCEPTION WHEN OTHERS OR query_canceled THEN
+          PERFORM pg_advisory_unlock(k_lock, 0)
+             FROM pg_locks l
+            WHERE l.locktype = 'advisory' AND l.pid = pg_backend_pid() AND l.granted AND l.objsubid = 2
+              AND l.classid::bigint = (k_lock::bigint + 4294967296) % 4294967296 AND l.objid = 0;
+          RAISE;
+        END;
+
+        INSERT INTO ${q.events} (global_position, stream_name, stream_position, type, data, metadata)
+        SELECT v_first + u.o - 1, p_stream, v_version + u.o, u.t, u.d, u.m
+          FROM unnest(p_types, p_data, p_metadata) WITH ORDINALITY AS u(t, d, m, o);
+
+        -- Delivered on commit only; a rolled-back append notifies nobody.
+        PERFORM pg_notify(p_channel, (v_first + n - 1)::text);
+        RETURN QUERY SELECT v_first, v_first + n - 1, v_version + n, v_version;
+      END
+      $fn$;
+
+      -- A given-up gap is watched until settled (proven unfillable), never forgotten on a timer. fence_xid: the xid
+      -- the proof waits for (see high-water.ts).
+      ALTER TABLE ${q.gaps} ADD COLUMN fence_xid bigint, ADD COLUMN settled_at timestamptz;
+      CREATE INDEX ON ${q.gaps} (id) WHERE resolution IN ('timed_out', 'dead') AND settled_at IS NULL;
+      CREATE INDEX ON ${q.gaps} (from_position) WHERE resolution IN ('timed_out', 'dead');
+      CREATE INDEX ON ${q.gaps} (from_position) WHERE resolution = 'late';
+
+      -- Positions of given-up gaps that a projection passed without reading them (they were missing then): exactly
+      -- the positions for which a late notice must be applied to it. projection_late_deliveries now records the
+      -- late applications, so that each happens once.
+      CREATE TABLE ${q.skippedPositions} (
+        projection    text   NOT NULL,
+        from_position bigint NOT NULL,
+        to_position   bigint NOT NULL,
+        PRIMARY KEY (projection, from_position),
+        CHECK (from_position <= to_position)
+      );
+      -- Carried over: pending late notices the earlier rule would still have applied (passed, not yet delivered).
+      INSERT INTO ${q.skippedPositions} (projection, from_position, to_position)
+      SELECT DISTINCT c.name, g.from_position, g.from_position
+        FROM ${q.checkpoints} c JOIN ${q.gaps} g
+          ON g.resolution = 'late' AND g.id > c.late_seen_id AND g.from_position <= c.position
+       WHERE NOT EXISTS (SELECT 1 FROM ${q.lateDeliveries} d WHERE d.projection = c.name AND d.position = g.from_position)
+      ON CONFLICT DO NOTHING;
+    `,
+  },
+  {
+    version: 4,
+    name: 'dead letters and operator commands',
+    // The SQL lives with the code that uses the tables (runner/dead-letters.ts).
+    sql: (names) => recoveryMigrationSql(names),
   },
 ];

@@ -220,8 +220,16 @@ export class PostgresServer {
     };
     const args = ['-D', this.options.dataDir, '-p', String(this.port)];
     for (const [name, value] of Object.entries(settings)) args.push('-c', `${name}=${value}`);
-    const child = spawn(binaries.postgres, args, { ...this.ids, env: { ...process.env, LC_ALL: 'C' } });
+    // Its own process group (detached): a Ctrl-C in the terminal goes to our process group only, so the server
+    // does not shut down under the runner mid-batch; we stop it ourselves, last (stop()). Being out of our group,
+    // it would outlive us, so every exit of this process takes it down too (a fast shutdown, not waited for).
+    const child = spawn(binaries.postgres, args, { ...this.ids, env: { ...process.env, LC_ALL: 'C' }, detached: true });
     this.child = child;
+    const stopOnExit = () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGINT');
+    };
+    process.on('exit', stopOnExit);
+    child.once('exit', () => process.off('exit', stopOnExit));
     let output = '';
     await new Promise<void>((resolve, reject) => {
       const onData = (chunk: Buffer) => {

@@ -57,6 +57,11 @@ export class RunnerMetrics {
   readonly handlerErrors = this.counter('projection_runner_handler_errors_total', 'Handler errors, each failed attempt counted.', [
     'projection',
   ]);
+  readonly deadLetters = this.counter(
+    'projection_runner_dead_letters_total',
+    'Events set aside in projection_dead_letters (error policy skip, or the skip command) so the projection could go on.',
+    ['projection'],
+  );
   readonly projectionState = this.gauge(
     'projection_runner_projection_state',
     '1 for the current state of the projection, 0 for the others.',
@@ -72,6 +77,14 @@ export class RunnerMetrics {
     [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300],
   );
   readonly lateEvents = this.counter('projection_runner_late_events_total', 'Events that committed after their gap had been declared dead.');
+  readonly lateAfterSettled = this.counter(
+    'projection_runner_late_after_settled_total',
+    'Events the audit found inside a gap proven unfillable (a writer outside the documented assumptions); delivered late.',
+  );
+  readonly gapsWatched = this.gauge(
+    'projection_runner_gaps_watched',
+    'Given-up gaps still watched for late commits (until proven unfillable by the transaction ids).',
+  );
   readonly notifications = this.counter('projection_runner_notifications_total', 'NOTIFY wake-ups received.');
   readonly polls = this.counter('projection_runner_polls_total', 'Fallback polls (wake-ups by the poll interval).');
   readonly dbErrors = this.counter('projection_runner_db_errors_total', 'Database errors that were retried, by operation.', [
@@ -84,6 +97,7 @@ export class RunnerMetrics {
     for (const resolution of GAP_RESOLUTIONS) this.gapsResolved.inc({ resolution }, 0);
     for (const operation of DB_OPERATIONS) this.dbErrors.inc({ operation }, 0);
     this.lateEvents.inc(0);
+    this.lateAfterSettled.inc(0);
   }
 
   private gauge<L extends string>(name: string, help: string, labelNames: L[] = [], collect?: () => Promise<void>) {
@@ -106,10 +120,32 @@ export class RunnerMetrics {
     for (const s of PROJECTION_STATES) this.projectionState.set({ projection, state: s }, s === state ? 1 : 0);
   }
 
+  /**
+   * Every metric with a `projection` label, for forgetProjection. A new per-projection metric belongs here (a unit
+   * test checks that none is missed).
+   */
+  private perProjection() {
+    return [this.checkpointPosition, this.lagEvents, this.lagSeconds, this.eventsApplied, this.batchDuration, this.handlerErrors, this.deadLetters];
+  }
+
+  /**
+   * This instance gave the projection up (balancing, a lost lease, failover, stop): its series go. Only the owner
+   * exports a projection, so an alert on a stale value (lag, failed) clears when the condition does, instead of
+   * firing for ever from an instance that stopped looking. The new owner's counters start again from 0, which
+   * rate() and increase() read as a counter reset.
+   */
+  forgetProjection(projection: string): void {
+    for (const metric of this.perProjection()) metric.remove({ projection });
+    for (const state of PROJECTION_STATES) this.projectionState.remove({ projection, state });
+  }
+
   private async collectLag(): Promise<void> {
     if (!this.lagSource) return;
     try {
       const snapshot = await this.lagSource.lagSnapshot();
+      // Exactly the projections owned at this scrape: none left over from one given up since the last scrape.
+      this.lagEvents.reset();
+      this.lagSeconds.reset();
       for (const p of snapshot.projections) {
         const lag = snapshot.head > p.checkpoint ? snapshot.head - p.checkpoint : 0n;
         this.lagEvents.set({ projection: p.name }, Number(lag));

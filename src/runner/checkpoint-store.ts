@@ -31,34 +31,22 @@ export async function ensureCheckpoint(db: pg.ClientBase | pg.Pool, names: Store
 
 export interface BatchContext {
   highWater: bigint;
-  /** Gaps given up on recently: an event applied at one of these positions is recorded (see lateDeliveries). */
-  deadRanges: Array<[bigint, bigint]>;
   /** Late notices this projection has not dealt with yet. */
   pendingLate: Array<{ id: bigint; position: bigint }>;
 }
 
 /**
- * Starts the batch transaction and reads its context in one round trip. The context is one statement, one snapshot:
- * H together with the gaps given up below it (a gap is persisted as given up in the same transaction that moves H past
- * it, so every position <= H that lies in a given-up gap is in `deadRanges`) and the pending late notices.
- * The two numbers are inlined (the simple protocol takes no parameters with several statements): both are integers
- * of our own, never user input.
+ * Starts the batch transaction and reads its context in one round trip, one snapshot: H and the pending late notices.
+ * The number is inlined (the simple protocol takes no parameters with several statements): an integer of our own,
+ * never user input.
  */
-export async function beginBatch(
-  tx: pg.ClientBase,
-  names: StoreNames,
-  lateSeenId: bigint,
-  deadRangeWindowMs: number,
-): Promise<BatchContext> {
+export async function beginBatch(tx: pg.ClientBase, names: StoreNames, lateSeenId: bigint): Promise<BatchContext> {
   const results = (await tx.query(
     `BEGIN;
      SELECT (SELECT position::text FROM ${names.q.highWater}) AS hw,
-            (SELECT coalesce(array_agg(from_position || '-' || to_position), '{}') FROM ${names.q.gaps}
-              WHERE resolution IN ('timed_out', 'dead')
-                AND resolved_at > now() - ${Math.trunc(deadRangeWindowMs)} * interval '1 millisecond') AS dead,
             (SELECT coalesce(array_agg(id || '-' || from_position ORDER BY id), '{}') FROM ${names.q.gaps}
               WHERE resolution = 'late' AND id > ${BigInt(lateSeenId).toString()}) AS late`,
-  )) as unknown as Array<pg.QueryResult<{ hw: string; dead: string[]; late: string[] }>>;
+  )) as unknown as Array<pg.QueryResult<{ hw: string; late: string[] }>>;
   const row = results[1]!.rows[0]!;
   const pair = (text: string): [bigint, bigint] => {
     const [a, b] = text.split('-');
@@ -66,11 +54,15 @@ export async function beginBatch(
   };
   return {
     highWater: BigInt(row.hw),
-    deadRanges: row.dead.map(pair),
     pendingLate: row.late.map(pair).map(([id, position]) => ({ id, position })),
   };
 }
 
+/**
+ * Events in (after, upTo], at most `limit` of them and at most about `maxBytes` of stored data (the first event is
+ * always read, whatever its size). `truncated`: the byte bound cut the batch short, so there is more to read.
+ * The byte count is pg_column_size: the stored size, TOAST-compressed for large values.
+ */
 export async function readEvents(
   tx: pg.ClientBase | pg.Pool,
   names: StoreNames,
@@ -78,20 +70,65 @@ export async function readEvents(
   upTo: bigint,
   limit: number,
   eventTypes: string[] | undefined,
-): Promise<StoredEvent[]> {
-  const { rows } = await tx.query<EventRow>({
+  maxBytes: number = Number.MAX_SAFE_INTEGER,
+): Promise<{ events: StoredEvent[]; truncated: boolean }> {
+  const { rows } = await tx.query<EventRow & { run_bytes: string; size_bytes: number }>({
     // Named: parsed and planned once per connection, it is the hot query of every replay.
     name: eventTypes ? `pr_read_typed_${names.schema}_${names.table}` : `pr_read_${names.schema}_${names.table}`,
-    text: `SELECT ${EVENT_COLUMNS} FROM ${names.q.events}
-            WHERE global_position > $1 AND global_position <= $2 ${eventTypes ? 'AND type = ANY($4)' : ''}
-            ORDER BY global_position LIMIT $3`,
-    values: eventTypes ? [after.toString(), upTo.toString(), limit, eventTypes] : [after.toString(), upTo.toString(), limit],
+    text: `SELECT * FROM (
+             SELECT ${EVENT_COLUMNS}, global_position AS pos,
+                    pg_column_size(data) + pg_column_size(metadata) AS size_bytes,
+                    sum(pg_column_size(data) + pg_column_size(metadata)) OVER (ORDER BY global_position) AS run_bytes
+               FROM ${names.q.events}
+              WHERE global_position > $1 AND global_position <= $2 ${eventTypes ? 'AND type = ANY($5)' : ''}
+              ORDER BY global_position LIMIT $3
+           ) w
+           WHERE w.run_bytes - w.size_bytes < $4
+           ORDER BY w.pos`,
+    values: [after.toString(), upTo.toString(), limit, maxBytes, ...(eventTypes ? [eventTypes] : [])],
   });
-  return rows.map(toStoredEvent);
+  const last = rows.at(-1);
+  return { events: rows.map(toStoredEvent), truncated: last !== undefined && Number(last.run_bytes) >= maxBytes };
 }
 
-/** Records applied positions that lie in given-up gaps; returns those not recorded before (the ones to apply). */
-export async function recordDeadPositionDeliveries(
+/** Given-up (dead or timed-out) ranges that overlap (after, upTo], clipped to it. */
+export async function givenUpRanges(
+  tx: pg.ClientBase,
+  names: StoreNames,
+  after: bigint,
+  upTo: bigint,
+): Promise<Array<[bigint, bigint]>> {
+  const { rows } = await tx.query<{ f: string; t: string }>({
+    name: `pr_given_up_${names.schema}_${names.table}`,
+    text: `SELECT greatest(from_position, $1 + 1)::text AS f, least(to_position, $2)::text AS t FROM ${names.q.gaps}
+            WHERE resolution IN ('timed_out', 'dead') AND from_position <= $2 AND to_position > $1
+            ORDER BY from_position`,
+    values: [after.toString(), upTo.toString()],
+  });
+  return rows.map((r) => [BigInt(r.f), BigInt(r.t)]);
+}
+
+/** Records positions of given-up gaps that the projection passed without reading them (see skippedPositions). */
+export async function recordSkipped(
+  tx: pg.ClientBase,
+  names: StoreNames,
+  projection: string,
+  ranges: Array<[bigint, bigint]>,
+): Promise<void> {
+  if (ranges.length === 0) return;
+  await tx.query(
+    `INSERT INTO ${names.q.skippedPositions} (projection, from_position, to_position)
+     SELECT $1, f, t FROM unnest($2::bigint[], $3::bigint[]) AS r(f, t) ON CONFLICT DO NOTHING`,
+    [projection, ranges.map((r) => r[0].toString()), ranges.map((r) => r[1].toString())],
+  );
+}
+
+/**
+ * Of the late positions given, those this projection must apply now: it skipped them (they were missing when it
+ * passed) and has not applied them late before. Records them as applied (in the caller's transaction), so each is
+ * applied exactly once, however old the notice.
+ */
+export async function claimLateDeliveries(
   tx: pg.ClientBase,
   names: StoreNames,
   projection: string,
@@ -100,7 +137,10 @@ export async function recordDeadPositionDeliveries(
   if (positions.length === 0) return [];
   const { rows } = await tx.query<{ position: string }>(
     `INSERT INTO ${names.q.lateDeliveries} (projection, position)
-     SELECT $1, unnest($2::bigint[]) ON CONFLICT DO NOTHING RETURNING position::text`,
+     SELECT $1, p FROM unnest($2::bigint[]) AS p
+      WHERE EXISTS (SELECT 1 FROM ${names.q.skippedPositions} s
+                     WHERE s.projection = $1 AND s.from_position <= p AND s.to_position >= p)
+     ON CONFLICT DO NOTHING RETURNING position::text`,
     [projection, positions.map(String)],
   );
   return rows.map((r) => BigInt(r.position));

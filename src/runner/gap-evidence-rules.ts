@@ -10,12 +10,14 @@ import type { OpenGap } from './high-water.js';
  *    Hence X began before T.
  * 2. If no session of this database that began its transaction before T is still open, X has ended. If p is still
  *    missing in a snapshot taken after that check, X rolled back: the gap is dead.
- * 3. Sessions that cannot be X do not hold the gap: the runner's own; those whose transaction began at or after T;
- *    those idle in transaction since before p was handed out (the sequence had not reached p when they last did
- *    anything); those whose transaction is already aborted (it can only roll back).
+ * 3. Sessions that cannot be X do not hold the gap: the runner's own that never write events (the tracker's, the
+ *    listener's, the leases'; the sessions where projection handlers run are NOT excluded: a handler may append);
+ *    those whose transaction began at or after T; those idle in transaction (aborted or not) since before p was
+ *    handed out (the sequence had not reached p when they last did anything). An aborted transaction is NOT ruled
+ *    out by itself: ROLLBACK TO SAVEPOINT revives it, and rows written before the savepoint then commit.
  * 4. A prepared (two-phase) transaction prepared after p was handed out may hold p until COMMIT/ROLLBACK PREPARED.
- * 5. A session whose details we may not see (no pg_read_all_stats) could be anything: it holds the gap. Missing
- *    evidence never proves death.
+ * 5. A session whose details we may not see (no pg_read_all_stats) or that reports nothing (track_activities = off:
+ *    state 'disabled') could be anything: it holds the gap. Missing evidence never proves death.
  */
 
 export interface SessionInfo {
@@ -51,10 +53,10 @@ export function isProvenDead(gap: OpenGap, evidence: EvidenceSnapshot, samples: 
   if (evidence.takenAt <= gap.firstSeenAt) return false;
   const notBefore = handedOutAfter(gap.from, samples);
   for (const session of evidence.sessions) {
-    if (session.xactStart === null || session.state === null) return false; // hidden: could be X
+    if (session.xactStart === null || session.state === null || session.state === 'disabled') return false; // could be X
     if (session.xactStart >= gap.firstSeenAt) continue; // began after the sighting: cannot be X
-    if (session.state === 'idle in transaction (aborted)') continue; // can only roll back
-    if (session.state === 'idle in transaction' && session.stateChange !== null && session.stateChange < notBefore) continue;
+    const idle = session.state === 'idle in transaction' || session.state === 'idle in transaction (aborted)';
+    if (idle && session.stateChange !== null && session.stateChange < notBefore) continue; // quiet since before p existed
     return false;
   }
   for (const prepared of evidence.preparedAt) if (prepared >= notBefore) return false;

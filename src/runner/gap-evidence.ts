@@ -6,15 +6,35 @@ import { isProvenDead, pruneSamples, type EvidenceSnapshot, type SequenceSample 
 import type { HighWaterState, OpenGap } from './high-water.js';
 import type { GapEvidenceSource } from './high-water-tracker.js';
 
+/**
+ * The runner's own sessions that never write events. The projectors' sessions ('runner') are not among them: a
+ * projection handler may append events (a reactor), and its transaction must hold the gap like any writer's.
+ */
+export const INTERNAL_SESSIONS = ['tracker', 'listener', 'leases'] as const;
+
 /** The SQL shell of the evidence rules (gap-evidence-rules.ts): what pg_stat_activity and pg_prepared_xacts say. */
-class ActivityEvidence implements GapEvidenceSource {
+export class ActivityEvidence implements GapEvidenceSource {
   readonly recheckMs = 20;
   private samples: SequenceSample[] = [];
 
-  constructor(private readonly pool: pg.Pool) {}
+  constructor(
+    private readonly pool: pg.Pool,
+    readonly samplesSequence: boolean,
+  ) {}
 
-  recordSample(sample: SequenceSample): void {
+  /** Pruned on every push: a steady writer without gaps must not grow the list. */
+  recordSample(sample: SequenceSample, openGaps: readonly OpenGap[]): void {
     this.samples.push(sample);
+    this.samples = pruneSamples(this.samples, openGaps);
+  }
+
+  get sampleCount(): number {
+    return this.samples.length;
+  }
+
+  /** The samples taken before `position` was handed out (for tests and diagnostics). */
+  samplesBelow(position: bigint): SequenceSample[] {
+    return this.samples.filter((s) => s.lastValue < position);
   }
 
   async collect(state: HighWaterState): Promise<(gap: OpenGap) => boolean> {
@@ -34,12 +54,15 @@ class ActivityEvidence implements GapEvidenceSource {
                  FROM pg_stat_activity a
                 WHERE a.datname = current_database()
                   AND a.pid <> pg_backend_pid()
-                  AND a.backend_type = 'client backend'
-                  AND coalesce(a.application_name, '') NOT LIKE $1
-                  AND (a.xact_start IS NOT NULL OR a.state IS NULL)) AS sessions,
+                  -- Every backend that can run SQL counts (client backends, background workers such as pg_cron's or
+                  -- logical replication's apply); autovacuum never writes rows.
+                  AND a.backend_type NOT IN ('autovacuum worker', 'autovacuum launcher')
+                  AND coalesce(a.application_name, '') <> ALL ($1::text[])
+                  -- Outside a transaction a session holds no position, unless we cannot tell (hidden or disabled).
+                  AND (a.xact_start IS NOT NULL OR a.state IS NULL OR a.state = 'disabled')) AS sessions,
               (SELECT coalesce(array_agg((extract(epoch FROM p.prepared) * 1000)::float8), '{}')
                  FROM pg_prepared_xacts p WHERE p.database = current_database()) AS prepared`,
-      [`${APPLICATION_NAME}:%`],
+      [INTERNAL_SESSIONS.map((role) => `${APPLICATION_NAME}:${role}`)],
     );
     const row = rows[0]!;
     const num = (text: string | undefined) => (text ? Number(text) : null);
@@ -56,24 +79,31 @@ class ActivityEvidence implements GapEvidenceSource {
 
 /**
  * Evidence needs to see other roles' sessions: superuser or pg_read_all_stats. Without it, one clear log line and
- * the timeout alone resolves gaps.
+ * the timeout alone resolves gaps. Reading the sequence (SELECT or USAGE) lets it rule out idle sessions; without
+ * that privilege evidence still works, more cautiously, and the tracker never touches the sequence (H keeps moving).
  */
 export async function createGapEvidence(pool: pg.Pool, names: StoreNames, log: Logger): Promise<ActivityEvidence | undefined> {
   const { rows } = await pool.query<{ can_see: boolean; can_sample: boolean }>(
     `SELECT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
               OR pg_has_role(current_user, 'pg_read_all_stats', 'USAGE') AS can_see,
-            has_sequence_privilege(${names.q.sequenceLiteral}, 'SELECT') AS can_sample`,
+            has_sequence_privilege(${names.q.sequenceLiteral}, 'SELECT')
+              OR has_sequence_privilege(${names.q.sequenceLiteral}, 'USAGE') AS can_sample`,
   );
   const { can_see, can_sample } = rows[0]!;
-  if (!can_see || !can_sample) {
+  if (!can_sample) {
     log.warn(
-      { pg_read_all_stats: can_see, sequenceSelect: can_sample },
-      'gap evidence unavailable (grant pg_read_all_stats and SELECT on the events sequence to enable it): gaps are resolved by --gap-timeout only',
+      { sequence: names.q.sequence },
+      `no SELECT or USAGE on the events sequence (GRANT SELECT ON SEQUENCE ${names.q.sequence} TO <runner role>): the runner works without it, but gap evidence cannot rule out sessions idle in a transaction, so gaps next to one wait for --gap-timeout`,
+    );
+  }
+  if (!can_see) {
+    log.warn(
+      { pg_read_all_stats: can_see },
+      'gap evidence unavailable (grant pg_read_all_stats to enable it): gaps are resolved by --gap-timeout only',
     );
     return undefined;
   }
   log.info('gap evidence enabled: gaps whose writer provably rolled back are declared dead at once');
-  return new ActivityEvidence(pool);
+  return new ActivityEvidence(pool, can_sample);
 }
 
-export type { ActivityEvidence };

@@ -1,7 +1,15 @@
 import type pg from 'pg';
 import type { StoreNames } from '../db/identifiers.js';
 import type { SequenceSample } from './gap-evidence-rules.js';
-import { subtractRanges, type Decision, type HighWaterState, type Observation, type OpenGap, type WatchedGap } from './high-water.js';
+import {
+  subtractRanges,
+  type Decision,
+  type Fence,
+  type HighWaterState,
+  type Observation,
+  type OpenGap,
+  type WatchedGap,
+} from './high-water.js';
 
 /**
  * The SQL side of the high-water tracker: read an observation, load and persist the tracker's state. The decision
@@ -15,10 +23,13 @@ const range = (text: string): [bigint, bigint] => {
 
 /**
  * One statement, therefore one snapshot: the visible positions above H (as first/last/holes of a window), the head,
- * and which watched positions have appeared. Splitting this into several statements under READ COMMITTED takes
- * several snapshots and can silently cross rows that committed in between.
+ * which watched positions have appeared, and the snapshot's own xmin (pg_current_snapshot() is the statement's
+ * snapshot: whatever it says is ended is ended *in the snapshot that did not see the rows*, which is what settling
+ * needs). Splitting this into several statements under READ COMMITTED takes several snapshots and can silently cross
+ * rows that committed in between.
  * `now` is clock_timestamp(), read after the snapshot was taken: an upper bound on when the gaps were visible.
- * The same statement samples the sequence for the gap evidence (gap-evidence-rules.ts).
+ * With `sampleSequence` the same statement samples the sequence for the gap evidence (gap-evidence-rules.ts); it
+ * needs SELECT or USAGE on the sequence, which a least-privilege role may lack (then H still moves, without samples).
  */
 export async function readObservation(
   db: pg.ClientBase | pg.Pool,
@@ -26,11 +37,13 @@ export async function readObservation(
   highWater: bigint,
   windowSize: number,
   watched: WatchedGap[],
+  sampleSequence: boolean,
 ): Promise<{ observation: Observation; sample: SequenceSample | undefined }> {
   const { rows } = await db.query<{
     now_ms: number;
     started_ms: number;
     last_value: string | null;
+    xmin: string;
     head: string | null;
     first: string | null;
     last: string | null;
@@ -45,7 +58,9 @@ export async function readObservation(
      )
      SELECT (extract(epoch FROM clock_timestamp()) * 1000)::float8 AS now_ms,
             (extract(epoch FROM statement_timestamp()) * 1000)::float8 AS started_ms,
-            pg_sequence_last_value(${names.q.sequenceLiteral})::text AS last_value,
+            -- A sequence never called has no last value: nothing handed out yet (positions start at 1).
+            ${sampleSequence ? `coalesce(pg_sequence_last_value(${names.q.sequenceLiteral}), 0)::text` : 'NULL::text'} AS last_value,
+            pg_snapshot_xmin(pg_current_snapshot())::text AS xmin,
             (SELECT max(global_position)::text FROM ${names.q.events}) AS head,
             (SELECT min(gp)::text FROM win) AS first,
             (SELECT max(gp)::text FROM win) AS last,
@@ -64,47 +79,59 @@ export async function readObservation(
       window:
         row.first === null ? null : { first: BigInt(row.first), last: BigInt(row.last!), holes: row.holes.map(range) },
       lateVisible: row.late.map(BigInt),
+      xmin: BigInt(row.xmin),
     },
     // statement_timestamp() precedes the read of the sequence: values above last_value were not handed out then.
     sample: row.last_value === null ? undefined : { at: row.started_ms, lastValue: BigInt(row.last_value) },
   };
 }
 
-/** The persisted state: H, open gaps (with their first sighting) and the given-up gaps still watched for late commits. */
-export async function loadHighWaterState(
-  db: pg.ClientBase | pg.Pool,
-  names: StoreNames,
-  lateWatchMs: number,
-): Promise<HighWaterState> {
-  const { rows } = await db.query<{ position: string; head: string; open: string[]; watched: string[]; late: string[] }>(
+/**
+ * A fence for settling (high-water.ts): a new transaction id, higher than the xid of every transaction that took a
+ * position before this call. `at` is the statement's start, a lower bound on when the xid was assigned.
+ * It costs one xid and a commit record, once per pass while a given-up gap waits for its fence.
+ */
+export async function takeFence(db: pg.ClientBase | pg.Pool): Promise<Fence> {
+  const { rows } = await db.query<{ xid: string; at: number }>(
+    `SELECT pg_current_xact_id()::text AS xid, (extract(epoch FROM statement_timestamp()) * 1000)::float8 AS at`,
+  );
+  return { xid: BigInt(rows[0]!.xid), at: rows[0]!.at };
+}
+
+/**
+ * The persisted state: H, open gaps (with their first sighting) and the given-up gaps not yet settled, less the
+ * positions already recorded late in them (a restart must not record them twice). No time window: a gap given up a
+ * month ago that is still unsettled is still watched.
+ */
+export async function loadHighWaterState(db: pg.ClientBase | pg.Pool, names: StoreNames): Promise<HighWaterState> {
+  const { rows } = await db.query<{ position: string; head: string; open: string[]; watched: string[] }>(
     `SELECT hw.position::text, hw.head::text,
-            (SELECT coalesce(array_agg(from_position || '-' || to_position || '-' ||
+            (SELECT coalesce(array_agg(from_position || '/' || to_position || '/' ||
                        (extract(epoch FROM first_seen_at) * 1000)::float8 ORDER BY from_position), '{}')
                FROM ${names.q.gaps} WHERE resolved_at IS NULL) AS open,
-            (SELECT coalesce(array_agg(from_position || '-' || to_position || '-' ||
-                       (extract(epoch FROM resolved_at) * 1000 + $1)::float8), '{}')
-               FROM ${names.q.gaps}
-              WHERE resolution IN ('timed_out', 'dead') AND resolved_at > now() - $1 * interval '1 millisecond') AS watched,
-            (SELECT coalesce(array_agg(from_position::text), '{}')
-               FROM ${names.q.gaps}
-              WHERE resolution = 'late' AND resolved_at > now() - $1 * interval '1 millisecond') AS late
+            (SELECT coalesce(array_agg(g.from_position || '/' || g.to_position || '/' ||
+                       (extract(epoch FROM g.first_seen_at) * 1000)::float8 || '/' || coalesce(g.fence_xid::text, '') || '/' ||
+                       coalesce((SELECT string_agg(l.from_position::text, ',') FROM ${names.q.gaps} l
+                                  WHERE l.resolution = 'late' AND l.from_position BETWEEN g.from_position AND g.to_position), '')
+                       ORDER BY g.from_position), '{}')
+               FROM ${names.q.gaps} g
+              WHERE g.resolution IN ('timed_out', 'dead') AND g.settled_at IS NULL) AS watched
        FROM ${names.q.highWater} hw`,
-    [lateWatchMs],
   );
   const row = rows[0]!;
   const openGaps: OpenGap[] = row.open.map((text) => {
-    const [from, to, seen] = text.split('-');
+    const [from, to, seen] = text.split('/');
     return { from: BigInt(from!), to: BigInt(to!), firstSeenAt: Number(seen) };
   });
-  // Positions already recorded late are not watched again (a restart must not record them twice).
-  const alreadyLate: Array<[bigint, bigint]> = row.late.map((p) => [BigInt(p), BigInt(p)]);
-  alreadyLate.sort((a, b) => (a[0] < b[0] ? -1 : 1));
   const watched: WatchedGap[] = row.watched.flatMap((text) => {
-    const [from, to, until] = text.split('-');
+    const [from, to, seen, fence, late] = text.split('/');
+    const alreadyLate = late ? late.split(',').map((p): [bigint, bigint] => [BigInt(p), BigInt(p)]) : [];
+    alreadyLate.sort((a, b) => (a[0] < b[0] ? -1 : 1));
     return subtractRanges([BigInt(from!), BigInt(to!)], alreadyLate).map(([f, t]) => ({
       from: f,
       to: t,
-      watchUntil: Number(until),
+      firstSeenAt: Number(seen),
+      fence: fence ? BigInt(fence) : null,
     }));
   });
   return { highWater: BigInt(row.position), head: BigInt(row.head), openGaps, watched };
@@ -114,7 +141,8 @@ const ts = (ms: number) => new Date(ms).toISOString();
 
 /**
  * Writes a decision in one transaction: open gaps replaced by the current ones, resolutions and late positions
- * appended, H moved, and a NOTIFY that wakes the projectors of other instances (delivered on commit).
+ * appended, fences and settlements marked on the given-up rows, H moved, and a NOTIFY that wakes the projectors of
+ * other instances (delivered on commit).
  */
 export async function persistDecision(
   client: pg.ClientBase,
@@ -163,6 +191,32 @@ export async function persistDecision(
         ],
       );
     }
+    // Fences and settlements, on the given-up rows that contain the (possibly split) watched ranges.
+    const marks = [
+      ...decision.fenced.map((w) => [w.from, w.to, w.fence, false] as const),
+      ...decision.settled.map((w) => [w.from, w.to, w.fence, true] as const),
+    ];
+    if (marks.length > 0) {
+      await client.query(
+        // One source row per gap row (UPDATE … FROM applies an arbitrary one of several): a gap fenced and settled
+        // in the same pass, or split into pieces by late positions, is folded first.
+        `UPDATE ${names.q.gaps} g
+            SET fence_xid = coalesce(g.fence_xid, m.fence),
+                settled_at = CASE WHEN m.settled THEN coalesce(g.settled_at, now()) ELSE g.settled_at END
+           FROM (SELECT r.id, max(u.fence) AS fence, bool_or(u.settled) AS settled
+                   FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::boolean[]) AS u(f, t, fence, settled)
+                   JOIN ${names.q.gaps} r
+                     ON r.resolution IN ('timed_out', 'dead') AND r.from_position <= u.f AND r.to_position >= u.t
+                  GROUP BY r.id) m
+          WHERE g.id = m.id`,
+        [
+          marks.map((m) => m[0].toString()),
+          marks.map((m) => m[1].toString()),
+          marks.map((m) => (m[2] === null ? null : m[2].toString())),
+          marks.map((m) => m[3]),
+        ],
+      );
+    }
     await client.query('COMMIT');
     return 'saved';
   } catch (error) {
@@ -183,4 +237,67 @@ export async function readPersistedHighWater(
   );
   const row = rows[0]!;
   return { highWater: BigInt(row.position), head: BigInt(row.head), openGaps: row.open, oldestGapAgeSeconds: row.oldest ?? 0 };
+}
+
+/**
+ * The backstop for the settling proof: an event visible inside a settled gap, not recorded late. The proof says this
+ * cannot happen (it would take a writer that holds a position longer than the fence delay before having an xid, or
+ * one that inserts positions of its own choosing). If it ever does, the event is recorded late like any other, so
+ * every projection that passed it gets it, and the caller raises the alarm. Only the leader writes (the fence).
+ */
+export async function auditSettledGaps(db: pg.ClientBase | pg.Pool, names: StoreNames, leader: string): Promise<bigint[]> {
+  const { rows } = await db.query<{ position: string }>(
+    `WITH found AS (
+       SELECT DISTINCT e.global_position AS p
+         FROM ${names.q.gaps} g
+         JOIN ${names.q.events} e ON e.global_position BETWEEN g.from_position AND g.to_position
+        WHERE g.resolution IN ('timed_out', 'dead') AND g.settled_at IS NOT NULL
+          AND NOT EXISTS (SELECT 1 FROM ${names.q.gaps} l WHERE l.resolution = 'late' AND l.from_position = e.global_position)
+     )
+     INSERT INTO ${names.q.gaps} (from_position, to_position, first_seen_at, resolved_at, resolution)
+     SELECT p, p, now(), now(), 'late' FROM found
+      WHERE EXISTS (SELECT 1 FROM ${names.q.highWater} WHERE leader = $1)
+     RETURNING from_position::text AS position`,
+    [leader],
+  );
+  return rows.map((r) => BigInt(r.position));
+}
+
+/**
+ * Keeps projection_gaps (and what hangs off it) bounded: open and watched gaps stay; settled gaps, filled gaps and
+ * late records leave once older than `historyMs`. A settled gap leaves together with its late records, its
+ * skipped-position and late-delivery records, and only when every projection has dealt with those late records
+ * (late_seen_id), so no projection can still need them. Returns the number of gap rows removed.
+ */
+export async function pruneGapHistory(db: pg.ClientBase | pg.Pool, names: StoreNames, historyMs: number): Promise<number> {
+  const { rows } = await db.query<{ removed: number }>(
+    `WITH horizon AS (
+       SELECT coalesce(min(late_seen_id), 0) AS seen FROM ${names.q.checkpoints}
+     ), doomed AS (
+       SELECT g.id, g.from_position AS f, g.to_position AS t
+         FROM ${names.q.gaps} g, horizon h
+        WHERE g.resolution IN ('timed_out', 'dead') AND g.settled_at < now() - $1 * interval '1 millisecond'
+          AND NOT EXISTS (SELECT 1 FROM ${names.q.gaps} l
+                           WHERE l.resolution = 'late' AND l.from_position BETWEEN g.from_position AND g.to_position
+                             AND (l.id > h.seen OR l.resolved_at >= now() - $1 * interval '1 millisecond'))
+        LIMIT 10000
+     ), late AS (
+       DELETE FROM ${names.q.gaps} l USING doomed d
+        WHERE l.resolution = 'late' AND l.from_position BETWEEN d.f AND d.t RETURNING l.id
+     ), skipped AS (
+       DELETE FROM ${names.q.skippedPositions} s USING doomed d
+        WHERE s.from_position >= d.f AND s.to_position <= d.t RETURNING 1
+     ), delivered AS (
+       DELETE FROM ${names.q.lateDeliveries} x USING doomed d WHERE x.position BETWEEN d.f AND d.t RETURNING 1
+     ), filled AS (
+       DELETE FROM ${names.q.gaps}
+        WHERE resolution = 'filled' AND resolved_at < now() - $1 * interval '1 millisecond' RETURNING id
+     ), given_up AS (
+       DELETE FROM ${names.q.gaps} g USING doomed d WHERE g.id = d.id RETURNING g.id
+     )
+     -- Data-modifying CTEs run to completion whether read or not (skipped, delivered included).
+     SELECT ((SELECT count(*) FROM late) + (SELECT count(*) FROM filled) + (SELECT count(*) FROM given_up))::int AS removed`,
+    [historyMs],
+  );
+  return rows[0]!.removed;
 }

@@ -2,8 +2,16 @@ import type pg from 'pg';
 import type { Logger } from 'pino';
 import type { StoreNames } from '../db/identifiers.js';
 import type { RunnerMetrics } from '../metrics/registry.js';
-import { loadHighWaterState, persistDecision, readObservation, readPersistedHighWater } from './gap-probe.js';
-import { nextDeadline, observe, type HighWaterSettings, type HighWaterState, type OpenGap } from './high-water.js';
+import {
+  auditSettledGaps,
+  loadHighWaterState,
+  persistDecision,
+  pruneGapHistory,
+  readObservation,
+  readPersistedHighWater,
+  takeFence,
+} from './gap-probe.js';
+import { needsFence, nextDeadline, observe, type HighWaterSettings, type HighWaterState, type OpenGap } from './high-water.js';
 import type { SequenceSample } from './gap-evidence-rules.js';
 import type { LeaseSession } from './ownership.js';
 import { withRetries } from './retry.js';
@@ -13,12 +21,15 @@ import { WakeSignal } from './wakeup.js';
 export interface GapEvidenceSource {
   collect(state: HighWaterState): Promise<((gap: OpenGap) => boolean) | undefined>;
   /** Every observation samples the sequence: when it had not yet reached a value tells who cannot hold it. */
-  recordSample(sample: SequenceSample): void;
+  recordSample(sample: SequenceSample, openGaps: readonly OpenGap[]): void;
+  /** Whether the role may read the sequence (SELECT or USAGE); without it observations take no samples. */
+  readonly samplesSequence: boolean;
   /** How often to look again while gaps are open and evidence may settle them. */
   readonly recheckMs: number;
 }
 
 export interface HighWaterTrackerOptions {
+  /** The tracker's own sessions: gap evidence ignores them (they never write events). */
   pool: pg.Pool;
   names: StoreNames;
   settings: HighWaterSettings;
@@ -28,6 +39,10 @@ export interface HighWaterTrackerOptions {
   metrics: RunnerMetrics;
   /** Scan window above H per pass; the reply carries only holes and bounds, so this can be large. */
   windowSize?: number;
+  /** Settled and filled gaps older than this leave projection_gaps (see pruneGapHistory). */
+  gapHistoryMs: number;
+  /** How often the leader audits settled gaps and prunes the history. */
+  maintenanceIntervalMs?: number;
   /** H moved (or the leader announced it): wake the projectors. */
   onAdvance: (highWater: bigint) => void;
 }
@@ -41,6 +56,9 @@ export class HighWaterTracker {
   private state: HighWaterState | undefined;
   private evidence: GapEvidenceSource | undefined;
   private announced: bigint | undefined;
+  /** Server clock of the last observation (when to take a fence is decided on the server's clock). */
+  private serverNow = 0;
+  private maintainedAt = 0;
   /** Wall-clock time of the last completed pass, for the /healthz watchdog. */
   lastPassAt = Date.now();
   highWater = 0n;
@@ -95,7 +113,7 @@ export class HighWaterTracker {
       if (this.leader) {
         // Take over: the fence that makes a stale leader's next write fail (persistDecision checks it).
         await pool.query(`UPDATE ${names.q.highWater} SET leader = $1`, [leases.owner]);
-        this.state = await loadHighWaterState(pool, names, settings.lateWatchMs);
+        this.state = await loadHighWaterState(pool, names);
         log.info({ highWater: this.state.highWater.toString(), openGaps: this.state.openGaps.length }, 'leading the high-water tracker');
       }
     }
@@ -107,13 +125,25 @@ export class HighWaterTracker {
 
     const state = this.state!;
     const isProvenDead = state.openGaps.length > 0 ? await evidence?.collect(state) : undefined;
-    const { observation, sample } = await readObservation(pool, names, state.highWater, this.options.windowSize ?? 100_000, state.watched);
-    if (sample) evidence?.recordSample(sample);
+    // The fence is taken before the observation, so the observation's snapshot is the later one (high-water.ts).
+    const fence = needsFence(state, this.serverNow, settings) ? await takeFence(pool) : undefined;
+    const { observation, sample } = await readObservation(
+      pool,
+      names,
+      state.highWater,
+      this.options.windowSize ?? 100_000,
+      state.watched,
+      evidence?.samplesSequence ?? false,
+    );
+    observation.fence = fence;
+    this.serverNow = observation.now;
+    if (sample) evidence?.recordSample(sample, state.openGaps);
     const decision = observe(state, observation, settings, isProvenDead);
     if (decision.changed) {
       const client = await pool.connect();
       try {
-        const gapsChanged = decision.opened.length + decision.resolved.length + decision.late.length > 0;
+        const gapsChanged =
+          decision.opened.length + decision.resolved.length + decision.late.length + decision.fenced.length + decision.settled.length > 0;
         if ((await persistDecision(client, names, decision, leases.owner, gapsChanged)) === 'not_leader') {
           log.warn('another instance leads the high-water tracker now; standing down');
           this.leader = false;
@@ -142,6 +172,14 @@ export class HighWaterTracker {
       metrics.lateEvents.inc();
       log.error({ position: position.toString() }, 'late event: committed after its gap was declared dead; delivering it to projections that passed it');
     }
+    for (const w of decision.settled) {
+      log.debug({ gap: { from: w.from.toString(), to: w.to.toString() } }, 'given-up gap settled: proven unfillable, no longer watched');
+    }
+    metrics.gapsWatched.set(decision.state.watched.length);
+    if (observation.now - this.maintainedAt >= (this.options.maintenanceIntervalMs ?? 60_000)) {
+      this.maintainedAt = observation.now;
+      await this.maintain();
+    }
 
     const { openGaps } = decision.state;
     const oldest = openGaps.reduce((min, g) => Math.min(min, g.firstSeenAt), Number.POSITIVE_INFINITY);
@@ -159,6 +197,23 @@ export class HighWaterTracker {
     if (deadline !== null) delay = Math.min(delay, Math.max(1, deadline - observation.now + 1));
     if (openGaps.length > 0 && evidence) delay = Math.min(delay, evidence.recheckMs);
     return delay;
+  }
+
+  /** The audit that makes a wrong proof loud instead of silent, and the pruning that keeps the tables bounded. */
+  private async maintain(): Promise<void> {
+    const { pool, names, leases, log, metrics } = this.options;
+    const found = await auditSettledGaps(pool, names, leases.owner);
+    for (const position of found) {
+      metrics.lateEvents.inc();
+      metrics.lateAfterSettled.inc();
+      log.error(
+        { position: position.toString() },
+        'event found inside a gap proven unfillable (its writer held a position without a transaction id, or chose its own position): recorded late and delivered to projections that passed it',
+      );
+    }
+    if (found.length > 0) this.options.onAdvance(this.highWater);
+    const removed = await pruneGapHistory(pool, names, this.options.gapHistoryMs);
+    if (removed > 0) log.debug({ removed }, 'pruned gap history');
   }
 
   private publish(highWater: bigint, head: bigint, openGaps: number, oldestAgeSeconds: number): void {

@@ -14,7 +14,17 @@
  *   resolutions     filled     every position of the (sub-)range became visible before the gap was given up
  *                   dead       evidence proved no open transaction can still fill it (see gap-evidence.ts)
  *                   timed_out  still missing `gapTimeoutMs` after first seen; H moves past it
- *                   late       a position of a dead/timed-out gap became visible afterwards (watched `lateWatchMs`)
+ *                   late       a position of a dead/timed-out gap became visible afterwards
+ *   watched         a given-up gap is watched for late commits until it is *settled*: proven unfillable by the
+ *                   transaction ids PostgreSQL hands out, never by a timer (see `settle` below).
+ *
+ * Settling, the proof (needs no privilege). Every writer of positions through the column default or the append
+ * function has a transaction id before it takes a position (migration 3 makes both call pg_current_xact_id() first).
+ * At some moment F after the gap was first seen (plus `fenceDelayMs`, a margin for writers that take a position
+ * before their xid, such as an application calling nextval() itself), the tracker takes a fresh xid, the *fence*:
+ * every transaction that took a position of the gap has an xid below it. Once an observation's snapshot has
+ * xmin >= fence, all of them have ended, and a position still missing in that very snapshot was rolled back: the
+ * gap is settled and leaves the watch. Until then it stays watched, however long that takes.
  */
 
 export type Position = bigint;
@@ -28,11 +38,19 @@ export interface OpenGap {
   firstSeenAt: number;
 }
 
-/** A gap given up on (dead or timed out), still watched for late commits until `watchUntil`. */
+/** A gap given up on (dead or timed out), watched for late commits until it is settled. */
 export interface WatchedGap {
   from: Position;
   to: Position;
-  watchUntil: number;
+  firstSeenAt: number;
+  /** An xid taken at least `fenceDelayMs` after the first sighting; null until one is. */
+  fence: bigint | null;
+}
+
+/** A fresh transaction id and the server time before it was assigned (statement_timestamp of its statement). */
+export interface Fence {
+  xid: bigint;
+  at: number;
 }
 
 export interface HighWaterState {
@@ -56,6 +74,10 @@ export interface Observation {
   window: { first: Position; last: Position; holes: Array<[Position, Position]> } | null;
   /** Positions inside watched gaps that are now visible. */
   lateVisible: Position[];
+  /** xmin of the observation's snapshot: every transaction with a lower xid had ended when it was taken. */
+  xmin: bigint | null;
+  /** A fence taken before this observation, for watched gaps that have none yet. */
+  fence?: Fence;
 }
 
 export interface ResolvedRange {
@@ -68,7 +90,8 @@ export interface ResolvedRange {
 
 export interface HighWaterSettings {
   gapTimeoutMs: number;
-  lateWatchMs: number;
+  /** How long after a gap's first sighting its fence may be taken (see the header). */
+  fenceDelayMs: number;
 }
 
 export interface Decision {
@@ -77,6 +100,10 @@ export interface Decision {
   resolved: ResolvedRange[];
   /** Positions recorded `late` in this pass. */
   late: Position[];
+  /** Watched ranges that got their fence in this pass. */
+  fenced: WatchedGap[];
+  /** Watched ranges proven unfillable in this pass: they leave the watch. */
+  settled: WatchedGap[];
   /** True when anything the shell persists changed. */
   changed: boolean;
 }
@@ -166,13 +193,13 @@ export function observe(
   }
 
   // Give up on gaps: evidence first (it is the more precise answer), the timeout as the hard cap.
-  const watched = state.watched.filter((w) => w.watchUntil > now);
+  const newlyGivenUp: WatchedGap[] = [];
   const remaining: OpenGap[] = [];
   for (const gap of openGaps) {
     const resolution = isProvenDead(gap) ? 'dead' : now - gap.firstSeenAt >= settings.gapTimeoutMs ? 'timed_out' : null;
     if (resolution) {
       resolved.push({ from: gap.from, to: gap.to, firstSeenAt: gap.firstSeenAt, resolvedAt: now, resolution });
-      watched.push({ from: gap.from, to: gap.to, watchUntil: now + settings.lateWatchMs });
+      newlyGivenUp.push({ from: gap.from, to: gap.to, firstSeenAt: gap.firstSeenAt, fence: null });
     } else {
       remaining.push(gap);
     }
@@ -187,32 +214,76 @@ export function observe(
 
   // Late commits in watched gaps: record each once and stop watching that position.
   const late = [...new Set(observation.lateVisible)].sort((a, b) => (a < b ? -1 : 1));
-  let stillWatched = watched;
+  let stillWatched = state.watched;
   for (const position of late) {
     stillWatched = stillWatched.flatMap((w) =>
       position < w.from || position > w.to
         ? [w]
-        : subtractRanges([w.from, w.to], [[position, position]]).map(([from, to]) => ({ from, to, watchUntil: w.watchUntil })),
+        : subtractRanges([w.from, w.to], [[position, position]]).map(([from, to]) => ({ ...w, from, to })),
     );
   }
+  const old = settle(stillWatched, observation, highWater, settings);
+  // A gap given up in this pass may lie beyond the scan window (not observed in this snapshot): it settles next time.
+  const fresh = settle(newlyGivenUp, { fence: observation.fence, xmin: null }, highWater, settings);
+  const fenced = [...old.fenced, ...fresh.fenced];
+  const settled = old.settled;
 
   const changed =
-    highWater !== state.highWater || head !== state.head || opened.length > 0 || resolved.length > 0 || late.length > 0;
+    highWater !== state.highWater ||
+    head !== state.head ||
+    opened.length > 0 ||
+    resolved.length > 0 ||
+    late.length > 0 ||
+    fenced.length > 0 ||
+    settled.length > 0;
   return {
-    state: { highWater, head, openGaps, watched: stillWatched },
+    state: { highWater, head, openGaps, watched: [...old.watched, ...fresh.watched] },
     opened,
     resolved,
     late,
+    fenced,
+    settled,
     changed,
   };
 }
 
-/** When the next pass must run even if nothing else happens: the earliest gap timeout. */
-export function nextDeadline(state: HighWaterState, settings: HighWaterSettings): number | null {
-  let earliest: number | null = null;
-  for (const gap of state.openGaps) {
-    const deadline = gap.firstSeenAt + settings.gapTimeoutMs;
-    if (earliest === null || deadline < earliest) earliest = deadline;
+/**
+ * Fences and settles watched gaps (see the header). `watched` must already exclude the positions visible in this
+ * observation, so what remains of a gap whose fence is at or below the snapshot's xmin was rolled back.
+ */
+export function settle(
+  watched: WatchedGap[],
+  observation: Pick<Observation, 'xmin' | 'fence'>,
+  highWater: Position,
+  settings: Pick<HighWaterSettings, 'fenceDelayMs'>,
+): { watched: WatchedGap[]; fenced: WatchedGap[]; settled: WatchedGap[] } {
+  const { fence, xmin } = observation;
+  const fenced: WatchedGap[] = [];
+  const settled: WatchedGap[] = [];
+  const remaining: WatchedGap[] = [];
+  for (const gap of watched) {
+    let current = gap;
+    if (current.fence === null && fence && fence.at >= current.firstSeenAt + settings.fenceDelayMs) {
+      current = { ...current, fence: fence.xid };
+      fenced.push(current);
+    }
+    // Only below H: a given-up gap above H (behind a gap still open) must stay known, or it would be sighted anew.
+    if (current.fence !== null && xmin !== null && xmin >= current.fence && current.to <= highWater) settled.push(current);
+    else remaining.push(current);
   }
-  return earliest;
+  return { watched: remaining, fenced, settled };
+}
+
+/** Whether the next pass should take a fence: a watched gap without one whose fence delay has passed by `now`. */
+export function needsFence(state: HighWaterState, now: number, settings: Pick<HighWaterSettings, 'fenceDelayMs'>): boolean {
+  return state.watched.some((w) => w.fence === null && now >= w.firstSeenAt + settings.fenceDelayMs);
+}
+
+/** When the next pass must run even if nothing else happens: the earliest gap timeout or fence delay. */
+export function nextDeadline(state: HighWaterState, settings: HighWaterSettings): number | null {
+  const deadlines = [
+    ...state.openGaps.map((gap) => gap.firstSeenAt + settings.gapTimeoutMs),
+    ...state.watched.filter((w) => w.fence === null).map((w) => w.firstSeenAt + settings.fenceDelayMs),
+  ];
+  return deadlines.length === 0 ? null : Math.min(...deadlines);
 }

@@ -22,7 +22,15 @@ export interface Projection {
   handle?(event: StoredEvent, tx: pg.ClientBase): Promise<void>;
   /** Optional alternative to `handle`: one call per batch, for multi-row writes. */
   handleBatch?(events: StoredEvent[], tx: pg.ClientBase): Promise<void>;
+  /**
+   * What to do with an event whose handler still fails after --handler-retries: 'stop' (default) marks the
+   * projection failed at it; 'skip' writes it to projection_dead_letters and goes on. --on-error overrides it.
+   */
+  onError?: ErrorPolicy;
 }
+
+export const ERROR_POLICIES = ['stop', 'skip'] as const;
+export type ErrorPolicy = (typeof ERROR_POLICIES)[number];
 
 /** Identity function that gives a projection object its type. */
 export function defineProjection<P extends Projection>(projection: P): P {
@@ -45,6 +53,9 @@ export function validateProjection(candidate: unknown, source: string): Projecti
   }
   if (p.eventTypes !== undefined && (!Array.isArray(p.eventTypes) || p.eventTypes.some((t) => typeof t !== 'string'))) {
     throw new ProjectionLoadError(source, `projection "${p.name}": eventTypes must be an array of strings`);
+  }
+  if (p.onError !== undefined && !(ERROR_POLICIES as readonly unknown[]).includes(p.onError)) {
+    throw new ProjectionLoadError(source, `projection "${p.name}": onError must be one of ${ERROR_POLICIES.join(', ')} (got ${JSON.stringify(p.onError)})`);
   }
   for (const hook of ['setup', 'reset'] as const) {
     if (p[hook] !== undefined && typeof p[hook] !== 'function') {

@@ -1,21 +1,40 @@
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import type { StoreNames } from '../db/identifiers.js';
-import { OwnershipLostError } from '../errors.js';
+import {
+  BatchFailedAsWholeError,
+  CommandFailedError,
+  ConnectionLostError,
+  HandlerError,
+  HandlerLeftTransactionAbortedError,
+  OwnershipLostError,
+  ProjectionNotFailedError,
+} from '../errors.js';
 import type { ProjectionState, RunnerMetrics } from '../metrics/registry.js';
 import type { StoredEvent } from '../store/types.js';
 import {
   ensureCheckpoint,
   beginBatch,
+  claimLateDeliveries,
+  givenUpRanges,
   readEvents,
   readEventsAt,
-  recordDeadPositionDeliveries,
+  recordSkipped,
   saveCheckpoint,
   setProjectionState,
   type FailureRecord,
 } from './checkpoint-store.js';
-import type { Projection } from './projection.js';
-import { backoffDelay, isRetryableDatabaseError, withRetries } from './retry.js';
+import { subtractRanges } from './high-water.js';
+import {
+  claimDeadLetter,
+  deadLetterAndAdvance,
+  markRedelivered,
+  pendingDeadLetterIds,
+  recordRedeliveryError,
+  type CommandRow,
+} from './dead-letters.js';
+import type { ErrorPolicy, Projection } from './projection.js';
+import { backoffDelay, isRetryableDatabaseError } from './retry.js';
 import { WakeSignal } from './wakeup.js';
 
 /**
@@ -42,14 +61,28 @@ export function nextBatchSize(current: number, configured: number, full: boolean
   return current;
 }
 
-export class HandlerError extends Error {
-  constructor(
-    readonly event: StoredEvent,
-    cause: unknown,
-  ) {
-    super(`handler failed at position ${event.globalPosition} (${event.type}): ${(cause as Error)?.message ?? cause}`, { cause });
-    this.name = 'HandlerError';
-  }
+// HandlerError lives in errors.ts with the other searchable errors; re-exported for existing importers.
+export { HandlerError };
+
+/**
+ * Where a batch failure belongs. Decided by where the error came from — the runner wraps everything the handler
+ * call produced in HandlerError (unless the connection itself broke) — never by the error's message or code:
+ * - 'handler': counted, retried --handler-retries times, then the error policy;
+ * - 'ownership': another instance owns the projection now, stop here;
+ * - 'database': everything else came from the runner's own statements (or a broken connection): retried with
+ *   backoff for as long as the daemon runs, counted in db_errors_total.
+ */
+export function classifyBatchFailure(error: unknown): 'handler' | 'ownership' | 'database' {
+  if (error instanceof HandlerError) return 'handler';
+  if (error instanceof OwnershipLostError) return 'ownership';
+  return 'database';
+}
+
+/** What a command achieved, for its row in projection_commands and the CLI. */
+export interface CommandResult {
+  [key: string]: unknown;
+  state: ProjectionState;
+  position: string;
 }
 
 export interface ProjectorOptions {
@@ -59,11 +92,15 @@ export interface ProjectorOptions {
   owner: string;
   batchSize: number;
   handlerRetries: number;
+  /** What to do once the handler retries are spent: stop (failed) or skip (dead letter). */
+  onError?: ErrorPolicy;
   pollIntervalMs: number;
-  /** How far back given-up gaps are looked up (>= the tracker's late-watch window). */
-  deadRangeWindowMs: number;
+  /** Upper bound on the stored bytes of one batch read (readEvents). */
+  batchBytes: number;
   log: Logger;
   metrics: RunnerMetrics;
+  /** Called once the projection is marked failed (state and error committed). */
+  onFailed?: (projector: Projector, failure: FailureRecord) => Promise<void>;
   /** Replay progress hook: called after each committed batch while replaying. */
   onBatchCommitted?: (projector: Projector, applied: number) => Promise<void>;
 }
@@ -85,6 +122,10 @@ export class Projector {
   /** Set while a replay rebuilds the read model; cleared when the checkpoint reaches `replayTarget`. */
   replayTarget: bigint | undefined;
   private readonly log: Logger;
+  /** The fault the projection is stopped at while `failed` (what `skip` dead-letters). */
+  failure: { fault: HandlerError; attempts: number } | undefined;
+  /** Operator commands (retry, skip) handed over by the runner, served between batches. */
+  private readonly commands: Array<{ row: CommandRow; resolve: (r: CommandResult) => void; reject: (e: unknown) => void }> = [];
 
   constructor(private readonly options: ProjectorOptions) {
     this.name = options.projection.name;
@@ -107,6 +148,7 @@ export class Projector {
     // Zero-valued series from the start, so rate() and alert rules see the projection before its first event/error.
     metrics.eventsApplied.inc({ projection: this.name }, 0);
     metrics.handlerErrors.inc({ projection: this.name }, 0);
+    metrics.deadLetters.inc({ projection: this.name }, 0);
   }
 
   setState(state: ProjectionState): void {
@@ -114,79 +156,288 @@ export class Projector {
     this.options.metrics.setProjectionState(this.name, state);
   }
 
-  /** Runs batches until `signal` aborts, ownership is lost, or the projection fails. */
+  /** What happens once the handler retries are spent: --on-error, else the module's onError, else stop. */
+  get errorPolicy(): ErrorPolicy {
+    return this.options.onError ?? this.options.projection.onError ?? 'stop';
+  }
+
+  /**
+   * Runs batches until `signal` aborts or ownership is lost. A failed projection stays in this loop, idle, until a
+   * `retry` or `skip` command (or the next start) resumes it; commands are served between batches, so they never
+   * race a batch of the same projection.
+   */
   async run(signal: AbortSignal): Promise<void> {
     this.setState(this.replayTarget !== undefined ? 'replaying' : 'catching_up');
-    while (!signal.aborted && this.state !== 'failed') {
-      let outcome: BatchOutcome = { applied: 0, more: false };
-      try {
-        outcome = await this.runBatchWithRetries(signal);
-      } catch (error) {
-        if (signal.aborted) break;
-        if (error instanceof OwnershipLostError) {
-          this.log.error({ err: error }, 'lost ownership: stopping this projection here');
-          this.setState('stopped');
-          return;
+    this.running = true;
+    try {
+      while (!signal.aborted) {
+        let outcome: BatchOutcome = { applied: 0, more: false };
+        try {
+          await this.serveCommands(signal);
+          if (this.state !== 'failed') outcome = await this.runBatchWithRetries(signal);
+        } catch (error) {
+          if (signal.aborted) break;
+          if (error instanceof OwnershipLostError) {
+            this.log.error({ err: error }, 'lost ownership: stopping this projection here');
+            this.setState('stopped');
+            return;
+          }
+          // runBatchWithRetries settles every batch failure itself; this keeps the loop alive should a command's
+          // own bookkeeping fail.
+          this.log.error({ err: error }, 'projection loop error; trying again after a poll interval');
         }
-        this.log.error({ err: error }, 'batch failed unexpectedly; trying again after a poll interval');
+        this.lastPassAt = Date.now();
+        if (!outcome.more && this.commands.length === 0) await this.wake.wait(this.options.pollIntervalMs, signal);
       }
-      this.lastPassAt = Date.now();
-      if (!outcome.more) await this.wake.wait(this.options.pollIntervalMs, signal);
+    } finally {
+      this.running = false;
+      // Handed off or stopping: a command not served here fails now, so that the CLI says so instead of waiting.
+      for (const c of this.commands.splice(0)) {
+        c.reject(new CommandFailedError(`this instance stopped running "${this.name}" before serving the command: run it again`));
+      }
     }
   }
 
-  private async runBatchWithRetries(signal: AbortSignal): Promise<BatchOutcome> {
-    const { handlerRetries, metrics } = this.options;
-    for (let attempt = 1; ; attempt++) {
+  private running = false;
+
+  /** Hands an operator command to the loop; resolves once it is carried out (see execute). */
+  submit(row: CommandRow): Promise<CommandResult> {
+    if (!this.running) return Promise.reject(new CommandFailedError(`"${this.name}" is not running here: run the command again`));
+    return new Promise((resolve, reject) => {
+      this.commands.push({ row, resolve, reject });
+      this.wake.notify();
+    });
+  }
+
+  private async serveCommands(signal: AbortSignal): Promise<void> {
+    while (this.commands.length > 0 && !signal.aborted) {
+      const { row, resolve, reject } = this.commands.shift()!;
       try {
-        return await withRetries(() => this.runBatch(), {
-          operation: 'batch',
-          signal,
-          onRetry: (error, n) => {
-            metrics.dbErrors.inc({ operation: 'batch' });
-            this.log.warn({ err: error, attempt: n, position: this.checkpoint.toString() }, 'database error in batch; retrying');
-          },
-        });
+        resolve(await this.execute(row, signal));
       } catch (error) {
-        if (!(error instanceof HandlerError)) throw error;
-        metrics.handlerErrors.inc({ projection: this.name });
-        const at = { position: error.event.globalPosition.toString(), type: error.event.type, attempt };
-        if (attempt <= handlerRetries) {
-          this.log.warn({ err: error.cause, ...at }, 'handler failed; rolling the batch back and retrying');
-          await new Promise((r) => setTimeout(r, backoffDelay(attempt, { baseMs: 200, maxMs: 10_000 })));
-          if (signal.aborted) throw error;
-          continue;
-        }
-        await withRetries(() => this.failAt(error), { operation: 'batch', signal });
-        return { applied: 0, more: false };
+        reject(error);
+        if (error instanceof OwnershipLostError) throw error;
       }
     }
   }
 
   /**
-   * The handler keeps failing at `error.event`: apply the events before it, then stop the projection there with
-   * state `failed` and the error in its checkpoint row. The others keep going.
+   * skip: dead-letters the event the failed projection is stopped at (only that one: `row.position`, when given,
+   * must be it) and resumes. retry: re-delivers the pending dead letters first when asked, then resumes a failed
+   * projection with one batch, so the result says whether the handler now gets past the event.
    */
-  private async failAt(error: HandlerError): Promise<void> {
-    const failure: FailureRecord = {
-      message: (error.cause as Error)?.message ?? String(error.cause),
-      position: error.event.globalPosition.toString(),
-      type: error.event.type,
-      at: new Date().toISOString(),
-    };
-    const before = error.event.globalPosition - 1n;
-    await this.runBatch({ upTo: before > this.checkpoint ? before : this.checkpoint, failure });
-    this.log.error({ ...failure, projection: this.name }, 'projection failed: stopped at the failing event; fix the handler and restart');
+  private async execute(row: CommandRow, signal: AbortSignal): Promise<CommandResult> {
+    const result: Record<string, unknown> = {};
+    const wasFailed = this.state === 'failed';
+    if (row.command === 'skip') {
+      const failure = this.failure;
+      if (this.state !== 'failed' || !failure) throw new ProjectionNotFailedError(this.name, this.state);
+      const at = failure.fault.event.globalPosition;
+      if (row.position !== null && row.position !== at) {
+        throw new CommandFailedError(
+          `"${this.name}" is stopped at position ${at}, not ${row.position}: check \`projection-runner status\` and run skip again`,
+        );
+      }
+      await this.withDatabaseRetries(() => this.deadLetter(failure.fault, failure.attempts, 'command'), signal);
+      result.skipped = at.toString();
+    }
+    if (row.command === 'retry' && row.deadLetters) result.redelivered = await this.redeliverDeadLetters();
+    if (wasFailed) {
+      this.log.info({ position: this.checkpoint.toString() }, 'resuming a failed projection on request');
+      this.failure = undefined;
+      if (this.state === 'failed') this.setState(this.replayTarget !== undefined ? 'replaying' : 'catching_up');
+      await this.runBatchWithRetries(signal);
+      // Set again by the batch when the handler still fails (TypeScript cannot see that through the call).
+      const again = this.failure as Projector['failure'];
+      if (this.state === 'failed' && again) {
+        const { fault } = again;
+        throw new CommandFailedError(`"${this.name}" failed again at position ${fault.event.globalPosition} (${fault.event.type}): ${fault.reason}`);
+      }
+    }
+    return { ...result, resumed: wasFailed, state: this.state, position: this.checkpoint.toString() };
   }
 
-  /** One transaction. `limit.upTo` caps the read (used to apply what precedes a failing event). */
-  async runBatch(limit?: { upTo: bigint; failure: FailureRecord }): Promise<BatchOutcome> {
+  /**
+   * Re-delivers the pending dead letters, oldest event first, each in a transaction of its own that also marks it
+   * re-delivered: applied at most once, even with two commands at once (the row is locked and checked). Stops at
+   * the first one the handler still fails on.
+   */
+  private async redeliverDeadLetters(): Promise<number> {
+    const { pool, names, metrics } = this.options;
+    let done = 0;
+    for (const id of await pendingDeadLetterIds(pool, names, this.name)) {
+      const tx = await pool.connect();
+      let broken = false;
+      this.delivered = undefined;
+      try {
+        await tx.query('BEGIN');
+        const event = await claimDeadLetter(tx, names, id);
+        if (!event) {
+          await tx.query('ROLLBACK');
+          continue;
+        }
+        await this.deliver([event], tx);
+        await markRedelivered(tx, names, id);
+        await tx.query('COMMIT');
+        done++;
+        this.log.info({ position: event.globalPosition.toString(), type: event.type, deadLetter: id.toString() }, 're-delivered a dead letter');
+      } catch (error) {
+        broken = error instanceof ConnectionLostError;
+        await tx.query('ROLLBACK').catch(() => {});
+        error = this.blameAbortedTransaction(error, tx);
+        if (!(error instanceof HandlerError)) throw error;
+        metrics.handlerErrors.inc({ projection: this.name });
+        await recordRedeliveryError(pool, names, id, error.reason).catch(() => {});
+        throw new CommandFailedError(
+          `re-delivering dead letter ${id} (position ${error.event.globalPosition}) failed: ${error.reason} (${done} re-delivered before it)`,
+        );
+      } finally {
+        tx.release(broken);
+      }
+    }
+    return done;
+  }
+
+  /**
+   * One batch, with every failure settled: database faults are retried with backoff for as long as the daemon runs;
+   * handler faults are retried --handler-retries times, then the error policy applies (failAt or deadLetter).
+   */
+  private async runBatchWithRetries(signal: AbortSignal): Promise<BatchOutcome> {
+    const { handlerRetries, metrics } = this.options;
+    let handlerAttempts = 0;
+    let databaseAttempts = 0;
+    let exhausted: HandlerError | undefined;
+    for (;;) {
+      this.delivered = undefined; // a new batch: nothing delivered in it yet
+      try {
+        if (!exhausted) return await this.runBatch();
+        if (this.errorPolicy === 'skip') {
+          await this.deadLetter(exhausted, handlerAttempts, 'policy');
+          return { applied: 0, more: true };
+        }
+        await this.failAt(exhausted, handlerAttempts);
+        return { applied: 0, more: false };
+      } catch (error) {
+        if (signal.aborted) throw error;
+        const kind = classifyBatchFailure(error);
+        if (kind === 'ownership') throw error;
+        if (kind === 'handler') {
+          const fault = error as HandlerError;
+          handlerAttempts++;
+          metrics.handlerErrors.inc({ projection: this.name });
+          const at = { position: fault.event.globalPosition.toString(), type: fault.event.type, attempt: handlerAttempts };
+          // A fault met while settling an earlier one (a handler that fails differently on a second pass) moves the
+          // settling point to that earlier event.
+          if (!exhausted && handlerAttempts <= handlerRetries) {
+            this.log.warn({ err: fault.cause, ...at }, 'handler failed; rolling the batch back and retrying');
+            await sleep(backoffDelay(handlerAttempts, { baseMs: 200, maxMs: 10_000 }), signal);
+            if (signal.aborted) throw error;
+            continue;
+          }
+          exhausted = fault;
+          continue;
+        }
+        databaseAttempts++;
+        metrics.dbErrors.inc({ operation: 'batch' });
+        this.log.warn({ err: error, attempt: databaseAttempts, position: this.checkpoint.toString() }, 'database error in batch; retrying');
+        await sleep(backoffDelay(databaseAttempts, { baseMs: 100, maxMs: 5_000 }), signal);
+        if (signal.aborted) throw error;
+      }
+    }
+  }
+
+  private async withDatabaseRetries<T>(fn: () => Promise<T>, signal: AbortSignal): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await fn();
+      } catch (error) {
+        if (signal.aborted || classifyBatchFailure(error) !== 'database') throw error;
+        this.options.metrics.dbErrors.inc({ operation: 'batch' });
+        this.log.warn({ err: error, attempt }, 'database error; retrying');
+        await sleep(backoffDelay(attempt, { baseMs: 100, maxMs: 5_000 }), signal);
+      }
+    }
+  }
+
+  /**
+   * Applies the events up to `upTo` (several batches when they outnumber one), never the failing event itself. With
+   * `failure`, each batch also marks the projection failed (at least one batch runs, to write the state and error).
+   */
+  private async applyUpTo(upTo: bigint, failure?: FailureRecord): Promise<void> {
+    let mustWrite = failure !== undefined;
+    while (mustWrite || this.checkpoint < upTo) {
+      mustWrite = false;
+      this.delivered = undefined;
+      const from = this.checkpoint;
+      await this.runBatch({ upTo: upTo > this.checkpoint ? upTo : this.checkpoint, failure });
+      if (this.checkpoint === from) break;
+    }
+  }
+
+  /**
+   * Error policy `stop`: apply the events before the failing one, then stop the projection there with state `failed`
+   * and the error in its checkpoint row. The others keep going; `retry`, `skip` or a restart resume it.
+   */
+  private async failAt(fault: HandlerError, attempts: number): Promise<void> {
+    const failure = {
+      message: fault.reason,
+      position: fault.event.globalPosition.toString(),
+      type: fault.event.type,
+      at: new Date().toISOString(),
+      attempts,
+    } satisfies FailureRecord & { attempts: number };
+    await this.applyUpTo(fault.event.globalPosition - 1n, failure);
+    this.failure = { fault, attempts };
+    this.log.error(
+      { ...failure, projection: this.name },
+      'projection failed: stopped at the failing event; fix the handler, then `projection-runner retry NAME` (or `skip NAME`)',
+    );
+    await this.options.onFailed?.(this, failure);
+  }
+
+  /**
+   * Error policy `skip` and the skip command: apply the events before the failing one, then, in one transaction,
+   * write it to projection_dead_letters and move the checkpoint past it.
+   */
+  private async deadLetter(fault: HandlerError, attempts: number, reason: 'policy' | 'command'): Promise<void> {
+    const { pool, names, metrics, owner } = this.options;
+    const event = fault.event;
+    const before = event.globalPosition - 1n;
+    await this.applyUpTo(before);
+    // Never jump over an event that was not applied: the checkpoint must stand right before the dead letter.
+    if (this.checkpoint < before) throw new Error(`checkpoint ${this.checkpoint} did not reach ${before} before dead-lettering`);
+    const state: ProjectionState = this.replayTarget !== undefined ? 'replaying' : 'catching_up';
+    this.checkpoint = await deadLetterAndAdvance(pool, names, {
+      projection: this.name,
+      event,
+      error: fault.reason,
+      attempts,
+      reason,
+      owner,
+      expected: this.checkpoint,
+      state,
+    });
+    this.failure = undefined;
+    this.setState(state);
+    metrics.deadLetters.inc({ projection: this.name });
+    metrics.checkpointPosition.set({ projection: this.name }, Number(this.checkpoint));
+    this.log.error(
+      { position: event.globalPosition.toString(), type: event.type, attempts, error: fault.reason, reason },
+      'dead-lettered an event its handler kept failing on, and went on (see `projection-runner dead-letters NAME`)',
+    );
+  }
+
+  /**
+   * One transaction. `limit.upTo` caps the read (used to apply what precedes a failing event); with
+   * `limit.failure` the batch also marks the projection failed with that error.
+   */
+  async runBatch(limit?: { upTo: bigint; failure?: FailureRecord }): Promise<BatchOutcome> {
     const { pool, names, projection, batchSize, metrics } = this.options;
     const started = performance.now();
     const tx = await pool.connect();
     let released = false;
     try {
-      const context = await beginBatch(tx, names, this.lateSeenId, this.options.deadRangeWindowMs);
+      const context = await beginBatch(tx, names, this.lateSeenId);
       const upTo = limit ? (limit.upTo < context.highWater ? limit.upTo : context.highWater) : context.highWater;
       if (!limit && upTo <= this.checkpoint && context.pendingLate.length === 0) {
         await tx.query('COMMIT');
@@ -203,24 +454,35 @@ export class Projector {
       const ahead = limit ? undefined : await this.takePrefetched();
       const size = ahead?.size ?? (limit ? batchSize : this.batchSize);
       const bound = ahead?.upTo ?? upTo;
-      const events = ahead?.events ?? (bound > this.checkpoint ? await readEvents(tx, names, this.checkpoint, bound, size, projection.eventTypes) : []);
-      const full = events.length === size;
+      const read =
+        ahead?.read ??
+        (bound > this.checkpoint
+          ? await readEvents(tx, names, this.checkpoint, bound, size, projection.eventTypes, this.options.batchBytes)
+          : { events: [], truncated: false });
+      const { events } = read;
+      const full = events.length === size || read.truncated;
       const nextCheckpoint = full ? events.at(-1)!.globalPosition : bound > this.checkpoint ? bound : this.checkpoint;
       if (full && !limit) this.prefetch(nextCheckpoint, bound, this.batchSize);
       await this.deliver(events, tx);
 
-      // Events applied at positions of given-up gaps are recorded, so a late notice for them is not applied again.
-      const inDeadRanges = events
-        .map((e) => e.globalPosition)
-        .filter((p) => context.deadRanges.some(([from, to]) => p >= from && p <= to));
-      await recordDeadPositionDeliveries(tx, names, this.name, inDeadRanges);
+      // Positions of given-up gaps that this batch passes without having read them: a late notice for one of them
+      // (now or in a year) is what this projection must apply. Events of other types count as skipped too; their
+      // late notice is filtered out by type like the event itself would have been.
+      if (nextCheckpoint > this.checkpoint) {
+        const givenUp = await givenUpRanges(tx, names, this.checkpoint, nextCheckpoint);
+        if (givenUp.length > 0) {
+          const read = events.map((e): [bigint, bigint] => [e.globalPosition, e.globalPosition]);
+          await recordSkipped(tx, names, this.name, givenUp.flatMap((range) => subtractRanges(range, read)));
+        }
+      }
 
-      // Late notices: a position this projection already passed without seeing it gets the event now, flagged late.
+      // Late notices: a position this projection skipped gets the event now, flagged late, exactly once. Notices
+      // above the new checkpoint need nothing: the event is visible, so the normal read will bring it.
       let lateSeenId = this.lateSeenId;
       let lateApplied = 0;
       if (!limit) {
         const passed = context.pendingLate.filter((l) => l.position <= nextCheckpoint).map((l) => l.position);
-        const toApply = await recordDeadPositionDeliveries(tx, names, this.name, passed);
+        const toApply = await claimLateDeliveries(tx, names, this.name, passed);
         const types = projection.eventTypes;
         const lateEvents = toApply.length === 0 ? [] : (await readEventsAt(tx, names, toApply)).filter((e) => !types || types.includes(e.type));
         for (const e of lateEvents) e.late = true;
@@ -233,7 +495,7 @@ export class Projector {
       }
 
       const replayDone = this.replayTarget !== undefined && nextCheckpoint >= this.replayTarget;
-      const state: ProjectionState = limit
+      const state: ProjectionState = limit?.failure
         ? 'failed'
         : this.replayTarget !== undefined && !replayDone
           ? 'replaying'
@@ -271,11 +533,11 @@ export class Projector {
     } catch (error) {
       this.prefetched = undefined;
       // A broken connection must not go back to the pool; a healthy one is rolled back and reused.
-      const broken = isRetryableDatabaseError(error);
+      const broken = error instanceof ConnectionLostError || isRetryableDatabaseError(error);
       if (!broken) await tx.query('ROLLBACK').catch(() => {});
       tx.release(broken ? (error as Error) : undefined);
       released = true;
-      throw error;
+      throw this.blameAbortedTransaction(error, tx);
     } finally {
       if (!released) tx.release();
     }
@@ -286,54 +548,115 @@ export class Projector {
    * this one is handled and committed. Safe outside the transaction: events at or below H never change, and a late
    * commit the read-ahead missed is not recorded as applied, so it arrives through the late path like any other.
    */
-  private prefetched: { after: bigint; upTo: bigint; size: number; events: Promise<StoredEvent[] | undefined> } | undefined;
+  private prefetched:
+    | { after: bigint; upTo: bigint; size: number; read: Promise<{ events: StoredEvent[]; truncated: boolean } | undefined> }
+    | undefined;
 
   private prefetch(after: bigint, upTo: bigint, size: number): void {
     if (after >= upTo) return;
-    const { pool, names, projection } = this.options;
-    const events = readEvents(pool, names, after, upTo, size, projection.eventTypes).catch(() => undefined);
-    this.prefetched = { after, upTo, size, events };
+    const { pool, names, projection, batchBytes } = this.options;
+    const read = readEvents(pool, names, after, upTo, size, projection.eventTypes, batchBytes).catch(() => undefined);
+    this.prefetched = { after, upTo, size, read };
   }
 
   /** The read-ahead, if it starts at the checkpoint and succeeded. */
-  private async takePrefetched(): Promise<{ upTo: bigint; size: number; events: StoredEvent[] } | undefined> {
+  private async takePrefetched(): Promise<
+    { upTo: bigint; size: number; read: { events: StoredEvent[]; truncated: boolean } } | undefined
+  > {
     const ahead = this.prefetched;
     this.prefetched = undefined;
     if (!ahead || ahead.after !== this.checkpoint) return undefined;
-    const events = await ahead.events;
-    return events && { upTo: ahead.upTo, size: ahead.size, events };
+    const read = await ahead.read;
+    return read && { upTo: ahead.upTo, size: ahead.size, read };
   }
 
+  /**
+   * Hands events to the projection. Everything a handler call produces is a handler fault (HandlerError), whatever
+   * its code or message (an HTTP client's ECONNREFUSED included), with one exception decided by the connection's
+   * state, not by the error: when the runner's own ROLLBACK on that connection fails too, the connection is gone and
+   * the fault is the database's (ConnectionLostError, retried). A handler that returns with the transaction aborted
+   * (it swallowed a database error without a savepoint) is a handler fault as well, caught here before the runner's
+   * next statement would get 25P02.
+   */
   private async deliver(events: StoredEvent[], tx: pg.ClientBase): Promise<void> {
     if (events.length === 0) return;
     const { projection } = this.options;
-    const wrap = (event: StoredEvent, error: unknown) =>
-      isRetryableDatabaseError(error) ? error : new HandlerError(event, error);
-    if (projection.handleBatch) {
-      try {
-        await projection.handleBatch(events, tx);
-        return;
-      } catch (error) {
-        if (isRetryableDatabaseError(error) || events.length === 1) throw wrap(events[0]!, error);
-        // Which event? Find out one at a time in a savepoint-free way: the batch is rolled back anyway.
-      }
-      await tx.query('ROLLBACK');
-      await tx.query('BEGIN');
-      for (const event of events) {
-        try {
-          await projection.handleBatch([event], tx);
-        } catch (error) {
-          throw wrap(event, error);
-        }
-      }
-      throw new Error('handleBatch failed on the whole batch but on none of its events alone');
+    const handleBatch = projection.handleBatch?.bind(projection);
+    if (!handleBatch) {
+      for (const event of events) await this.call(event, tx, () => projection.handle!(event, tx));
+      return;
     }
-    for (const event of events) {
-      try {
-        await projection.handle!(event, tx);
-      } catch (error) {
-        throw wrap(event, error);
-      }
+    if (events.length === 1) return this.call(events[0]!, tx, () => handleBatch(events, tx));
+    let whole: unknown;
+    try {
+      await this.call(events[0]!, tx, () => handleBatch(events, tx));
+      return;
+    } catch (error) {
+      if (!(error instanceof HandlerError)) throw error;
+      whole = error.cause;
     }
+    // Which event? call() rolled the batch back; try them one at a time in a transaction that is never committed
+    // (this batch ends in a retry or the error policy either way, so nothing written before deliver is lost).
+    await tx.query('BEGIN');
+    for (const event of events) await this.call(event, tx, () => handleBatch([event], tx));
+    // Each one alone is fine: the batch fails only as a whole (a multi-row upsert meeting one key twice: 21000).
+    // Still the handler's fault, attributed to the batch's first event.
+    throw new HandlerError(events[0]!, new BatchFailedAsWholeError(events.length, whole));
   }
+
+  /**
+   * The handlers on `tx` all returned, and the last of them was given `event`. A handler that swallowed a database
+   * error may still leave the transaction aborted unnoticed by call(): node-postgres rejects the query on the error
+   * message and learns the transaction status only from the ReadyForQuery message after it. Then the runner's own
+   * next statement on `tx` fails because the transaction was already aborted (25P02): see blameAbortedTransaction.
+   */
+  private delivered: { tx: pg.ClientBase; event: StoredEvent } | undefined;
+
+  /**
+   * A runner statement that failed on a transaction already aborted when it arrived (SQLSTATE 25P02 says exactly
+   * that), on a connection whose handlers ran after the runner's earlier statements had succeeded: the handler
+   * aborted it. That is the handler's fault, attributed to the last event it was given in this transaction.
+   */
+  private blameAbortedTransaction(error: unknown, tx: pg.ClientBase): unknown {
+    const delivered = this.delivered;
+    this.delivered = undefined;
+    if (delivered?.tx !== tx || (error as { code?: unknown })?.code !== '25P02' || error instanceof HandlerError) return error;
+    return new HandlerError(delivered.event, new HandlerLeftTransactionAbortedError());
+  }
+
+  /** One handler call, its outcome classified (see deliver). */
+  private async call(event: StoredEvent, tx: pg.ClientBase, handler: () => Promise<void>): Promise<void> {
+    let thrown: { value: unknown } | undefined;
+    try {
+      await handler();
+    } catch (error) {
+      thrown = { value: error };
+    }
+    if (!thrown && tx.getTransactionStatus() !== 'E') {
+      this.delivered = { tx, event };
+      return;
+    }
+    this.delivered = undefined;
+    // The runner's own statement on the same connection: if even that fails, the connection is broken.
+    try {
+      await tx.query('ROLLBACK');
+    } catch (error) {
+      throw new ConnectionLostError(thrown ? thrown.value : error);
+    }
+    throw new HandlerError(event, thrown ? thrown.value : new HandlerLeftTransactionAbortedError());
+  }
+}
+
+/** Resolves after `ms`, or at once when `signal` aborts. */
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const timer = setTimeout(done, ms);
+    function done() {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    }
+    signal.addEventListener('abort', done, { once: true });
+  });
 }

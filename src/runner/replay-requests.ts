@@ -29,12 +29,19 @@ export async function requestReplay(pool: pg.Pool, names: StoreNames, projection
   }
 }
 
-/** Claims the pending requests of projections this instance owns. */
+/**
+ * Claims the requests of projections this instance owns: the pending ones, and the ones claimed before whose reset
+ * never committed (`running` without a target: their claimer, this instance or one that owned the projection
+ * before, died or lost its database between the claim and the reset). Only the owner of a projection claims its
+ * requests, and it serves what it claimed before its next pass, so such a row has no one else working on it: the
+ * reset is done again.
+ */
 export async function claimReplays(db: pg.Pool, names: StoreNames, owned: string[]): Promise<ReplayRow[]> {
   if (owned.length === 0) return [];
   const { rows } = await db.query(
     `UPDATE ${names.q.replays} SET status = 'running', started_at = now()
-      WHERE status = 'pending' AND projection = ANY($1) RETURNING id::text, projection`,
+      WHERE (status = 'pending' OR (status = 'running' AND target IS NULL)) AND projection = ANY($1)
+      RETURNING id::text, projection`,
     [owned],
   );
   return rows.map((r) => ({ id: BigInt(r.id), projection: r.projection, status: 'running', target: null, applied: 0n, error: null }));
@@ -60,7 +67,9 @@ export async function resetForReplay(
       WHERE name = $1`,
     [projection],
   );
+  // A rebuild reads every committed event; what it skips from here on it records anew.
   await tx.query(`DELETE FROM ${names.q.lateDeliveries} WHERE projection = $1`, [projection]);
+  await tx.query(`DELETE FROM ${names.q.skippedPositions} WHERE projection = $1`, [projection]);
   const { rows } = await tx.query<{ target: string }>(
     // The target is the head (every committed event at the time of the reset), not H: on a store the tracker has
     // not scanned yet, H may still be 0.
@@ -106,7 +115,10 @@ export async function readReplay(db: pg.Pool, names: StoreNames, id: bigint): Pr
   };
 }
 
-/** The replay another instance was running when it died: the new owner carries it on to the end. */
+/**
+ * The replay another instance was running when it died or gave the projection up, its reset done (a target is set):
+ * the new owner carries it on to the end. One without a target is claimed again instead (claimReplays).
+ */
 export async function findRunningReplay(db: pg.Pool, names: StoreNames, projection: string): Promise<{ id: bigint; target: bigint } | undefined> {
   const { rows } = await db.query<{ id: string; target: string | null }>(
     `SELECT id::text, target::text FROM ${names.q.replays} WHERE projection = $1 AND status = 'running'`,
@@ -114,4 +126,28 @@ export async function findRunningReplay(db: pg.Pool, names: StoreNames, projecti
   );
   const row = rows[0];
   return row && row.target !== null ? { id: BigInt(row.id), target: BigInt(row.target) } : undefined;
+}
+
+/**
+ * The projection failed (its handler kept failing) while rebuilding: the request ends `failed` with the error the
+ * projection recorded, so that `replay` stops following it and says why, and a new replay can be requested.
+ */
+export async function failReplay(db: pg.Pool, names: StoreNames, replayId: bigint, applied: number): Promise<string> {
+  const { rows } = await db.query<{ error: string }>(
+    `WITH failure AS (
+       SELECT c.last_error AS e FROM ${names.q.replays} r JOIN ${names.q.checkpoints} c ON c.name = r.projection WHERE r.id = $1
+     )
+     UPDATE ${names.q.replays}
+        SET applied = applied + $2, status = 'failed', finished_at = now(),
+            error = coalesce(
+              (SELECT CASE WHEN e ? 'position'
+                           THEN format('handler failed at position %s (%s): %s', e->>'position', e->>'type', coalesce(e->>'message', e::text))
+                           ELSE coalesce(e->>'message', e::text) END
+                 FROM failure),
+              'the projection failed (no error recorded)')
+      WHERE id = $1 AND status IN ('pending', 'running')
+      RETURNING error`,
+    [replayId.toString(), applied],
+  );
+  return rows[0]?.error ?? 'the projection failed';
 }

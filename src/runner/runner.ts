@@ -8,10 +8,11 @@ import { setProjectionState } from './checkpoint-store.js';
 import { createGapEvidence } from './gap-evidence.js';
 import { HighWaterTracker } from './high-water-tracker.js';
 import { LeaseSession } from './ownership.js';
-import type { Projection } from './projection.js';
+import { claimCommands, finishCommand } from './dead-letters.js';
+import type { ErrorPolicy, Projection } from './projection.js';
 import { Projector } from './projector.js';
-import { claimReplays, findRunningReplay, recordReplayProgress, resetForReplay } from './replay-requests.js';
-import { withRetries } from './retry.js';
+import { claimReplays, failReplay, findRunningReplay, recordReplayProgress, resetForReplay } from './replay-requests.js';
+import { isRetryableDatabaseError, withRetries } from './retry.js';
 import { NotificationListener, WakeSignal } from './wakeup.js';
 
 export interface RunnerOptions {
@@ -23,10 +24,19 @@ export interface RunnerOptions {
   table?: string;
   channel?: string;
   gapTimeoutMs?: number;
-  lateWatchMs?: number;
+  /** Settled and filled gaps older than this leave projection_gaps (default 7 days). */
+  gapHistoryMs?: number;
+  /** A fence for settling a given-up gap is taken no sooner than this after its first sighting (default 1 s). */
+  fenceDelayMs?: number;
+  /** How often the leader audits settled gaps and prunes the gap history (default 60 s). */
+  maintenanceIntervalMs?: number;
   pollIntervalMs?: number;
   batchSize?: number;
+  /** Upper bound on the stored bytes of one batch (and of its read-ahead); at least one event is always read. */
+  batchBytes?: number;
   handlerRetries?: number;
+  /** Overrides every projection's own onError ('stop' when neither says). */
+  onError?: ErrorPolicy;
   /** 'auto' (default): declare gaps dead as soon as pg_stat_activity proves it (gap-evidence.ts); 'off': timeout only. */
   gapEvidence?: 'auto' | 'off';
 }
@@ -49,7 +59,10 @@ interface OwnedProjection {
 export class Runner implements LagSource {
   readonly names: StoreNames;
   readonly metrics: RunnerMetrics;
+  /** Projectors, ownership, replays: sessions that may write events (handlers), visible to gap evidence. */
   readonly pool: pg.Pool;
+  /** The high-water tracker's sessions, which gap evidence ignores (they never write events). */
+  private readonly trackerPool: pg.Pool;
   readonly leases: LeaseSession;
   readonly tracker: HighWaterTracker;
   private readonly listener: NotificationListener;
@@ -60,7 +73,9 @@ export class Runner implements LagSource {
   private loops: Promise<void>[] = [];
   private started = false;
   private stopping: Promise<void> | undefined;
-  private readonly settings: Required<Pick<RunnerOptions, 'gapTimeoutMs' | 'lateWatchMs' | 'pollIntervalMs' | 'batchSize' | 'handlerRetries'>>;
+  private readonly settings: Required<
+    Pick<RunnerOptions, 'gapTimeoutMs' | 'gapHistoryMs' | 'fenceDelayMs' | 'pollIntervalMs' | 'batchSize' | 'batchBytes' | 'handlerRetries'>
+  >;
   lastOwnershipPassAt = Date.now();
 
   constructor(private readonly options: RunnerOptions) {
@@ -69,22 +84,27 @@ export class Runner implements LagSource {
     const gapTimeoutMs = options.gapTimeoutMs ?? 10_000;
     this.settings = {
       gapTimeoutMs,
-      lateWatchMs: options.lateWatchMs ?? gapTimeoutMs * 10,
+      gapHistoryMs: options.gapHistoryMs ?? 7 * 24 * 3_600_000,
+      fenceDelayMs: options.fenceDelayMs ?? 1_000,
       pollIntervalMs: options.pollIntervalMs ?? 1_000,
       batchSize: options.batchSize ?? 500,
+      batchBytes: options.batchBytes ?? 16 * 1024 * 1024,
       handlerRetries: options.handlerRetries ?? 3,
     };
     // Asynchronous commit on every runner session: what the runner writes is either derived from the events table
     // (H, gaps: found again after a crash) or committed atomically with a checkpoint (read models, replay progress),
     // so a crash that loses the last few commits loses them together and they are applied again. It takes an fsync
     // off every batch and every high-water pass (see README, Performance).
-    // Two connections per projection (its batch and its read-ahead), plus the tracker's and the ownership loop's.
-    this.pool = createPool(options.connectionString, 'runner', options.projections.length * 2 + 4, { asyncCommit: true });
+    // Two connections per projection (its batch and its read-ahead), plus the ownership loop's.
+    this.pool = createPool(options.connectionString, 'runner', options.projections.length * 2 + 2, { asyncCommit: true });
+    this.trackerPool = createPool(options.connectionString, 'tracker', 2, { asyncCommit: true });
     this.leases = new LeaseSession(options.connectionString, this.names, options.log);
     this.tracker = new HighWaterTracker({
-      pool: this.pool,
+      pool: this.trackerPool,
       names: this.names,
-      settings: { gapTimeoutMs, lateWatchMs: this.settings.lateWatchMs },
+      settings: { gapTimeoutMs, fenceDelayMs: this.settings.fenceDelayMs },
+      gapHistoryMs: this.settings.gapHistoryMs,
+      maintenanceIntervalMs: options.maintenanceIntervalMs,
       pollIntervalMs: this.settings.pollIntervalMs,
       leases: this.leases,
       log: options.log.child({ component: 'high-water' }),
@@ -130,8 +150,9 @@ export class Runner implements LagSource {
     this.started = true;
     const { log } = this.options;
     const signal = this.controller.signal;
+    // No per-projection series yet: an instance exports a projection's series only while it owns it (see
+    // RunnerMetrics.forgetProjection), so that two instances never report the same projection.
     this.metrics.attachLagSource(this);
-    for (const p of this.options.projections) this.metrics.setProjectionState(p.name, 'stopped');
     await withRetries(
       async () => {
         await migrate(this.pool, this.names);
@@ -155,8 +176,10 @@ export class Runner implements LagSource {
       },
     );
     if (this.options.gapEvidence !== 'off') {
-      this.tracker.useEvidence(await createGapEvidence(this.pool, this.names, log.child({ component: 'gap-evidence' })));
+      this.tracker.useEvidence(await createGapEvidence(this.trackerPool, this.names, log.child({ component: 'gap-evidence' })));
     }
+    // stop() during start-up (a Ctrl-C while the database was awaited) has closed everything: open nothing more.
+    if (signal.aborted) return;
     await this.listener.start();
     this.loops = [this.tracker.run(signal), this.ownershipLoop(signal), this.pollLoop(signal)];
     log.info(
@@ -184,6 +207,7 @@ export class Runner implements LagSource {
       try {
         await this.balance(signal);
         await this.serveReplays(signal);
+        await this.serveCommands(signal);
       } catch (error) {
         if (signal.aborted) break;
         this.metrics.dbErrors.inc({ operation: 'ownership' });
@@ -228,8 +252,9 @@ export class Runner implements LagSource {
       owner: this.leases.owner,
       batchSize: this.settings.batchSize,
       handlerRetries: this.settings.handlerRetries,
+      onError: this.options.onError,
       pollIntervalMs: this.settings.pollIntervalMs,
-      deadRangeWindowMs: this.settings.lateWatchMs * 2,
+      batchBytes: this.settings.batchBytes,
       log: this.options.log,
       metrics: this.metrics,
       onBatchCommitted: (p, applied) => this.onBatchCommitted(p, applied),
@@ -251,8 +276,11 @@ export class Runner implements LagSource {
       // A failed projection stays owned and failed until the next start; only a lost one is given back.
       if (!controller.signal.aborted && projector.state !== 'failed' && this.owned.get(projection.name) === entry) {
         this.owned.delete(projection.name);
+        this.metrics.forgetProjection(projection.name);
         await this.leases.release('projection', projection.name).catch(() => {});
       }
+      // Failed while rebuilding: the request ends failed (also when a future path stops the loop without a batch).
+      if (projector.state === 'failed') await this.failReplay(entry).catch(() => {});
     });
     this.owned.set(projection.name, entry);
     if (serving && projector.replayTarget === undefined) await this.finishReplay(projection.name, 0); // empty store
@@ -266,8 +294,12 @@ export class Runner implements LagSource {
     entry.controller.abort();
     await entry.done;
     this.owned.delete(name);
+    // A failed projection stays failed in its row (status shows it, `skip` and `retry` find it) when given up.
+    const rowState = entry.projector.state === 'failed' ? 'failed' : 'stopped';
     entry.projector.setState('stopped');
-    await setProjectionState(this.pool, this.names, name, 'stopped', null).catch(() => {});
+    // Its series go before the lease does, so no scrape ever finds the projection on two instances.
+    this.metrics.forgetProjection(name);
+    await setProjectionState(this.pool, this.names, name, rowState, null).catch(() => {});
     await this.leases.release('projection', name).catch(() => {});
   }
 
@@ -276,7 +308,8 @@ export class Runner implements LagSource {
       this.options.log.warn({ projection: name, reason }, 'stopping projection');
       entry.controller.abort();
       entry.projector.setState('stopped');
-      this.draining.set(name, entry.done.catch(() => {}));
+      // Series removed once its last batch is over (it may still set them); a restart here awaits this first.
+      this.draining.set(name, entry.done.catch(() => {}).then(() => this.metrics.forgetProjection(name)));
     }
     this.owned.clear();
   }
@@ -284,6 +317,8 @@ export class Runner implements LagSource {
   private async serveReplays(signal: AbortSignal): Promise<void> {
     const claimed = await claimReplays(this.pool, this.names, [...this.owned.keys()]);
     for (const request of claimed) {
+      // Not served now (stopping, or the projection was just lost): the row stays `running` without a target, and
+      // whoever owns the projection next claims it again (claimReplays).
       const entry = this.owned.get(request.projection);
       if (!entry || signal.aborted) continue;
       this.options.log.info({ projection: request.projection, replay: request.id.toString() }, 'replay: resetting the read model');
@@ -291,33 +326,83 @@ export class Runner implements LagSource {
       await entry.done;
       this.owned.delete(request.projection);
       const projection = this.options.projections.find((p) => p.name === request.projection)!;
-      const client = await this.pool.connect();
-      let target: bigint;
-      try {
-        await client.query('BEGIN');
-        target = await resetForReplay(client, this.names, projection.name, request.id, projection.reset);
-        await client.query('COMMIT');
-      } catch (error) {
-        await client.query('ROLLBACK').catch(() => {});
-        await recordReplayProgress(this.pool, this.names, request.id, 0, false, (error as Error).message).catch(() => {});
-        throw error;
-      } finally {
-        client.release();
+      // A database fault throws out of the pass with the lease still held: the next pass starts the projection
+      // again and claims this row again (no target yet), so the reset is redone.
+      const target = await this.resetForReplay(projection, request.id);
+      // The lease session died meanwhile: another instance may own the projection now, and it finishes the replay.
+      if (!this.leases.holds('projection', projection.name)) continue;
+      const projector = await this.startProjection(projection, signal, target === undefined ? undefined : { id: request.id, target });
+      if (target !== undefined) {
+        this.options.log.info({ projection: projection.name, target: target.toString() }, 'replay: rebuilding from position 0');
       }
-      const projector = await this.startProjection(projection, signal, { id: request.id, target });
-      this.options.log.info({ projection: projection.name, target: target.toString() }, 'replay: rebuilding from position 0');
       projector.wake.notify();
     }
   }
 
+  /**
+   * The reset of a replay, in one transaction with the request's target (so a request with a target has been reset).
+   * The projection's own `reset` failing ends the request `failed` with its error and returns undefined: nothing was
+   * reset, the projection carries on from its checkpoint. A database fault is thrown (retried by the next pass).
+   */
+  private async resetForReplay(projection: Projection, replayId: bigint): Promise<bigint | undefined> {
+    const client = await this.pool.connect();
+    try {
+      await client.query('BEGIN');
+      const target = await resetForReplay(client, this.names, projection.name, replayId, projection.reset);
+      await client.query('COMMIT');
+      return target;
+    } catch (error) {
+      await client.query('ROLLBACK').catch(() => {});
+      if (isRetryableDatabaseError(error)) throw error;
+      const message = error instanceof Error ? error.message : String(error);
+      this.options.log.error({ projection: projection.name, err: error }, 'replay failed: the projection could not reset its read model');
+      await recordReplayProgress(this.pool, this.names, replayId, 0, false, `reset failed: ${message}`);
+      return undefined;
+    } finally {
+      client.release();
+    }
+  }
 
+  /** The projection failed while serving a replay: the request ends failed with the projection's error. */
+  private async failReplay(entry: OwnedProjection): Promise<void> {
+    const replayId = entry.replayId;
+    if (replayId === undefined) return;
+    entry.replayId = undefined;
+    const error = await failReplay(this.pool, this.names, replayId, entry.unreported ?? 0);
+    entry.unreported = 0;
+    this.options.log.error({ projection: entry.projector.name, replay: replayId.toString(), error }, 'replay failed: the projection failed while rebuilding');
+  }
+
+  /**
+   * Operator commands (retry, skip) for the projections this instance owns: each goes to its projector, which
+   * carries it out between two batches. Not awaited: a retry runs a batch with handler retries and backoff, and
+   * this loop must keep balancing and serving replays meanwhile. The outcome lands in the command's row.
+   */
+  private async serveCommands(signal: AbortSignal): Promise<void> {
+    const claimed = await claimCommands(this.pool, this.names, [...this.owned.keys()]);
+    for (const command of claimed) {
+      const entry = this.owned.get(command.projection);
+      const outcome = entry && !signal.aborted
+        ? entry.projector.submit(command)
+        : Promise.reject(new Error(`this instance gave "${command.projection}" up before serving the command: run it again`));
+      void outcome
+        .then(
+          (result) => finishCommand(this.pool, this.names, command.id, { result }),
+          (error: unknown) => finishCommand(this.pool, this.names, command.id, { error: error instanceof Error ? error.message : String(error) }),
+        )
+        .catch((error: unknown) => this.options.log.warn({ err: error, command: command.id.toString() }, 'could not record the outcome of a command'));
+      this.options.log.info({ projection: command.projection, command: command.command, id: command.id.toString() }, 'serving a command');
+    }
+  }
 
   /** Replay progress goes to the database at most every 250 ms (the CLI polls it), and once at the end. */
   private async onBatchCommitted(projector: Projector, applied: number): Promise<void> {
     const entry = this.owned.get(projector.name);
     if (entry?.replayId === undefined) return;
     entry.unreported = (entry.unreported ?? 0) + applied;
-    if (projector.replayTarget === undefined) {
+    if (projector.state === 'failed') {
+      await this.failReplay(entry);
+    } else if (projector.replayTarget === undefined) {
       await this.finishReplay(projector.name, entry.unreported);
       entry.unreported = 0;
     } else if (Date.now() - (entry.reportedAt ?? 0) >= 250) {
@@ -339,13 +424,17 @@ export class Runner implements LagSource {
     this.stopping ??= (async () => {
       this.controller.abort();
       await Promise.allSettled([...this.loops, ...[...this.owned.values()].map((o) => o.done)]);
-      for (const name of this.owned.keys()) {
-        await setProjectionState(this.pool, this.names, name, 'stopped', null).catch(() => {});
+      for (const [name, entry] of this.owned) {
+        // A failed projection stays failed in its row (status shows it, `skip` and `retry` find it).
+        const rowState = entry.projector.state === 'failed' ? 'failed' : 'stopped';
+        await setProjectionState(this.pool, this.names, name, rowState, null).catch(() => {});
+        this.metrics.forgetProjection(name);
       }
       this.owned.clear();
       await this.listener.stop();
       await this.leases.close();
       await this.pool.end().catch(() => {});
+      await this.trackerPool.end().catch(() => {});
       this.options.log.info('runner stopped');
     })();
     return this.stopping;
@@ -362,9 +451,11 @@ export class Runner implements LagSource {
       [owned.map((p) => p.name), owned.map((p) => p.checkpoint.toString())],
     );
     const age = new Map(rows.map((r) => [r.name, Math.max(0, r.age ?? 0)]));
+    // Only what is still owned once the query is back: a projection given up meanwhile must not get its lag back.
+    const stillOwned = owned.filter((p) => this.owned.get(p.name)?.projector === p);
     return {
       head: this.tracker.head,
-      projections: owned.map((p) => ({ name: p.name, checkpoint: p.checkpoint, oldestUnappliedAgeSeconds: age.get(p.name) ?? 0 })),
+      projections: stillOwned.map((p) => ({ name: p.name, checkpoint: p.checkpoint, oldestUnappliedAgeSeconds: age.get(p.name) ?? 0 })),
     };
   }
 }

@@ -32,7 +32,7 @@ describe('every PromQL expression we ship names only metrics the runner exports'
     expect(metricNamesIn(expr).filter((n) => !exported.has(n))).toEqual([]);
   });
 
-  it('the dashboard covers lag, gaps, late events, errors, state, batch duration, memory and event-loop lag', () => {
+  it('the dashboard covers lag, gaps, late events, errors, dead letters, state, batch duration, memory and event-loop lag', () => {
     const all = dashboardExpressions().join('\n');
     for (const name of [
       'projection_runner_lag_events', 'projection_runner_lag_seconds', 'projection_runner_events_applied_total',
@@ -40,7 +40,7 @@ describe('every PromQL expression we ship names only metrics the runner exports'
       'projection_runner_gaps_open', 'projection_runner_gap_oldest_age_seconds', 'projection_runner_gaps_resolved_total',
       'projection_runner_gap_wait_seconds_bucket', 'projection_runner_late_events_total', 'projection_runner_handler_errors_total',
       'projection_runner_projection_state', 'projection_runner_batch_duration_seconds_bucket', 'process_resident_memory_bytes',
-      'nodejs_eventloop_lag_p99_seconds',
+      'nodejs_eventloop_lag_p99_seconds', 'projection_runner_dead_letters_total',
     ]) {
       expect(all).toContain(name);
     }

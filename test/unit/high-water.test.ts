@@ -2,19 +2,21 @@ import { describe, expect, it } from 'vitest';
 import {
   initialState,
   missingRanges,
+  needsFence,
   nextDeadline,
   observe,
+  settle,
   subtractRanges,
   type HighWaterState,
   type Observation,
 } from '../../src/runner/high-water.js';
 
-const settings = { gapTimeoutMs: 10_000, lateWatchMs: 100_000 };
+const settings = { gapTimeoutMs: 10_000, fenceDelayMs: 1_000 };
 
 /** Builds an observation from the visible positions above H (as a reader would see them). */
-function seen(now: number, visible: number[], lateVisible: number[] = []): Observation {
+function seen(now: number, visible: number[], lateVisible: number[] = [], xmin: bigint | null = null): Observation {
   const sorted = [...visible].sort((a, b) => a - b).map(BigInt);
-  if (sorted.length === 0) return { now, head: null, window: null, lateVisible: lateVisible.map(BigInt) };
+  if (sorted.length === 0) return { now, head: null, window: null, lateVisible: lateVisible.map(BigInt), xmin };
   const holes: Array<[bigint, bigint]> = [];
   for (let i = 1; i < sorted.length; i++) {
     if (sorted[i]! > sorted[i - 1]! + 1n) holes.push([sorted[i - 1]! + 1n, sorted[i]! - 1n]);
@@ -24,6 +26,7 @@ function seen(now: number, visible: number[], lateVisible: number[] = []): Obser
     head: sorted.at(-1)!,
     window: { first: sorted[0]!, last: sorted.at(-1)!, holes },
     lateVisible: lateVisible.map(BigInt),
+    xmin,
   };
 }
 
@@ -146,7 +149,7 @@ describe('observe', () => {
     },
     {
       name: 'a late commit in a watched gap is reported once and no longer watched',
-      state: { ...initialState(50n), watched: [{ from: 42n, to: 44n, watchUntil: 99_000 }] },
+      state: { ...initialState(50n), watched: [{ from: 42n, to: 44n, firstSeenAt: 0, fence: null }] },
       obs: seen(2000, [], [43]),
       highWater: 50,
       open: [],
@@ -162,12 +165,52 @@ describe('observe', () => {
     expect(decision.late.map(Number)).toEqual(late);
   });
 
-  it('watches a given-up gap for lateWatchMs, then forgets it', () => {
+  it('watches a given-up gap without a time limit until a fence is taken and the snapshot xmin passes it', () => {
     const start = { ...initialState(41n, 43n), openGaps: [{ from: 42n, to: 42n, firstSeenAt: 0 }] };
     const given = observe(start, seen(10_000, [43]), settings).state;
-    expect(given.watched).toEqual([{ from: 42n, to: 42n, watchUntil: 110_000 }]);
-    expect(observe(given, seen(109_999, []), settings).state.watched).toHaveLength(1);
-    expect(observe(given, seen(110_000, []), settings).state.watched).toHaveLength(0);
+    expect(given.watched).toEqual([{ from: 42n, to: 42n, firstSeenAt: 0, fence: null }]);
+    // A year later, without a fence, it is still watched.
+    expect(observe(given, seen(365 * 86_400_000, [], [], 10_000n), settings).state.watched).toHaveLength(1);
+    // A fence, but every transaction below it may not have ended yet: still watched.
+    const fenced = observe(given, { ...seen(20_000, [], [], 99n), fence: { xid: 100n, at: 19_000 } }, settings);
+    expect(fenced.fenced.map((w) => w.fence)).toEqual([100n]);
+    expect(fenced.settled).toEqual([]);
+    expect(fenced.state.watched).toEqual([{ from: 42n, to: 42n, firstSeenAt: 0, fence: 100n }]);
+    // xmin reached the fence: every possible writer has ended, the position is still missing: settled.
+    const done = observe(fenced.state, seen(21_000, [], [], 100n), settings);
+    expect(done.settled.map((w) => [w.from, w.to])).toEqual([[42n, 42n]]);
+    expect(done.state.watched).toEqual([]);
+    expect(done.changed).toBe(true);
+  });
+
+  it('settles only what is still missing: a late position in the same snapshot is recorded, the rest settles', () => {
+    const state = { ...initialState(50n), watched: [{ from: 42n, to: 44n, firstSeenAt: 0, fence: 7n }] };
+    const decision = observe(state, seen(5_000, [], [43], 8n), settings);
+    expect(decision.late).toEqual([43n]);
+    expect(decision.settled.map((w) => [w.from, w.to])).toEqual([[42n, 42n], [44n, 44n]]);
+  });
+
+  it('takes no fence before the fence delay after the first sighting', () => {
+    const gap = { from: 42n, to: 42n, firstSeenAt: 1_000, fence: null };
+    expect(settle([gap], { fence: { xid: 5n, at: 1_999 }, xmin: 10n }, 50n, settings).fenced).toEqual([]);
+    const later = settle([gap], { fence: { xid: 5n, at: 2_000 }, xmin: 10n }, 50n, settings);
+    expect(later.fenced).toHaveLength(1);
+    expect(later.settled).toHaveLength(1);
+    expect(needsFence({ ...initialState(50n), watched: [gap] }, 1_999, settings)).toBe(false);
+    expect(needsFence({ ...initialState(50n), watched: [gap] }, 2_000, settings)).toBe(true);
+  });
+
+  it('never settles a given-up gap above H (it would be sighted again as a new gap)', () => {
+    const gap = { from: 60n, to: 61n, firstSeenAt: 0, fence: 3n };
+    expect(settle([gap], { xmin: 10n }, 50n, settings).settled).toEqual([]);
+    expect(settle([gap], { xmin: 10n }, 61n, settings).settled).toHaveLength(1);
+  });
+
+  it('does not settle a gap given up in this very pass (it may lie beyond the scan window)', () => {
+    const start = { ...initialState(41n, 43n), openGaps: [{ from: 42n, to: 42n, firstSeenAt: 0 }] };
+    const decision = observe(start, { ...seen(10_000, [43], [], 1_000n), fence: { xid: 5n, at: 9_000 } }, settings);
+    expect(decision.fenced).toHaveLength(1);
+    expect(decision.settled).toEqual([]);
   });
 
   it('does not sight a given-up gap again while a lower gap still holds H', () => {
@@ -197,6 +240,12 @@ describe('observe', () => {
 });
 
 describe('nextDeadline', () => {
+  it('includes the fence delay of watched gaps without a fence', () => {
+    const state = { ...initialState(), watched: [{ from: 1n, to: 1n, firstSeenAt: 500, fence: null }] };
+    expect(nextDeadline(state, settings)).toBe(1_500);
+    expect(nextDeadline({ ...state, watched: [{ ...state.watched[0]!, fence: 4n }] }, settings)).toBeNull();
+  });
+
   it('is the earliest timeout of the open gaps, or none', () => {
     expect(nextDeadline(initialState(), settings)).toBeNull();
     const state = {

@@ -29,15 +29,23 @@ describe('settings', () => {
     ['2m', 120_000],
     ['1500', 1500],
     ['1.5s', 1500],
+    ['7d', 604_800_000],
   ])('duration %s = %d ms', (text, ms) => expect(parseDuration(text)).toBe(ms));
 
   it('defaults, environment, flags: in that order of precedence', () => {
-    expect(resolveConfig({}, {})).toMatchObject({ gapTimeoutMs: 10_000, lateWatchMs: 100_000, batchSize: 500, metricsPort: 9464 });
+    expect(resolveConfig({}, {})).toMatchObject({
+      gapTimeoutMs: 10_000,
+      gapHistoryMs: 7 * 86_400_000,
+      batchSize: 500,
+      batchBytes: 16 * 1024 * 1024,
+      metricsPort: 9464,
+    });
+    expect(resolveConfig({}, {}).lateWatchMs).toBeUndefined();
     expect(resolveConfig({}, { PROJECTION_RUNNER_GAP_TIMEOUT: '2s' }).gapTimeoutMs).toBe(2_000);
     expect(resolveConfig({ gapTimeoutMs: '3s' }, { PROJECTION_RUNNER_GAP_TIMEOUT: '2s' }).gapTimeoutMs).toBe(3_000);
   });
 
-  it('refuses a late-watch window shorter than 10 x the gap timeout, naming it', () => {
-    expect(() => resolveConfig({ gapTimeoutMs: '10s', lateWatchMs: '20s' }, {})).toThrow(/invalid --late-watch \(PROJECTION_RUNNER_LATE_WATCH\)/);
+  it('refuses a batch byte bound below 1 KiB, naming the setting and its variable', () => {
+    expect(() => resolveConfig({}, { PROJECTION_RUNNER_BATCH_BYTES: '10' })).toThrow(/invalid --batch-bytes \(PROJECTION_RUNNER_BATCH_BYTES\)/);
   });
 });

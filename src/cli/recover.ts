@@ -1,0 +1,234 @@
+import { createInterface } from 'node:readline/promises';
+import type { Command } from 'commander';
+import type pg from 'pg';
+import { SETTINGS, type RunnerConfig } from '../config.js';
+import { createPool } from '../db/connection.js';
+import { storeNames, type StoreNames } from '../db/identifiers.js';
+import { migrate } from '../db/migrate.js';
+import { CommandFailedError, ProjectionNotFailedError, UnknownProjectionError } from '../errors.js';
+import { createLogger } from '../logger.js';
+import { abandonCommand, listDeadLetters, readCommand, requestCommand, type CommandKind, type DeadLetter } from '../runner/dead-letters.js';
+import { instanceName } from '../runner/ownership.js';
+import { loadProjections } from '../runner/projection.js';
+import { Runner } from '../runner/runner.js';
+import { checkConnection, openDatabase } from './database.js';
+import { addSettings, configFrom, CONNECTION_SETTINGS, runnerOptionsFrom } from './options.js';
+import { UsageError } from './replay.js';
+import { readStatus } from './status.js';
+
+/**
+ * `retry`, `skip` and `dead-letters`: the way out for a projection stopped by an event its handler keeps failing on.
+ * retry and skip travel through the database (a row in projection_commands plus a NOTIFY) to the daemon that owns
+ * the projection, which carries them out between two batches; with no daemon owning it, they run in this process,
+ * as replay does.
+ */
+
+const RUN_SETTINGS = SETTINGS.map((s) => s.key).filter((k) => !['metricsHost', 'metricsPort', 'watchdogMs'].includes(k));
+
+async function confirm(question: string): Promise<boolean> {
+  const rl = createInterface({ input: process.stdin, output: process.stderr });
+  try {
+    return /^y(es)?$/i.test((await rl.question(`${question} [y/N] `)).trim());
+  } finally {
+    rl.close();
+  }
+}
+
+export function registerRetry(program: Command): void {
+  addSettings(
+    program
+      .command('retry')
+      .description('resume a failed projection without a restart (also while a daemon runs it)')
+      .argument('<name>', 'projection name')
+      .option('--dead-letters', 're-deliver its dead letters first (each exactly once), once the handler is fixed'),
+    RUN_SETTINGS,
+  ).action(async (name: string, options) => {
+    await runCommand(name, 'retry', configFrom(options), { deadLetters: options.deadLetters === true });
+  });
+}
+
+export function registerSkip(program: Command): void {
+  addSettings(
+    program
+      .command('skip')
+      .description('dead-letter the event a failed projection is stopped at, and resume it')
+      .argument('<name>', 'projection name')
+      .option('--yes', 'do not ask for confirmation (required without a terminal)'),
+    RUN_SETTINGS,
+  ).action(async (name: string, options) => {
+    await runCommand(name, 'skip', configFrom(options), { yes: options.yes === true });
+  });
+}
+
+async function runCommand(
+  name: string,
+  command: CommandKind,
+  config: RunnerConfig,
+  options: { deadLetters?: boolean; yes?: boolean },
+): Promise<void> {
+  const log = createLogger(config.logLevel === 'info' ? 'warn' : config.logLevel);
+  const projections = await loadProjections(config.projections);
+  if (!projections.some((p) => p.name === name)) throw new UnknownProjectionError(name, projections.map((p) => p.name));
+  if (command === 'skip' && !options.yes && !process.stdin.isTTY) {
+    throw new UsageError('no terminal to confirm on: pass --yes to skip without asking');
+  }
+  const names = storeNames(config);
+  const database = await openDatabase(config.databaseUrl, log);
+  let pool: pg.Pool | undefined;
+  let runner: Runner | undefined;
+  let id: bigint | undefined;
+  try {
+    await checkConnection(database.connectionString);
+    pool = createPool(database.connectionString, command, 2);
+    await migrate(pool, names);
+    const status = (await readStatus(pool, names)).projections.find((p) => p.name === name);
+    let position: bigint | undefined;
+    if (command === 'skip') {
+      if (status?.state !== 'failed') throw new ProjectionNotFailedError(name, status?.state ?? 'never run');
+      const failedAt = (status.lastError as { position?: string; type?: string; message?: string } | null) ?? {};
+      position = failedAt.position ? BigInt(failedAt.position) : undefined;
+      if (!options.yes) {
+        const question = `Skip position ${failedAt.position ?? '?'} (${failedAt.type ?? '?'}) of "${name}"? It goes to projection_dead_letters (error: ${failedAt.message ?? '?'}).`;
+        if (!(await confirm(question))) {
+          process.stderr.write('skip cancelled\n');
+          return;
+        }
+      }
+    }
+    id = await requestCommand(pool, names, { projection: name, command, deadLetters: options.deadLetters, position, requestedBy: instanceName() });
+    if (status?.owner) {
+      process.stderr.write(`${name} is run by ${status.owner}: the daemon carries out the ${command}\n`);
+    } else {
+      process.stderr.write(`no daemon runs ${name}: ${command} in this process\n`);
+      runner = new Runner({
+        ...runnerOptionsFrom(config, database.connectionString, projections.filter((p) => p.name === name), log),
+        pollIntervalMs: Math.min(config.pollIntervalMs, 250),
+        gapEvidence: 'off',
+      });
+      await runner.start();
+    }
+    const row = await followCommand(pool, names, id);
+    if (row.status === 'failed') throw new CommandFailedError(`${command} ${name}: ${row.error}`);
+    let result = row.result ?? {};
+    if (runner) {
+      // In this process the projection runs only as long as the command: take it to the head (or to its next failure).
+      const projector = await waitForSettled(runner, name);
+      if (projector.state === 'failed' && projector.failure) {
+        const { fault } = projector.failure;
+        throw new CommandFailedError(`${name} failed again at position ${fault.event.globalPosition} (${fault.event.type}): ${fault.reason}`);
+      }
+      result = { ...result, state: projector.state, position: projector.checkpoint.toString() };
+    }
+    process.stdout.write(`${describeResult(name, command, result)}\n`);
+  } finally {
+    // A command left pending (interrupted, or refused above) must not be carried out later by surprise.
+    if (pool && id !== undefined) {
+      await abandonCommand(pool, names, id).catch(() => {});
+    }
+    await runner?.stop();
+    await pool?.end();
+    await database.close();
+  }
+}
+
+async function followCommand(pool: pg.Pool, names: StoreNames, id: bigint) {
+  for (;;) {
+    const row = await readCommand(pool, names, id);
+    if (row.status === 'done' || row.status === 'failed') return row;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+async function waitForSettled(runner: Runner, name: string) {
+  for (;;) {
+    const projector = runner.ownedProjections().find((p) => p.name === name);
+    if (projector && (projector.state === 'running' || projector.state === 'failed')) return projector;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** The one line a command prints on success. Pure, for the tests. */
+export function describeResult(name: string, command: CommandKind, result: Record<string, unknown>): string {
+  const parts: string[] = [];
+  if (typeof result.redelivered === 'number') parts.push(`re-delivered ${result.redelivered} dead letter${result.redelivered === 1 ? '' : 's'}`);
+  if (result.skipped !== undefined) parts.push(`dead-lettered position ${result.skipped}`);
+  if (result.resumed) parts.push('resumed');
+  else if (command === 'retry') parts.push(`was not failed (${String(result.state)}): nothing to resume`);
+  return `${command} ${name}: ${parts.join(', ')}; checkpoint at ${String(result.position)} (${String(result.state)})`;
+}
+
+export function registerDeadLetters(program: Command): void {
+  addSettings(
+    program
+      .command('dead-letters')
+      .description("list a projection's dead letters: events set aside because its handler kept failing on them")
+      .argument('<name>', 'projection name')
+      .option('--json', 'print JSON'),
+    CONNECTION_SETTINGS,
+  ).action(async (name: string, options) => {
+    const config = configFrom(options);
+    const log = createLogger(options.json ? 'silent' : config.logLevel === 'info' ? 'warn' : config.logLevel);
+    const database = await openDatabase(config.databaseUrl, log);
+    try {
+      await checkConnection(database.connectionString);
+      const pool = createPool(database.connectionString, 'dead-letters', 1);
+      try {
+        const names = storeNames(config);
+        await migrate(pool, names);
+        const letters = await listDeadLetters(pool, names, name);
+        process.stdout.write(options.json ? `${JSON.stringify(letters.map(deadLetterJson), null, 2)}\n` : `${formatDeadLetters(name, letters)}\n`);
+      } finally {
+        await pool.end();
+      }
+    } finally {
+      await database.close();
+    }
+  });
+}
+
+function letterStatus(d: DeadLetter): 'pending' | 'redelivered' | 'superseded' {
+  return d.redeliveredAt ? 'redelivered' : d.superseded ? 'superseded' : 'pending';
+}
+
+/** Positions as JSON numbers, as `status --json` does. */
+export function deadLetterJson(d: DeadLetter) {
+  return {
+    id: Number(d.id),
+    position: Number(d.position),
+    type: d.type,
+    stream: d.streamName,
+    streamPosition: Number(d.streamPosition),
+    late: d.late,
+    error: d.error,
+    attempts: d.attempts,
+    reason: d.reason,
+    status: letterStatus(d),
+    deadLetteredAt: d.deadLetteredAt.toISOString(),
+    redeliveredAt: d.redeliveredAt?.toISOString() ?? null,
+    lastRedeliveryError: d.lastRedeliveryError,
+  };
+}
+
+export function formatDeadLetters(name: string, letters: DeadLetter[]): string {
+  if (letters.length === 0) return `${name}: no dead letters`;
+  const header = ['ID', 'POSITION', 'TYPE', 'STREAM', 'ATTEMPTS', 'REASON', 'DEAD-LETTERED', 'STATUS', 'ERROR'];
+  const lines = letters.map((d) => [
+    String(d.id),
+    String(d.position),
+    d.type,
+    `${d.streamName}@${d.streamPosition}`,
+    String(d.attempts),
+    d.reason,
+    d.deadLetteredAt.toISOString(),
+    letterStatus(d),
+    d.lastRedeliveryError ? `${d.error} (re-delivery failed: ${d.lastRedeliveryError})` : d.error,
+  ]);
+  const table = [header, ...lines];
+  const widths = header.map((_, i) => Math.max(...table.map((l) => l[i]!.length)));
+  const pending = letters.filter((d) => letterStatus(d) === 'pending').length;
+  return [
+    ...table.map((l) => l.map((cell, i) => cell.padEnd(widths[i]!)).join('  ').trimEnd()),
+    '',
+    pending > 0 ? `${pending} pending: once the handler is fixed, projection-runner retry ${name} --dead-letters` : 'none pending',
+  ].join('\n');
+}

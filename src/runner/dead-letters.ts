@@ -1,0 +1,336 @@
+import type pg from 'pg';
+import { quoteIdentifier, type StoreNames } from '../db/identifiers.js';
+import { OwnershipLostError } from '../errors.js';
+import type { ProjectionState } from '../metrics/registry.js';
+import { EVENT_COLUMNS, toStoredEvent, type EventRow, type StoredEvent } from '../store/types.js';
+
+/**
+ * The SQL of the error policy: dead letters (events a projection's handler kept failing on, set aside so the
+ * projection could go on) and operator commands (`retry`, `skip`) that travel through the database to the daemon
+ * owning the projection, as replay requests do (a row plus a NOTIFY on the replay channel).
+ */
+
+export interface RecoveryTables {
+  deadLetters: string;
+  commands: string;
+}
+
+/** Quoted, schema-qualified names of this file's tables (migration 4). */
+export function recoveryTables(names: StoreNames): RecoveryTables {
+  return {
+    deadLetters: `${names.q.schema}.${quoteIdentifier('projection_dead_letters')}`,
+    commands: `${names.q.schema}.${quoteIdentifier('projection_commands')}`,
+  };
+}
+
+/** Migration 4. */
+export function recoveryMigrationSql(names: StoreNames): string {
+  const t = recoveryTables(names);
+  return `
+    CREATE TABLE ${t.deadLetters} (
+      id              bigserial PRIMARY KEY,
+      projection      text        NOT NULL,
+      global_position bigint      NOT NULL,
+      stream_name     text        NOT NULL,
+      stream_position bigint      NOT NULL,
+      type            text        NOT NULL,
+      data            jsonb       NOT NULL,
+      metadata        jsonb       NOT NULL DEFAULT '{}',
+      recorded_at     timestamptz NOT NULL,
+      late            boolean     NOT NULL DEFAULT false,
+      error           text        NOT NULL,
+      attempts        int         NOT NULL,
+      -- 'policy' (onError: skip) or 'command' (projection-runner skip)
+      reason          text        NOT NULL CHECK (reason IN ('policy', 'command')),
+      dead_lettered_by text,
+      dead_lettered_at timestamptz NOT NULL DEFAULT now(),
+      -- Set in the transaction of the handler's writes when the event is re-delivered: at most once.
+      redelivered_at  timestamptz,
+      last_redelivery_error text
+    );
+    -- One pending dead letter per event and projection (an event dead-lettered again after a replay updates it).
+    CREATE UNIQUE INDEX ON ${t.deadLetters} (projection, global_position) WHERE redelivered_at IS NULL;
+
+    CREATE TABLE ${t.commands} (
+      id           bigserial PRIMARY KEY,
+      projection   text        NOT NULL,
+      command      text        NOT NULL CHECK (command IN ('retry', 'skip')),
+      dead_letters boolean     NOT NULL DEFAULT false,
+      -- skip: the failed position the requester saw; the owner refuses to skip any other event
+      position     bigint,
+      status       text        NOT NULL CHECK (status IN ('pending', 'running', 'done', 'failed')),
+      requested_by text,
+      requested_at timestamptz NOT NULL DEFAULT now(),
+      started_at   timestamptz,
+      finished_at  timestamptz,
+      result       jsonb,
+      error        text
+    );
+    CREATE INDEX ON ${t.commands} (projection) WHERE status = 'pending';
+  `;
+}
+
+export interface DeadLetterInput {
+  projection: string;
+  event: StoredEvent;
+  error: string;
+  attempts: number;
+  reason: 'policy' | 'command';
+  owner: string;
+  /** The checkpoint the caller believes in: the compare-and-set that fences ownership. */
+  expected: bigint;
+  /** State written with the checkpoint (the projection goes on). */
+  state: ProjectionState;
+}
+
+/**
+ * Sets `event` aside and moves the checkpoint past it, in one transaction: either both happen or neither. Returns the
+ * new checkpoint. The caller has applied every event before it (the checkpoint is at the position just before it, or
+ * past it for a late event). Throws OwnershipLostError when the checkpoint moved under us.
+ */
+export async function deadLetterAndAdvance(pool: pg.Pool, names: StoreNames, input: DeadLetterInput): Promise<bigint> {
+  const t = recoveryTables(names);
+  const e = input.event;
+  const next = e.globalPosition > input.expected ? e.globalPosition : input.expected;
+  const client = await pool.connect();
+  try {
+    await client.query('BEGIN');
+    await client.query(
+      `INSERT INTO ${t.deadLetters}
+         (projection, global_position, stream_name, stream_position, type, data, metadata, recorded_at, late, error,
+          attempts, reason, dead_lettered_by)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+       ON CONFLICT (projection, global_position) WHERE redelivered_at IS NULL
+       DO UPDATE SET error = excluded.error, attempts = excluded.attempts, reason = excluded.reason,
+                     dead_lettered_by = excluded.dead_lettered_by, dead_lettered_at = now(), late = excluded.late`,
+      [
+        input.projection,
+        e.globalPosition.toString(),
+        e.streamName,
+        e.streamPosition.toString(),
+        e.type,
+        JSON.stringify(e.data ?? null),
+        JSON.stringify(e.metadata ?? {}),
+        e.recordedAt,
+        e.late === true,
+        input.error,
+        input.attempts,
+        input.reason,
+        input.owner,
+      ],
+    );
+    // Dealt with, as far as late notices go: a late notice for this position must not bring the event back through
+    // the late path (the dead letter is its only way back, and it is re-delivered at most once).
+    await client.query(
+      `INSERT INTO ${names.q.lateDeliveries} (projection, position) VALUES ($1, $2) ON CONFLICT DO NOTHING`,
+      [input.projection, e.globalPosition.toString()],
+    );
+    const moved = await client.query(
+      `UPDATE ${names.q.checkpoints} SET position = $3, state = $4, last_error = NULL, owner = $5, updated_at = now()
+        WHERE name = $1 AND position = $2`,
+      [input.projection, input.expected.toString(), next.toString(), input.state, input.owner],
+    );
+    if (moved.rowCount !== 1) {
+      await client.query('ROLLBACK');
+      throw new OwnershipLostError(input.projection);
+    }
+    await client.query('COMMIT');
+    return next;
+  } catch (error) {
+    await client.query('ROLLBACK').catch(() => {});
+    throw error;
+  } finally {
+    client.release();
+  }
+}
+
+export interface DeadLetter {
+  id: bigint;
+  projection: string;
+  position: bigint;
+  streamName: string;
+  streamPosition: bigint;
+  type: string;
+  late: boolean;
+  error: string;
+  attempts: number;
+  reason: 'policy' | 'command';
+  deadLetteredAt: Date;
+  redeliveredAt: Date | null;
+  lastRedeliveryError: string | null;
+  /** A replay reset the read model after it was dead-lettered: the rebuild read the event again, so it is never re-delivered. */
+  superseded: boolean;
+}
+
+const DEAD_LETTER_COLUMNS = (names: StoreNames) => `
+  d.id::text, d.projection, d.global_position::text AS position, d.stream_name, d.stream_position::text, d.type, d.late,
+  d.error, d.attempts, d.reason, d.dead_lettered_at, d.redelivered_at, d.last_redelivery_error,
+  EXISTS (SELECT 1 FROM ${names.q.replays} r
+           WHERE r.projection = d.projection AND r.target IS NOT NULL AND r.started_at > d.dead_lettered_at) AS superseded`;
+
+function toDeadLetter(r: Record<string, any>): DeadLetter {
+  return {
+    id: BigInt(r.id),
+    projection: r.projection,
+    position: BigInt(r.position),
+    streamName: r.stream_name,
+    streamPosition: BigInt(r.stream_position),
+    type: r.type,
+    late: r.late,
+    error: r.error,
+    attempts: r.attempts,
+    reason: r.reason,
+    deadLetteredAt: r.dead_lettered_at,
+    redeliveredAt: r.redelivered_at,
+    lastRedeliveryError: r.last_redelivery_error,
+    superseded: r.superseded,
+  };
+}
+
+/** Every dead letter of a projection, oldest event first. */
+export async function listDeadLetters(db: pg.Pool | pg.ClientBase, names: StoreNames, projection: string): Promise<DeadLetter[]> {
+  const { rows } = await db.query(
+    `SELECT ${DEAD_LETTER_COLUMNS(names)} FROM ${recoveryTables(names).deadLetters} d
+      WHERE d.projection = $1 ORDER BY d.global_position, d.id`,
+    [projection],
+  );
+  return rows.map(toDeadLetter);
+}
+
+/** Dead letters waiting for re-delivery: not re-delivered yet and not superseded by a replay. */
+export async function pendingDeadLetterIds(db: pg.Pool, names: StoreNames, projection: string): Promise<bigint[]> {
+  return (await listDeadLetters(db, names, projection)).filter((d) => d.redeliveredAt === null && !d.superseded).map((d) => d.id);
+}
+
+/**
+ * Inside the re-delivery transaction: locks the dead letter and returns its event, or undefined when it was
+ * re-delivered meanwhile (by another command): the row lock and the redelivered_at check make it at most once.
+ */
+export async function claimDeadLetter(tx: pg.ClientBase, names: StoreNames, id: bigint): Promise<StoredEvent | undefined> {
+  const { rows } = await tx.query<EventRow & { late: boolean }>(
+    `SELECT ${EVENT_COLUMNS}, d.late
+       FROM ${recoveryTables(names).deadLetters} d WHERE d.id = $1 AND d.redelivered_at IS NULL FOR UPDATE`,
+    [id.toString()],
+  );
+  const row = rows[0];
+  if (!row) return undefined;
+  const event = toStoredEvent(row);
+  if (row.late) event.late = true;
+  return event;
+}
+
+/** In the same transaction as the handler's writes. */
+export async function markRedelivered(tx: pg.ClientBase, names: StoreNames, id: bigint): Promise<void> {
+  await tx.query(`UPDATE ${recoveryTables(names).deadLetters} SET redelivered_at = now(), last_redelivery_error = NULL WHERE id = $1`, [
+    id.toString(),
+  ]);
+}
+
+export async function recordRedeliveryError(db: pg.Pool, names: StoreNames, id: bigint, error: string): Promise<void> {
+  await db.query(`UPDATE ${recoveryTables(names).deadLetters} SET last_redelivery_error = $2 WHERE id = $1`, [id.toString(), error]);
+}
+
+/** Dead letters waiting for re-delivery, per projection (for `status`). */
+export function pendingDeadLettersCountSql(names: StoreNames, projectionExpr: string): string {
+  return `(SELECT count(*) FROM ${recoveryTables(names).deadLetters} d
+            WHERE d.projection = ${projectionExpr} AND d.redelivered_at IS NULL
+              AND NOT EXISTS (SELECT 1 FROM ${names.q.replays} r
+                               WHERE r.projection = d.projection AND r.target IS NOT NULL AND r.started_at > d.dead_lettered_at))`;
+}
+
+// ---- commands ----
+
+export type CommandKind = 'retry' | 'skip';
+
+export interface CommandRow {
+  id: bigint;
+  projection: string;
+  command: CommandKind;
+  deadLetters: boolean;
+  position: bigint | null;
+  status: 'pending' | 'running' | 'done' | 'failed';
+  result: Record<string, unknown> | null;
+  error: string | null;
+}
+
+function toCommand(r: Record<string, any>): CommandRow {
+  return {
+    id: BigInt(r.id),
+    projection: r.projection,
+    command: r.command,
+    deadLetters: r.dead_letters,
+    position: r.position === null ? null : BigInt(r.position),
+    status: r.status,
+    result: r.result,
+    error: r.error,
+  };
+}
+
+const COMMAND_COLUMNS = 'id::text, projection, command, dead_letters, position::text, status, result, error';
+
+/** A row plus a NOTIFY on the replay channel, which wakes the ownership loop of every instance. */
+export async function requestCommand(
+  pool: pg.Pool,
+  names: StoreNames,
+  request: { projection: string; command: CommandKind; deadLetters?: boolean; position?: bigint; requestedBy: string },
+): Promise<bigint> {
+  const { rows } = await pool.query<{ id: string }>(
+    `WITH c AS (
+       INSERT INTO ${recoveryTables(names).commands} (projection, command, dead_letters, position, status, requested_by)
+       VALUES ($1, $2, $3, $4, 'pending', $5) RETURNING id
+     )
+     SELECT id::text, pg_notify($6, $1) FROM c`,
+    [
+      request.projection,
+      request.command,
+      request.deadLetters ?? false,
+      request.position?.toString() ?? null,
+      request.requestedBy,
+      names.replayChannel,
+    ],
+  );
+  return BigInt(rows[0]!.id);
+}
+
+/** Claims the pending commands of projections this instance owns, oldest first. */
+export async function claimCommands(db: pg.Pool, names: StoreNames, owned: string[]): Promise<CommandRow[]> {
+  if (owned.length === 0) return [];
+  const { rows } = await db.query(
+    `UPDATE ${recoveryTables(names).commands} SET status = 'running', started_at = now()
+      WHERE status = 'pending' AND projection = ANY($1) RETURNING ${COMMAND_COLUMNS}`,
+    [owned],
+  );
+  return rows.map(toCommand).sort((a, b) => (a.id < b.id ? -1 : 1));
+}
+
+export async function finishCommand(
+  db: pg.Pool,
+  names: StoreNames,
+  id: bigint,
+  outcome: { result: Record<string, unknown> } | { error: string },
+): Promise<void> {
+  await db.query(
+    `UPDATE ${recoveryTables(names).commands}
+        SET status = $2, result = $3, error = $4, finished_at = now() WHERE id = $1 AND status IN ('pending', 'running')`,
+    [
+      id.toString(),
+      'error' in outcome ? 'failed' : 'done',
+      'result' in outcome ? JSON.stringify(outcome.result) : null,
+      'error' in outcome ? outcome.error : null,
+    ],
+  );
+}
+
+export async function readCommand(db: pg.Pool, names: StoreNames, id: bigint): Promise<CommandRow> {
+  const { rows } = await db.query(`SELECT ${COMMAND_COLUMNS} FROM ${recoveryTables(names).commands} WHERE id = $1`, [id.toString()]);
+  return toCommand(rows[0]);
+}
+
+/** The requester gave up (interrupted, or refused before anyone served it): never carry it out later by surprise. */
+export async function abandonCommand(db: pg.Pool, names: StoreNames, id: bigint): Promise<void> {
+  await db.query(
+    `UPDATE ${recoveryTables(names).commands} SET status = 'failed', error = 'abandoned by the requester', finished_at = now()
+      WHERE id = $1 AND status = 'pending'`,
+    [id.toString()],
+  );
+}

@@ -43,7 +43,7 @@ import { WakeSignal } from './wakeup.js';
  *   stopped ──start──▶ catching_up ◀──full batch──▶ running (caught up with H)
  *                          │  ▲                        │
  *                          │  └──── replay done ───── replaying (reset, rebuilding from 0)
- *                          └──handler keeps failing──▶ failed (stays until the next start)
+ *                          └──handler keeps failing──▶ failed (until `retry`, `skip` or the next start)
  *
  * A batch is one transaction: read events in (checkpoint, H], handle them, record applied positions that lie in
  * given-up gaps, deal with late notices, move the checkpoint by compare-and-set, commit. A crash anywhere in it

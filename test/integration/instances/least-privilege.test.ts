@@ -65,3 +65,31 @@ describe('the runner with exactly the documented privileges', () => {
     expect(JSON.stringify(lines)).not.toContain(password);
   });
 });
+
+describe('a role that may not read the events sequence', () => {
+  it('says so once at start, and the high-water mark still moves (evidence on, no samples)', async () => {
+    const other = await createTestDatabase();
+    const weak = `weak_${Math.random().toString(36).slice(2, 8)}`;
+    let weakRunner: Runner | undefined;
+    try {
+      await other.pool.query(`CREATE ROLE ${weak} LOGIN PASSWORD '${password}'`);
+      await other.pool.query(documentedGrants(other.name, weak));
+      await other.pool.query(`REVOKE ALL ON SEQUENCE events_global_position_seq FROM ${weak}; GRANT pg_read_all_stats TO ${weak}`);
+      await other.pool.query(`CREATE TABLE seen (position bigint PRIMARY KEY); GRANT SELECT, INSERT ON seen TO ${weak}`);
+      const url = other.url.replace(/\/\/[^@]+@/, `//${weak}:${password}@`);
+      const { log, lines } = capturingLogger();
+      weakRunner = await startRunner({ ...other, url }, { projections: [seen], gapEvidence: 'auto', gapTimeoutMs: 60_000, log });
+      expect(lines.filter((l) => String(l.msg).startsWith('no SELECT or USAGE on the events sequence'))).toHaveLength(1);
+      const store = new EventStore(other.pool);
+      for (let i = 0; i < 5; i++) await store.append(`s-${i}`, [{ type: 'E', data: {} }]);
+      await waitFor('high-water mark moved and events applied', async () =>
+        weakRunner!.tracker.highWater === 5n && (await other.pool.query('SELECT count(*)::int AS n FROM seen')).rows[0].n === 5,
+      );
+      expect(lines.filter((l) => l.msg === 'high-water pass failed')).toEqual([]);
+    } finally {
+      await weakRunner?.stop();
+      await other.pool.query(`DROP OWNED BY ${weak}; DROP ROLE ${weak}`).catch(() => {});
+      await other.drop();
+    }
+  });
+});

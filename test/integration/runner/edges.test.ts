@@ -124,7 +124,11 @@ describe('gap evidence and the sessions it must see', () => {
     expect((await gapRows()).map((g) => g.resolution)).toEqual([null]);
     await writer.query('COMMIT');
     await waitFor('filled', async () => (await gapRows())[0]?.resolution === 'filled');
-    expect((await readLog(t.db.pool, 'log')).map((r) => r.position)).toEqual([Number(mine.firstPosition), Number(mine.firstPosition) + 1]);
+    await waitFor('both applied', async () => (await readLog(t.db.pool, 'log')).length === 2);
+    expect(await readLog(t.db.pool, 'log')).toEqual([
+      { position: Number(mine.firstPosition), applied: 1, late: false },
+      { position: Number(mine.firstPosition) + 1, applied: 1, late: false },
+    ]);
   });
 
   it('a reactor projection appends events from its handler while others append: none of them late', async () => {

@@ -41,6 +41,7 @@ export interface RunnerConfig {
   /** Deprecated and ignored: given-up gaps are watched until proven unfillable. Kept so old deployments still start. */
   lateWatchMs: number | undefined;
   gapHistoryMs: number;
+  fenceDelayMs: number;
   gapEvidence: 'auto' | 'off';
   pollIntervalMs: number;
   batchSize: number;
@@ -87,6 +88,9 @@ export const SETTINGS = [
     description: 'a gap still missing this long after first seen is declared dead (timed_out)', parse: positiveDuration }),
   setting({ key: 'lateWatchMs', flag: 'late-watch', env: 'PROJECTION_RUNNER_LATE_WATCH', default: undefined,
     description: 'deprecated, ignored with a warning: a given-up gap is watched until PostgreSQL proves nothing can fill it',
+    parse: positiveDuration }),
+  setting({ key: 'fenceDelayMs', flag: 'fence-delay', env: 'PROJECTION_RUNNER_FENCE_DELAY', default: '1s',
+    description: 'a given-up gap can be proven unfillable only by transactions that began this long after it was seen; raise it for writers that call nextval() and write later',
     parse: positiveDuration }),
   setting({ key: 'gapHistoryMs', flag: 'gap-history', env: 'PROJECTION_RUNNER_GAP_HISTORY', default: '7d',
     description: 'settled and filled gaps older than this are pruned from projection_gaps (open and watched gaps stay)',

@@ -46,6 +46,7 @@ export function runnerOptionsFrom(
     channel: config.channel,
     gapTimeoutMs: config.gapTimeoutMs,
     gapHistoryMs: config.gapHistoryMs,
+    fenceDelayMs: config.fenceDelayMs,
     pollIntervalMs: config.pollIntervalMs,
     batchSize: config.batchSize,
     batchBytes: config.batchBytes,

@@ -177,6 +177,7 @@ export const migrations: Migration[] = [
         v_next    bigint;
         i         int;
         k_lock    int := hashtext('${schema}.${table}:positions');
+        v_locked  boolean := false;
       BEGIN
         -- Writers of one stream queue here until the holder commits; writers of other streams do not.
         PERFORM pg_advisory_xact_lock(hashtext('${schema}.${table}:stream'), hashtext(p_stream));
@@ -196,9 +197,12 @@ export const migrations: Migration[] = [
         -- then start the run again; the skipped values become holes that the runner resolves like rollbacks.
         -- PL/pgSQL checks for interrupts before every statement, so a cancel or statement_timeout can land between
         -- any two of them: the lock is taken and released inside the protected block, and the handler releases it
-        -- only if this session holds it (pg_locks tells), whichever statement the interrupt hit.
+        -- if this session holds it, whichever statement the interrupt hit. v_locked (PL/pgSQL variables survive the
+        -- block's rollback) makes the usual case a single cheap statement, so that a second interrupt has next to no
+        -- time to land inside the handler; pg_locks answers for the instant between taking the lock and the flag.
         BEGIN
           PERFORM pg_advisory_lock(k_lock, 0);
+          v_locked := true;
           v_first := nextval(${q.sequenceLiteral});
           i := 1;
           WHILE i < n LOOP
@@ -210,12 +214,16 @@ export const migrations: Migration[] = [
               i := 1;
             END IF;
           END LOOP;
-          PERFORM pg_advisory_unlock(k_lock, 0);
+          v_locked := NOT pg_advisory_unlock(k_lock, 0);
         EXCEPTION WHEN OTHERS OR query_canceled THEN
-          PERFORM pg_advisory_unlock(k_lock, 0)
-             FROM pg_locks l
-            WHERE l.locktype = 'advisory' AND l.pid = pg_backend_pid() AND l.granted AND l.objsubid = 2
-              AND l.classid::bigint = (k_lock::bigint + 4294967296) % 4294967296 AND l.objid = 0;
+          IF v_locked THEN
+            PERFORM pg_advisory_unlock(k_lock, 0);
+          ELSE
+            PERFORM pg_advisory_unlock(k_lock, 0)
+               FROM pg_locks l
+              WHERE l.locktype = 'advisory' AND l.pid = pg_backend_pid() AND l.granted AND l.objsubid = 2
+                AND l.classid::bigint = (k_lock::bigint + 4294967296) % 4294967296 AND l.objid = 0;
+          END IF;
           RAISE;
         END;
 

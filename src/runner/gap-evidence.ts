@@ -58,8 +58,11 @@ export class ActivityEvidence implements GapEvidenceSource {
                   -- logical replication's apply); autovacuum never writes rows.
                   AND a.backend_type NOT IN ('autovacuum worker', 'autovacuum launcher')
                   AND coalesce(a.application_name, '') <> ALL ($1::text[])
-                  -- Outside a transaction a session holds no position, unless we cannot tell (hidden or disabled).
-                  AND (a.xact_start IS NOT NULL OR a.state IS NULL OR a.state = 'disabled')) AS sessions,
+                  -- Outside a transaction a session holds no position, unless we cannot tell (hidden or disabled). A
+                  -- session with an xid is in a transaction even when xact_start is missing (track_activities was
+                  -- off when it began): it holds the gap (the rules treat an unknown start as "could be X").
+                  AND (a.xact_start IS NOT NULL OR a.state IS NULL OR a.state = 'disabled'
+                       OR a.backend_xid IS NOT NULL OR a.state LIKE 'idle in transaction%')) AS sessions,
               (SELECT coalesce(array_agg((extract(epoch FROM p.prepared) * 1000)::float8), '{}')
                  FROM pg_prepared_xacts p WHERE p.database = current_database()) AS prepared`,
       [INTERNAL_SESSIONS.map((role) => `${APPLICATION_NAME}:${role}`)],

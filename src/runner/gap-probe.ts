@@ -247,7 +247,11 @@ export async function readPersistedHighWater(
  */
 export async function auditSettledGaps(db: pg.ClientBase | pg.Pool, names: StoreNames, leader: string): Promise<bigint[]> {
   const { rows } = await db.query<{ position: string }>(
-    `WITH found AS (
+    // The high-water row is locked first (by the leader only): late rows must commit in id order for the
+    // projectors' late_seen_id, and persistDecision writes them under the same lock.
+    `WITH lead_lock AS (
+       UPDATE ${names.q.highWater} SET leader = leader WHERE leader = $1 RETURNING 1
+     ), found AS (
        SELECT DISTINCT e.global_position AS p
          FROM ${names.q.gaps} g
          JOIN ${names.q.events} e ON e.global_position BETWEEN g.from_position AND g.to_position
@@ -256,7 +260,7 @@ export async function auditSettledGaps(db: pg.ClientBase | pg.Pool, names: Store
      )
      INSERT INTO ${names.q.gaps} (from_position, to_position, first_seen_at, resolved_at, resolution)
      SELECT p, p, now(), now(), 'late' FROM found
-      WHERE EXISTS (SELECT 1 FROM ${names.q.highWater} WHERE leader = $1)
+      WHERE EXISTS (SELECT 1 FROM lead_lock)
      RETURNING from_position::text AS position`,
     [leader],
   );

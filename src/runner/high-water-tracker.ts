@@ -178,7 +178,11 @@ export class HighWaterTracker {
     metrics.gapsWatched.set(decision.state.watched.length);
     if (observation.now - this.maintainedAt >= (this.options.maintenanceIntervalMs ?? 60_000)) {
       this.maintainedAt = observation.now;
-      await this.maintain();
+      // Housekeeping must never hold up H: a failure is logged and tried again at the next interval.
+      await this.maintain().catch((error) => {
+        metrics.dbErrors.inc({ operation: 'high_water' });
+        log.error({ err: error }, 'gap audit or history pruning failed; trying again at the next interval');
+      });
     }
 
     const { openGaps } = decision.state;

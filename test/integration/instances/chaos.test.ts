@@ -18,8 +18,9 @@ import { REACTION_STREAM, REACTION_TYPE, reactsTo } from '../../fixtures/chaos-p
  *   - a few transactions that take a position and stay open for longer than 10 × the gap timeout (the old late-watch
  *     window) before committing: delivered late, exactly once;
  *   - a reactor projection whose handler appends a `Reaction` event in its own transaction for some events.
- * Two runner instances are SIGKILLed at random and restarted, PostgreSQL is restarted once, and after the long
- * transactions have committed (late events exist) both daemons are restarted with one more log projection.
+ * Two runner instances are SIGKILLed at random and restarted; once the first wave of long transactions has committed
+ * (late events exist, at the lowest positions) both daemons are restarted with one more log projection; then
+ * PostgreSQL is restarted once and a second wave of long transactions runs.
  * At the end every committed event (reactions included) is applied exactly once by every log projection, in global
  * order except for the events flagged late, and the reactor has reacted to each of its source events exactly once.
  */
@@ -27,9 +28,11 @@ import { REACTION_STREAM, REACTION_TYPE, reactsTo } from '../../fixtures/chaos-p
 const GAP_TIMEOUT_MS = 1_000;
 /** Chaos lasts at least this long (and until the mid-run projection has run through some of it). */
 const CHAOS_MS = 28_000;
-/** When PostgreSQL is restarted; the long transactions start right after it, so that the restart cannot end them. */
-const DB_RESTART_AT_MS = 5_000;
-const LONG_HOLDS = 4;
+/** A transaction open for less than this cannot have timed out (diagnostics only). */
+const SHORT_MS = GAP_TIMEOUT_MS * 0.7;
+/** Long transactions: a first wave before anything else (the lowest positions), a second after the database restart. */
+const LONG_HOLDS_FIRST = 4;
+const LONG_HOLDS_SECOND = 2;
 /** Well past 10 × the gap timeout after the gap was given up: the old late-watch window had forgotten these gaps. */
 const LONG_HOLD_MS = 12 * GAP_TIMEOUT_MS;
 
@@ -154,8 +157,12 @@ async function savepointWriter(id: number, signal: AbortSignal, stats: Stats) {
       if (roll < 0.02) {
         stats.abortedHolds++;
         await sleep(GAP_TIMEOUT_MS * 1.5); // aborted for longer than the gap timeout: timed out, then late
+      } else if (roll < 0.12) {
+        // Aborted for a good while, yet within the gap timeout: the gap must be held (not declared dead) and the
+        // event applied in global order.
+        await sleep(GAP_TIMEOUT_MS * (0.3 + Math.random() * 0.3));
       } else if (roll < 0.3) {
-        await sleep(Math.random() * 200); // aborted for a while: the gap must be held, not declared dead
+        await sleep(Math.random() * 200);
       }
       await client.query('ROLLBACK TO SAVEPOINT nested');
       if (Math.random() < 0.5) {
@@ -181,34 +188,43 @@ async function savepointWriter(id: number, signal: AbortSignal, stats: Stats) {
   await client?.end().catch(() => {});
 }
 
-/** A transaction that takes a position and stays open for longer than 10 × the gap timeout, then commits. */
-async function longHold(n: number, stats: Stats): Promise<number[]> {
-  const client = newClient(`chaos-long-${n}`);
-  await client.connect();
-  try {
-    const store = new EventStore(server.pool);
-    await client.query('BEGIN');
-    let positions: number[];
-    if (n % 3 === 0) {
-      positions = await insertPlain(client, `long-${n}`, 'Held');
-    } else {
-      const r = await store.append(`long-${n}`, [{ type: 'Held', data: { n } }], { client });
-      positions = range(r.firstPosition, r.lastPosition);
+/**
+ * A transaction that takes a position and stays open for longer than 10 × the gap timeout, then commits. `taken`
+ * settles once it holds its position, `committed` with the positions once it has committed.
+ */
+function longHold(n: number, stats: Stats): { taken: Promise<void>; committed: Promise<number[]> } {
+  let onTaken!: () => void;
+  const taken = new Promise<void>((resolve) => (onTaken = resolve));
+  const committed = (async () => {
+    const client = newClient(`chaos-long-${n}`);
+    await client.connect();
+    try {
+      const store = new EventStore(server.pool);
+      await client.query('BEGIN');
+      let positions: number[];
+      if (n % 3 === 0) {
+        positions = await insertPlain(client, `long-${n}`, 'Held');
+      } else {
+        const r = await store.append(`long-${n}`, [{ type: 'Held', data: { n } }], { client });
+        positions = range(r.firstPosition, r.lastPosition);
+      }
+      const takenAt = Date.now();
+      onTaken();
+      if (n % 3 === 2) {
+        // ...and nested transactions on top: aborted, rolled back to the savepoint, then the long wait.
+        await client.query('SAVEPOINT nested');
+        await client.query('SELECT 1 / 0').catch(() => {});
+        await client.query('ROLLBACK TO SAVEPOINT nested');
+      }
+      await sleep(LONG_HOLD_MS + Math.random() * 1_000);
+      await client.query('COMMIT');
+      stats.committedTxs.push({ kind: `long-${n}`, positions, openMs: Date.now() - takenAt });
+      return positions;
+    } finally {
+      await client.end().catch(() => {});
     }
-    const taken = Date.now();
-    if (n % 3 === 2) {
-      // ...and nested transactions on top: aborted, rolled back to the savepoint, then the long wait.
-      await client.query('SAVEPOINT nested');
-      await client.query('SELECT 1 / 0').catch(() => {});
-      await client.query('ROLLBACK TO SAVEPOINT nested');
-    }
-    await sleep(LONG_HOLD_MS + Math.random() * 1_500);
-    await client.query('COMMIT');
-    stats.committedTxs.push({ kind: `long-${n}`, positions, openMs: Date.now() - taken });
-    return positions;
-  } finally {
-    await client.end().catch(() => {});
-  }
+  })();
+  return { taken: Promise.race([taken, committed.then(() => {})]), committed };
 }
 
 async function positionsOf(sql: string): Promise<number[]> {
@@ -261,36 +277,38 @@ describe('chaos', () => {
       committedTxs: [],
     };
     const writing = new AbortController();
-    const writers = [
-      ...Array.from({ length: 8 }, (_, id) => writer(id, writing.signal, stats)),
-      ...Array.from({ length: 3 }, (_, id) => savepointWriter(id, writing.signal, stats)),
-    ];
-
+    let writers: Array<Promise<void>> = [];
     let kills = 0;
     let restarted = false;
-    let longHolds: Promise<number[][]> | undefined;
-    let longHeld: number[][] | undefined;
     let added: { at: number; lateGapsBefore: number } | undefined;
+    const waves: Array<Promise<number[][]>> = [];
+    let firstWave: number[] | undefined;
+    let secondWave: number[] | undefined;
     const started = Date.now();
     try {
-      while (Date.now() - started < CHAOS_MS || !added || Date.now() - added.at < 6_000) {
+      // First wave of long transactions, before any other writer: they hold the lowest positions, which the
+      // projection added later reads in its very first batch (where a late notice must not apply them again).
+      // (Once the daemons run, so that the gaps are seen and given up long before the long transactions commit.)
+      await waitFor('the projections started', () => (outputs().match(/"msg":"projection started"/g) ?? []).length >= LOGS_FROM_START.length, 30_000);
+      const first = Array.from({ length: LONG_HOLDS_FIRST }, (_, n) => longHold(n, stats));
+      await Promise.all(first.map((h) => h.taken));
+      waves.push(Promise.all(first.map((h) => h.committed)));
+      void waves[0]!.then((p) => (firstWave = p.flat()), () => {});
+      writers = [
+        ...Array.from({ length: 8 }, (_, id) => writer(id, writing.signal, stats)),
+        ...Array.from({ length: 3 }, (_, id) => savepointWriter(id, writing.signal, stats)),
+      ];
+
+      while (Date.now() - started < CHAOS_MS || !added || Date.now() - added.at < 6_000 || !secondWave) {
         await sleep(2_000 + Math.random() * 2_000);
         const victim = Math.floor(Math.random() * instances.length);
         await stop(victim, 'SIGKILL');
         kills++;
         instances[victim] = spawnInstance();
-        if (!restarted && Date.now() - started > DB_RESTART_AT_MS) {
-          restarted = true;
-          await server.server.stop();
-          await sleep(1_000);
-          await server.server.restart();
-          longHolds = Promise.all(Array.from({ length: LONG_HOLDS }, (_, n) => longHold(n, stats)));
-          void longHolds.then((p) => (longHeld = p), () => {});
-        }
-        if (!added && longHeld) {
-          // The long transactions have committed after their gaps were given up: late events exist. Now one more
-          // projection joins: both daemons restart with it in their projections folder.
-          const held = longHeld.flat();
+        if (!added && firstWave) {
+          // The first wave committed long after its gaps were given up: late events exist. Now one more projection
+          // joins: both daemons restart with it in their projections folder.
+          const held = firstWave;
           await waitFor(
             'the long-held events delivered (late) to chaos_a',
             async () => {
@@ -298,20 +316,48 @@ describe('chaos', () => {
               return rows[0].n === held.length;
             },
             30_000,
-          );
+          ).catch(async (error) => {
+            throw new Error(`${(error as Error).message} (long-held positions ${held.join(', ')})\n${await diagnose(LOGS_FROM_START)}`);
+          });
           const { rows: lateGaps } = await server.pool.query("SELECT count(*)::int AS n FROM projection_gaps WHERE resolution = 'late'");
-          const lateGapsBefore: number = lateGaps[0].n;
           projections = PROJECTIONS_ADDED;
           await stop(0, 'SIGKILL');
           await stop(1, 'SIGTERM');
           instances[0] = spawnInstance();
           instances[1] = spawnInstance();
-          added = { at: Date.now(), lateGapsBefore };
+          added = { at: Date.now(), lateGapsBefore: lateGaps[0].n };
+          await waitFor('chaos_c started', () => /"projection":"chaos_c"[^\n]*"msg":"projection started"/.test(outputs()), 30_000);
+        }
+        if (added && !restarted) {
+          // Right after: the database restart, then a second wave of long transactions (which the restart would have ended).
+          restarted = true;
+          await server.server.stop();
+          await sleep(1_000);
+          await server.server.restart();
+          // (Once the runner moves H again, so that the gaps are seen and given up long before they commit.)
+          const head = await waitFor('the database back', async () => {
+            const { rows } = await server.pool.query('SELECT max(global_position)::int AS p FROM events');
+            return { p: rows[0].p as number };
+          }, 30_000);
+          await waitFor('H moving after the database restart', async () => {
+            // (A daemon that gave up while the database was down is started again.)
+            for (const [k, i] of instances.entries()) {
+              if (i.child.exitCode !== null || i.child.signalCode !== null) {
+                allOutputs.push(i.output.join(''));
+                instances[k] = spawnInstance();
+              }
+            }
+            const { rows } = await server.pool.query('SELECT position::int AS p FROM projection_high_water');
+            return rows[0].p > head.p;
+          }, 30_000);
+          const second = Array.from({ length: LONG_HOLDS_SECOND }, (_, n) => longHold(LONG_HOLDS_FIRST + n, stats));
+          waves.push(Promise.all(second.map((h) => h.committed)));
+          void waves[1]!.then((p) => (secondWave = p.flat()), () => {});
         }
       }
       writing.abort();
       await Promise.all(writers);
-      const longPositions = (await longHolds!).flat();
+      const longPositions = (await Promise.all(waves)).flat(2);
 
       // The reactor writes while it applies: wait until it has applied every event in the table (in one snapshot),
       // after which nothing writes any more; only then is the list of committed events final.
@@ -363,11 +409,12 @@ describe('chaos', () => {
       const reactionPositions = new Set(reactions.map((r) => r.p));
       expect(sources.some((s) => reactionPositions.has(s))).toBe(false);
 
-      // Diagnostics, not assertions (they depend on timing): late events whose transaction was open for less than
-      // half the gap timeout mean a gap was wrongly declared dead (savepoints or handler sessions not seen).
+      // Diagnostics, not assertions (they depend on timing): a late event whose transaction was open for clearly less
+      // than the gap timeout means its gap was declared dead while it was still open (a savepoint or a handler
+      // session not seen by the evidence).
       const lateA = lateByLog.get('chaos_a')!;
       const shortLate = stats.committedTxs
-        .filter((t) => t.openMs < GAP_TIMEOUT_MS / 2 && t.positions.some((p) => lateA.has(p)))
+        .filter((t) => t.openMs < SHORT_MS && t.positions.some((p) => lateA.has(p)))
         .map((t) => `${t.kind}@${t.positions.join('+')}(${t.openMs}ms)`);
       const lateReactions = reactions.filter((r) => lateA.has(r.p)).length;
       const { rows: gaps } = await server.pool.query(
@@ -381,11 +428,11 @@ describe('chaos', () => {
             `gaps dead=${byResolution.dead ?? 0} timed_out=${byResolution.timed_out ?? 0} late=${byResolution.late ?? 0} ` +
             `filled=${byResolution.filled ?? 0} open=${byResolution.open ?? 0}; ` +
             `savepoint writers: ${stats.savepointCommits} commits, ${stats.savepointRollbacks} rollbacks, ${stats.abortedHolds} aborted past the gap timeout; ` +
-            `${LONG_HOLDS} transactions held ${LONG_HOLD_MS / 1000}+ s; reactor: ${sources.length} reacted once each, ${lateReactions} reactions late; ` +
+            `${LONG_HOLDS_FIRST + LONG_HOLDS_SECOND} transactions held ${LONG_HOLD_MS / 1000}+ s; reactor: ${sources.length} reacted once each, ${lateReactions} reactions late; ` +
             `chaos_c added after ${added!.lateGapsBefore} late gaps; kills ${kills}, database restarts 1`,
           `writers: ${stats.commits} commits, ${stats.rollbacks} rollbacks, ${stats.longHolds} holds past the gap timeout, ` +
             `${stats.errors} writer errors (database restart); projection starts: ${starts}`,
-          `late though open < ${GAP_TIMEOUT_MS / 2} ms: ${shortLate.length}${shortLate.length ? ` ${shortLate.slice(0, 10).join(' ')}` : ''}`,
+          `late though open < ${SHORT_MS} ms: ${shortLate.length}${shortLate.length ? ` ${shortLate.slice(0, 10).join(' ')}` : ''}`,
           ...report,
         ].join('\n'),
       );
@@ -396,8 +443,7 @@ describe('chaos', () => {
       expect(added!.lateGapsBefore).toBeGreaterThan(0);
     } finally {
       writing.abort();
-      await Promise.allSettled(writers);
-      await longHolds?.catch(() => {});
+      await Promise.allSettled([...writers, ...waves]);
       for (const i of instances) i.child.kill('SIGTERM');
       await Promise.all(instances.map((i) => i.exited));
     }

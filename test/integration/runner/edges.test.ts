@@ -131,6 +131,31 @@ describe('gap evidence and the sessions it must see', () => {
     ]);
   });
 
+  it('a writer that began its transaction untracked and then turned tracking on (no xact_start, an xid) holds its gap', async () => {
+    t.runner = await withEvidence();
+    const writer = await t.db.connect();
+    await writer.query('SET track_activities = off');
+    await writer.query('BEGIN');
+    const mine = await t.store.append('half-tracked', [{ type: 'E', data: {} }], { client: writer });
+    await writer.query('SET track_activities = on');
+    await writer.query('SELECT 1');
+    const { rows } = await t.db.pool.query(
+      `SELECT state, xact_start IS NULL AS no_start, backend_xid IS NOT NULL AS has_xid FROM pg_stat_activity WHERE pid = $1`,
+      [(writer as unknown as { processID: number }).processID],
+    );
+    expect(rows).toEqual([{ state: 'idle in transaction', no_start: true, has_xid: true }]);
+    await t.store.append('other', [{ type: 'E', data: {} }]);
+    await waitFor('gap seen', async () => (await gapRows()).length > 0);
+    await sleep(500);
+    expect((await gapRows()).map((g) => g.resolution)).toEqual([null]);
+    await writer.query('COMMIT');
+    await waitFor('both applied', async () => (await readLog(t.db.pool, 'log')).length === 2);
+    expect((await readLog(t.db.pool, 'log')).map((r) => [r.position, r.late])).toEqual([
+      [Number(mine.firstPosition), false],
+      [Number(mine.firstPosition) + 1, false],
+    ]);
+  });
+
   it('a reactor projection appends events from its handler while others append: none of them late', async () => {
     // For every Order it sees, the reactor appends an Invoice in the same transaction as its checkpoint.
     const reactor = defineProjection({

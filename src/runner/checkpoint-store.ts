@@ -72,10 +72,11 @@ export async function readEvents(
   eventTypes: string[] | undefined,
   maxBytes: number = Number.MAX_SAFE_INTEGER,
 ): Promise<{ events: StoredEvent[]; truncated: boolean }> {
-  const { rows } = await tx.query<EventRow & { run_bytes: string; size_bytes: number }>({
+  const { rows } = await tx.query<EventRow & { over: boolean }>({
     // Named: parsed and planned once per connection, it is the hot query of every replay.
     name: eventTypes ? `pr_read_typed_${names.schema}_${names.table}` : `pr_read_${names.schema}_${names.table}`,
-    text: `SELECT * FROM (
+    // The outer list is the event columns and one boolean: every extra column is parsed for every row of a replay.
+    text: `SELECT w.gp, w.stream_name, w.sp, w.type, w.data, w.metadata, w.recorded_at, w.run_bytes >= $4 AS over FROM (
              SELECT ${EVENT_COLUMNS}, global_position AS pos,
                     pg_column_size(data) + pg_column_size(metadata) AS size_bytes,
                     sum(pg_column_size(data) + pg_column_size(metadata)) OVER (ORDER BY global_position) AS run_bytes
@@ -88,7 +89,7 @@ export async function readEvents(
     values: [after.toString(), upTo.toString(), limit, maxBytes, ...(eventTypes ? [eventTypes] : [])],
   });
   const last = rows.at(-1);
-  return { events: rows.map(toStoredEvent), truncated: last !== undefined && Number(last.run_bytes) >= maxBytes };
+  return { events: rows.map(toStoredEvent), truncated: last?.over === true };
 }
 
 /** Given-up (dead or timed-out) ranges that overlap (after, upTo], clipped to it. */

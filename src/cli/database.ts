@@ -1,6 +1,6 @@
 import pg from 'pg';
 import type { Logger } from 'pino';
-import { describeConnection } from '../db/connection.js';
+import { createPool, describeConnection } from '../db/connection.js';
 import { startEmbeddedDatabase } from '../db/embedded.js';
 import { ProjectionRunnerError } from '../errors.js';
 
@@ -60,5 +60,30 @@ export async function checkConnection(connectionString: string): Promise<void> {
     throw new DatabaseUnavailableError(`cannot reach PostgreSQL at ${where} (${reason})`);
   } finally {
     await client.end().catch(() => {});
+  }
+}
+
+/**
+ * The shape of every command but `run` and `demo`: open the database, check it answers, run `fn` with a small pool,
+ * and close everything whatever happens (what `fn` started, it stops in its own finally, before the pool ends).
+ */
+export async function withDatabasePool<T>(
+  databaseUrl: string | undefined,
+  role: string,
+  log: Logger,
+  fn: (pool: pg.Pool, connectionString: string) => Promise<T>,
+  size = 1,
+): Promise<T> {
+  const database = await openDatabase(databaseUrl, log);
+  try {
+    await checkConnection(database.connectionString);
+    const pool = createPool(database.connectionString, role, size);
+    try {
+      return await fn(pool, database.connectionString);
+    } finally {
+      await pool.end();
+    }
+  } finally {
+    await database.close();
   }
 }

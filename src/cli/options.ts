@@ -2,7 +2,7 @@ import { Option, type Command } from 'commander';
 import type { Logger } from 'pino';
 import { resolveConfig, SETTINGS, type RunnerConfig, type SettingKey } from '../config.js';
 import type { Projection } from '../runner/projection.js';
-import type { RunnerOptions } from '../runner/runner.js';
+import { Runner, type RunnerOptions } from '../runner/runner.js';
 
 /** Adds the given settings as flags, each documenting its environment variable and default (from config.ts). */
 export function addSettings(command: Command, keys: readonly SettingKey[]): Command {
@@ -54,4 +54,16 @@ export function runnerOptionsFrom(
     onError: config.onError,
     gapEvidence: config.gapEvidence,
   };
+}
+
+/**
+ * A runner in this process for one projection, for the commands that act themselves when no daemon owns it
+ * (replay, retry, skip): polls often so the command's progress shows, no gap evidence (it is not the daemon).
+ */
+export function inProcessRunner(config: RunnerConfig, connectionString: string, projection: Projection, log: Logger): Runner {
+  return new Runner({
+    ...runnerOptionsFrom(config, connectionString, [projection], log),
+    pollIntervalMs: Math.min(config.pollIntervalMs, 250),
+    gapEvidence: 'off',
+  });
 }

@@ -2,7 +2,6 @@ import { createInterface } from 'node:readline/promises';
 import type { Command } from 'commander';
 import type pg from 'pg';
 import { SETTINGS, type RunnerConfig } from '../config.js';
-import { createPool } from '../db/connection.js';
 import { storeNames, type StoreNames } from '../db/identifiers.js';
 import { migrate } from '../db/migrate.js';
 import { CommandFailedError, ProjectionNotFailedError, UnknownProjectionError } from '../errors.js';
@@ -11,8 +10,8 @@ import { abandonCommand, listDeadLetters, readCommand, requestCommand, type Comm
 import { instanceName } from '../runner/ownership.js';
 import { loadProjections } from '../runner/projection.js';
 import { Runner } from '../runner/runner.js';
-import { checkConnection, openDatabase } from './database.js';
-import { addSettings, configFrom, CONNECTION_SETTINGS, runnerOptionsFrom } from './options.js';
+import { withDatabasePool } from './database.js';
+import { addSettings, configFrom, CONNECTION_SETTINGS, inProcessRunner } from './options.js';
 import { UsageError } from './replay.js';
 import { readStatus } from './status.js';
 
@@ -73,62 +72,58 @@ async function runCommand(
     throw new UsageError('no terminal to confirm on: pass --yes to skip without asking');
   }
   const names = storeNames(config);
-  const database = await openDatabase(config.databaseUrl, log);
-  let pool: pg.Pool | undefined;
-  let runner: Runner | undefined;
-  let id: bigint | undefined;
-  try {
-    await checkConnection(database.connectionString);
-    pool = createPool(database.connectionString, command, 2);
-    await migrate(pool, names);
-    const status = (await readStatus(pool, names)).projections.find((p) => p.name === name);
-    let position: bigint | undefined;
-    if (command === 'skip') {
-      if (status?.state !== 'failed') throw new ProjectionNotFailedError(name, status?.state ?? 'never run');
-      const failedAt = (status.lastError as { position?: string; type?: string; message?: string } | null) ?? {};
-      position = failedAt.position ? BigInt(failedAt.position) : undefined;
-      if (!options.yes) {
-        const question = `Skip position ${failedAt.position ?? '?'} (${failedAt.type ?? '?'}) of "${name}"? It goes to projection_dead_letters (error: ${failedAt.message ?? '?'}).`;
-        if (!(await confirm(question))) {
-          process.stderr.write('skip cancelled\n');
-          return;
+  await withDatabasePool(
+    config.databaseUrl,
+    command,
+    log,
+    async (pool, connectionString) => {
+      let runner: Runner | undefined;
+      let id: bigint | undefined;
+      try {
+        await migrate(pool, names);
+        const status = (await readStatus(pool, names)).projections.find((p) => p.name === name);
+        let position: bigint | undefined;
+        if (command === 'skip') {
+          if (status?.state !== 'failed') throw new ProjectionNotFailedError(name, status?.state ?? 'never run');
+          const failedAt = (status.lastError as { position?: string; type?: string; message?: string } | null) ?? {};
+          position = failedAt.position ? BigInt(failedAt.position) : undefined;
+          if (!options.yes) {
+            const question = `Skip position ${failedAt.position ?? '?'} (${failedAt.type ?? '?'}) of "${name}"? It goes to projection_dead_letters (error: ${failedAt.message ?? '?'}).`;
+            if (!(await confirm(question))) {
+              process.stderr.write('skip cancelled\n');
+              return;
+            }
+          }
         }
+        id = await requestCommand(pool, names, { projection: name, command, deadLetters: options.deadLetters, position, requestedBy: instanceName() });
+        if (status?.owner) {
+          process.stderr.write(`${name} is run by ${status.owner}: the daemon carries out the ${command}\n`);
+        } else {
+          process.stderr.write(`no daemon runs ${name}: ${command} in this process\n`);
+          runner = inProcessRunner(config, connectionString, projections.find((p) => p.name === name)!, log);
+          await runner.start();
+        }
+        const row = await followCommand(pool, names, id);
+        if (row.status === 'failed') throw new CommandFailedError(`${command} ${name}: ${row.error}`);
+        let result = row.result ?? {};
+        if (runner) {
+          // In this process the projection runs only as long as the command: take it to the head (or to its next failure).
+          const projector = await waitForSettled(runner, name);
+          if (projector.state === 'failed' && projector.failure) {
+            const { fault } = projector.failure;
+            throw new CommandFailedError(`${name} failed again at position ${fault.event.globalPosition} (${fault.event.type}): ${fault.reason}`);
+          }
+          result = { ...result, state: projector.state, position: projector.checkpoint.toString() };
+        }
+        process.stdout.write(`${describeResult(name, command, result)}\n`);
+      } finally {
+        // A command left pending (interrupted, or refused above) must not be carried out later by surprise.
+        if (id !== undefined) await abandonCommand(pool, names, id).catch(() => {});
+        await runner?.stop();
       }
-    }
-    id = await requestCommand(pool, names, { projection: name, command, deadLetters: options.deadLetters, position, requestedBy: instanceName() });
-    if (status?.owner) {
-      process.stderr.write(`${name} is run by ${status.owner}: the daemon carries out the ${command}\n`);
-    } else {
-      process.stderr.write(`no daemon runs ${name}: ${command} in this process\n`);
-      runner = new Runner({
-        ...runnerOptionsFrom(config, database.connectionString, projections.filter((p) => p.name === name), log),
-        pollIntervalMs: Math.min(config.pollIntervalMs, 250),
-        gapEvidence: 'off',
-      });
-      await runner.start();
-    }
-    const row = await followCommand(pool, names, id);
-    if (row.status === 'failed') throw new CommandFailedError(`${command} ${name}: ${row.error}`);
-    let result = row.result ?? {};
-    if (runner) {
-      // In this process the projection runs only as long as the command: take it to the head (or to its next failure).
-      const projector = await waitForSettled(runner, name);
-      if (projector.state === 'failed' && projector.failure) {
-        const { fault } = projector.failure;
-        throw new CommandFailedError(`${name} failed again at position ${fault.event.globalPosition} (${fault.event.type}): ${fault.reason}`);
-      }
-      result = { ...result, state: projector.state, position: projector.checkpoint.toString() };
-    }
-    process.stdout.write(`${describeResult(name, command, result)}\n`);
-  } finally {
-    // A command left pending (interrupted, or refused above) must not be carried out later by surprise.
-    if (pool && id !== undefined) {
-      await abandonCommand(pool, names, id).catch(() => {});
-    }
-    await runner?.stop();
-    await pool?.end();
-    await database.close();
-  }
+    },
+    2,
+  );
 }
 
 async function followCommand(pool: pg.Pool, names: StoreNames, id: bigint) {
@@ -168,21 +163,12 @@ export function registerDeadLetters(program: Command): void {
   ).action(async (name: string, options) => {
     const config = configFrom(options);
     const log = createLogger(options.json ? 'silent' : config.logLevel === 'info' ? 'warn' : config.logLevel);
-    const database = await openDatabase(config.databaseUrl, log);
-    try {
-      await checkConnection(database.connectionString);
-      const pool = createPool(database.connectionString, 'dead-letters', 1);
-      try {
-        const names = storeNames(config);
-        await migrate(pool, names);
-        const letters = await listDeadLetters(pool, names, name);
-        process.stdout.write(options.json ? `${JSON.stringify(letters.map(deadLetterJson), null, 2)}\n` : `${formatDeadLetters(name, letters)}\n`);
-      } finally {
-        await pool.end();
-      }
-    } finally {
-      await database.close();
-    }
+    await withDatabasePool(config.databaseUrl, 'dead-letters', log, async (pool) => {
+      const names = storeNames(config);
+      await migrate(pool, names);
+      const letters = await listDeadLetters(pool, names, name);
+      process.stdout.write(options.json ? `${JSON.stringify(letters.map(deadLetterJson), null, 2)}\n` : `${formatDeadLetters(name, letters)}\n`);
+    });
   });
 }
 

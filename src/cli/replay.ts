@@ -9,8 +9,8 @@ import { createLogger } from '../logger.js';
 import { loadProjections } from '../runner/projection.js';
 import { readReplay, requestReplay } from '../runner/replay-requests.js';
 import { Runner } from '../runner/runner.js';
-import { checkConnection, openDatabase } from './database.js';
-import { addSettings, configFrom, runnerOptionsFrom } from './options.js';
+import { withDatabasePool } from './database.js';
+import { addSettings, configFrom, inProcessRunner } from './options.js';
 import { formatProgress, formatSummary } from './progress.js';
 import { readStatus } from './status.js';
 import { instanceName } from '../runner/ownership.js';
@@ -49,31 +49,30 @@ export function registerReplay(program: Command): void {
       }
     }
     const names = storeNames(config);
-    const database = await openDatabase(config.databaseUrl, log);
-    await checkConnection(database.connectionString);
-    const pool = createPool(database.connectionString, 'replay', 2);
-    let runner: Runner | undefined;
-    try {
-      await migrate(pool, names);
-      const replayId = await requestReplay(pool, names, name, instanceName());
-      const owner = (await readStatus(pool, names)).projections.find((p) => p.name === name)?.owner;
-      if (owner) {
-        process.stderr.write(`${name} is run by ${owner}: the daemon rebuilds it; following its progress\n`);
-      } else {
-        process.stderr.write(`no daemon runs ${name}: rebuilding in this process\n`);
-        runner = new Runner({
-          ...runnerOptionsFrom(config, database.connectionString, projections.filter((p) => p.name === name), log),
-          pollIntervalMs: Math.min(config.pollIntervalMs, 250),
-          gapEvidence: 'off',
-        });
-        await runner.start();
-      }
-      await follow(pool, names, replayId, name);
-    } finally {
-      await runner?.stop();
-      await pool.end();
-      await database.close();
-    }
+    await withDatabasePool(
+      config.databaseUrl,
+      'replay',
+      log,
+      async (pool, connectionString) => {
+        let runner: Runner | undefined;
+        try {
+          await migrate(pool, names);
+          const replayId = await requestReplay(pool, names, name, instanceName());
+          const owner = (await readStatus(pool, names)).projections.find((p) => p.name === name)?.owner;
+          if (owner) {
+            process.stderr.write(`${name} is run by ${owner}: the daemon rebuilds it; following its progress\n`);
+          } else {
+            process.stderr.write(`no daemon runs ${name}: rebuilding in this process\n`);
+            runner = inProcessRunner(config, connectionString, projections.find((p) => p.name === name)!, log);
+            await runner.start();
+          }
+          await follow(pool, names, replayId, name);
+        } finally {
+          await runner?.stop();
+        }
+      },
+      2,
+    );
   });
 }
 

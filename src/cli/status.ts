@@ -1,11 +1,10 @@
 import type { Command } from 'commander';
 import type pg from 'pg';
-import { createPool } from '../db/connection.js';
 import { storeNames, type StoreNames } from '../db/identifiers.js';
 import { createLogger } from '../logger.js';
 import { pendingDeadLettersCountSql } from '../runner/dead-letters.js';
 import { heldLeaseCondition, leaseNamespace } from '../runner/ownership.js';
-import { checkConnection, openDatabase } from './database.js';
+import { withDatabasePool } from './database.js';
 import { addSettings, configFrom, CONNECTION_SETTINGS } from './options.js';
 
 export interface StatusReport {
@@ -114,18 +113,9 @@ export function registerStatus(program: Command): void {
   ).action(async (options) => {
     const config = configFrom(options);
     const log = createLogger(options.json ? 'silent' : config.logLevel === 'info' ? 'warn' : config.logLevel);
-    const database = await openDatabase(config.databaseUrl, log);
-    try {
-      await checkConnection(database.connectionString);
-      const pool = createPool(database.connectionString, 'status', 1);
-      try {
-        const report = await readStatus(pool, storeNames(config));
-        process.stdout.write(options.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatStatus(report)}\n`);
-      } finally {
-        await pool.end();
-      }
-    } finally {
-      await database.close();
-    }
+    await withDatabasePool(config.databaseUrl, 'status', log, async (pool) => {
+      const report = await readStatus(pool, storeNames(config));
+      process.stdout.write(options.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatStatus(report)}\n`);
+    });
   });
 }

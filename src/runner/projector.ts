@@ -34,7 +34,7 @@ import {
   type CommandRow,
 } from './dead-letters.js';
 import type { ErrorPolicy, Projection } from './projection.js';
-import { backoffDelay, isRetryableDatabaseError } from './retry.js';
+import { backoffDelay, isRetryableDatabaseError, withRetries } from './retry.js';
 import { WakeSignal } from './wakeup.js';
 
 /**
@@ -45,8 +45,9 @@ import { WakeSignal } from './wakeup.js';
  *                          │  └──── replay done ───── replaying (reset, rebuilding from 0)
  *                          └──handler keeps failing──▶ failed (until `retry`, `skip` or the next start)
  *
- * A batch is one transaction: read events in (checkpoint, H], handle them, record applied positions that lie in
- * given-up gaps, deal with late notices, move the checkpoint by compare-and-set, commit. A crash anywhere in it
+ * A batch is one transaction: read events in (checkpoint, H], handle them, record the positions of given-up gaps it
+ * passed without reading (projection_skipped_positions), apply late notices for skipped positions, move the
+ * checkpoint by compare-and-set, commit. A crash anywhere in it
  * applies nothing twice and skips nothing, for read models in the same database.
  */
 
@@ -346,17 +347,17 @@ export class Projector {
     }
   }
 
-  private async withDatabaseRetries<T>(fn: () => Promise<T>, signal: AbortSignal): Promise<T> {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return await fn();
-      } catch (error) {
-        if (signal.aborted || classifyBatchFailure(error) !== 'database') throw error;
+  /** `fn` retried through database faults (classified as a batch's are), with the shared backoff. */
+  private withDatabaseRetries<T>(fn: () => Promise<T>, signal: AbortSignal): Promise<T> {
+    return withRetries(fn, {
+      operation: 'batch',
+      signal,
+      isRetryable: (error) => classifyBatchFailure(error) === 'database',
+      onRetry: (error, attempt) => {
         this.options.metrics.dbErrors.inc({ operation: 'batch' });
         this.log.warn({ err: error, attempt }, 'database error; retrying');
-        await sleep(backoffDelay(attempt, { baseMs: 100, maxMs: 5_000 }), signal);
-      }
-    }
+      },
+    });
   }
 
   /**

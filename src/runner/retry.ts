@@ -44,6 +44,8 @@ export interface RetryOptions {
   onRetry?: (error: Error, attempt: number, operation: string) => void;
   /** Retries of errors that are not database errors (handler errors): default none. */
   retries?: number;
+  /** Which errors are the database's to retry; default isRetryableDatabaseError. */
+  isRetryable?: (error: unknown) => boolean;
 }
 
 /**
@@ -51,6 +53,7 @@ export interface RetryOptions {
  * daemon must ride out a database restart), with backoff and a log line per attempt.
  */
 export function withRetries<T>(fn: () => Promise<T>, options: RetryOptions): Promise<T> {
+  const isRetryable = options.isRetryable ?? isRetryableDatabaseError;
   return pRetry(
     async () => {
       if (options.signal?.aborted) throw new AbortError('stopping');
@@ -63,9 +66,9 @@ export function withRetries<T>(fn: () => Promise<T>, options: RetryOptions): Pro
       maxTimeout: 5_000,
       randomize: true,
       signal: options.signal,
-      shouldRetry: ({ error }) => isRetryableDatabaseError(error) && !options.signal?.aborted,
+      shouldRetry: ({ error }) => isRetryable(error) && !options.signal?.aborted,
       onFailedAttempt: ({ error, attemptNumber }) => {
-        if (isRetryableDatabaseError(error)) options.onRetry?.(error, attemptNumber, options.operation);
+        if (isRetryable(error)) options.onRetry?.(error, attemptNumber, options.operation);
       },
     },
   );

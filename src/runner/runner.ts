@@ -294,13 +294,21 @@ export class Runner implements LagSource {
     entry.controller.abort();
     await entry.done;
     this.owned.delete(name);
-    // A failed projection stays failed in its row (status shows it, `skip` and `retry` find it) when given up.
-    const rowState = entry.projector.state === 'failed' ? 'failed' : 'stopped';
+    const failed = entry.projector.state === 'failed';
     entry.projector.setState('stopped');
-    // Its series go before the lease does, so no scrape ever finds the projection on two instances.
-    this.metrics.forgetProjection(name);
-    await setProjectionState(this.pool, this.names, name, rowState, null).catch(() => {});
+    // Its series go (after the state change above, which sets one) before the lease does, so no scrape ever finds
+    // the projection on two instances.
+    await this.giveUpRow(name, failed);
     await this.leases.release('projection', name).catch(() => {});
+  }
+
+  /**
+   * This instance no longer runs the projection: its metric series go, and its row is left without an owner —
+   * `stopped`, or still `failed` (status shows it, `skip` and `retry` find it).
+   */
+  private async giveUpRow(name: string, failed: boolean): Promise<void> {
+    this.metrics.forgetProjection(name);
+    await setProjectionState(this.pool, this.names, name, failed ? 'failed' : 'stopped', null).catch(() => {});
   }
 
   private dropAllProjections(reason: string): void {
@@ -424,12 +432,7 @@ export class Runner implements LagSource {
     this.stopping ??= (async () => {
       this.controller.abort();
       await Promise.allSettled([...this.loops, ...[...this.owned.values()].map((o) => o.done)]);
-      for (const [name, entry] of this.owned) {
-        // A failed projection stays failed in its row (status shows it, `skip` and `retry` find it).
-        const rowState = entry.projector.state === 'failed' ? 'failed' : 'stopped';
-        await setProjectionState(this.pool, this.names, name, rowState, null).catch(() => {});
-        this.metrics.forgetProjection(name);
-      }
+      for (const [name, entry] of this.owned) await this.giveUpRow(name, entry.projector.state === 'failed');
       this.owned.clear();
       await this.listener.stop();
       await this.leases.close();

@@ -1,6 +1,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { afterEach, beforeEach } from 'vitest';
+import { createTestDatabase, type TestDatabase } from './database.js';
 
 export const REPO = path.resolve(import.meta.dirname, '../..');
 export const FIXTURE_PROJECTIONS = path.join(REPO, 'test/fixtures/projections');
@@ -51,4 +53,26 @@ export function startDaemon(databaseUrl: string, extraArgs: string[] = [], env: 
   child.stderr!.on('data', (d) => output.push(String(d)));
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
   return { child, output, exited };
+}
+
+/**
+ * The fixture of a test with daemon processes: a fresh database before each test; after it, every daemon the test
+ * registered in `daemons` SIGKILLed and reaped, and the database dropped.
+ */
+export function useDaemonFixture() {
+  const fixture = { daemons: [] as Array<ReturnType<typeof startDaemon>> } as {
+    db: TestDatabase;
+    daemons: Array<ReturnType<typeof startDaemon>>;
+  };
+  beforeEach(async () => {
+    fixture.db = await createTestDatabase();
+  });
+  afterEach(async () => {
+    for (const d of fixture.daemons.splice(0)) {
+      d.child.kill('SIGKILL');
+      await d.exited;
+    }
+    await fixture.db.drop();
+  });
+  return fixture;
 }

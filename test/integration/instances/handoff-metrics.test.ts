@@ -1,10 +1,10 @@
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { EventStore } from '../../../src/index.js';
 import { storeNames } from '../../../src/db/identifiers.js';
 import { freePort } from '../../../src/db/postgres-server.js';
 import { heldLeaseCondition, leaseNamespace } from '../../../src/runner/ownership.js';
-import { startDaemon } from '../../support/child-runner.js';
-import { createTestDatabase, waitFor, type TestDatabase } from '../../support/database.js';
+import { startDaemon, useDaemonFixture } from '../../support/child-runner.js';
+import { waitFor } from '../../support/database.js';
 
 /**
  * Metrics only for what an instance owns: after a hand-off the instance that gave a projection up no longer exports
@@ -19,30 +19,19 @@ const PER_PROJECTION = [
   'projection_runner_projection_state',
 ];
 
-let db: TestDatabase;
-const daemons: Array<ReturnType<typeof startDaemon>> = [];
-beforeEach(async () => {
-  db = await createTestDatabase();
-});
-afterEach(async () => {
-  for (const d of daemons.splice(0)) {
-    d.child.kill('SIGKILL');
-    await d.exited;
-  }
-  await db.drop();
-});
+const t = useDaemonFixture();
 
 async function spawnInstance() {
   const port = await freePort();
-  const daemon = startDaemon(db.url, ['--poll-interval', '300ms', '--metrics-port', String(port)]);
-  daemons.push(daemon);
+  const daemon = startDaemon(t.db.url, ['--poll-interval', '300ms', '--metrics-port', String(port)]);
+  t.daemons.push(daemon);
   return { ...daemon, port, pid: daemon.child.pid! };
 }
 type Instance = Awaited<ReturnType<typeof spawnInstance>>;
 
 /** The owner of each projection per PostgreSQL: lease held and checkpoint row claimed. */
 async function owners(): Promise<Map<string, number>> {
-  const { rows } = await db.pool.query(
+  const { rows } = await t.db.pool.query(
     `SELECT c.name, c.owner FROM projection_checkpoints c
       WHERE EXISTS (SELECT 1 FROM pg_locks k WHERE ${heldLeaseCondition('k', '$1', 'c.name')})`,
     [leaseNamespace(storeNames(), 'projection')],
@@ -86,7 +75,7 @@ async function expectOnlyOwnersExport(instances: Instance[]) {
 
 describe('per-projection metrics across a hand-off', () => {
   it('are exported by exactly the owner: alone, after balancing to a second instance, and after it stops', async () => {
-    const store = new EventStore(db.pool);
+    const store = new EventStore(t.db.pool);
     for (let i = 0; i < 20; i++) await store.append(`m-${i % 4}`, [{ type: 'E', data: { i } }]);
 
     const first = await spawnInstance();

@@ -204,6 +204,17 @@ describe('gap evidence and the sessions it must see', () => {
 });
 
 describe('late delivery exactly once, with no time window', () => {
+  /** Waits until each projection's late_seen_id has reached the newest late notice (none is left to apply). */
+  const lateNoticesDealtWith = (projections: string[]) =>
+    waitFor('every late notice dealt with', async () => {
+      const { rows } = await t.db.pool.query(
+        `SELECT count(*)::int AS behind FROM projection_checkpoints
+          WHERE name = ANY($1) AND late_seen_id < (SELECT coalesce(max(id), 0) FROM projection_gaps WHERE resolution = 'late')`,
+        [projections],
+      );
+      return rows[0].behind === 0;
+    });
+
   /** Positions 1..n held open, n+1 committed, all given up, then the held ones committed: n late events. */
   async function makeLateEvents(n: number) {
     const held = await Promise.all(Array.from({ length: n }, (_, i) => holdPosition(`late-${i}`)));
@@ -222,8 +233,8 @@ describe('late delivery exactly once, with no time window', () => {
     await t.runner.stop();
     t.runner = await startRunner(t.db, { projections: [positionLog('first'), positionLog('added')], gapTimeoutMs: 300 });
     await waitUntilAllApplied(t.db.pool, committed, ['first', 'added'], 10_000);
-    // Let any duplicate delivery happen before looking.
-    await sleep(300);
+    // A duplicate would come from a late notice: look once every notice has been dealt with.
+    await lateNoticesDealtWith(['first', 'added']);
     const added = await expectExactlyOnceInOrder(t.db.pool, 'added', committed);
     expect(added.filter((r) => r.late)).toEqual([]);
     await expectExactlyOnceInOrder(t.db.pool, 'first', committed);
@@ -241,7 +252,7 @@ describe('late delivery exactly once, with no time window', () => {
     t.runner = await startRunner(t.db, { projections: [positionLog('first'), fragile()], gapTimeoutMs: 300 });
     const committed = await committedPositions(t.db.pool);
     await waitUntilAllApplied(t.db.pool, committed, ['first', 'fragile'], 10_000);
-    await sleep(300);
+    await lateNoticesDealtWith(['first', 'fragile']);
     // It read the late positions normally (they were visible when it got there): once each, none flagged late.
     const log = await expectExactlyOnceInOrder(t.db.pool, 'fragile', committed);
     expect(log.filter((r) => r.late)).toEqual([]);

@@ -51,6 +51,8 @@ export interface StoreNames {
     lateDeliveries: string;
     skippedPositions: string;
     replays: string;
+    deadLetters: string;
+    commands: string;
   };
 }
 
@@ -82,6 +84,8 @@ export function storeNames(options: StoreNamesOptions = {}): StoreNames {
       lateDeliveries: qualified('projection_late_deliveries'),
       skippedPositions: qualified('projection_skipped_positions'),
       replays: qualified('projection_replays'),
+      deadLetters: qualified('projection_dead_letters'),
+      commands: qualified('projection_commands'),
     },
   };
 }

@@ -1,5 +1,4 @@
 import type { StoreNames } from './identifiers.js';
-import { recoveryMigrationSql } from '../runner/dead-letters.js';
 
 /**
  * Numbered migrations, applied in order, each in the transaction of `migrate()`. Never edit a released one: add the
@@ -266,7 +265,48 @@ export const migrations: Migration[] = [
   {
     version: 4,
     name: 'dead letters and operator commands',
-    // The SQL lives with the code that uses the tables (runner/dead-letters.ts).
-    sql: (names) => recoveryMigrationSql(names),
+    // Used by runner/dead-letters.ts (the error policy and the retry/skip commands).
+    sql: ({ q }) => `
+    CREATE TABLE ${q.deadLetters} (
+      id              bigserial PRIMARY KEY,
+      projection      text        NOT NULL,
+      global_position bigint      NOT NULL,
+      stream_name     text        NOT NULL,
+      stream_position bigint      NOT NULL,
+      type            text        NOT NULL,
+      data            jsonb       NOT NULL,
+      metadata        jsonb       NOT NULL DEFAULT '{}',
+      recorded_at     timestamptz NOT NULL,
+      late            boolean     NOT NULL DEFAULT false,
+      error           text        NOT NULL,
+      attempts        int         NOT NULL,
+      -- 'policy' (onError: skip) or 'command' (projection-runner skip)
+      reason          text        NOT NULL CHECK (reason IN ('policy', 'command')),
+      dead_lettered_by text,
+      dead_lettered_at timestamptz NOT NULL DEFAULT now(),
+      -- Set in the transaction of the handler's writes when the event is re-delivered: at most once.
+      redelivered_at  timestamptz,
+      last_redelivery_error text
+    );
+    -- One pending dead letter per event and projection (an event dead-lettered again after a replay updates it).
+    CREATE UNIQUE INDEX ON ${q.deadLetters} (projection, global_position) WHERE redelivered_at IS NULL;
+
+    CREATE TABLE ${q.commands} (
+      id           bigserial PRIMARY KEY,
+      projection   text        NOT NULL,
+      command      text        NOT NULL CHECK (command IN ('retry', 'skip')),
+      dead_letters boolean     NOT NULL DEFAULT false,
+      -- skip: the failed position the requester saw; the owner refuses to skip any other event
+      position     bigint,
+      status       text        NOT NULL CHECK (status IN ('pending', 'running', 'done', 'failed')),
+      requested_by text,
+      requested_at timestamptz NOT NULL DEFAULT now(),
+      started_at   timestamptz,
+      finished_at  timestamptz,
+      result       jsonb,
+      error        text
+    );
+    CREATE INDEX ON ${q.commands} (projection) WHERE status = 'pending';
+  `,
   },
 ];

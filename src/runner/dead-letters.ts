@@ -1,5 +1,6 @@
 import type pg from 'pg';
-import { quoteIdentifier, type StoreNames } from '../db/identifiers.js';
+import type { StoreNames } from '../db/identifiers.js';
+import { saveCheckpoint } from './checkpoint-store.js';
 import { OwnershipLostError } from '../errors.js';
 import type { ProjectionState } from '../metrics/registry.js';
 import { EVENT_COLUMNS, toStoredEvent, type EventRow, type StoredEvent } from '../store/types.js';
@@ -9,66 +10,6 @@ import { EVENT_COLUMNS, toStoredEvent, type EventRow, type StoredEvent } from '.
  * projection could go on) and operator commands (`retry`, `skip`) that travel through the database to the daemon
  * owning the projection, as replay requests do (a row plus a NOTIFY on the replay channel).
  */
-
-export interface RecoveryTables {
-  deadLetters: string;
-  commands: string;
-}
-
-/** Quoted, schema-qualified names of this file's tables (migration 4). */
-export function recoveryTables(names: StoreNames): RecoveryTables {
-  return {
-    deadLetters: `${names.q.schema}.${quoteIdentifier('projection_dead_letters')}`,
-    commands: `${names.q.schema}.${quoteIdentifier('projection_commands')}`,
-  };
-}
-
-/** Migration 4. */
-export function recoveryMigrationSql(names: StoreNames): string {
-  const t = recoveryTables(names);
-  return `
-    CREATE TABLE ${t.deadLetters} (
-      id              bigserial PRIMARY KEY,
-      projection      text        NOT NULL,
-      global_position bigint      NOT NULL,
-      stream_name     text        NOT NULL,
-      stream_position bigint      NOT NULL,
-      type            text        NOT NULL,
-      data            jsonb       NOT NULL,
-      metadata        jsonb       NOT NULL DEFAULT '{}',
-      recorded_at     timestamptz NOT NULL,
-      late            boolean     NOT NULL DEFAULT false,
-      error           text        NOT NULL,
-      attempts        int         NOT NULL,
-      -- 'policy' (onError: skip) or 'command' (projection-runner skip)
-      reason          text        NOT NULL CHECK (reason IN ('policy', 'command')),
-      dead_lettered_by text,
-      dead_lettered_at timestamptz NOT NULL DEFAULT now(),
-      -- Set in the transaction of the handler's writes when the event is re-delivered: at most once.
-      redelivered_at  timestamptz,
-      last_redelivery_error text
-    );
-    -- One pending dead letter per event and projection (an event dead-lettered again after a replay updates it).
-    CREATE UNIQUE INDEX ON ${t.deadLetters} (projection, global_position) WHERE redelivered_at IS NULL;
-
-    CREATE TABLE ${t.commands} (
-      id           bigserial PRIMARY KEY,
-      projection   text        NOT NULL,
-      command      text        NOT NULL CHECK (command IN ('retry', 'skip')),
-      dead_letters boolean     NOT NULL DEFAULT false,
-      -- skip: the failed position the requester saw; the owner refuses to skip any other event
-      position     bigint,
-      status       text        NOT NULL CHECK (status IN ('pending', 'running', 'done', 'failed')),
-      requested_by text,
-      requested_at timestamptz NOT NULL DEFAULT now(),
-      started_at   timestamptz,
-      finished_at  timestamptz,
-      result       jsonb,
-      error        text
-    );
-    CREATE INDEX ON ${t.commands} (projection) WHERE status = 'pending';
-  `;
-}
 
 export interface DeadLetterInput {
   projection: string;
@@ -81,6 +22,8 @@ export interface DeadLetterInput {
   expected: bigint;
   /** State written with the checkpoint (the projection goes on). */
   state: ProjectionState;
+  /** Unchanged by a dead letter; written back as it is (saveCheckpoint writes the whole progress). */
+  lateSeenId: bigint;
 }
 
 /**
@@ -89,7 +32,7 @@ export interface DeadLetterInput {
  * past it for a late event). Throws OwnershipLostError when the checkpoint moved under us.
  */
 export async function deadLetterAndAdvance(pool: pg.Pool, names: StoreNames, input: DeadLetterInput): Promise<bigint> {
-  const t = recoveryTables(names);
+  const t = names.q;
   const e = input.event;
   const next = e.globalPosition > input.expected ? e.globalPosition : input.expected;
   const client = await pool.connect();
@@ -125,12 +68,14 @@ export async function deadLetterAndAdvance(pool: pg.Pool, names: StoreNames, inp
       `INSERT INTO ${names.q.lateDeliveries} (projection, position) VALUES ($1, $2) ON CONFLICT DO NOTHING`,
       [input.projection, e.globalPosition.toString()],
     );
-    const moved = await client.query(
-      `UPDATE ${names.q.checkpoints} SET position = $3, state = $4, last_error = NULL, owner = $5, updated_at = now()
-        WHERE name = $1 AND position = $2`,
-      [input.projection, input.expected.toString(), next.toString(), input.state, input.owner],
-    );
-    if (moved.rowCount !== 1) {
+    const moved = await saveCheckpoint(client, names, input.projection, input.expected, {
+      position: next,
+      lateSeenId: input.lateSeenId,
+      state: input.state,
+      lastError: null,
+      owner: input.owner,
+    });
+    if (!moved) {
       await client.query('ROLLBACK');
       throw new OwnershipLostError(input.projection);
     }
@@ -190,7 +135,7 @@ function toDeadLetter(r: Record<string, any>): DeadLetter {
 /** Every dead letter of a projection, oldest event first. */
 export async function listDeadLetters(db: pg.Pool | pg.ClientBase, names: StoreNames, projection: string): Promise<DeadLetter[]> {
   const { rows } = await db.query(
-    `SELECT ${DEAD_LETTER_COLUMNS(names)} FROM ${recoveryTables(names).deadLetters} d
+    `SELECT ${DEAD_LETTER_COLUMNS(names)} FROM ${names.q.deadLetters} d
       WHERE d.projection = $1 ORDER BY d.global_position, d.id`,
     [projection],
   );
@@ -209,7 +154,7 @@ export async function pendingDeadLetterIds(db: pg.Pool, names: StoreNames, proje
 export async function claimDeadLetter(tx: pg.ClientBase, names: StoreNames, id: bigint): Promise<StoredEvent | undefined> {
   const { rows } = await tx.query<EventRow & { late: boolean }>(
     `SELECT ${EVENT_COLUMNS}, d.late
-       FROM ${recoveryTables(names).deadLetters} d WHERE d.id = $1 AND d.redelivered_at IS NULL FOR UPDATE`,
+       FROM ${names.q.deadLetters} d WHERE d.id = $1 AND d.redelivered_at IS NULL FOR UPDATE`,
     [id.toString()],
   );
   const row = rows[0];
@@ -221,18 +166,18 @@ export async function claimDeadLetter(tx: pg.ClientBase, names: StoreNames, id: 
 
 /** In the same transaction as the handler's writes. */
 export async function markRedelivered(tx: pg.ClientBase, names: StoreNames, id: bigint): Promise<void> {
-  await tx.query(`UPDATE ${recoveryTables(names).deadLetters} SET redelivered_at = now(), last_redelivery_error = NULL WHERE id = $1`, [
+  await tx.query(`UPDATE ${names.q.deadLetters} SET redelivered_at = now(), last_redelivery_error = NULL WHERE id = $1`, [
     id.toString(),
   ]);
 }
 
 export async function recordRedeliveryError(db: pg.Pool, names: StoreNames, id: bigint, error: string): Promise<void> {
-  await db.query(`UPDATE ${recoveryTables(names).deadLetters} SET last_redelivery_error = $2 WHERE id = $1`, [id.toString(), error]);
+  await db.query(`UPDATE ${names.q.deadLetters} SET last_redelivery_error = $2 WHERE id = $1`, [id.toString(), error]);
 }
 
 /** Dead letters waiting for re-delivery, per projection (for `status`). */
 export function pendingDeadLettersCountSql(names: StoreNames, projectionExpr: string): string {
-  return `(SELECT count(*) FROM ${recoveryTables(names).deadLetters} d
+  return `(SELECT count(*) FROM ${names.q.deadLetters} d
             WHERE d.projection = ${projectionExpr} AND d.redelivered_at IS NULL
               AND NOT EXISTS (SELECT 1 FROM ${names.q.replays} r
                                WHERE r.projection = d.projection AND r.target IS NOT NULL AND r.started_at > d.dead_lettered_at))`;
@@ -276,7 +221,7 @@ export async function requestCommand(
 ): Promise<bigint> {
   const { rows } = await pool.query<{ id: string }>(
     `WITH c AS (
-       INSERT INTO ${recoveryTables(names).commands} (projection, command, dead_letters, position, status, requested_by)
+       INSERT INTO ${names.q.commands} (projection, command, dead_letters, position, status, requested_by)
        VALUES ($1, $2, $3, $4, 'pending', $5) RETURNING id
      )
      SELECT id::text, pg_notify($6, $1) FROM c`,
@@ -296,7 +241,7 @@ export async function requestCommand(
 export async function claimCommands(db: pg.Pool, names: StoreNames, owned: string[]): Promise<CommandRow[]> {
   if (owned.length === 0) return [];
   const { rows } = await db.query(
-    `UPDATE ${recoveryTables(names).commands} SET status = 'running', started_at = now()
+    `UPDATE ${names.q.commands} SET status = 'running', started_at = now()
       WHERE status = 'pending' AND projection = ANY($1) RETURNING ${COMMAND_COLUMNS}`,
     [owned],
   );
@@ -310,7 +255,7 @@ export async function finishCommand(
   outcome: { result: Record<string, unknown> } | { error: string },
 ): Promise<void> {
   await db.query(
-    `UPDATE ${recoveryTables(names).commands}
+    `UPDATE ${names.q.commands}
         SET status = $2, result = $3, error = $4, finished_at = now() WHERE id = $1 AND status IN ('pending', 'running')`,
     [
       id.toString(),
@@ -322,14 +267,14 @@ export async function finishCommand(
 }
 
 export async function readCommand(db: pg.Pool, names: StoreNames, id: bigint): Promise<CommandRow> {
-  const { rows } = await db.query(`SELECT ${COMMAND_COLUMNS} FROM ${recoveryTables(names).commands} WHERE id = $1`, [id.toString()]);
+  const { rows } = await db.query(`SELECT ${COMMAND_COLUMNS} FROM ${names.q.commands} WHERE id = $1`, [id.toString()]);
   return toCommand(rows[0]);
 }
 
 /** The requester gave up (interrupted, or refused before anyone served it): never carry it out later by surprise. */
 export async function abandonCommand(db: pg.Pool, names: StoreNames, id: bigint): Promise<void> {
   await db.query(
-    `UPDATE ${recoveryTables(names).commands} SET status = 'failed', error = 'abandoned by the requester', finished_at = now()
+    `UPDATE ${names.q.commands} SET status = 'failed', error = 'abandoned by the requester', finished_at = now()
       WHERE id = $1 AND status = 'pending'`,
     [id.toString()],
   );

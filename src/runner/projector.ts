@@ -417,6 +417,7 @@ export class Projector {
       owner,
       expected: this.checkpoint,
       state,
+      lateSeenId: this.lateSeenId,
     });
     this.failure = undefined;
     this.setState(state);

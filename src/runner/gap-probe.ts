@@ -191,6 +191,19 @@ export async function persistDecision(
         ],
       );
     }
+    // A given-up row whose every position has now committed late has nothing left to watch: settled (so that the
+    // history pruning can remove it one day; the watch itself already let go of it).
+    if (decision.late.length > 0) {
+      await client.query(
+        `UPDATE ${names.q.gaps} g SET settled_at = now()
+          WHERE g.resolution IN ('timed_out', 'dead') AND g.settled_at IS NULL
+            AND EXISTS (SELECT 1 FROM unnest($1::bigint[]) AS p WHERE p BETWEEN g.from_position AND g.to_position)
+            AND (SELECT count(DISTINCT l.from_position) FROM ${names.q.gaps} l
+                  WHERE l.resolution = 'late' AND l.from_position BETWEEN g.from_position AND g.to_position)
+                = g.to_position - g.from_position + 1`,
+        [decision.late.map(String)],
+      );
+    }
     // Fences and settlements, on the given-up rows that contain the (possibly split) watched ranges.
     const marks = [
       ...decision.fenced.map((w) => [w.from, w.to, w.fence, false] as const),

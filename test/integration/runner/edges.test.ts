@@ -319,6 +319,36 @@ describe('bounded tables and batches', () => {
     await expectExactlyOnceInOrder(t.db.pool, 'log', committed);
   });
 
+  it('keeps a late record and its gap while a projection has not dealt with it, then prunes them', async () => {
+    let broken = true;
+    const projections = () => [positionLog('first'), positionLog('lagging', { failAt: () => broken })];
+    const options = { gapTimeoutMs: 300, fenceDelayMs: 50, gapHistoryMs: 1, maintenanceIntervalMs: 100, handlerRetries: 0 };
+    t.runner = await startRunner(t.db, { projections: projections(), ...options });
+    await t.store.append('first-event', [{ type: 'E', data: {} }]);
+    await waitFor('lagging failed', async () => t.runner!.ownedProjections().find((p) => p.name === 'lagging')?.state === 'failed');
+    const held = await holdPosition();
+    await t.store.append('above', [{ type: 'E', data: {} }]);
+    await waitFor('given up', async () => (await gapRows()).some((g) => g.resolution === 'timed_out'), 10_000);
+    await held.client.query('COMMIT');
+    await waitFor('late delivered to first', async () => (await readLog(t.db.pool, 'first')).some((r) => r.late), 10_000);
+    // Every position of the gap committed late: the row is settled, old enough to prune, but `lagging` (stopped at
+    // its failure, late_seen_id 0) has not dealt with the late record: both stay, through several maintenance passes.
+    await waitFor('gap settled by its late commit', async () => (await gapRows()).some((g) => g.resolution === 'timed_out' && g.settled));
+    await sleep(500);
+    expect((await gapRows()).map((g) => [g.f, g.resolution])).toEqual([
+      [held.position, 'timed_out'],
+      [held.position, 'late'],
+    ]);
+    await t.runner.stop();
+    broken = false;
+    t.runner = await startRunner(t.db, { projections: projections(), ...options });
+    const committed = await committedPositions(t.db.pool);
+    await waitUntilAllApplied(t.db.pool, committed, ['first', 'lagging'], 10_000);
+    await waitFor('history pruned once every projection dealt with it', async () => (await gapRows()).length === 0, 45_000);
+    expect((await readLog(t.db.pool, 'lagging')).filter((r) => r.late)).toEqual([]);
+    await expectExactlyOnceInOrder(t.db.pool, 'lagging', committed);
+  });
+
   it('bounds a batch by bytes as well as by count', async () => {
     const sizes: number[] = [];
     const batches = defineProjection({

@@ -39,6 +39,15 @@ async function holdPosition(stream = 'held') {
 describe('a given-up gap is watched until proven unfillable, never on a timer', () => {
   const gapTimeoutMs = 300;
 
+  /** The event above the held position applied in order, then the held one, late, once. */
+  async function expectAppliedThenLate(heldPosition: number) {
+    await waitFor('late delivery', async () => (await readLog(t.db.pool, 'log')).some((r) => r.late), 10_000);
+    expect(await readLog(t.db.pool, 'log')).toEqual([
+      { position: heldPosition + 1, applied: 1, late: false },
+      { position: heldPosition, applied: 1, late: true },
+    ]);
+  }
+
   it('delivers a filler committed 15 x the gap timeout after the gap was given up, late, exactly once', async () => {
     t.runner = await startRunner(t.db, { projections: [positionLog('log')], gapTimeoutMs, fenceDelayMs: 50 });
     const held = await holdPosition();
@@ -48,11 +57,7 @@ describe('a given-up gap is watched until proven unfillable, never on a timer', 
     // The writer is still open: fenced, but its xid keeps xmin below the fence, so the gap is not settled.
     expect(await gapRows()).toEqual([{ f: held.position, t: held.position, resolution: 'timed_out', fenced: true, settled: false }]);
     await held.client.query('COMMIT');
-    await waitFor('late delivery', async () => (await readLog(t.db.pool, 'log')).some((r) => r.late), 10_000);
-    expect(await readLog(t.db.pool, 'log')).toEqual([
-      { position: held.position + 1, applied: 1, late: false },
-      { position: held.position, applied: 1, late: true },
-    ]);
+    await expectAppliedThenLate(held.position);
   });
 
   it('the same with every instance stopped during the window and restarted afterwards', async () => {
@@ -64,11 +69,7 @@ describe('a given-up gap is watched until proven unfillable, never on a timer', 
     await sleep(15 * gapTimeoutMs);
     await held.client.query('COMMIT');
     t.runner = await startRunner(t.db, { projections: [positionLog('log')], gapTimeoutMs, fenceDelayMs: 50 });
-    await waitFor('late delivery', async () => (await readLog(t.db.pool, 'log')).some((r) => r.late), 10_000);
-    expect(await readLog(t.db.pool, 'log')).toEqual([
-      { position: held.position + 1, applied: 1, late: false },
-      { position: held.position, applied: 1, late: true },
-    ]);
+    await expectAppliedThenLate(held.position);
   });
 
   it('settles a rolled-back gap once every transaction below its fence has ended, and keeps it settled', async () => {

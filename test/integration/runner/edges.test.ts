@@ -28,6 +28,13 @@ const gapRows = async (): Promise<GapRow[]> =>
   ).rows;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/**
+ * Waits until projection `name` has applied `position`. A late delivery needs the projection to have passed the
+ * position before its event commits; one that gets there afterwards reads it normally (correct, but not late).
+ */
+const passed = (name: string, position: number) =>
+  waitFor(`${name} passed ${position}`, async () => (await readLog(t.db.pool, name)).some((r) => r.position === position), 10_000);
+
 /** Opens a transaction that takes the next position through the append function and keeps it open. */
 async function holdPosition(stream = 'held') {
   const client = await t.db.connect();
@@ -56,6 +63,7 @@ describe('a given-up gap is watched until proven unfillable, never on a timer', 
     await sleep(15 * gapTimeoutMs);
     // The writer is still open: fenced, but its xid keeps xmin below the fence, so the gap is not settled.
     expect(await gapRows()).toEqual([{ f: held.position, t: held.position, resolution: 'timed_out', fenced: true, settled: false }]);
+    await passed('log', held.position + 1);
     await held.client.query('COMMIT');
     await expectAppliedThenLate(held.position);
   });
@@ -64,7 +72,7 @@ describe('a given-up gap is watched until proven unfillable, never on a timer', 
     t.runner = await startRunner(t.db, { projections: [positionLog('log')], gapTimeoutMs, fenceDelayMs: 50 });
     const held = await holdPosition();
     await t.store.append('above', [{ type: 'E', data: {} }]);
-    await waitFor('passed the gap', async () => (await readLog(t.db.pool, 'log')).length === 1, 10_000);
+    await passed('log', held.position + 1);
     await t.runner.stop();
     await sleep(15 * gapTimeoutMs);
     await held.client.query('COMMIT');
@@ -274,6 +282,7 @@ describe('the backstop: an event inside a settled gap is never silent', () => {
     await t.store.append('above', [{ type: 'E', data: {} }]);
     await held.client.query('ROLLBACK');
     await waitFor('settled', async () => (await gapRows())[0]?.settled, 45_000); // the cluster-wide xmin waits for other test files' transactions too
+    await passed('log', held.position + 1);
     // A writer outside the documented assumptions: it chooses its own position, inside the settled gap.
     await t.db.pool.query(
       `INSERT INTO events (global_position, stream_name, stream_position, type, data) VALUES ($1, 'rogue', 1, 'E', '{}')`,
@@ -313,6 +322,7 @@ describe('bounded tables and batches', () => {
     await waitFor('watched gap given up', async () => (await gapRows()).some((g) => g.resolution === 'timed_out'), 10_000);
     await sleep(1_000);
     expect(await gapRows()).toEqual([{ f: watched.position, t: watched.position, resolution: 'timed_out', fenced: true, settled: false }]);
+    await passed('log', watched.position + 1);
     await watched.client.query('COMMIT');
     await waitFor('late delivered', async () => (await readLog(t.db.pool, 'log')).some((r) => r.late), 10_000);
     const committed = await committedPositions(t.db.pool);
@@ -330,6 +340,7 @@ describe('bounded tables and batches', () => {
     const held = await holdPosition();
     await t.store.append('above', [{ type: 'E', data: {} }]);
     await waitFor('given up', async () => (await gapRows()).some((g) => g.resolution === 'timed_out'), 10_000);
+    await passed('first', held.position + 1);
     await held.client.query('COMMIT');
     await waitFor('late delivered to first', async () => (await readLog(t.db.pool, 'first')).some((r) => r.late), 10_000);
     // Every position of the gap committed late: the row is settled, old enough to prune, but `lagging` (stopped at

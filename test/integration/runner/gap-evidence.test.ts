@@ -57,6 +57,8 @@ describe('dead gaps by evidence', () => {
     const held = await holdPosition();
     await makeGapVisible();
     await waitFor('timed out', async () => (await gapRows()).some((g) => g.resolution === 'timed_out'), 10_000);
+    // Commit only once the projection has passed the position: one that gets there later reads it in order.
+    await waitFor('passed the gap', async () => (await readLog(t.db.pool, 'log')).some((r) => r.position === held.position + 1));
     await held.client.query('COMMIT');
     await waitFor('late', async () => (await gapRows()).some((g) => g.resolution === 'late'));
     await waitFor('applied late', async () => (await readLog(t.db.pool, 'log')).some((r) => r.late && r.position === held.position));

@@ -60,3 +60,27 @@ export function redactSecrets(message: string, connectionString: string | undefi
     return message;
   }
 }
+
+/**
+ * Resolves once `client` has processed the ReadyForQuery that follows its last statement, so that
+ * getTransactionStatus() is current. node-postgres settles a failed query on the ErrorResponse and learns the
+ * transaction status only from the ReadyForQuery after it, which may arrive in a later TCP read: a caller that
+ * caught the error and returned at once would otherwise be seen with the transaction still 'T'. Also waits for a
+ * statement the caller left running without awaiting it. Relies on the client's `readyForQuery` flag and its 'drain'
+ * event (pg 8); a client without them resolves at once.
+ */
+export function untilIdle(client: pg.ClientBase): Promise<void> {
+  const c = client as pg.ClientBase & { readyForQuery?: boolean };
+  if (c.readyForQuery !== false) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      c.off('drain', done);
+      c.off('end', done);
+      c.off('error', done);
+      resolve();
+    };
+    c.on('drain', done);
+    c.on('end', done);
+    c.on('error', done);
+  });
+}

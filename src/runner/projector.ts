@@ -1,5 +1,6 @@
 import type pg from 'pg';
 import type { Logger } from 'pino';
+import { untilIdle } from '../db/connection.js';
 import type { StoreNames } from '../db/identifiers.js';
 import {
   BatchFailedAsWholeError,
@@ -607,10 +608,10 @@ export class Projector {
   }
 
   /**
-   * The handlers on `tx` all returned, and the last of them was given `event`. A handler that swallowed a database
-   * error may still leave the transaction aborted unnoticed by call(): node-postgres rejects the query on the error
-   * message and learns the transaction status only from the ReadyForQuery message after it. Then the runner's own
-   * next statement on `tx` fails because the transaction was already aborted (25P02): see blameAbortedTransaction.
+   * The handlers on `tx` all returned, and the last of them was given `event`. call() waits for the connection to be
+   * idle before it reads the transaction status (see untilIdle), so a handler that swallowed a database error is
+   * caught at its own event; this is the second line, for whatever still reaches the runner's next statement as 25P02
+   * (see blameAbortedTransaction).
    */
   private delivered: { tx: pg.ClientBase; event: StoredEvent } | undefined;
 
@@ -634,6 +635,7 @@ export class Projector {
     } catch (error) {
       thrown = { value: error };
     }
+    if (!thrown) await untilIdle(tx);
     if (!thrown && tx.getTransactionStatus() !== 'E') {
       this.delivered = { tx, event };
       return;

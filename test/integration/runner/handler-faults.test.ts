@@ -5,6 +5,7 @@ import type { Runner } from '../../../src/runner/runner.js';
 import { waitFor } from '../../support/database.js';
 import { positionLog, readLog } from '../../support/position-log.js';
 import { startRunner, useRunnerFixture } from '../../support/runner.js';
+import { startSplittingProxy } from '../../support/splitting-proxy.js';
 
 /**
  * Every way a batch can fail ends in one of two places. These are the handler faults that used to loop for ever as
@@ -30,9 +31,11 @@ async function appendWithPoison() {
   for (let i = 1; i <= 6; i++) await t.store.append(`s-${i}`, [{ type: i === 4 ? 'Poison' : 'Fine', data: { i } }]);
 }
 
-async function expectFailedAt(projection: Projection, position: number, message: RegExp) {
-  t.runner = await startRunner(t.db, { projections: [projection], handlerRetries: 1, batchSize: 100 });
+async function expectFailedAt(projection: Projection, position: number, message: RegExp, connectionString = t.db.url) {
+  t.runner = await startRunner(t.db, { projections: [projection], handlerRetries: 1, batchSize: 100, connectionString });
+  // The row is committed a moment before the runner has read the COMMIT's reply and set the state it reports.
   await waitFor(`${projection.name} failed`, async () => (await checkpointRow(projection.name))?.state === 'failed');
+  await waitFor(`${projection.name} reported failed`, () => t.runner!.ownedProjections().some((p) => p.name === projection.name && p.state === 'failed'));
   const row = await checkpointRow(projection.name);
   expect(row.last_error.position).toBe(String(position));
   expect(row.last_error.message).toMatch(message);
@@ -47,21 +50,38 @@ async function expectFailedAt(projection: Projection, position: number, message:
   return row;
 }
 
+/** A handler with the bug under test: it catches a database error on `type` and carries on in the aborted transaction. */
+const swallowingAt = (type: string) =>
+  defineProjection({
+    name: 'swallowing',
+    async handle(event, tx) {
+      if (event.type !== type) return;
+      try {
+        await tx.query('SELECT 1 / 0');
+      } catch {
+        // carrying on without a savepoint
+      }
+    },
+  });
+
 describe('handler faults end in failed, never in an endless loop', () => {
   it('a handler that swallows a database error without a savepoint (the checkpoint update would get 25P02)', async () => {
     await appendWithPoison();
-    const swallowing = defineProjection({
-      name: 'swallowing',
-      async handle(event, tx) {
-        if (event.type !== 'Poison') return;
-        try {
-          await tx.query('SELECT 1 / 0');
-        } catch {
-          // the bug under test: carrying on in an aborted transaction
-        }
-      },
-    });
-    await expectFailedAt(swallowing, 4, /left the transaction aborted: it swallowed a database error without a savepoint/);
+    await expectFailedAt(swallowingAt('Poison'), 4, /left the transaction aborted: it swallowed a database error without a savepoint/);
+  });
+
+  it('the same, when the status after the error reaches the runner in a later read (a busy network, a pooler)', async () => {
+    // Without waiting for that status, the swallowed error was blamed on event 5 or 6 (whichever handler returned
+    // after it arrived), and settling back to 4 counted a third handler error.
+    const proxy = await startSplittingProxy(t.db.url, 20);
+    try {
+      await appendWithPoison();
+      await expectFailedAt(swallowingAt('Poison'), 4, /left the transaction aborted/, proxy.url);
+    } finally {
+      await t.runner?.stop();
+      t.runner = undefined;
+      await proxy.stop();
+    }
   });
 
   it('handleBatch failing only as a whole (a multi-row upsert meeting one key twice: 21000) is a handler fault on the batch', async () => {

@@ -1,6 +1,6 @@
 import { ConfigError } from './errors.js';
 import { validateIdentifier } from './db/identifiers.js';
-import { ERROR_POLICIES, type ErrorPolicy } from './runner/projection.js';
+import { ERROR_POLICIES, type ErrorPolicy } from './projection/projection.js';
 
 /**
  * Every setting of the daemon in one table: flag, environment variable, default, parser. Values are validated at

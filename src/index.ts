@@ -1,5 +1,5 @@
 export { EventStore, type EventStoreOptions, type AppendOptions } from './store/event-store.js';
 export type { NewEvent, StoredEvent, AppendResult } from './store/types.js';
 export * from './errors.js';
-export { defineProjection, type Projection } from './runner/projection.js';
+export { defineProjection, type Projection } from './projection/projection.js';
 export { Runner, type RunnerOptions } from './runner/runner.js';

@@ -5,7 +5,7 @@ import pg from 'pg';
 import { guardPoolErrors } from '../db/connection.js';
 import { createLogger } from '../logger.js';
 import { startMetricsServer, type MetricsServer } from '../metrics/server.js';
-import { loadProjections } from '../runner/projection.js';
+import { loadProjections } from '../projection/loader.js';
 import { Runner } from '../runner/runner.js';
 import { EventStore } from '../store/event-store.js';
 import { openDatabase } from './database.js';

@@ -1,7 +1,7 @@
 import { Option, type Command } from 'commander';
 import type { Logger } from 'pino';
 import { resolveConfig, SETTINGS, type RunnerConfig, type SettingKey } from '../config.js';
-import type { Projection } from '../runner/projection.js';
+import type { Projection } from '../projection/projection.js';
 import { Runner, type RunnerOptions } from '../runner/runner.js';
 
 /** Adds the given settings as flags, each documenting its environment variable and default (from config.ts). */

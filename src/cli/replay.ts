@@ -6,14 +6,14 @@ import { storeNames } from '../db/identifiers.js';
 import { migrate } from '../db/migrate.js';
 import { ProjectionRunnerError, ReplayFailedError, UnknownProjectionError } from '../errors.js';
 import { createLogger } from '../logger.js';
-import { loadProjections } from '../runner/projection.js';
-import { readReplay, requestReplay } from '../runner/replay-requests.js';
+import { loadProjections } from '../projection/loader.js';
+import { readReplay, requestReplay } from '../replay/requests.js';
 import { Runner } from '../runner/runner.js';
 import { withDatabasePool } from './database.js';
 import { addSettings, configFrom, inProcessRunner } from './options.js';
 import { formatProgress, formatSummary } from './progress.js';
 import { readStatus } from './status.js';
-import { instanceName } from '../runner/ownership.js';
+import { instanceName } from '../ownership/leases.js';
 
 /** The command line was fine but unusable as given (e.g. no terminal to confirm on): exit code 2. */
 export class UsageError extends ProjectionRunnerError {}

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { createLogger } from '../logger.js';
 import { startMetricsServer, type MetricsServer } from '../metrics/server.js';
-import { loadProjections } from '../runner/projection.js';
+import { loadProjections } from '../projection/loader.js';
 import { Runner } from '../runner/runner.js';
 import { openDatabase } from './database.js';
 import { addSettings, configFrom, runnerOptionsFrom } from './options.js';

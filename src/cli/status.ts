@@ -2,8 +2,8 @@ import type { Command } from 'commander';
 import type pg from 'pg';
 import { storeNames, type StoreNames } from '../db/identifiers.js';
 import { createLogger } from '../logger.js';
-import { pendingDeadLettersCountSql } from '../runner/dead-letters.js';
-import { heldLeaseCondition, leaseNamespace } from '../runner/ownership.js';
+import { pendingDeadLettersCountSql } from '../projector/dead-letters.js';
+import { heldLeaseCondition, leaseNamespace } from '../ownership/leases.js';
 import { withDatabasePool } from './database.js';
 import { addSettings, configFrom, CONNECTION_SETTINGS } from './options.js';
 

@@ -84,3 +84,29 @@ export function untilIdle(client: pg.ClientBase): Promise<void> {
     c.on('error', done);
   });
 }
+
+/**
+ * `fn` in one transaction: COMMIT when it returns, ROLLBACK when it throws (the error is rethrown). On a pool, a
+ * connection is taken for it and given back; one whose ROLLBACK failed too is broken and is released with that error,
+ * so the pool discards it instead of handing a dead session to the next caller. On a client, the caller keeps it.
+ */
+export async function withTransaction<T>(db: pg.Pool | pg.ClientBase, fn: (tx: pg.ClientBase) => Promise<T>): Promise<T> {
+  const pooled = db instanceof pg.Pool;
+  const client = pooled ? await db.connect() : db;
+  let broken: Error | undefined;
+  try {
+    await client.query('BEGIN');
+    const result = await fn(client);
+    await client.query('COMMIT');
+    return result;
+  } catch (error) {
+    try {
+      await client.query('ROLLBACK');
+    } catch (rollbackError) {
+      broken = rollbackError as Error;
+    }
+    throw error;
+  } finally {
+    if (pooled) (client as pg.PoolClient).release(broken);
+  }
+}

@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import { withTransaction } from './connection.js';
 import type { StoreNames } from './identifiers.js';
 import { migrations } from './migrations.js';
 
@@ -16,9 +17,7 @@ export async function migrate(pool: pg.Pool, names: StoreNames): Promise<number[
     const { rows } = await pool.query<{ latest: number | null }>(`SELECT max(version) AS latest FROM ${names.q.migrations}`);
     if (rows[0]!.latest === migrations.at(-1)!.version) return [];
   }
-  const client = await pool.connect();
-  try {
-    await client.query('BEGIN');
+  return withTransaction(pool, async (client) => {
     await client.query(`SELECT pg_advisory_xact_lock(hashtext($1), 0)`, [`${names.schema}.${names.table}:migrate`]);
     await client.query(`CREATE SCHEMA IF NOT EXISTS ${names.q.schema}`);
     await client.query(`
@@ -39,12 +38,6 @@ export async function migrate(pool: pg.Pool, names: StoreNames): Promise<number[
       ]);
       applied.push(migration.version);
     }
-    await client.query('COMMIT');
     return applied;
-  } catch (error) {
-    await client.query('ROLLBACK').catch(() => {});
-    throw error;
-  } finally {
-    client.release();
-  }
+  });
 }

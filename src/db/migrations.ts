@@ -265,7 +265,7 @@ export const migrations: Migration[] = [
   {
     version: 4,
     name: 'dead letters and operator commands',
-    // Used by runner/dead-letters.ts (the error policy and the retry/skip commands).
+    // Used by projector/dead-letters.ts (the error policy and the retry/skip commands).
     sql: ({ q }) => `
     CREATE TABLE ${q.deadLetters} (
       id              bigserial PRIMARY KEY,

@@ -1,4 +1,5 @@
 import client from 'prom-client';
+import { PROJECTION_STATES, type ProjectionState } from '../projection/projection.js';
 
 /**
  * Every metric of the runner, defined once with its help text, in an explicit registry (never prom-client's global
@@ -6,8 +7,6 @@ import client from 'prom-client';
  * conventions; dashboards and alert rules depend on them (a test checks that they only name metrics defined here).
  */
 
-export const PROJECTION_STATES = ['running', 'catching_up', 'failed', 'stopped', 'replaying'] as const;
-export type ProjectionState = (typeof PROJECTION_STATES)[number];
 
 export const GAP_RESOLUTIONS = ['filled', 'timed_out', 'dead'] as const;
 

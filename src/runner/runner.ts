@@ -4,16 +4,19 @@ import { createPool } from '../db/connection.js';
 import { storeNames, type StoreNames } from '../db/identifiers.js';
 import { migrate } from '../db/migrate.js';
 import { RunnerMetrics, type LagSource } from '../metrics/registry.js';
-import { setProjectionState } from './checkpoint-store.js';
-import { createGapEvidence } from './gap-evidence.js';
-import { HighWaterTracker } from './high-water-tracker.js';
-import { LeaseSession } from './ownership.js';
-import { claimCommands, finishCommand } from './dead-letters.js';
-import type { ErrorPolicy, Projection } from './projection.js';
-import { Projector } from './projector.js';
-import { claimReplays, failReplay, findRunningReplay, recordReplayProgress, resetForReplay } from './replay-requests.js';
-import { isRetryableDatabaseError, withRetries } from './retry.js';
-import { NotificationListener, WakeSignal } from './wakeup.js';
+import { setProjectionState } from '../projector/checkpoints.js';
+import { oldestUnappliedAges } from '../sources/native.js';
+import { createGapEvidence } from '../high-water/evidence.js';
+import { HighWaterTracker } from '../high-water/tracker.js';
+import { claimOrder, excess, fairShare } from '../ownership/balancing.js';
+import { LeaseSession } from '../ownership/leases.js';
+import { claimCommands, finishCommand } from '../projector/commands.js';
+import type { ErrorPolicy, Projection } from '../projection/projection.js';
+import { Projector } from '../projector/projector.js';
+import { claimReplays, failReplay, findRunningReplay, recordReplayProgress, resetForReplay } from '../replay/requests.js';
+import { isRetryableDatabaseError, withRetries } from '../db/retry.js';
+import { WakeSignal } from '../shared/wake-signal.js';
+import { NotificationListener } from './listener.js';
 
 export interface RunnerOptions {
   connectionString: string;
@@ -37,7 +40,7 @@ export interface RunnerOptions {
   handlerRetries?: number;
   /** Overrides every projection's own onError ('stop' when neither says). */
   onError?: ErrorPolicy;
-  /** 'auto' (default): declare gaps dead as soon as pg_stat_activity proves it (gap-evidence.ts); 'off': timeout only. */
+  /** 'auto' (default): declare gaps dead as soon as pg_stat_activity proves it (high-water/evidence.ts); 'off': timeout only. */
   gapEvidence?: 'auto' | 'off';
 }
 
@@ -224,17 +227,15 @@ export class Runner implements LagSource {
     await leases.tryAcquire('instance', leases.owner);
     const instances = Math.max(1, await leases.liveInstances());
     const all = this.options.projections;
-    const share = Math.ceil(all.length / instances);
+    const share = fairShare(all.length, instances);
     // Give back the excess first, gracefully (the projector finishes its batch), so a new instance gets its share.
-    while (this.owned.size > share) {
+    for (let n = excess(this.owned.size, share); n > 0; n--) {
       const [name] = [...this.owned.keys()].slice(-1);
       this.options.log.info({ projection: name }, `giving up ownership to balance ${all.length} projections over ${instances} instances`);
       await this.releaseProjection(name!);
     }
-    // Start from an offset that differs per instance, so that instances do not all race for the same projection.
-    const offset = Math.abs(hash(leases.owner)) % Math.max(1, all.length);
-    for (let i = 0; i < all.length && this.owned.size < share && !signal.aborted; i++) {
-      const projection = all[(i + offset) % all.length]!;
+    for (const projection of claimOrder(all, leases.owner)) {
+      if (this.owned.size >= share || signal.aborted) break;
       if (this.owned.has(projection.name)) continue;
       if (await leases.tryAcquire('projection', projection.name)) await this.startProjection(projection, signal);
     }
@@ -446,25 +447,13 @@ export class Runner implements LagSource {
   /** Scrape-time lag: head from the tracker, the oldest unapplied event's age per owned projection. */
   async lagSnapshot() {
     const owned = this.ownedProjections();
-    const { rows } = await this.pool.query<{ name: string; age: number | null }>(
-      `SELECT p.name,
-              (SELECT extract(epoch FROM now() - e.recorded_at)::float8 FROM ${this.names.q.events} e
-                WHERE e.global_position > p.cp ORDER BY e.global_position LIMIT 1) AS age
-         FROM unnest($1::text[], $2::bigint[]) AS p(name, cp)`,
-      [owned.map((p) => p.name), owned.map((p) => p.checkpoint.toString())],
-    );
-    const age = new Map(rows.map((r) => [r.name, Math.max(0, r.age ?? 0)]));
+    const ages = await oldestUnappliedAges(this.pool, this.names, owned);
+    const age = (name: string) => Math.max(0, ages.get(name) ?? 0);
     // Only what is still owned once the query is back: a projection given up meanwhile must not get its lag back.
     const stillOwned = owned.filter((p) => this.owned.get(p.name)?.projector === p);
     return {
       head: this.tracker.head,
-      projections: stillOwned.map((p) => ({ name: p.name, checkpoint: p.checkpoint, oldestUnappliedAgeSeconds: age.get(p.name) ?? 0 })),
+      projections: stillOwned.map((p) => ({ name: p.name, checkpoint: p.checkpoint, oldestUnappliedAgeSeconds: age(p.name) })),
     };
   }
-}
-
-function hash(text: string): number {
-  let h = 0;
-  for (let i = 0; i < text.length; i++) h = (Math.imul(31, h) + text.charCodeAt(i)) | 0;
-  return h;
 }

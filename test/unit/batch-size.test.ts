@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { nextBatchSize } from '../../src/runner/projector.js';
-import { backoffDelay, isRetryableDatabaseError } from '../../src/runner/retry.js';
+import { nextBatchSize } from '../../src/projector/projector.js';
+import { backoffDelay, isRetryableDatabaseError } from '../../src/db/retry.js';
 
 describe('adaptive batch size', () => {
   it.each([

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { handedOutAfter, isProvenDead, pruneSamples, type SessionInfo } from '../../src/runner/gap-evidence-rules.js';
-import { ActivityEvidence } from '../../src/runner/gap-evidence.js';
+import { handedOutAfter, isProvenDead, pruneSamples, type SessionInfo } from '../../src/high-water/evidence-rules.js';
+import { ActivityEvidence } from '../../src/high-water/evidence.js';
 
 // A gap at position 42, first seen at t=1000. The sequence was at 40 at t=500 and at 45 at t=900.
 const gap = { from: 42n, to: 42n, firstSeenAt: 1000 };

@@ -9,7 +9,7 @@ import {
   subtractRanges,
   type HighWaterState,
   type Observation,
-} from '../../src/runner/high-water.js';
+} from '../../src/high-water/decisions.js';
 
 const settings = { gapTimeoutMs: 10_000, fenceDelayMs: 1_000 };
 

@@ -1,6 +1,7 @@
 import client from 'prom-client';
 import { describe, expect, it } from 'vitest';
-import { PROJECTION_STATES, RunnerMetrics } from '../../src/metrics/registry.js';
+import { RunnerMetrics } from '../../src/metrics/registry.js';
+import { PROJECTION_STATES } from '../../src/projection/projection.js';
 
 /** Every series of every metric with a `projection` label, for one projection. */
 async function seriesOf(metrics: RunnerMetrics, projection: string): Promise<string[]> {

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { EventStore } from '../../../src/index.js';
 import { storeNames } from '../../../src/db/identifiers.js';
 import { freePort } from '../../../src/db/postgres-server.js';
-import { heldLeaseCondition, leaseNamespace } from '../../../src/runner/ownership.js';
+import { heldLeaseCondition, leaseNamespace } from '../../../src/ownership/leases.js';
 import { startDaemon, useDaemonFixture } from '../../support/child-runner.js';
 import { waitFor } from '../../support/database.js';
 

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { EventStore } from '../../../src/index.js';
 import { storeNames } from '../../../src/db/identifiers.js';
-import { heldLeaseCondition, leaseNamespace } from '../../../src/runner/ownership.js';
+import { heldLeaseCondition, leaseNamespace } from '../../../src/ownership/leases.js';
 import { waitFor } from '../../support/database.js';
 import { FIXTURE_PROJECTIONS, runCli, startDaemon, useDaemonFixture } from '../../support/child-runner.js';
 import { readLog } from '../../support/position-log.js';

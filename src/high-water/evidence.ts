@@ -2,9 +2,9 @@ import type pg from 'pg';
 import type { Logger } from 'pino';
 import { APPLICATION_NAME } from '../db/connection.js';
 import type { StoreNames } from '../db/identifiers.js';
-import { isProvenDead, pruneSamples, type EvidenceSnapshot, type SequenceSample } from './gap-evidence-rules.js';
-import type { HighWaterState, OpenGap } from './high-water.js';
-import type { GapEvidenceSource } from './high-water-tracker.js';
+import { isProvenDead, pruneSamples, type EvidenceSnapshot, type SequenceSample } from './evidence-rules.js';
+import type { HighWaterState, OpenGap } from './decisions.js';
+import type { GapEvidenceSource } from './tracker.js';
 
 /**
  * The runner's own sessions that never write events. The projectors' sessions ('runner') are not among them: a

@@ -1,6 +1,6 @@
 /**
  * The decision logic of the high-water tracker. Pure: no I/O, no clock, no timers. The SQL shell
- * (`high-water-tracker.ts`) feeds it one observation (one snapshot) at a time, with the server's clock.
+ * (`tracker.ts`) feeds it one observation (one snapshot) at a time, with the server's clock.
  *
  * Definitions
  *   H (high water)  every position <= H is a committed event or lies in a gap declared dead. Projections read <= H.
@@ -12,7 +12,7 @@
  *                   here and is inherited when a gap is split by a partial fill; it never restarts (a clock that
  *                   restarts on "last change" skips live gaps after a lull).
  *   resolutions     filled     every position of the (sub-)range became visible before the gap was given up
- *                   dead       evidence proved no open transaction can still fill it (see gap-evidence.ts)
+ *                   dead       evidence proved no open transaction can still fill it (see evidence.ts)
  *                   timed_out  still missing `gapTimeoutMs` after first seen; H moves past it
  *                   late       a position of a dead/timed-out gap became visible afterwards
  *   watched         a given-up gap is watched for late commits until it is *settled*: proven unfillable by the

@@ -11,32 +11,33 @@ import {
   OwnershipLostError,
   ProjectionNotFailedError,
 } from '../errors.js';
-import type { ProjectionState, RunnerMetrics } from '../metrics/registry.js';
+import type { RunnerMetrics } from '../metrics/registry.js';
+import type { ProjectionState } from '../projection/projection.js';
+import { readEvents, readEventsAt } from '../sources/native.js';
 import type { StoredEvent } from '../store/types.js';
 import {
   ensureCheckpoint,
   beginBatch,
   claimLateDeliveries,
   givenUpRanges,
-  readEvents,
-  readEventsAt,
   recordSkipped,
   saveCheckpoint,
   setProjectionState,
   type FailureRecord,
-} from './checkpoint-store.js';
-import { subtractRanges } from './high-water.js';
+} from './checkpoints.js';
+import { subtractRanges } from '../high-water/decisions.js';
 import {
   claimDeadLetter,
   deadLetterAndAdvance,
   markRedelivered,
   pendingDeadLetterIds,
   recordRedeliveryError,
-  type CommandRow,
 } from './dead-letters.js';
-import type { ErrorPolicy, Projection } from './projection.js';
-import { backoffDelay, isRetryableDatabaseError, withRetries } from './retry.js';
-import { WakeSignal } from './wakeup.js';
+import type { CommandRow } from './commands.js';
+import type { ErrorPolicy, Projection } from '../projection/projection.js';
+import { backoffDelay, isRetryableDatabaseError, withRetries } from '../db/retry.js';
+import { sleep } from '../shared/time.js';
+import { WakeSignal } from '../shared/wake-signal.js';
 
 /**
  * One projection's loop. States (the projection_runner_projection_state metric and the checkpoint row):
@@ -649,18 +650,4 @@ export class Projector {
     }
     throw new HandlerError(event, thrown ? thrown.value : new HandlerLeftTransactionAbortedError());
   }
-}
-
-/** Resolves after `ms`, or at once when `signal` aborts. */
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const timer = setTimeout(done, ms);
-    function done() {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', done);
-      resolve();
-    }
-    signal.addEventListener('abort', done, { once: true });
-  });
 }

@@ -1,6 +1,3 @@
-import { readdir } from 'node:fs/promises';
-import path from 'node:path';
-import { pathToFileURL } from 'node:url';
 import type pg from 'pg';
 import { ProjectionLoadError } from '../errors.js';
 import type { StoredEvent } from '../store/types.js';
@@ -28,6 +25,13 @@ export interface Projection {
    */
   onError?: ErrorPolicy;
 }
+
+/**
+ * Where a projection stands in this daemon: the `state` column of its checkpoint row, `status`, and the
+ * projection_runner_projection_state metric share these names.
+ */
+export const PROJECTION_STATES = ['running', 'catching_up', 'failed', 'stopped', 'replaying'] as const;
+export type ProjectionState = (typeof PROJECTION_STATES)[number];
 
 export const ERROR_POLICIES = ['stop', 'skip'] as const;
 export type ErrorPolicy = (typeof ERROR_POLICIES)[number];
@@ -72,55 +76,4 @@ export function checkUniqueNames(projections: Array<{ projection: Projection; so
     if (other) throw new ProjectionLoadError(source, `duplicate projection name "${projection.name}" (also in ${other})`);
     seen.set(projection.name, source);
   }
-}
-
-const JAVASCRIPT = ['.js', '.mjs'];
-const TYPESCRIPT = ['.ts', '.mts'];
-
-/**
- * TypeScript projections load when tsx is installed (a development checkout): its loader is registered on demand.
- * A production install has no tsx and loads compiled .js/.mjs only.
- */
-async function enableTypeScript(dir: string): Promise<void> {
-  try {
-    const api = (await import('tsx/esm/api')) as { register: () => unknown };
-    api.register();
-  } catch (error) {
-    throw new ProjectionLoadError(dir, 'holds TypeScript projections but tsx is not installed: compile them to .js, or npm install tsx', {
-      cause: error,
-    });
-  }
-}
-
-let typescriptEnabled = false;
-
-/** Loads every projection module of `dir`: `.js`, `.mjs`, and `.ts`/`.mts` when tsx is available. */
-export async function loadProjections(dir: string): Promise<Projection[]> {
-  let files: string[];
-  try {
-    files = (await readdir(dir))
-      .filter((f) => [...JAVASCRIPT, ...TYPESCRIPT].includes(path.extname(f)) && !f.endsWith('.d.ts'))
-      .sort();
-  } catch (error) {
-    throw new ProjectionLoadError(dir, `cannot read the projections folder: ${(error as Error).message}`, { cause: error });
-  }
-  const isLoadedByTs = import.meta.url.endsWith('.ts');
-  if (!isLoadedByTs && !typescriptEnabled && files.some((f) => TYPESCRIPT.includes(path.extname(f)))) {
-    await enableTypeScript(dir);
-    typescriptEnabled = true;
-  }
-  const loaded: Array<{ projection: Projection; source: string }> = [];
-  for (const file of files) {
-    const source = path.join(dir, file);
-    let mod: { default?: unknown };
-    try {
-      mod = await import(pathToFileURL(path.resolve(source)).href);
-    } catch (error) {
-      throw new ProjectionLoadError(source, `failed to load: ${(error as Error).message}`, { cause: error });
-    }
-    loaded.push({ projection: validateProjection(mod.default, source), source });
-  }
-  if (loaded.length === 0) throw new ProjectionLoadError(dir, 'no projection modules (.js, .mjs, .ts) found');
-  checkUniqueNames(loaded);
-  return loaded.map((l) => l.projection);
 }

@@ -10,14 +10,14 @@ import {
   readObservation,
   readPersistedHighWater,
   takeFence,
-} from './gap-probe.js';
-import { needsFence, nextDeadline, observe, type HighWaterSettings, type HighWaterState, type OpenGap } from './high-water.js';
-import type { SequenceSample } from './gap-evidence-rules.js';
-import type { LeaseSession } from './ownership.js';
-import { withRetries } from './retry.js';
-import { WakeSignal } from './wakeup.js';
+} from './tracker-sql.js';
+import { needsFence, nextDeadline, observe, type HighWaterSettings, type HighWaterState, type OpenGap } from './decisions.js';
+import type { SequenceSample } from './evidence-rules.js';
+import type { LeaseSession } from '../ownership/leases.js';
+import { withRetries } from '../db/retry.js';
+import { WakeSignal } from '../shared/wake-signal.js';
 
-/** Evidence that gaps are dead (gap-evidence.ts). Collected before the observation, so its snapshot is newer. */
+/** Evidence that gaps are dead (evidence.ts). Collected before the observation, so its snapshot is newer. */
 export interface GapEvidenceSource {
   collect(state: HighWaterState): Promise<((gap: OpenGap) => boolean) | undefined>;
   /** Every observation samples the sequence: when it had not yet reached a value tells who cannot hold it. */

@@ -1,14 +1,14 @@
 import type pg from 'pg';
+import { withTransaction } from '../db/connection.js';
 import type { StoreNames } from '../db/identifiers.js';
-import { saveCheckpoint } from './checkpoint-store.js';
+import { saveCheckpoint } from './checkpoints.js';
 import { OwnershipLostError } from '../errors.js';
-import type { ProjectionState } from '../metrics/registry.js';
+import type { ProjectionState } from '../projection/projection.js';
 import { EVENT_COLUMNS, toStoredEvent, type EventRow, type StoredEvent } from '../store/types.js';
 
 /**
- * The SQL of the error policy: dead letters (events a projection's handler kept failing on, set aside so the
- * projection could go on) and operator commands (`retry`, `skip`) that travel through the database to the daemon
- * owning the projection, as replay requests do (a row plus a NOTIFY on the replay channel).
+ * The SQL of the error policy's dead letters: events a projection's handler kept failing on, set aside (with the
+ * checkpoint moved past them, in one transaction) so the projection could go on, and re-delivered on `retry`.
  */
 
 export interface DeadLetterInput {
@@ -35,9 +35,7 @@ export async function deadLetterAndAdvance(pool: pg.Pool, names: StoreNames, inp
   const t = names.q;
   const e = input.event;
   const next = e.globalPosition > input.expected ? e.globalPosition : input.expected;
-  const client = await pool.connect();
-  try {
-    await client.query('BEGIN');
+  return withTransaction(pool, async (client) => {
     await client.query(
       `INSERT INTO ${t.deadLetters}
          (projection, global_position, stream_name, stream_position, type, data, metadata, recorded_at, late, error,
@@ -75,18 +73,9 @@ export async function deadLetterAndAdvance(pool: pg.Pool, names: StoreNames, inp
       lastError: null,
       owner: input.owner,
     });
-    if (!moved) {
-      await client.query('ROLLBACK');
-      throw new OwnershipLostError(input.projection);
-    }
-    await client.query('COMMIT');
+    if (!moved) throw new OwnershipLostError(input.projection);
     return next;
-  } catch (error) {
-    await client.query('ROLLBACK').catch(() => {});
-    throw error;
-  } finally {
-    client.release();
-  }
+  });
 }
 
 export interface DeadLetter {
@@ -181,101 +170,4 @@ export function pendingDeadLettersCountSql(names: StoreNames, projectionExpr: st
             WHERE d.projection = ${projectionExpr} AND d.redelivered_at IS NULL
               AND NOT EXISTS (SELECT 1 FROM ${names.q.replays} r
                                WHERE r.projection = d.projection AND r.target IS NOT NULL AND r.started_at > d.dead_lettered_at))`;
-}
-
-// ---- commands ----
-
-export type CommandKind = 'retry' | 'skip';
-
-export interface CommandRow {
-  id: bigint;
-  projection: string;
-  command: CommandKind;
-  deadLetters: boolean;
-  position: bigint | null;
-  status: 'pending' | 'running' | 'done' | 'failed';
-  result: Record<string, unknown> | null;
-  error: string | null;
-}
-
-function toCommand(r: Record<string, any>): CommandRow {
-  return {
-    id: BigInt(r.id),
-    projection: r.projection,
-    command: r.command,
-    deadLetters: r.dead_letters,
-    position: r.position === null ? null : BigInt(r.position),
-    status: r.status,
-    result: r.result,
-    error: r.error,
-  };
-}
-
-const COMMAND_COLUMNS = 'id::text, projection, command, dead_letters, position::text, status, result, error';
-
-/** A row plus a NOTIFY on the replay channel, which wakes the ownership loop of every instance. */
-export async function requestCommand(
-  pool: pg.Pool,
-  names: StoreNames,
-  request: { projection: string; command: CommandKind; deadLetters?: boolean; position?: bigint; requestedBy: string },
-): Promise<bigint> {
-  const { rows } = await pool.query<{ id: string }>(
-    `WITH c AS (
-       INSERT INTO ${names.q.commands} (projection, command, dead_letters, position, status, requested_by)
-       VALUES ($1, $2, $3, $4, 'pending', $5) RETURNING id
-     )
-     SELECT id::text, pg_notify($6, $1) FROM c`,
-    [
-      request.projection,
-      request.command,
-      request.deadLetters ?? false,
-      request.position?.toString() ?? null,
-      request.requestedBy,
-      names.replayChannel,
-    ],
-  );
-  return BigInt(rows[0]!.id);
-}
-
-/** Claims the pending commands of projections this instance owns, oldest first. */
-export async function claimCommands(db: pg.Pool, names: StoreNames, owned: string[]): Promise<CommandRow[]> {
-  if (owned.length === 0) return [];
-  const { rows } = await db.query(
-    `UPDATE ${names.q.commands} SET status = 'running', started_at = now()
-      WHERE status = 'pending' AND projection = ANY($1) RETURNING ${COMMAND_COLUMNS}`,
-    [owned],
-  );
-  return rows.map(toCommand).sort((a, b) => (a.id < b.id ? -1 : 1));
-}
-
-export async function finishCommand(
-  db: pg.Pool,
-  names: StoreNames,
-  id: bigint,
-  outcome: { result: Record<string, unknown> } | { error: string },
-): Promise<void> {
-  await db.query(
-    `UPDATE ${names.q.commands}
-        SET status = $2, result = $3, error = $4, finished_at = now() WHERE id = $1 AND status IN ('pending', 'running')`,
-    [
-      id.toString(),
-      'error' in outcome ? 'failed' : 'done',
-      'result' in outcome ? JSON.stringify(outcome.result) : null,
-      'error' in outcome ? outcome.error : null,
-    ],
-  );
-}
-
-export async function readCommand(db: pg.Pool, names: StoreNames, id: bigint): Promise<CommandRow> {
-  const { rows } = await db.query(`SELECT ${COMMAND_COLUMNS} FROM ${names.q.commands} WHERE id = $1`, [id.toString()]);
-  return toCommand(rows[0]);
-}
-
-/** The requester gave up (interrupted, or refused before anyone served it): never carry it out later by surprise. */
-export async function abandonCommand(db: pg.Pool, names: StoreNames, id: bigint): Promise<void> {
-  await db.query(
-    `UPDATE ${names.q.commands} SET status = 'failed', error = 'abandoned by the requester', finished_at = now()
-      WHERE id = $1 AND status = 'pending'`,
-    [id.toString()],
-  );
 }

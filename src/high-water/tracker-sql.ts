@@ -1,6 +1,7 @@
 import type pg from 'pg';
+import { withTransaction } from '../db/connection.js';
 import type { StoreNames } from '../db/identifiers.js';
-import type { SequenceSample } from './gap-evidence-rules.js';
+import type { SequenceSample } from './evidence-rules.js';
 import {
   subtractRanges,
   type Decision,
@@ -9,7 +10,7 @@ import {
   type Observation,
   type OpenGap,
   type WatchedGap,
-} from './high-water.js';
+} from './decisions.js';
 
 /**
  * The SQL side of the high-water tracker: read an observation, load and persist the tracker's state. The decision
@@ -164,12 +165,8 @@ export async function persistDecision(
       [state.highWater.toString(), state.head.toString(), leader, names.highWaterChannel],
     );
   if (!gapsChanged) return (await moveHighWater()).rowCount === 0 ? 'not_leader' : 'saved';
-  await client.query('BEGIN');
-  try {
-    if ((await moveHighWater()).rowCount === 0) {
-      await client.query('ROLLBACK');
-      return 'not_leader';
-    }
+  return withTransaction(client, async () => {
+    if ((await moveHighWater()).rowCount === 0) throw new NotLeader();
     await client.query(`DELETE FROM ${names.q.gaps} WHERE resolved_at IS NULL`);
     const rows = [
       ...state.openGaps.map((g) => [g.from, g.to, g.firstSeenAt, null, null] as const),
@@ -230,13 +227,15 @@ export async function persistDecision(
         ],
       );
     }
-    await client.query('COMMIT');
-    return 'saved';
-  } catch (error) {
-    await client.query('ROLLBACK').catch(() => {});
+    return 'saved' as const;
+  }).catch((error: unknown) => {
+    if (error instanceof NotLeader) return 'not_leader' as const;
     throw error;
-  }
+  });
 }
+
+/** Thrown inside persistDecision's transaction to roll it back: another instance leads now. */
+class NotLeader extends Error {}
 
 export async function readPersistedHighWater(
   db: pg.ClientBase | pg.Pool,

@@ -1,4 +1,4 @@
-import type { OpenGap } from './high-water.js';
+import type { OpenGap } from './decisions.js';
 
 /**
  * Pure rules that decide whether a gap is provably dead: no transaction that could still commit its positions is

@@ -1,9 +1,11 @@
 import type pg from 'pg';
 import type { StoreNames } from '../db/identifiers.js';
-import type { ProjectionState } from '../metrics/registry.js';
-import { EVENT_COLUMNS, toStoredEvent, type EventRow, type StoredEvent } from '../store/types.js';
+import type { ProjectionState } from '../projection/projection.js';
 
-/** The SQL of one projection's progress: checkpoint row, the batch it reads, late notices, replay requests. */
+/**
+ * The SQL of one projection's progress: its checkpoint row (moved by compare-and-set), the given-up positions it
+ * passed, and the late deliveries it claimed. The events themselves are read by the source (sources/native.ts).
+ */
 
 export interface Checkpoint {
   position: bigint;
@@ -56,40 +58,6 @@ export async function beginBatch(tx: pg.ClientBase, names: StoreNames, lateSeenI
     highWater: BigInt(row.hw),
     pendingLate: row.late.map(pair).map(([id, position]) => ({ id, position })),
   };
-}
-
-/**
- * Events in (after, upTo], at most `limit` of them and at most about `maxBytes` of stored data (the first event is
- * always read, whatever its size). `truncated`: the byte bound cut the batch short, so there is more to read.
- * The byte count is pg_column_size: the stored size, TOAST-compressed for large values.
- */
-export async function readEvents(
-  tx: pg.ClientBase | pg.Pool,
-  names: StoreNames,
-  after: bigint,
-  upTo: bigint,
-  limit: number,
-  eventTypes: string[] | undefined,
-  maxBytes: number = Number.MAX_SAFE_INTEGER,
-): Promise<{ events: StoredEvent[]; truncated: boolean }> {
-  const { rows } = await tx.query<EventRow & { over: boolean }>({
-    // Named: parsed and planned once per connection, it is the hot query of every replay.
-    name: eventTypes ? `pr_read_typed_${names.schema}_${names.table}` : `pr_read_${names.schema}_${names.table}`,
-    // The outer list is the event columns and one boolean: every extra column is parsed for every row of a replay.
-    text: `SELECT w.gp, w.stream_name, w.sp, w.type, w.data, w.metadata, w.recorded_at, w.run_bytes >= $4 AS over FROM (
-             SELECT ${EVENT_COLUMNS}, global_position AS pos,
-                    pg_column_size(data) + pg_column_size(metadata) AS size_bytes,
-                    sum(pg_column_size(data) + pg_column_size(metadata)) OVER (ORDER BY global_position) AS run_bytes
-               FROM ${names.q.events}
-              WHERE global_position > $1 AND global_position <= $2 ${eventTypes ? 'AND type = ANY($5)' : ''}
-              ORDER BY global_position LIMIT $3
-           ) w
-           WHERE w.run_bytes - w.size_bytes < $4
-           ORDER BY w.pos`,
-    values: [after.toString(), upTo.toString(), limit, maxBytes, ...(eventTypes ? [eventTypes] : [])],
-  });
-  const last = rows.at(-1);
-  return { events: rows.map(toStoredEvent), truncated: last?.over === true };
 }
 
 /** Given-up (dead or timed-out) ranges that overlap (after, upTo], clipped to it. */
@@ -145,14 +113,6 @@ export async function claimLateDeliveries(
     [projection, positions.map(String)],
   );
   return rows.map((r) => BigInt(r.position));
-}
-
-export async function readEventsAt(tx: pg.ClientBase, names: StoreNames, positions: bigint[]): Promise<StoredEvent[]> {
-  const { rows } = await tx.query<EventRow>(
-    `SELECT ${EVENT_COLUMNS} FROM ${names.q.events} WHERE global_position = ANY($1::bigint[]) ORDER BY global_position`,
-    [positions.map(String)],
-  );
-  return rows.map(toStoredEvent);
 }
 
 /**

@@ -14,20 +14,45 @@ export function parseDuration(text: string): number {
   return Math.round(Number(match[1]) * factor);
 }
 
-function parseInteger(min: number, max = Number.MAX_SAFE_INTEGER) {
-  return (text: string): number => {
-    if (!/^\s*-?\d+\s*$/.test(text)) throw new Error(`"${text}" is not an integer`);
-    const n = Number(text);
-    if (n < min || n > max) throw new Error(`${n} is outside ${min}..${max}`);
-    return n;
+/**
+ * How a setting's value is read from text (flag, env variable, default) and checked. `check` also serves the values
+ * a library user passes to `new Runner({...})` already typed, so both doors enforce the same rules.
+ */
+interface ValueRules<T> {
+  read: (text: string) => T;
+  check?: (value: T) => void;
+}
+
+function integer(min: number, max = Number.MAX_SAFE_INTEGER): ValueRules<number> {
+  return {
+    read: (text) => {
+      if (!/^\s*-?\d+\s*$/.test(text)) throw new Error(`"${text}" is not an integer`);
+      return Number(text);
+    },
+    check: (n) => {
+      if (!Number.isSafeInteger(n)) throw new Error(`${n} is not an integer`);
+      if (n < min || n > max) throw new Error(`${n} is outside ${min}..${max}`);
+    },
   };
 }
 
-function positiveDuration(text: string): number {
-  const ms = parseDuration(text);
-  if (ms <= 0) throw new Error(`must be greater than 0 (got "${text}")`);
-  return ms;
+const positiveDuration: ValueRules<number> = {
+  read: parseDuration,
+  check: (ms) => {
+    if (!Number.isFinite(ms) || ms <= 0) throw new Error(`must be greater than 0 (got ${ms} ms)`);
+  },
+};
+
+function oneOf<T extends string>(values: readonly T[]): ValueRules<T> {
+  return {
+    read: (text) => text as T,
+    check: (value) => {
+      if (!values.includes(value)) throw new Error(`must be one of ${values.join(', ')} (got ${JSON.stringify(value)})`);
+    },
+  };
 }
+
+const anyText: ValueRules<string> = { read: (text) => text };
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
@@ -56,81 +81,73 @@ export interface RunnerConfig {
   metricsPort: number;
 }
 
-interface Setting<K extends keyof RunnerConfig> {
+interface Setting<K extends keyof RunnerConfig> extends ValueRules<NonNullable<RunnerConfig[K]>> {
   key: K;
   flag: string;
   env: string;
   /** Text default as shown in --help and the README; undefined: none. */
   default: string | undefined;
   description: string;
-  parse: (text: string) => RunnerConfig[K];
 }
 
 const setting = <K extends keyof RunnerConfig>(s: Setting<K>) => s;
-const identifier = (name: string) => (text: string) => validateIdentifier(name, text);
+const identifier = (name: string): ValueRules<string> => ({ read: (text) => text, check: (value) => void validateIdentifier(name, value) });
 
+// Hand-aligned, one setting per entry: read as a table (the README's configuration table is tested against it).
+// prettier-ignore
 export const SETTINGS = [
   setting({ key: 'databaseUrl', flag: 'database-url', env: 'DATABASE_URL', default: undefined,
     description: 'PostgreSQL connection string; without it an embedded PostgreSQL is started under .data/',
-    parse: (t) => {
+    read: (t) => t,
+    check: (t) => {
       if (!/^postgres(ql)?:\/\//.test(t)) throw new Error('must start with postgres:// or postgresql://');
-      return t;
     } }),
   setting({ key: 'projections', flag: 'projections', env: 'PROJECTION_RUNNER_PROJECTIONS', default: 'projections',
-    description: 'folder of projection modules (.js/.mjs; .ts under tsx)', parse: (t) => t }),
+    description: 'folder of projection modules (.js/.mjs; .ts under tsx)', ...anyText }),
   setting({ key: 'schema', flag: 'schema', env: 'PROJECTION_RUNNER_SCHEMA', default: 'public',
-    description: 'schema of the events table and the runner tables', parse: identifier('schema') }),
+    description: 'schema of the events table and the runner tables', ...identifier('schema') }),
   setting({ key: 'table', flag: 'table', env: 'PROJECTION_RUNNER_TABLE', default: 'events',
-    description: 'events table', parse: identifier('table') }),
+    description: 'events table', ...identifier('table') }),
   setting({ key: 'channel', flag: 'channel', env: 'PROJECTION_RUNNER_CHANNEL', default: 'events',
-    description: 'NOTIFY channel of the writer', parse: identifier('channel') }),
+    description: 'NOTIFY channel of the writer', ...identifier('channel') }),
   setting({ key: 'gapTimeoutMs', flag: 'gap-timeout', env: 'PROJECTION_RUNNER_GAP_TIMEOUT', default: '10s',
-    description: 'a gap still missing this long after first seen is declared dead (timed_out)', parse: positiveDuration }),
+    description: 'a gap still missing this long after first seen is declared dead (timed_out)', ...positiveDuration }),
   setting({ key: 'lateWatchMs', flag: 'late-watch', env: 'PROJECTION_RUNNER_LATE_WATCH', default: undefined,
     description: 'deprecated, ignored with a warning: a given-up gap is watched until PostgreSQL proves nothing can fill it',
-    parse: positiveDuration }),
+    ...positiveDuration }),
   setting({ key: 'fenceDelayMs', flag: 'fence-delay', env: 'PROJECTION_RUNNER_FENCE_DELAY', default: '1s',
     description: 'a given-up gap can be proven unfillable only by transactions that began this long after it was seen; raise it for writers that call nextval() and write later',
-    parse: positiveDuration }),
+    ...positiveDuration }),
   setting({ key: 'gapHistoryMs', flag: 'gap-history', env: 'PROJECTION_RUNNER_GAP_HISTORY', default: '7d',
     description: 'settled and filled gaps older than this are pruned from projection_gaps (open and watched gaps stay)',
-    parse: positiveDuration }),
+    ...positiveDuration }),
   setting({ key: 'gapEvidence', flag: 'gap-evidence', env: 'PROJECTION_RUNNER_GAP_EVIDENCE', default: 'auto',
     description: 'auto: declare gaps dead at once when pg_stat_activity proves no open transaction can fill them; off: timeout only',
-    parse: (t) => {
-      if (t !== 'auto' && t !== 'off') throw new Error('must be auto or off');
-      return t;
-    } }),
+    ...oneOf(['auto', 'off'] as const) }),
   setting({ key: 'pollIntervalMs', flag: 'poll-interval', env: 'PROJECTION_RUNNER_POLL_INTERVAL', default: '1s',
-    description: 'fallback poll when no notification arrives', parse: positiveDuration }),
+    description: 'fallback poll when no notification arrives', ...positiveDuration }),
   setting({ key: 'batchSize', flag: 'batch-size', env: 'PROJECTION_RUNNER_BATCH_SIZE', default: '500',
-    description: 'events per transaction when live; grows up to 10x while catching up', parse: parseInteger(1, 100_000) }),
+    description: 'events per transaction when live; grows up to 10x while catching up', ...integer(1, 100_000) }),
   setting({ key: 'batchBytes', flag: 'batch-bytes', env: 'PROJECTION_RUNNER_BATCH_BYTES', default: '16777216',
     description: 'stored bytes (data + metadata) per batch read, whatever the count; at least one event is read',
-    parse: parseInteger(1_024) }),
+    ...integer(1_024) }),
   setting({ key: 'handlerRetries', flag: 'handler-retries', env: 'PROJECTION_RUNNER_HANDLER_RETRIES', default: '3',
-    description: 'retries of a failing batch before the projection is marked failed', parse: parseInteger(0, 100) }),
+    description: 'retries of a failing batch before the projection is marked failed', ...integer(0, 100) }),
   // No default here: without the flag, each projection module's own onError applies (and 'stop' without one).
   setting({ key: 'onError', flag: 'on-error', env: 'PROJECTION_RUNNER_ON_ERROR', default: undefined,
     description: "stop: mark the projection failed at an event its handler keeps failing on; skip: dead-letter the event and go on (overrides the module's onError; default stop)",
-    parse: (t) => {
-      if (!(ERROR_POLICIES as readonly string[]).includes(t)) throw new Error(`must be one of ${ERROR_POLICIES.join(', ')}`);
-      return t as ErrorPolicy;
-    } }),
+    ...oneOf(ERROR_POLICIES) }),
   setting({ key: 'shutdownTimeoutMs', flag: 'shutdown-timeout', env: 'PROJECTION_RUNNER_SHUTDOWN_TIMEOUT', default: '10s',
-    description: 'on SIGTERM/SIGINT, finish the current batch within this time, then exit', parse: positiveDuration }),
+    description: 'on SIGTERM/SIGINT, finish the current batch within this time, then exit', ...positiveDuration }),
   setting({ key: 'watchdogMs', flag: 'watchdog', env: 'PROJECTION_RUNNER_WATCHDOG', default: '60s',
-    description: '/healthz turns 503 when a loop has not completed a pass for this long', parse: positiveDuration }),
+    description: '/healthz turns 503 when a loop has not completed a pass for this long', ...positiveDuration }),
   setting({ key: 'logLevel', flag: 'log-level', env: 'PROJECTION_RUNNER_LOG_LEVEL', default: 'info',
     description: `one of ${LOG_LEVELS.join(', ')}`,
-    parse: (t) => {
-      if (!(LOG_LEVELS as readonly string[]).includes(t)) throw new Error(`must be one of ${LOG_LEVELS.join(', ')}`);
-      return t as RunnerConfig['logLevel'];
-    } }),
+    ...oneOf(LOG_LEVELS) }),
   setting({ key: 'metricsHost', flag: 'metrics-host', env: 'PROJECTION_RUNNER_METRICS_HOST', default: '0.0.0.0',
-    description: 'address of the /metrics, /healthz, /readyz server', parse: (t) => t }),
+    description: 'address of the /metrics, /healthz, /readyz server', ...anyText }),
   setting({ key: 'metricsPort', flag: 'metrics-port', env: 'PROJECTION_RUNNER_METRICS_PORT', default: '9464',
-    description: 'port of the metrics server; 0 disables it', parse: parseInteger(0, 65_535) }),
+    description: 'port of the metrics server; 0 disables it', ...integer(0, 65_535) }),
 ] as const;
 
 export type SettingKey = (typeof SETTINGS)[number]['key'];
@@ -139,22 +156,60 @@ export type SettingKey = (typeof SETTINGS)[number]['key'];
  * Resolves the config: flag value, else environment variable, else default. `flags` are the raw strings commander
  * collected (keyed by setting key). Throws ConfigError naming the flag and its environment variable.
  */
-export function resolveConfig(
-  flags: Partial<Record<SettingKey, string>>,
-  env: NodeJS.ProcessEnv = process.env,
-): RunnerConfig {
+export function resolveConfig(flags: Partial<Record<SettingKey, string>>, env: NodeJS.ProcessEnv = process.env): RunnerConfig {
   const config: Partial<Record<SettingKey, unknown>> = {};
   for (const s of SETTINGS) {
     const fromFlag = flags[s.key];
     const fromEnv = env[s.env] ?? (s.key === 'databaseUrl' ? env.PROJECTION_RUNNER_DATABASE_URL : undefined);
     const raw = fromFlag ?? (fromEnv === '' ? undefined : fromEnv) ?? s.default;
     if (raw === undefined) continue;
-    try {
-      config[s.key] = s.parse(raw);
-    } catch (error) {
-      if (error instanceof ConfigError) throw new ConfigError(`--${s.flag} (${s.env})`, error.message.replace(/^invalid \S+: /, ''));
-      throw new ConfigError(`--${s.flag} (${s.env})`, (error as Error).message);
-    }
+    const rules = s as ValueRules<unknown>;
+    config[s.key] = checked(rules, `--${s.flag} (${s.env})`, () => rules.read(raw));
   }
   return config as RunnerConfig;
+}
+
+/** A setting's value read (or given) and checked; any complaint becomes a ConfigError naming `where`. */
+function checked<T>(rules: ValueRules<T>, where: string, value: () => T): T {
+  try {
+    const v = value();
+    (rules.check as ((value: T) => void) | undefined)?.(v);
+    return v;
+  } catch (error) {
+    throw new ConfigError(where, (error as Error).message.replace(/^invalid \S+: /, ''));
+  }
+}
+
+/** The settings a Runner takes as options (the rest belong to the CLI: metrics server, logging, shutdown). */
+export const RUNNER_SETTINGS = [
+  'schema',
+  'table',
+  'channel',
+  'gapTimeoutMs',
+  'gapHistoryMs',
+  'fenceDelayMs',
+  'gapEvidence',
+  'pollIntervalMs',
+  'batchSize',
+  'batchBytes',
+  'handlerRetries',
+  'onError',
+] as const satisfies readonly SettingKey[];
+export type RunnerSettings = Pick<RunnerConfig, (typeof RUNNER_SETTINGS)[number]>;
+
+/**
+ * The Runner's settings from what a library user passed: the same defaults as the CLI's (read from the same table)
+ * and the same checks, so `new Runner({ batchSize: 0 })` stops with the message `--batch-size` would give.
+ */
+export function resolveRunnerSettings(given: Partial<RunnerSettings>): RunnerSettings {
+  const resolved: Partial<Record<SettingKey, unknown>> = {};
+  for (const s of SETTINGS) {
+    if (!(RUNNER_SETTINGS as readonly string[]).includes(s.key)) continue;
+    const rules = s as ValueRules<unknown>;
+    const value: unknown = given[s.key as keyof RunnerSettings];
+    const where = `RunnerOptions.${s.key} (--${s.flag}, ${s.env})`;
+    if (value !== undefined) resolved[s.key] = checked(rules, where, () => value);
+    else if (s.default !== undefined) resolved[s.key] = checked(rules, where, () => rules.read(s.default!));
+  }
+  return resolved as RunnerSettings;
 }

@@ -14,7 +14,10 @@ export class ProjectionRunnerError extends Error {
 
 /** A setting (flag, environment variable or option) has an invalid value. `setting` names it. */
 export class ConfigError extends ProjectionRunnerError {
-  constructor(readonly setting: string, message: string) {
+  constructor(
+    readonly setting: string,
+    message: string,
+  ) {
     super(`invalid ${setting}: ${message}`);
   }
 }
@@ -35,14 +38,21 @@ export class WrongExpectedVersionError extends ProjectionRunnerError {
 
 /** A projection module could not be loaded or is not a valid projection. */
 export class ProjectionLoadError extends ProjectionRunnerError {
-  constructor(readonly file: string, message: string, options?: { cause?: unknown }) {
+  constructor(
+    readonly file: string,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
     super(`projection ${file}: ${message}`, options);
   }
 }
 
 /** A command named a projection that is not registered. */
 export class UnknownProjectionError extends ProjectionRunnerError {
-  constructor(readonly projection: string, known: string[]) {
+  constructor(
+    readonly projection: string,
+    known: string[],
+  ) {
     super(`unknown projection "${projection}" (known: ${known.join(', ') || 'none'})`);
   }
 }
@@ -118,7 +128,10 @@ export class HandlerLeftTransactionAbortedError extends ProjectionRunnerError {
 
 /** handleBatch failed on a batch as a whole but on none of its events alone (e.g. a multi-row upsert meeting a key twice). */
 export class BatchFailedAsWholeError extends ProjectionRunnerError {
-  constructor(readonly size: number, cause: unknown) {
+  constructor(
+    readonly size: number,
+    cause: unknown,
+  ) {
     super(`handleBatch failed on the batch of ${size} events as a whole but on none of them alone: ${describeThrown(cause)}`, { cause });
   }
 }
@@ -132,10 +145,26 @@ export class ConnectionLostError extends ProjectionRunnerError {
 
 /** `skip` or `retry` asked of a projection that is not in the state the command needs. */
 export class ProjectionNotFailedError extends ProjectionRunnerError {
-  constructor(readonly projection: string, state: string) {
+  constructor(
+    readonly projection: string,
+    state: string,
+  ) {
     super(`projection "${projection}" is not failed (state ${state}): nothing to skip`);
   }
 }
 
 /** A `retry`/`skip` command reached its projection but could not be carried out; the message says why. */
 export class CommandFailedError extends ProjectionRunnerError {}
+
+/** The database could not be used: unreachable, or refused our credentials. Names host/port, never the password. */
+export class DatabaseUnavailableError extends ProjectionRunnerError {}
+
+/** The command line was fine but unusable as given (e.g. no terminal to confirm on): exit code 2. */
+export class UsageError extends ProjectionRunnerError {}
+
+/** The high-water row names another leader: this instance's write is rolled back and it stands down. */
+export class NotLeaderError extends ProjectionRunnerError {
+  constructor() {
+    super('another instance leads the high-water tracker now');
+  }
+}

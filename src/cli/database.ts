@@ -2,10 +2,7 @@ import pg from 'pg';
 import type { Logger } from 'pino';
 import { createPool, describeConnection } from '../db/connection.js';
 import { startEmbeddedDatabase } from '../db/embedded.js';
-import { ProjectionRunnerError } from '../errors.js';
-
-/** The database could not be used: unreachable, or refused our credentials. Names host/port, never the password. */
-export class DatabaseUnavailableError extends ProjectionRunnerError {}
+import { DatabaseUnavailableError } from '../errors.js';
 
 export interface OpenDatabase {
   connectionString: string;

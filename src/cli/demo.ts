@@ -7,6 +7,7 @@ import { createLogger } from '../logger.js';
 import { startMetricsServer, type MetricsServer } from '../metrics/server.js';
 import { loadProjections } from '../projection/loader.js';
 import { Runner } from '../runner/runner.js';
+import { sleep } from '../shared/time.js';
 import { EventStore } from '../store/event-store.js';
 import { openDatabase } from './database.js';
 
@@ -15,8 +16,6 @@ function bundledProjections(): string {
   const here = path.dirname(fileURLToPath(import.meta.url));
   return path.resolve(here, '../../projections');
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
  * One demo writer: account events with a share of rolled-back transactions (gaps that die) and slow ones (gaps
@@ -38,7 +37,8 @@ async function demoWriter(pool: pg.Pool, store: EventStore, id: number, signal: 
       try {
         await client.query('BEGIN');
         await store.append(account, events, { client });
-        if (roll < 0.93) await client.query('ROLLBACK'); // a gap that will be declared dead
+        if (roll < 0.93)
+          await client.query('ROLLBACK'); // a gap that will be declared dead
         else {
           await sleep(roll > 0.999 ? gapTimeoutMs * 1.5 : 100 + Math.random() * 600); // a gap that fills (or goes late)
           await client.query('COMMIT');
@@ -133,13 +133,15 @@ export function registerDemo(program: Command): void {
       while (!stopping) {
         await sleep(1_000);
         if (stopping) break;
-        const value = async (metric: { get(): Promise<{ values: Array<{ value: number; labels: Record<string, unknown> }> }> }, filter = (_: Record<string, unknown>) => true) =>
-          (await metric.get()).values.filter((v) => filter(v.labels)).reduce((sum, v) => sum + v.value, 0);
+        const value = async (
+          metric: { get(): Promise<{ values: Array<{ value: number; labels: Record<string, unknown> }> }> },
+          filter = (_: Record<string, unknown>) => true,
+        ) => (await metric.get()).values.filter((v) => filter(v.labels)).reduce((sum, v) => sum + v.value, 0);
         const m = runner.metrics;
         const snapshot = await runner.lagSnapshot().catch(() => undefined);
         const lag = snapshot ? Math.max(...snapshot.projections.map((p) => Number(snapshot.head - p.checkpoint)), 0) : 0;
         const line =
-          `applied ${await value(m.eventsApplied)}  head ${runner.tracker.head}  high-water ${runner.tracker.highWater}  lag ${lag}  ` +
+          `applied ${await value(m.eventsApplied)}  head ${runner.positions.head}  high-water ${runner.positions.highWater}  lag ${lag}  ` +
           `open gaps ${await value(m.gapsOpen)}  resolved: filled ${await value(m.gapsResolved, (l) => l.resolution === 'filled')} ` +
           `dead ${await value(m.gapsResolved, (l) => l.resolution === 'dead')} timed_out ${await value(m.gapsResolved, (l) => l.resolution === 'timed_out')}  ` +
           `late ${await value(m.lateEvents)}`;

@@ -1,11 +1,11 @@
 #!/usr/bin/env node
 import { Command, CommanderError } from 'commander';
 import { redactSecrets } from '../db/connection.js';
-import { ConfigError, ProjectionRunnerError } from '../errors.js';
+import { ConfigError, ProjectionRunnerError, UsageError } from '../errors.js';
 import { registerDemo } from './demo.js';
 import { registerMigrate } from './migrate.js';
-import { registerDeadLetters, registerRetry, registerSkip } from './recover.js';
-import { UsageError, registerReplay } from './replay.js';
+import { registerDeadLetters, registerRecovery } from './recover.js';
+import { registerReplay } from './replay.js';
 import { registerRun } from './run.js';
 import { registerStatus } from './status.js';
 import { isAuthenticationFailure } from './database.js';
@@ -20,8 +20,7 @@ registerMigrate(program);
 registerRun(program);
 registerStatus(program);
 registerReplay(program);
-registerRetry(program);
-registerSkip(program);
+registerRecovery(program);
 registerDeadLetters(program);
 registerDemo(program);
 for (const command of program.commands) command.exitOverride();
@@ -30,7 +29,8 @@ function fail(error: unknown): never {
   const url = process.env.DATABASE_URL ?? process.argv.find((_, i) => process.argv[i - 1] === '--database-url');
   let message = error instanceof Error ? error.message : String(error);
   if (isAuthenticationFailure(error)) message = `authentication failed for PostgreSQL at ${url ? describeConnection(url) : 'the database'}`;
-  else if (!(error instanceof ProjectionRunnerError) && !(error instanceof ConfigError)) message = `${(error as Error).name ?? 'Error'}: ${message}`;
+  else if (!(error instanceof ProjectionRunnerError) && !(error instanceof ConfigError))
+    message = `${(error as Error).name ?? 'Error'}: ${message}`;
   process.stderr.write(`projection-runner: ${redactSecrets(message, url)}\n`);
   process.exit(error instanceof UsageError ? 2 : 1);
 }

@@ -1,6 +1,7 @@
+import { createInterface } from 'node:readline/promises';
 import { Option, type Command } from 'commander';
 import type { Logger } from 'pino';
-import { resolveConfig, SETTINGS, type RunnerConfig, type SettingKey } from '../config.js';
+import { resolveConfig, RUNNER_SETTINGS, SETTINGS, type RunnerConfig, type RunnerSettings, type SettingKey } from '../config.js';
 import type { Projection } from '../projection/projection.js';
 import { Runner, type RunnerOptions } from '../runner/runner.js';
 
@@ -28,32 +29,14 @@ export function configFrom(options: Record<string, unknown>): RunnerConfig {
 export const CONNECTION_SETTINGS = ['databaseUrl', 'schema', 'table', 'channel', 'logLevel'] as const satisfies readonly SettingKey[];
 
 /** The Runner's options from a validated config: one place, for `run` and for the in-process `replay`. */
-export function runnerOptionsFrom(
-  config: RunnerConfig,
-  connectionString: string,
-  projections: Projection[],
-  log: Logger,
-): RunnerOptions {
+export function runnerOptionsFrom(config: RunnerConfig, connectionString: string, projections: Projection[], log: Logger): RunnerOptions {
   if (config.lateWatchMs !== undefined) {
-    log.warn('--late-watch (PROJECTION_RUNNER_LATE_WATCH) is deprecated and ignored: a given-up gap is now watched until PostgreSQL proves nothing can fill it');
+    log.warn(
+      '--late-watch (PROJECTION_RUNNER_LATE_WATCH) is deprecated and ignored: a given-up gap is now watched until PostgreSQL proves nothing can fill it',
+    );
   }
-  return {
-    connectionString,
-    projections,
-    log,
-    schema: config.schema,
-    table: config.table,
-    channel: config.channel,
-    gapTimeoutMs: config.gapTimeoutMs,
-    gapHistoryMs: config.gapHistoryMs,
-    fenceDelayMs: config.fenceDelayMs,
-    pollIntervalMs: config.pollIntervalMs,
-    batchSize: config.batchSize,
-    batchBytes: config.batchBytes,
-    handlerRetries: config.handlerRetries,
-    onError: config.onError,
-    gapEvidence: config.gapEvidence,
-  };
+  const settings = Object.fromEntries(RUNNER_SETTINGS.map((key) => [key, config[key]])) as RunnerSettings;
+  return { connectionString, projections, log, ...settings };
 }
 
 /**
@@ -66,4 +49,14 @@ export function inProcessRunner(config: RunnerConfig, connectionString: string, 
     pollIntervalMs: Math.min(config.pollIntervalMs, 250),
     gapEvidence: 'off',
   });
+}
+
+/** Asks a yes/no question on the terminal (stderr, so stdout stays the command's output); no answer is no. */
+export async function confirm(question: string): Promise<boolean> {
+  const rl = createInterface({ input: process.stdin, output: process.stderr });
+  try {
+    return /^y(es)?$/i.test((await rl.question(`${question} [y/N] `)).trim());
+  } finally {
+    rl.close();
+  }
 }

@@ -1,19 +1,18 @@
-import { createInterface } from 'node:readline/promises';
 import type { Command } from 'commander';
 import type pg from 'pg';
 import { SETTINGS, type RunnerConfig } from '../config.js';
 import { storeNames, type StoreNames } from '../db/identifiers.js';
 import { migrate } from '../db/migrate.js';
-import { CommandFailedError, ProjectionNotFailedError, UnknownProjectionError } from '../errors.js';
+import { CommandFailedError, ProjectionNotFailedError, UnknownProjectionError, UsageError } from '../errors.js';
 import { createLogger } from '../logger.js';
 import { abandonCommand, readCommand, requestCommand, type CommandKind } from '../projector/commands.js';
 import { listDeadLetters, type DeadLetter } from '../projector/dead-letters.js';
 import { instanceName } from '../ownership/leases.js';
 import { loadProjections } from '../projection/loader.js';
 import { Runner } from '../runner/runner.js';
+import { waitUntil } from '../shared/time.js';
 import { withDatabasePool } from './database.js';
-import { addSettings, configFrom, CONNECTION_SETTINGS, inProcessRunner } from './options.js';
-import { UsageError } from './replay.js';
+import { addSettings, configFrom, confirm, CONNECTION_SETTINGS, inProcessRunner } from './options.js';
 import { readStatus } from './status.js';
 
 /**
@@ -25,39 +24,33 @@ import { readStatus } from './status.js';
 
 const RUN_SETTINGS = SETTINGS.map((s) => s.key).filter((k) => !['metricsHost', 'metricsPort', 'watchdogMs'].includes(k));
 
-async function confirm(question: string): Promise<boolean> {
-  const rl = createInterface({ input: process.stdin, output: process.stderr });
-  try {
-    return /^y(es)?$/i.test((await rl.question(`${question} [y/N] `)).trim());
-  } finally {
-    rl.close();
+const RECOVERY_COMMANDS: Array<{ command: CommandKind; description: string; flag: [string, string] }> = [
+  {
+    command: 'retry',
+    description: 'resume a failed projection without a restart (also while a daemon runs it)',
+    flag: ['--dead-letters', 're-deliver its dead letters first (each exactly once), once the handler is fixed'],
+  },
+  {
+    command: 'skip',
+    description: 'dead-letter the event a failed projection is stopped at, and resume it',
+    flag: ['--yes', 'do not ask for confirmation (required without a terminal)'],
+  },
+];
+
+/** `retry NAME [--dead-letters]` and `skip NAME [--yes]`. */
+export function registerRecovery(program: Command): void {
+  for (const { command, description, flag } of RECOVERY_COMMANDS) {
+    addSettings(
+      program
+        .command(command)
+        .description(description)
+        .argument('<name>', 'projection name')
+        .option(...flag),
+      RUN_SETTINGS,
+    ).action(async (name: string, options) => {
+      await runCommand(name, command, configFrom(options), { deadLetters: options.deadLetters === true, yes: options.yes === true });
+    });
   }
-}
-
-export function registerRetry(program: Command): void {
-  addSettings(
-    program
-      .command('retry')
-      .description('resume a failed projection without a restart (also while a daemon runs it)')
-      .argument('<name>', 'projection name')
-      .option('--dead-letters', 're-deliver its dead letters first (each exactly once), once the handler is fixed'),
-    RUN_SETTINGS,
-  ).action(async (name: string, options) => {
-    await runCommand(name, 'retry', configFrom(options), { deadLetters: options.deadLetters === true });
-  });
-}
-
-export function registerSkip(program: Command): void {
-  addSettings(
-    program
-      .command('skip')
-      .description('dead-letter the event a failed projection is stopped at, and resume it')
-      .argument('<name>', 'projection name')
-      .option('--yes', 'do not ask for confirmation (required without a terminal)'),
-    RUN_SETTINGS,
-  ).action(async (name: string, options) => {
-    await runCommand(name, 'skip', configFrom(options), { yes: options.yes === true });
-  });
 }
 
 async function runCommand(
@@ -68,7 +61,11 @@ async function runCommand(
 ): Promise<void> {
   const log = createLogger(config.logLevel === 'info' ? 'warn' : config.logLevel);
   const projections = await loadProjections(config.projections);
-  if (!projections.some((p) => p.name === name)) throw new UnknownProjectionError(name, projections.map((p) => p.name));
+  if (!projections.some((p) => p.name === name))
+    throw new UnknownProjectionError(
+      name,
+      projections.map((p) => p.name),
+    );
   if (command === 'skip' && !options.yes && !process.stdin.isTTY) {
     throw new UsageError('no terminal to confirm on: pass --yes to skip without asking');
   }
@@ -96,12 +93,23 @@ async function runCommand(
             }
           }
         }
-        id = await requestCommand(pool, names, { projection: name, command, deadLetters: options.deadLetters, position, requestedBy: instanceName() });
+        id = await requestCommand(pool, names, {
+          projection: name,
+          command,
+          deadLetters: options.deadLetters,
+          position,
+          requestedBy: instanceName(),
+        });
         if (status?.owner) {
           process.stderr.write(`${name} is run by ${status.owner}: the daemon carries out the ${command}\n`);
         } else {
           process.stderr.write(`no daemon runs ${name}: ${command} in this process\n`);
-          runner = inProcessRunner(config, connectionString, projections.find((p) => p.name === name)!, log);
+          runner = inProcessRunner(
+            config,
+            connectionString,
+            projections.find((p) => p.name === name)!,
+            log,
+          );
           await runner.start();
         }
         const row = await followCommand(pool, names, id);
@@ -112,7 +120,9 @@ async function runCommand(
           const projector = await waitForSettled(runner, name);
           if (projector.state === 'failed' && projector.failure) {
             const { fault } = projector.failure;
-            throw new CommandFailedError(`${name} failed again at position ${fault.event.globalPosition} (${fault.event.type}): ${fault.reason}`);
+            throw new CommandFailedError(
+              `${name} failed again at position ${fault.event.globalPosition} (${fault.event.type}): ${fault.reason}`,
+            );
           }
           result = { ...result, state: projector.state, position: projector.checkpoint.toString() };
         }
@@ -128,26 +138,30 @@ async function runCommand(
 }
 
 async function followCommand(pool: pg.Pool, names: StoreNames, id: bigint) {
-  for (;;) {
-    const row = await readCommand(pool, names, id);
-    if (row.status === 'done' || row.status === 'failed') return row;
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  const row = await waitUntil(
+    async () => {
+      const row = await readCommand(pool, names, id);
+      return row.status === 'done' || row.status === 'failed' ? row : undefined;
+    },
+    { intervalMs: 100 },
+  );
+  return row!;
 }
 
 async function waitForSettled(runner: Runner, name: string) {
-  for (;;) {
-    const projector = runner.ownedProjections().find((p) => p.name === name);
-    if (projector && (projector.state === 'running' || projector.state === 'failed')) return projector;
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  const settled = await waitUntil(
+    () => runner.ownedProjections().find((p) => p.name === name && (p.state === 'running' || p.state === 'failed')),
+    { intervalMs: 100 },
+  );
+  return settled!;
 }
 
 /** The one line a command prints on success. Pure, for the tests. */
 export function describeResult(name: string, command: CommandKind, result: Record<string, unknown>): string {
   const parts: string[] = [];
-  if (typeof result.redelivered === 'number') parts.push(`re-delivered ${result.redelivered} dead letter${result.redelivered === 1 ? '' : 's'}`);
-  if (result.skipped !== undefined) parts.push(`dead-lettered position ${result.skipped}`);
+  if (typeof result.redelivered === 'number')
+    parts.push(`re-delivered ${result.redelivered} dead letter${result.redelivered === 1 ? '' : 's'}`);
+  if (result.skipped !== undefined) parts.push(`dead-lettered position ${String(result.skipped as string | number)}`);
   if (result.resumed) parts.push('resumed');
   else if (command === 'retry') parts.push(`was not failed (${String(result.state)}): nothing to resume`);
   return `${command} ${name}: ${parts.join(', ')}; checkpoint at ${String(result.position)} (${String(result.state)})`;
@@ -168,7 +182,9 @@ export function registerDeadLetters(program: Command): void {
       const names = storeNames(config);
       await migrate(pool, names);
       const letters = await listDeadLetters(pool, names, name);
-      process.stdout.write(options.json ? `${JSON.stringify(letters.map(deadLetterJson), null, 2)}\n` : `${formatDeadLetters(name, letters)}\n`);
+      process.stdout.write(
+        options.json ? `${JSON.stringify(letters.map(deadLetterJson), null, 2)}\n` : `${formatDeadLetters(name, letters)}\n`,
+      );
     });
   });
 }
@@ -214,7 +230,12 @@ export function formatDeadLetters(name: string, letters: DeadLetter[]): string {
   const widths = header.map((_, i) => Math.max(...table.map((l) => l[i]!.length)));
   const pending = letters.filter((d) => letterStatus(d) === 'pending').length;
   return [
-    ...table.map((l) => l.map((cell, i) => cell.padEnd(widths[i]!)).join('  ').trimEnd()),
+    ...table.map((l) =>
+      l
+        .map((cell, i) => cell.padEnd(widths[i]!))
+        .join('  ')
+        .trimEnd(),
+    ),
     '',
     pending > 0 ? `${pending} pending: once the handler is fixed, projection-runner retry ${name} --dead-letters` : 'none pending',
   ].join('\n');

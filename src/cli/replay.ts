@@ -1,32 +1,19 @@
-import { createInterface } from 'node:readline/promises';
 import type { Command } from 'commander';
 import { SETTINGS } from '../config.js';
 import { createPool } from '../db/connection.js';
 import { storeNames } from '../db/identifiers.js';
 import { migrate } from '../db/migrate.js';
-import { ProjectionRunnerError, ReplayFailedError, UnknownProjectionError } from '../errors.js';
+import { ReplayFailedError, UnknownProjectionError, UsageError } from '../errors.js';
 import { createLogger } from '../logger.js';
 import { loadProjections } from '../projection/loader.js';
 import { readReplay, requestReplay } from '../replay/requests.js';
 import { Runner } from '../runner/runner.js';
+import { sleep } from '../shared/time.js';
 import { withDatabasePool } from './database.js';
-import { addSettings, configFrom, inProcessRunner } from './options.js';
+import { addSettings, configFrom, confirm, inProcessRunner } from './options.js';
 import { formatProgress, formatSummary } from './progress.js';
 import { readStatus } from './status.js';
 import { instanceName } from '../ownership/leases.js';
-
-/** The command line was fine but unusable as given (e.g. no terminal to confirm on): exit code 2. */
-export class UsageError extends ProjectionRunnerError {}
-
-async function confirm(name: string): Promise<boolean> {
-  const rl = createInterface({ input: process.stdin, output: process.stderr });
-  try {
-    const answer = await rl.question(`Replay "${name}" from position 0? Its read model will be wiped and rebuilt. [y/N] `);
-    return /^y(es)?$/i.test(answer.trim());
-  } finally {
-    rl.close();
-  }
-}
 
 export function registerReplay(program: Command): void {
   addSettings(
@@ -40,10 +27,14 @@ export function registerReplay(program: Command): void {
     const config = configFrom(options);
     const log = createLogger(config.logLevel === 'info' ? 'warn' : config.logLevel);
     const projections = await loadProjections(config.projections);
-    if (!projections.some((p) => p.name === name)) throw new UnknownProjectionError(name, projections.map((p) => p.name));
+    if (!projections.some((p) => p.name === name))
+      throw new UnknownProjectionError(
+        name,
+        projections.map((p) => p.name),
+      );
     if (!options.yes) {
       if (!process.stdin.isTTY) throw new UsageError('no terminal to confirm on: pass --yes to replay without asking');
-      if (!(await confirm(name))) {
+      if (!(await confirm(`Replay "${name}" from position 0? Its read model will be wiped and rebuilt.`))) {
         process.stderr.write('replay cancelled\n');
         return;
       }
@@ -63,7 +54,12 @@ export function registerReplay(program: Command): void {
             process.stderr.write(`${name} is run by ${owner}: the daemon rebuilds it; following its progress\n`);
           } else {
             process.stderr.write(`no daemon runs ${name}: rebuilding in this process\n`);
-            runner = inProcessRunner(config, connectionString, projections.find((p) => p.name === name)!, log);
+            runner = inProcessRunner(
+              config,
+              connectionString,
+              projections.find((p) => p.name === name)!,
+              log,
+            );
             await runner.start();
           }
           await follow(pool, names, replayId, name);
@@ -97,6 +93,6 @@ async function follow(pool: ReturnType<typeof createPool>, names: ReturnType<typ
         lastPrinted = Date.now();
       }
     }
-    await new Promise((r) => setTimeout(r, 200));
+    await sleep(200);
   }
 }

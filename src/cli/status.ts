@@ -88,13 +88,20 @@ export function formatStatus(report: StatusReport): string {
   ]);
   const table = [header, ...lines];
   const widths = header.map((_, i) => Math.max(...table.map((l) => l[i]!.length)));
-  const out = table.map((l) => l.map((cell, i) => cell.padEnd(widths[i]!)).join('  ').trimEnd());
+  const out = table.map((l) =>
+    l
+      .map((cell, i) => cell.padEnd(widths[i]!))
+      .join('  ')
+      .trimEnd(),
+  );
   if (report.projections.length === 0) out.push('(no projection has run yet)');
   // Failed projections once more, in full, with the way out: the table cell is a summary.
   for (const p of report.projections.filter((p) => p.state === 'failed')) {
     const e = (p.lastError ?? {}) as { message?: string; position?: string; type?: string; attempts?: number };
     out.push('');
-    out.push(`${p.name} failed at position ${e.position ?? '?'} (${e.type ?? '?'})${e.attempts ? ` after ${e.attempts} attempts` : ''}: ${e.message ?? 'unknown error'}`);
+    out.push(
+      `${p.name} failed at position ${e.position ?? '?'} (${e.type ?? '?'})${e.attempts ? ` after ${e.attempts} attempts` : ''}: ${e.message ?? 'unknown error'}`,
+    );
     out.push(`  fix the handler, then: projection-runner retry ${p.name}   (or set the event aside: projection-runner skip ${p.name})`);
   }
   out.push('');

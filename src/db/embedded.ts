@@ -1,9 +1,9 @@
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import os from 'node:os';
 import { chmod, mkdir } from 'node:fs/promises';
 import path from 'node:path';
-import { PostgresServer } from './postgres-server.js';
+import { PostgresServer, runningServer } from './postgres-server.js';
 
 /**
  * The embedded default: without DATABASE_URL the CLI uses a PostgreSQL under `.data/postgres`. A server already
@@ -19,20 +19,6 @@ export interface EmbeddedDatabase {
   owned: boolean;
   binaries: string;
   stop(): Promise<void>;
-}
-
-function runningServer(dataDir: string): { pid: number; port: number } | undefined {
-  const pidFile = path.join(dataDir, 'postmaster.pid');
-  if (!existsSync(pidFile)) return undefined;
-  const lines = readFileSync(pidFile, 'utf8').split('\n');
-  const pid = Number(lines[0]);
-  const port = Number(lines[3]);
-  try {
-    process.kill(pid, 0);
-    return { pid, port };
-  } catch {
-    return undefined;
-  }
 }
 
 /**

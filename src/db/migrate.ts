@@ -10,9 +10,7 @@ import { migrations } from './migrations.js';
  */
 export async function migrate(pool: pg.Pool, names: StoreNames): Promise<number[]> {
   // Up to date already: touch nothing, so a runner role without CREATE privileges can start (see README).
-  const { rows: found } = await pool.query<{ present: boolean }>('SELECT to_regclass($1) IS NOT NULL AS present', [
-    names.q.migrations,
-  ]);
+  const { rows: found } = await pool.query<{ present: boolean }>('SELECT to_regclass($1) IS NOT NULL AS present', [names.q.migrations]);
   if (found[0]!.present) {
     const { rows } = await pool.query<{ latest: number | null }>(`SELECT max(version) AS latest FROM ${names.q.migrations}`);
     if (rows[0]!.latest === migrations.at(-1)!.version) return [];
@@ -32,10 +30,7 @@ export async function migrate(pool: pg.Pool, names: StoreNames): Promise<number[
     for (const migration of migrations) {
       if (done.has(migration.version)) continue;
       await client.query(migration.sql(names));
-      await client.query(`INSERT INTO ${names.q.migrations} (version, name) VALUES ($1, $2)`, [
-        migration.version,
-        migration.name,
-      ]);
+      await client.query(`INSERT INTO ${names.q.migrations} (version, name) VALUES ($1, $2)`, [migration.version, migration.name]);
       applied.push(migration.version);
     }
     return applied;

@@ -1,4 +1,4 @@
-import type { StoreNames } from './identifiers.js';
+import { quoteIdentifier, type StoreNames } from './identifiers.js';
 
 /**
  * Numbered migrations, applied in order, each in the transaction of `migrate()`. Never edit a released one: add the
@@ -8,6 +8,176 @@ export interface Migration {
   version: number;
   name: string;
   sql: (names: StoreNames) => string;
+}
+
+/** A SQL string literal. */
+function quoteLiteral(value: string): string {
+  return `'${value.replaceAll("'", "''")}'`;
+}
+
+/** The schema part of a qualified name such as `"public"."events"` (with its dot), or '' for an unqualified one. */
+function schemaPrefix(qualifiedName: string): string {
+  const match = /^((?:"(?:[^"]|"")*"|[^".]+)\.)?(?:"(?:[^"]|"")*"|[^".]+)$/.exec(qualifiedName.trim());
+  if (!match) throw new Error(`not a (qualified) table name: ${qualifiedName}`);
+  return match[1] ?? '';
+}
+
+/**
+ * NOTIFY on every commit that inserted rows into a table, whoever wrote them (the library, a plain INSERT, COPY,
+ * another event store's own functions): a statement-level AFTER INSERT trigger with a transition table sends one
+ * `pg_notify(channel, max(position))` per INSERT statement. NOTIFY is delivered on commit only and deduplicated per
+ * transaction by (channel, payload), so a rolled-back insert sends nothing and a multi-row INSERT sends one
+ * notification carrying its highest position. The payload is the position as text, as events_append sent it before.
+ *
+ * - `tableQualified`: the table, already quoted and qualified (`"message_store"."messages"`); the trigger function
+ *   `<triggerName>` is created in the same schema (or pass `functionQualified`, quoted).
+ * - `positionColumn`, `channel`, `triggerName`: plain names, quoted here.
+ *
+ * The function runs with the inserting role's rights (no SECURITY DEFINER): pg_notify needs no privilege, and reading
+ * the transition table needs none either. An INSERT that inserts no row sends nothing.
+ *
+ * A transaction that sent a NOTIFY cannot be prepared (two-phase commit): such a writer opts out, per transaction,
+ * with `SET LOCAL projection_runner.notify = 'off'` (the runner still finds its events by polling).
+ *
+ * Idempotent (CREATE OR REPLACE FUNCTION, DROP TRIGGER IF EXISTS): safe to apply again to attach the same table.
+ * On a partitioned table, create it on the parent (PostgreSQL refuses transition tables on a partition).
+ */
+export function notifyTriggerSql(
+  tableQualified: string,
+  positionColumn: string,
+  channel: string,
+  triggerName: string,
+  functionQualified: string = `${schemaPrefix(tableQualified)}${quoteIdentifier(triggerName)}`,
+): string {
+  const trigger = quoteIdentifier(triggerName);
+  return `
+      CREATE OR REPLACE FUNCTION ${functionQualified}() RETURNS trigger LANGUAGE plpgsql AS $fn$
+      DECLARE
+        v_last text;
+      BEGIN
+        SELECT max(i.${quoteIdentifier(positionColumn)})::text INTO v_last FROM inserted i;
+        IF v_last IS NOT NULL
+           AND coalesce(pg_catalog.current_setting('projection_runner.notify', true), '') <> 'off' THEN
+          PERFORM pg_catalog.pg_notify(${quoteLiteral(channel)}, v_last);
+        END IF;
+        RETURN NULL;
+      END
+      $fn$;
+      DROP TRIGGER IF EXISTS ${trigger} ON ${tableQualified};
+      CREATE TRIGGER ${trigger} AFTER INSERT ON ${tableQualified}
+        REFERENCING NEW TABLE AS inserted
+        FOR EACH STATEMENT EXECUTE FUNCTION ${functionQualified}();
+  `;
+}
+
+/** The columns an operator request (replay, retry, skip) goes through, from the CLI's row to the owner's outcome. */
+const REQUEST_LIFECYCLE_COLUMNS = `status       text        NOT NULL CHECK (status IN ('pending', 'running', 'done', 'failed')),
+        requested_by text,
+        requested_at timestamptz NOT NULL DEFAULT now(),
+        started_at   timestamptz,
+        finished_at  timestamptz,`;
+
+/** events_append's name, signature and the variables every version of it declares (up to its own). */
+function appendSignatureSql(q: StoreNames['q']): string {
+  return `${q.appendFunction}(
+        p_stream text, p_types text[], p_data jsonb[], p_metadata jsonb[], p_expected bigint, p_channel text)
+      RETURNS TABLE (first_position bigint, last_position bigint, stream_version bigint, actual_version bigint)
+      LANGUAGE plpgsql AS $fn$
+      DECLARE
+        n         int := cardinality(p_types);
+        v_version bigint;
+        v_first   bigint;
+        v_next    bigint;
+        i         int;`;
+}
+
+/**
+ * The start of events_append: queue behind the stream's other writers (until they commit), read the stream's
+ * version into v_version, and return the actual version without writing when it is not the expected one.
+ */
+function streamVersionCheckSql({ schema, table, q }: Pick<StoreNames, 'schema' | 'table' | 'q'>): string {
+  return `-- Writers of one stream queue here until the holder commits; writers of other streams do not.
+        PERFORM pg_advisory_xact_lock(hashtext('${schema}.${table}:stream'), hashtext(p_stream));
+
+        SELECT coalesce(max(e.stream_position), 0) INTO v_version
+          FROM ${q.events} e WHERE e.stream_name = p_stream;
+        IF p_expected IS NOT NULL AND p_expected <> v_version THEN
+          RETURN QUERY SELECT NULL::bigint, NULL::bigint, NULL::bigint, v_version;
+          RETURN;
+        END IF;`;
+}
+
+/**
+ * The body of events_append's reservation: n consecutive values of the sequence into v_first, starting over when
+ * another session's nextval() interleaves (the values skipped become holes, resolved like rollbacks).
+ */
+function reservePositionsSql(q: StoreNames['q']): string {
+  return `v_first := nextval(${q.sequenceLiteral});
+          i := 1;
+          WHILE i < n LOOP
+            v_next := nextval(${q.sequenceLiteral});
+            IF v_next = v_first + i THEN
+              i := i + 1;
+            ELSE
+              v_first := v_next;
+              i := 1;
+            END IF;
+          END LOOP;`;
+}
+
+/**
+ * events_append: the library's writer (see store/event-store.ts). Migration 3 defined it sending its own NOTIFY;
+ * migration 5 redefines it without, since the table's statement trigger notifies for every writer.
+ */
+function appendFunctionSql({ schema, table, q }: StoreNames, { notify }: { notify: boolean }): string {
+  const notifyStep = notify
+    ? `-- Delivered on commit only; a rolled-back append notifies nobody.
+        PERFORM pg_notify(p_channel, (v_first + n - 1)::text);`
+    : `-- No NOTIFY here any more: the table's statement trigger sends it, for this INSERT as for anyone's.`;
+  return `
+      CREATE OR REPLACE FUNCTION ${appendSignatureSql(q)}
+        k_lock    int := hashtext('${schema}.${table}:positions');
+        v_locked  boolean := false;
+      BEGIN
+        ${streamVersionCheckSql({ schema, table, q })}
+
+        -- An xid before any position (see ${table}_next_position).
+        PERFORM pg_current_xact_id();
+
+        -- Reserve n consecutive global positions. The session lock serialises only this reservation (microseconds),
+        -- not the writers' transactions. Plain INSERTs that take nextval() without the lock can still interleave:
+        -- then start the run again; the skipped values become holes that the runner resolves like rollbacks.
+        -- PL/pgSQL checks for interrupts before every statement, so a cancel or statement_timeout can land between
+        -- any two of them: the lock is taken and released inside the protected block, and the handler releases it
+        -- if this session holds it, whichever statement the interrupt hit. v_locked (PL/pgSQL variables survive the
+        -- block's rollback) makes the usual case a single cheap statement, so that a second interrupt has next to no
+        -- time to land inside the handler; pg_locks answers for the instant between taking the lock and the flag.
+        BEGIN
+          PERFORM pg_advisory_lock(k_lock, 0);
+          v_locked := true;
+          ${reservePositionsSql(q)}
+          v_locked := NOT pg_advisory_unlock(k_lock, 0);
+        EXCEPTION WHEN OTHERS OR query_canceled THEN
+          IF v_locked THEN
+            PERFORM pg_advisory_unlock(k_lock, 0);
+          ELSE
+            PERFORM pg_advisory_unlock(k_lock, 0)
+               FROM pg_locks l
+              WHERE l.locktype = 'advisory' AND l.pid = pg_backend_pid() AND l.granted AND l.objsubid = 2
+                AND l.classid::bigint = (k_lock::bigint + 4294967296) % 4294967296 AND l.objid = 0;
+          END IF;
+          RAISE;
+        END;
+
+        INSERT INTO ${q.events} (global_position, stream_name, stream_position, type, data, metadata)
+        SELECT v_first + u.o - 1, p_stream, v_version + u.o, u.t, u.d, u.m
+          FROM unnest(p_types, p_data, p_metadata) WITH ORDINALITY AS u(t, d, m, o);
+
+        ${notifyStep}
+        RETURN QUERY SELECT v_first, v_first + n - 1, v_version + n, v_version;
+      END
+      $fn$;
+`;
 }
 
 export const migrations: Migration[] = [
@@ -35,43 +205,16 @@ export const migrations: Migration[] = [
 
       -- One round trip per append, also inside a caller's transaction. Returns actual_version with NULL positions
       -- when the expected version does not match, without raising, so a caller's transaction is not aborted.
-      CREATE FUNCTION ${q.appendFunction}(
-        p_stream text, p_types text[], p_data jsonb[], p_metadata jsonb[], p_expected bigint, p_channel text)
-      RETURNS TABLE (first_position bigint, last_position bigint, stream_version bigint, actual_version bigint)
-      LANGUAGE plpgsql AS $fn$
-      DECLARE
-        n         int := cardinality(p_types);
-        v_version bigint;
-        v_first   bigint;
-        v_next    bigint;
-        i         int;
+      CREATE FUNCTION ${appendSignatureSql(q)}
       BEGIN
-        -- Writers of one stream queue here until the holder commits; writers of other streams do not.
-        PERFORM pg_advisory_xact_lock(hashtext('${schema}.${table}:stream'), hashtext(p_stream));
-
-        SELECT coalesce(max(e.stream_position), 0) INTO v_version
-          FROM ${q.events} e WHERE e.stream_name = p_stream;
-        IF p_expected IS NOT NULL AND p_expected <> v_version THEN
-          RETURN QUERY SELECT NULL::bigint, NULL::bigint, NULL::bigint, v_version;
-          RETURN;
-        END IF;
+        ${streamVersionCheckSql({ schema, table, q })}
 
         -- Reserve n consecutive global positions. The session lock serialises only this reservation (microseconds),
         -- not the writers' transactions. Plain INSERTs that take nextval() without the lock can still interleave:
         -- then start the run again; the skipped values become holes that the runner resolves like rollbacks.
         PERFORM pg_advisory_lock(hashtext('${schema}.${table}:positions'), 0);
         BEGIN
-          v_first := nextval(${q.sequenceLiteral});
-          i := 1;
-          WHILE i < n LOOP
-            v_next := nextval(${q.sequenceLiteral});
-            IF v_next = v_first + i THEN
-              i := i + 1;
-            ELSE
-              v_first := v_next;
-              i := 1;
-            END IF;
-          END LOOP;
+          ${reservePositionsSql(q)}
         EXCEPTION WHEN OTHERS OR query_canceled THEN
           -- A session lock outlives the transaction: never leave it behind on a cancel or error.
           PERFORM pg_advisory_unlock(hashtext('${schema}.${table}:positions'), 0);
@@ -140,11 +283,7 @@ export const migrations: Migration[] = [
       CREATE TABLE ${q.replays} (
         id           bigserial PRIMARY KEY,
         projection   text        NOT NULL,
-        status       text        NOT NULL CHECK (status IN ('pending', 'running', 'done', 'failed')),
-        requested_by text,
-        requested_at timestamptz NOT NULL DEFAULT now(),
-        started_at   timestamptz,
-        finished_at  timestamptz,
+        ${REQUEST_LIFECYCLE_COLUMNS}
         target       bigint,
         applied      bigint      NOT NULL DEFAULT 0,
         error        text
@@ -156,97 +295,28 @@ export const migrations: Migration[] = [
   {
     version: 3,
     name: 'settled gaps, skipped positions, cancel-safe append',
-    sql: ({ schema, table, q }) => `
+    sql: (names) => `
       -- Every position is taken by a transaction that already has an xid: the proof that settles a given-up gap
       -- (high-water.ts) compares xids with a snapshot's xmin, and a writer without an xid yet would be invisible to it.
       -- CASE evaluates its condition first, so the xid is assigned before nextval() runs.
-      CREATE FUNCTION ${q.nextPositionFunction}() RETURNS bigint LANGUAGE sql VOLATILE AS $fn$
-        SELECT CASE WHEN pg_current_xact_id() IS NOT NULL THEN nextval(${q.sequenceLiteral}) END
+      CREATE FUNCTION ${names.q.nextPositionFunction}() RETURNS bigint LANGUAGE sql VOLATILE AS $fn$
+        SELECT CASE WHEN pg_current_xact_id() IS NOT NULL THEN nextval(${names.q.sequenceLiteral}) END
       $fn$;
-      ALTER TABLE ${q.events} ALTER COLUMN global_position SET DEFAULT ${q.nextPositionFunction}();
+      ALTER TABLE ${names.q.events} ALTER COLUMN global_position SET DEFAULT ${names.q.nextPositionFunction}();
 
-      CREATE OR REPLACE FUNCTION ${q.appendFunction}(
-        p_stream text, p_types text[], p_data jsonb[], p_metadata jsonb[], p_expected bigint, p_channel text)
-      RETURNS TABLE (first_position bigint, last_position bigint, stream_version bigint, actual_version bigint)
-      LANGUAGE plpgsql AS $fn$
-      DECLARE
-        n         int := cardinality(p_types);
-        v_version bigint;
-        v_first   bigint;
-        v_next    bigint;
-        i         int;
-        k_lock    int := hashtext('${schema}.${table}:positions');
-        v_locked  boolean := false;
-      BEGIN
-        -- Writers of one stream queue here until the holder commits; writers of other streams do not.
-        PERFORM pg_advisory_xact_lock(hashtext('${schema}.${table}:stream'), hashtext(p_stream));
-
-        SELECT coalesce(max(e.stream_position), 0) INTO v_version
-          FROM ${q.events} e WHERE e.stream_name = p_stream;
-        IF p_expected IS NOT NULL AND p_expected <> v_version THEN
-          RETURN QUERY SELECT NULL::bigint, NULL::bigint, NULL::bigint, v_version;
-          RETURN;
-        END IF;
-
-        -- An xid before any position (see ${table}_next_position).
-        PERFORM pg_current_xact_id();
-
-        -- Reserve n consecutive global positions. The session lock serialises only this reservation (microseconds),
-        -- not the writers' transactions. Plain INSERTs that take nextval() without the lock can still interleave:
-        -- then start the run again; the skipped values become holes that the runner resolves like rollbacks.
-        -- PL/pgSQL checks for interrupts before every statement, so a cancel or statement_timeout can land between
-        -- any two of them: the lock is taken and released inside the protected block, and the handler releases it
-        -- if this session holds it, whichever statement the interrupt hit. v_locked (PL/pgSQL variables survive the
-        -- block's rollback) makes the usual case a single cheap statement, so that a second interrupt has next to no
-        -- time to land inside the handler; pg_locks answers for the instant between taking the lock and the flag.
-        BEGIN
-          PERFORM pg_advisory_lock(k_lock, 0);
-          v_locked := true;
-          v_first := nextval(${q.sequenceLiteral});
-          i := 1;
-          WHILE i < n LOOP
-            v_next := nextval(${q.sequenceLiteral});
-            IF v_next = v_first + i THEN
-              i := i + 1;
-            ELSE
-              v_first := v_next;
-              i := 1;
-            END IF;
-          END LOOP;
-          v_locked := NOT pg_advisory_unlock(k_lock, 0);
-        EXCEPTION WHEN OTHERS OR query_canceled THEN
-          IF v_locked THEN
-            PERFORM pg_advisory_unlock(k_lock, 0);
-          ELSE
-            PERFORM pg_advisory_unlock(k_lock, 0)
-               FROM pg_locks l
-              WHERE l.locktype = 'advisory' AND l.pid = pg_backend_pid() AND l.granted AND l.objsubid = 2
-                AND l.classid::bigint = (k_lock::bigint + 4294967296) % 4294967296 AND l.objid = 0;
-          END IF;
-          RAISE;
-        END;
-
-        INSERT INTO ${q.events} (global_position, stream_name, stream_position, type, data, metadata)
-        SELECT v_first + u.o - 1, p_stream, v_version + u.o, u.t, u.d, u.m
-          FROM unnest(p_types, p_data, p_metadata) WITH ORDINALITY AS u(t, d, m, o);
-
-        -- Delivered on commit only; a rolled-back append notifies nobody.
-        PERFORM pg_notify(p_channel, (v_first + n - 1)::text);
-        RETURN QUERY SELECT v_first, v_first + n - 1, v_version + n, v_version;
-      END
-      $fn$;
+      ${appendFunctionSql(names, { notify: true })}
 
       -- A given-up gap is watched until settled (proven unfillable), never forgotten on a timer. fence_xid: the xid
       -- the proof waits for (see high-water.ts).
-      ALTER TABLE ${q.gaps} ADD COLUMN fence_xid bigint, ADD COLUMN settled_at timestamptz;
-      CREATE INDEX ON ${q.gaps} (id) WHERE resolution IN ('timed_out', 'dead') AND settled_at IS NULL;
-      CREATE INDEX ON ${q.gaps} (from_position) WHERE resolution IN ('timed_out', 'dead');
-      CREATE INDEX ON ${q.gaps} (from_position) WHERE resolution = 'late';
+      ALTER TABLE ${names.q.gaps} ADD COLUMN fence_xid bigint, ADD COLUMN settled_at timestamptz;
+      CREATE INDEX ON ${names.q.gaps} (id) WHERE resolution IN ('timed_out', 'dead') AND settled_at IS NULL;
+      CREATE INDEX ON ${names.q.gaps} (from_position) WHERE resolution IN ('timed_out', 'dead');
+      CREATE INDEX ON ${names.q.gaps} (from_position) WHERE resolution = 'late';
 
       -- Positions of given-up gaps that a projection passed without reading them (they were missing then): exactly
       -- the positions for which a late notice must be applied to it. projection_late_deliveries now records the
       -- late applications, so that each happens once.
-      CREATE TABLE ${q.skippedPositions} (
+      CREATE TABLE ${names.q.skippedPositions} (
         projection    text   NOT NULL,
         from_position bigint NOT NULL,
         to_position   bigint NOT NULL,
@@ -254,11 +324,11 @@ export const migrations: Migration[] = [
         CHECK (from_position <= to_position)
       );
       -- Carried over: pending late notices the earlier rule would still have applied (passed, not yet delivered).
-      INSERT INTO ${q.skippedPositions} (projection, from_position, to_position)
+      INSERT INTO ${names.q.skippedPositions} (projection, from_position, to_position)
       SELECT DISTINCT c.name, g.from_position, g.from_position
-        FROM ${q.checkpoints} c JOIN ${q.gaps} g
+        FROM ${names.q.checkpoints} c JOIN ${names.q.gaps} g
           ON g.resolution = 'late' AND g.id > c.late_seen_id AND g.from_position <= c.position
-       WHERE NOT EXISTS (SELECT 1 FROM ${q.lateDeliveries} d WHERE d.projection = c.name AND d.position = g.from_position)
+       WHERE NOT EXISTS (SELECT 1 FROM ${names.q.lateDeliveries} d WHERE d.projection = c.name AND d.position = g.from_position)
       ON CONFLICT DO NOTHING;
     `,
   },
@@ -298,15 +368,22 @@ export const migrations: Migration[] = [
       dead_letters boolean     NOT NULL DEFAULT false,
       -- skip: the failed position the requester saw; the owner refuses to skip any other event
       position     bigint,
-      status       text        NOT NULL CHECK (status IN ('pending', 'running', 'done', 'failed')),
-      requested_by text,
-      requested_at timestamptz NOT NULL DEFAULT now(),
-      started_at   timestamptz,
-      finished_at  timestamptz,
+      ${REQUEST_LIFECYCLE_COLUMNS}
       result       jsonb,
       error        text
     );
     CREATE INDEX ON ${q.commands} (projection) WHERE status = 'pending';
   `,
+  },
+  {
+    version: 5,
+    name: 'notify on every insert',
+    // Every writer wakes the runner, not only events_append: a statement trigger sends the NOTIFY (one per INSERT
+    // statement, its highest position), and events_append stops sending its own (one mechanism, same payload).
+    sql: (names) => `
+      ${notifyTriggerSql(names.q.events, 'global_position', names.channel, `${names.table}_notify`)}
+
+      ${appendFunctionSql(names, { notify: false })}
+    `,
   },
 ];

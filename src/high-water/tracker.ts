@@ -11,7 +11,7 @@ import {
   readPersistedHighWater,
   takeFence,
 } from './tracker-sql.js';
-import { needsFence, nextDeadline, observe, type HighWaterSettings, type HighWaterState, type OpenGap } from './decisions.js';
+import { needsFence, nextPassDelay, observe, type HighWaterSettings, type HighWaterState, type OpenGap } from './decisions.js';
 import type { SequenceSample } from './evidence-rules.js';
 import type { LeaseSession } from '../ownership/leases.js';
 import { withRetries } from '../db/retry.js';
@@ -61,9 +61,15 @@ export class HighWaterTracker {
   private maintainedAt = 0;
   /** Wall-clock time of the last completed pass, for the /healthz watchdog. */
   lastPassAt = Date.now();
+  private completedPasses = 0;
   highWater = 0n;
   head = 0n;
   leader = false;
+
+  /** Passes completed (successful or not), read-only: tests wait for a number of them instead of sleeping. */
+  get passes(): number {
+    return this.completedPasses;
+  }
 
   constructor(private readonly options: HighWaterTrackerOptions) {
     options.leases.onLost(() => {
@@ -89,10 +95,9 @@ export class HighWaterTracker {
         delay = await withRetries(() => this.pass(), {
           operation: 'high_water',
           signal,
-          onRetry: (error, attempt) => {
-            metrics.dbErrors.inc({ operation: 'high_water' });
-            log.warn({ err: error, attempt }, 'high-water pass failed; retrying');
-          },
+          failed: 'high-water pass failed',
+          log,
+          errors: metrics.dbErrors,
         });
       } catch (error) {
         if (signal.aborted) break;
@@ -100,6 +105,7 @@ export class HighWaterTracker {
         log.error({ err: error }, 'high-water pass failed');
       }
       this.lastPassAt = Date.now();
+      this.completedPasses++;
       await this.wake.wait(delay, signal);
     }
   }
@@ -139,21 +145,12 @@ export class HighWaterTracker {
     this.serverNow = observation.now;
     if (sample) evidence?.recordSample(sample, state.openGaps);
     const decision = observe(state, observation, settings, isProvenDead);
-    if (decision.changed) {
-      const client = await pool.connect();
-      try {
-        const gapsChanged =
-          decision.opened.length + decision.resolved.length + decision.late.length + decision.fenced.length + decision.settled.length > 0;
-        if ((await persistDecision(client, names, decision, leases.owner, gapsChanged)) === 'not_leader') {
-          log.warn('another instance leads the high-water tracker now; standing down');
-          this.leader = false;
-          this.state = undefined;
-          await leases.release('high-water', 'leader');
-          return this.options.pollIntervalMs;
-        }
-      } finally {
-        client.release();
-      }
+    if (decision.changed && (await persistDecision(pool, names, decision, leases.owner)) === 'not_leader') {
+      log.warn('another instance leads the high-water tracker now; standing down');
+      this.leader = false;
+      this.state = undefined;
+      await leases.release('high-water', 'leader');
+      return this.options.pollIntervalMs;
     }
     this.state = decision.state;
 
@@ -170,7 +167,10 @@ export class HighWaterTracker {
     }
     for (const position of decision.late) {
       metrics.lateEvents.inc();
-      log.error({ position: position.toString() }, 'late event: committed after its gap was declared dead; delivering it to projections that passed it');
+      log.error(
+        { position: position.toString() },
+        'late event: committed after its gap was declared dead; delivering it to projections that passed it',
+      );
     }
     for (const w of decision.settled) {
       log.debug({ gap: { from: w.from.toString(), to: w.to.toString() } }, 'given-up gap settled: proven unfillable, no longer watched');
@@ -195,12 +195,7 @@ export class HighWaterTracker {
     );
     if (decision.late.length > 0) this.options.onAdvance(this.highWater);
 
-    // Sleep until the earliest gap timeout must fire (even if nothing else happens), or sooner to recheck evidence.
-    const deadline = nextDeadline(decision.state, settings);
-    let delay = this.options.pollIntervalMs;
-    if (deadline !== null) delay = Math.min(delay, Math.max(1, deadline - observation.now + 1));
-    if (openGaps.length > 0 && evidence) delay = Math.min(delay, evidence.recheckMs);
-    return delay;
+    return nextPassDelay(decision.state, settings, observation.now, this.options.pollIntervalMs, evidence?.recheckMs);
   }
 
   /** The audit that makes a wrong proof loud instead of silent, and the pruning that keeps the tables bounded. */

@@ -7,7 +7,6 @@ import { PROJECTION_STATES, type ProjectionState } from '../projection/projectio
  * conventions; dashboards and alert rules depend on them (a test checks that they only name metrics defined here).
  */
 
-
 export const GAP_RESOLUTIONS = ['filled', 'timed_out', 'dead'] as const;
 
 /** The `operation` label values of projection_runner_db_errors_total. */
@@ -75,7 +74,10 @@ export class RunnerMetrics {
     ['resolution'],
     [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300],
   );
-  readonly lateEvents = this.counter('projection_runner_late_events_total', 'Events that committed after their gap had been declared dead.');
+  readonly lateEvents = this.counter(
+    'projection_runner_late_events_total',
+    'Events that committed after their gap had been declared dead.',
+  );
   readonly lateAfterSettled = this.counter(
     'projection_runner_late_after_settled_total',
     'Events the audit found inside a gap proven unfillable (a writer outside the documented assumptions); delivered late.',
@@ -86,9 +88,7 @@ export class RunnerMetrics {
   );
   readonly notifications = this.counter('projection_runner_notifications_total', 'NOTIFY wake-ups received.');
   readonly polls = this.counter('projection_runner_polls_total', 'Fallback polls (wake-ups by the poll interval).');
-  readonly dbErrors = this.counter('projection_runner_db_errors_total', 'Database errors that were retried, by operation.', [
-    'operation',
-  ]);
+  readonly dbErrors = this.counter('projection_runner_db_errors_total', 'Database errors that were retried, by operation.', ['operation']);
 
   constructor() {
     client.collectDefaultMetrics({ register: this.registry });
@@ -124,7 +124,15 @@ export class RunnerMetrics {
    * test checks that none is missed).
    */
   private perProjection() {
-    return [this.checkpointPosition, this.lagEvents, this.lagSeconds, this.eventsApplied, this.batchDuration, this.handlerErrors, this.deadLetters];
+    return [
+      this.checkpointPosition,
+      this.lagEvents,
+      this.lagSeconds,
+      this.eventsApplied,
+      this.batchDuration,
+      this.handlerErrors,
+      this.deadLetters,
+    ];
   }
 
   /**

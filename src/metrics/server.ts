@@ -1,6 +1,6 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { Runner } from '../runner/runner.js';
+import type { RunnerMetrics } from './registry.js';
 
 /**
  * /metrics, /healthz, /readyz. Liveness says whether the loops still turn (a loop wedged after a database outage
@@ -11,28 +11,36 @@ export interface HealthReport {
   reasons: string[];
 }
 
-export function liveness(runner: Runner, watchdogMs: number, now = Date.now()): HealthReport {
-  const reasons: string[] = [];
-  const stale = (what: string, at: number) => {
-    if (now - at > watchdogMs) reasons.push(`${what} has not completed a pass for ${Math.round((now - at) / 1000)}s`);
-  };
-  stale('the high-water loop', runner.tracker.lastPassAt);
-  stale('the ownership loop', runner.lastOwnershipPassAt);
-  for (const p of runner.ownedProjections()) if (p.state !== 'failed') stale(`projection ${p.name}`, p.lastPassAt);
+/** What the health endpoints ask the daemon (the Runner implements it; metrics never reaches into its parts). */
+export interface HealthSource {
+  readonly metrics: RunnerMetrics;
+  /** Every loop that must keep turning, with the wall-clock time of its last completed pass. */
+  loopPasses(): Array<{ what: string; at: number }>;
+  /** The projections this instance owns that are stopped at a failing event. */
+  failedProjections(): string[];
+  /** Resolves once the database answers a trivial statement. */
+  pingDatabase(): Promise<void>;
+}
+
+export function liveness(source: HealthSource, watchdogMs: number, now = Date.now()): HealthReport {
+  const reasons = source
+    .loopPasses()
+    .filter(({ at }) => now - at > watchdogMs)
+    .map(({ what, at }) => `${what} has not completed a pass for ${Math.round((now - at) / 1000)}s`);
   return { ok: reasons.length === 0, reasons };
 }
 
-export async function readiness(runner: Runner): Promise<HealthReport> {
+export async function readiness(source: HealthSource): Promise<HealthReport> {
   const reasons: string[] = [];
   try {
     await Promise.race([
-      runner.pool.query('SELECT 1'),
+      source.pingDatabase(),
       new Promise((_, reject) => setTimeout(() => reject(new Error('no answer within 2s')), 2_000).unref()),
     ]);
   } catch (error) {
     reasons.push(`database unreachable: ${(error as Error).message}`);
   }
-  for (const p of runner.ownedProjections()) if (p.state === 'failed') reasons.push(`projection ${p.name} is failed`);
+  for (const name of source.failedProjections()) reasons.push(`projection ${name} is failed`);
   return { ok: reasons.length === 0, reasons };
 }
 
@@ -41,21 +49,23 @@ export interface MetricsServer {
   close(): Promise<void>;
 }
 
-export async function startMetricsServer(runner: Runner, host: string, port: number, watchdogMs: number): Promise<MetricsServer> {
+export async function startMetricsServer(source: HealthSource, host: string, port: number, watchdogMs: number): Promise<MetricsServer> {
   const reply = (res: http.ServerResponse, status: number, type: string, body: string) => {
     res.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(body) });
     res.end(body);
   };
-  const server = http.createServer(async (req, res) => {
+  // respond() settles every outcome itself (500 or a destroyed socket), so its promise is never left to reject.
+  const server = http.createServer((req, res) => void respond(req, res));
+  async function respond(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     try {
       const path = (req.url ?? '/').split('?')[0];
       if (req.method !== 'GET' && req.method !== 'HEAD') return reply(res, 405, 'text/plain', 'method not allowed\n');
       if (path === '/metrics') {
-        const body = await runner.metrics.registry.metrics();
-        return reply(res, 200, runner.metrics.registry.contentType, body);
+        const body = await source.metrics.registry.metrics();
+        return reply(res, 200, source.metrics.registry.contentType, body);
       }
       if (path === '/healthz' || path === '/readyz') {
-        const report = path === '/healthz' ? liveness(runner, watchdogMs) : await readiness(runner);
+        const report = path === '/healthz' ? liveness(source, watchdogMs) : await readiness(source);
         return reply(res, report.ok ? 200 : 503, 'application/json', `${JSON.stringify(report)}\n`);
       }
       return reply(res, 404, 'text/plain', 'not found\n');
@@ -63,7 +73,7 @@ export async function startMetricsServer(runner: Runner, host: string, port: num
       if (!res.headersSent) reply(res, 500, 'text/plain', `${(error as Error).message}\n`);
       else res.destroy();
     }
-  });
+  }
   // Malformed requests get a 400 from Node and the socket is closed; nothing reaches the handler.
   server.on('clientError', (_error, socket) => socket.destroy());
   server.requestTimeout = 10_000;

@@ -71,7 +71,8 @@ export class LeaseSession {
       const lost = (error?: Error) => {
         if (this.client !== client) return;
         this.client = undefined;
-        if (this.held.size > 0) this.log.warn({ err: error, leases: [...this.held] }, 'lease session lost; every lease it held is released');
+        if (this.held.size > 0)
+          this.log.warn({ err: error, leases: [...this.held] }, 'lease session lost; every lease it held is released');
         this.held.clear();
         for (const listener of this.lostListeners) listener();
       };
@@ -92,10 +93,10 @@ export class LeaseSession {
   async tryAcquire(kind: LeaseKind, name: string): Promise<boolean> {
     if (this.holds(kind, name)) return true;
     const client = await this.session();
-    const { rows } = await client.query<{ ok: boolean }>(
-      'SELECT pg_try_advisory_lock(hashtext($1), hashtext($2)) AS ok',
-      [this.namespace(kind), name],
-    );
+    const { rows } = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock(hashtext($1), hashtext($2)) AS ok', [
+      this.namespace(kind),
+      name,
+    ]);
     if (rows[0]!.ok) this.held.add(`${kind}:${name}`);
     return rows[0]!.ok;
   }
@@ -113,10 +114,9 @@ export class LeaseSession {
   /** How many instances hold their presence lease right now: the N of "ceil(P/N) projections each". */
   async liveInstances(): Promise<number> {
     const client = await this.session();
-    const { rows } = await client.query<{ n: number }>(
-      `SELECT count(*)::int AS n FROM pg_locks k WHERE ${heldLeaseCondition('k', '$1')}`,
-      [this.namespace('instance')],
-    );
+    const { rows } = await client.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_locks k WHERE ${heldLeaseCondition('k', '$1')}`, [
+      this.namespace('instance'),
+    ]);
     return rows[0]!.n;
   }
 

@@ -30,9 +30,7 @@ let typescriptEnabled = false;
 export async function loadProjections(dir: string): Promise<Projection[]> {
   let files: string[];
   try {
-    files = (await readdir(dir))
-      .filter((f) => [...JAVASCRIPT, ...TYPESCRIPT].includes(path.extname(f)) && !f.endsWith('.d.ts'))
-      .sort();
+    files = (await readdir(dir)).filter((f) => [...JAVASCRIPT, ...TYPESCRIPT].includes(path.extname(f)) && !f.endsWith('.d.ts')).sort();
   } catch (error) {
     throw new ProjectionLoadError(dir, `cannot read the projections folder: ${(error as Error).message}`, { cause: error });
   }

@@ -59,7 +59,10 @@ export function validateProjection(candidate: unknown, source: string): Projecti
     throw new ProjectionLoadError(source, `projection "${p.name}": eventTypes must be an array of strings`);
   }
   if (p.onError !== undefined && !(ERROR_POLICIES as readonly unknown[]).includes(p.onError)) {
-    throw new ProjectionLoadError(source, `projection "${p.name}": onError must be one of ${ERROR_POLICIES.join(', ')} (got ${JSON.stringify(p.onError)})`);
+    throw new ProjectionLoadError(
+      source,
+      `projection "${p.name}": onError must be one of ${ERROR_POLICIES.join(', ')} (got ${JSON.stringify(p.onError)})`,
+    );
   }
   for (const hook of ['setup', 'reset'] as const) {
     if (p[hook] !== undefined && typeof p[hook] !== 'function') {

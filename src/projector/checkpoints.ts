@@ -61,12 +61,7 @@ export async function beginBatch(tx: pg.ClientBase, names: StoreNames, lateSeenI
 }
 
 /** Given-up (dead or timed-out) ranges that overlap (after, upTo], clipped to it. */
-export async function givenUpRanges(
-  tx: pg.ClientBase,
-  names: StoreNames,
-  after: bigint,
-  upTo: bigint,
-): Promise<Array<[bigint, bigint]>> {
+export async function givenUpRanges(tx: pg.ClientBase, names: StoreNames, after: bigint, upTo: bigint): Promise<Array<[bigint, bigint]>> {
   const { rows } = await tx.query<{ f: string; t: string }>({
     name: `pr_given_up_${names.schema}_${names.table}`,
     text: `SELECT greatest(from_position, $1 + 1)::text AS f, least(to_position, $2)::text AS t FROM ${names.q.gaps}
@@ -151,9 +146,5 @@ export async function setProjectionState(
   state: ProjectionState,
   owner: string | null,
 ): Promise<void> {
-  await db.query(`UPDATE ${names.q.checkpoints} SET state = $2, owner = $3, updated_at = now() WHERE name = $1`, [
-    name,
-    state,
-    owner,
-  ]);
+  await db.query(`UPDATE ${names.q.checkpoints} SET state = $2, owner = $3, updated_at = now() WHERE name = $1`, [name, state, owner]);
 }

@@ -6,7 +6,6 @@ import type { StoreNames } from '../db/identifiers.js';
  * the projection claims it, its projector carries it out between two batches, and the outcome lands in the row.
  */
 
-
 export type CommandKind = 'retry' | 'skip';
 
 export interface CommandRow {
@@ -20,7 +19,10 @@ export interface CommandRow {
   error: string | null;
 }
 
-function toCommand(r: Record<string, any>): CommandRow {
+/** A row as COMMAND_COLUMNS selects it: bigints as text. */
+type CommandRecord = Omit<CommandRow, 'id' | 'deadLetters' | 'position'> & { id: string; dead_letters: boolean; position: string | null };
+
+function toCommand(r: CommandRecord): CommandRow {
   return {
     id: BigInt(r.id),
     projection: r.projection,
@@ -62,7 +64,7 @@ export async function requestCommand(
 /** Claims the pending commands of projections this instance owns, oldest first. */
 export async function claimCommands(db: pg.Pool, names: StoreNames, owned: string[]): Promise<CommandRow[]> {
   if (owned.length === 0) return [];
-  const { rows } = await db.query(
+  const { rows } = await db.query<CommandRecord>(
     `UPDATE ${names.q.commands} SET status = 'running', started_at = now()
       WHERE status = 'pending' AND projection = ANY($1) RETURNING ${COMMAND_COLUMNS}`,
     [owned],
@@ -89,8 +91,8 @@ export async function finishCommand(
 }
 
 export async function readCommand(db: pg.Pool, names: StoreNames, id: bigint): Promise<CommandRow> {
-  const { rows } = await db.query(`SELECT ${COMMAND_COLUMNS} FROM ${names.q.commands} WHERE id = $1`, [id.toString()]);
-  return toCommand(rows[0]);
+  const { rows } = await db.query<CommandRecord>(`SELECT ${COMMAND_COLUMNS} FROM ${names.q.commands} WHERE id = $1`, [id.toString()]);
+  return toCommand(rows[0]!);
 }
 
 /** The requester gave up (interrupted, or refused before anyone served it): never carry it out later by surprise. */

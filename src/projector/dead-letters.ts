@@ -62,10 +62,10 @@ export async function deadLetterAndAdvance(pool: pg.Pool, names: StoreNames, inp
     );
     // Dealt with, as far as late notices go: a late notice for this position must not bring the event back through
     // the late path (the dead letter is its only way back, and it is re-delivered at most once).
-    await client.query(
-      `INSERT INTO ${names.q.lateDeliveries} (projection, position) VALUES ($1, $2) ON CONFLICT DO NOTHING`,
-      [input.projection, e.globalPosition.toString()],
-    );
+    await client.query(`INSERT INTO ${names.q.lateDeliveries} (projection, position) VALUES ($1, $2) ON CONFLICT DO NOTHING`, [
+      input.projection,
+      e.globalPosition.toString(),
+    ]);
     const moved = await saveCheckpoint(client, names, input.projection, input.expected, {
       position: next,
       lateSeenId: input.lateSeenId,
@@ -102,7 +102,25 @@ const DEAD_LETTER_COLUMNS = (names: StoreNames) => `
   EXISTS (SELECT 1 FROM ${names.q.replays} r
            WHERE r.projection = d.projection AND r.target IS NOT NULL AND r.started_at > d.dead_lettered_at) AS superseded`;
 
-function toDeadLetter(r: Record<string, any>): DeadLetter {
+/** A row as DEAD_LETTER_COLUMNS selects it: bigints as text. */
+interface DeadLetterRecord {
+  id: string;
+  projection: string;
+  position: string;
+  stream_name: string;
+  stream_position: string;
+  type: string;
+  late: boolean;
+  error: string;
+  attempts: number;
+  reason: DeadLetter['reason'];
+  dead_lettered_at: Date;
+  redelivered_at: Date | null;
+  last_redelivery_error: string | null;
+  superseded: boolean;
+}
+
+function toDeadLetter(r: DeadLetterRecord): DeadLetter {
   return {
     id: BigInt(r.id),
     projection: r.projection,
@@ -123,7 +141,7 @@ function toDeadLetter(r: Record<string, any>): DeadLetter {
 
 /** Every dead letter of a projection, oldest event first. */
 export async function listDeadLetters(db: pg.Pool | pg.ClientBase, names: StoreNames, projection: string): Promise<DeadLetter[]> {
-  const { rows } = await db.query(
+  const { rows } = await db.query<DeadLetterRecord>(
     `SELECT ${DEAD_LETTER_COLUMNS(names)} FROM ${names.q.deadLetters} d
       WHERE d.projection = $1 ORDER BY d.global_position, d.id`,
     [projection],
@@ -155,9 +173,7 @@ export async function claimDeadLetter(tx: pg.ClientBase, names: StoreNames, id: 
 
 /** In the same transaction as the handler's writes. */
 export async function markRedelivered(tx: pg.ClientBase, names: StoreNames, id: bigint): Promise<void> {
-  await tx.query(`UPDATE ${names.q.deadLetters} SET redelivered_at = now(), last_redelivery_error = NULL WHERE id = $1`, [
-    id.toString(),
-  ]);
+  await tx.query(`UPDATE ${names.q.deadLetters} SET redelivered_at = now(), last_redelivery_error = NULL WHERE id = $1`, [id.toString()]);
 }
 
 export async function recordRedeliveryError(db: pg.Pool, names: StoreNames, id: bigint, error: string): Promise<void> {

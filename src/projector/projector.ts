@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import type { Logger } from 'pino';
-import { untilIdle } from '../db/connection.js';
+import { untilIdle, withTransaction } from '../db/connection.js';
 import type { StoreNames } from '../db/identifiers.js';
 import {
   BatchFailedAsWholeError,
@@ -19,6 +19,7 @@ import {
   ensureCheckpoint,
   beginBatch,
   claimLateDeliveries,
+  type BatchContext,
   givenUpRanges,
   recordSkipped,
   saveCheckpoint,
@@ -26,18 +27,14 @@ import {
   type FailureRecord,
 } from './checkpoints.js';
 import { subtractRanges } from '../high-water/decisions.js';
-import {
-  claimDeadLetter,
-  deadLetterAndAdvance,
-  markRedelivered,
-  pendingDeadLetterIds,
-  recordRedeliveryError,
-} from './dead-letters.js';
+import { claimDeadLetter, deadLetterAndAdvance, markRedelivered, pendingDeadLetterIds, recordRedeliveryError } from './dead-letters.js';
 import type { CommandRow } from './commands.js';
 import type { ErrorPolicy, Projection } from '../projection/projection.js';
 import { backoffDelay, isRetryableDatabaseError, withRetries } from '../db/retry.js';
 import { sleep } from '../shared/time.js';
 import { WakeSignal } from '../shared/wake-signal.js';
+import type { Replay } from '../replay/replay.js';
+import { batchState, endOfRead, readAgainAtOnce, type BatchOutcome } from './batch.js';
 
 /**
  * One projection's loop. States (the projection_runner_projection_state metric and the checkpoint row):
@@ -47,10 +44,13 @@ import { WakeSignal } from '../shared/wake-signal.js';
  *                          │  └──── replay done ───── replaying (reset, rebuilding from 0)
  *                          └──handler keeps failing──▶ failed (until `retry`, `skip` or the next start)
  *
- * A batch is one transaction: read events in (checkpoint, H], handle them, record the positions of given-up gaps it
- * passed without reading (projection_skipped_positions), apply late notices for skipped positions, move the
- * checkpoint by compare-and-set, commit. A crash anywhere in it
- * applies nothing twice and skips nothing, for read models in the same database.
+ * A batch is one transaction, in steps (see runBatch): read events in (checkpoint, H], deliver them to the handlers,
+ * record the positions of given-up gaps it passed without reading (projection_skipped_positions), apply late notices
+ * for skipped positions, move the checkpoint by compare-and-set, commit. A crash anywhere in it applies nothing twice
+ * and skips nothing, for read models in the same database.
+ *
+ * A replay's state (its target, its request row and progress) belongs to the Replay the runner hands in: the
+ * projector only asks it whether a rebuild runs and whether a checkpoint reaches it, and reports committed batches.
  */
 
 /**
@@ -104,14 +104,27 @@ export interface ProjectorOptions {
   metrics: RunnerMetrics;
   /** Called once the projection is marked failed (state and error committed). */
   onFailed?: (projector: Projector, failure: FailureRecord) => Promise<void>;
-  /** Replay progress hook: called after each committed batch while replaying. */
-  onBatchCommitted?: (projector: Projector, applied: number) => Promise<void>;
+  /** The projection's replay (owned by it): asked whether a rebuild runs, told about every committed batch. */
+  replay: Replay;
 }
 
-export interface BatchOutcome {
+/** A batch's read (see readNext and readRange): its events, and where the checkpoint ends up (endOfRead). */
+interface BatchRead {
+  events: StoredEvent[];
+  full: boolean;
+  next: bigint;
+}
+
+/** The late step's result (see applyLate). */
+interface LateApplied {
   applied: number;
-  /** There is more to read right now (the batch was full, or late notices remain). */
-  more: boolean;
+  /** The id of the last late notice dealt with, committed with the checkpoint. */
+  lateSeenId: bigint;
+}
+
+/** A batch saved in its transaction, for the bookkeeping once it committed (see committed). */
+interface SavedBatch extends BatchRead, LateApplied {
+  state: ProjectionState;
 }
 
 export class Projector {
@@ -122,8 +135,7 @@ export class Projector {
   state: ProjectionState = 'stopped';
   lastPassAt = Date.now();
   private batchSize: number;
-  /** Set while a replay rebuilds the read model; cleared when the checkpoint reaches `replayTarget`. */
-  replayTarget: bigint | undefined;
+  private readonly replay: Replay;
   private readonly log: Logger;
   /** The fault the projection is stopped at while `failed` (what `skip` dead-letters). */
   failure: { fault: HandlerError; attempts: number } | undefined;
@@ -134,6 +146,7 @@ export class Projector {
     this.name = options.projection.name;
     this.log = options.log.child({ projection: this.name });
     this.batchSize = options.batchSize;
+    this.replay = options.replay;
   }
 
   /** Loads the checkpoint; a projection left `failed` by an earlier run is retried from where it stopped. */
@@ -170,14 +183,14 @@ export class Projector {
    * race a batch of the same projection.
    */
   async run(signal: AbortSignal): Promise<void> {
-    this.setState(this.replayTarget !== undefined ? 'replaying' : 'catching_up');
+    this.setState(this.replay.rebuilding ? 'replaying' : 'catching_up');
     this.running = true;
     try {
       while (!signal.aborted) {
-        let outcome: BatchOutcome = { applied: 0, more: false };
+        let more = false;
         try {
           await this.serveCommands(signal);
-          if (this.state !== 'failed') outcome = await this.runBatchWithRetries(signal);
+          if (this.state !== 'failed') more = readAgainAtOnce(await this.runBatchWithRetries(signal));
         } catch (error) {
           if (signal.aborted) break;
           if (error instanceof OwnershipLostError) {
@@ -190,7 +203,7 @@ export class Projector {
           this.log.error({ err: error }, 'projection loop error; trying again after a poll interval');
         }
         this.lastPassAt = Date.now();
-        if (!outcome.more && this.commands.length === 0) await this.wake.wait(this.options.pollIntervalMs, signal);
+        if (!more && this.commands.length === 0) await this.wake.wait(this.options.pollIntervalMs, signal);
       }
     } finally {
       this.running = false;
@@ -248,13 +261,15 @@ export class Projector {
     if (wasFailed) {
       this.log.info({ position: this.checkpoint.toString() }, 'resuming a failed projection on request');
       this.failure = undefined;
-      if (this.state === 'failed') this.setState(this.replayTarget !== undefined ? 'replaying' : 'catching_up');
+      if (this.state === 'failed') this.setState(this.replay.rebuilding ? 'replaying' : 'catching_up');
       await this.runBatchWithRetries(signal);
       // Set again by the batch when the handler still fails (TypeScript cannot see that through the call).
       const again = this.failure as Projector['failure'];
       if (this.state === 'failed' && again) {
         const { fault } = again;
-        throw new CommandFailedError(`"${this.name}" failed again at position ${fault.event.globalPosition} (${fault.event.type}): ${fault.reason}`);
+        throw new CommandFailedError(
+          `"${this.name}" failed again at position ${fault.event.globalPosition} (${fault.event.type}): ${fault.reason}`,
+        );
       }
     }
     return { ...result, resumed: wasFailed, state: this.state, position: this.checkpoint.toString() };
@@ -269,33 +284,34 @@ export class Projector {
     const { pool, names, metrics } = this.options;
     let done = 0;
     for (const id of await pendingDeadLetterIds(pool, names, this.name)) {
-      const tx = await pool.connect();
-      let broken = false;
       this.delivered = undefined;
       try {
-        await tx.query('BEGIN');
-        const event = await claimDeadLetter(tx, names, id);
-        if (!event) {
-          await tx.query('ROLLBACK');
-          continue;
-        }
-        await this.deliver([event], tx);
-        await markRedelivered(tx, names, id);
-        await tx.query('COMMIT');
+        // Rolled back on any error; a connection whose ROLLBACK fails too is broken and leaves the pool.
+        const event = await withTransaction(pool, async (tx) => {
+          try {
+            // Not claimed: re-delivered or superseded meanwhile (the transaction has nothing to commit).
+            const event = await claimDeadLetter(tx, names, id);
+            if (!event) return undefined;
+            await this.deliver([event], tx);
+            await markRedelivered(tx, names, id);
+            return event;
+          } catch (error) {
+            throw this.blameAbortedTransaction(error, tx);
+          }
+        });
+        if (!event) continue;
         done++;
-        this.log.info({ position: event.globalPosition.toString(), type: event.type, deadLetter: id.toString() }, 're-delivered a dead letter');
+        this.log.info(
+          { position: event.globalPosition.toString(), type: event.type, deadLetter: id.toString() },
+          're-delivered a dead letter',
+        );
       } catch (error) {
-        broken = error instanceof ConnectionLostError;
-        await tx.query('ROLLBACK').catch(() => {});
-        error = this.blameAbortedTransaction(error, tx);
         if (!(error instanceof HandlerError)) throw error;
         metrics.handlerErrors.inc({ projection: this.name });
         await recordRedeliveryError(pool, names, id, error.reason).catch(() => {});
         throw new CommandFailedError(
           `re-delivering dead letter ${id} (position ${error.event.globalPosition}) failed: ${error.reason} (${done} re-delivered before it)`,
         );
-      } finally {
-        tx.release(broken);
       }
     }
     return done;
@@ -311,15 +327,14 @@ export class Projector {
     let databaseAttempts = 0;
     let exhausted: HandlerError | undefined;
     for (;;) {
-      this.delivered = undefined; // a new batch: nothing delivered in it yet
       try {
         if (!exhausted) return await this.runBatch();
         if (this.errorPolicy === 'skip') {
           await this.deadLetter(exhausted, handlerAttempts, 'policy');
-          return { applied: 0, more: true };
+          return { kind: 'dead-lettered' };
         }
         await this.failAt(exhausted, handlerAttempts);
-        return { applied: 0, more: false };
+        return { kind: 'failed' };
       } catch (error) {
         if (signal.aborted) throw error;
         const kind = classifyBatchFailure(error);
@@ -355,24 +370,23 @@ export class Projector {
       operation: 'batch',
       signal,
       isRetryable: (error) => classifyBatchFailure(error) === 'database',
-      onRetry: (error, attempt) => {
-        this.options.metrics.dbErrors.inc({ operation: 'batch' });
-        this.log.warn({ err: error, attempt }, 'database error; retrying');
-      },
+      failed: 'database error',
+      log: this.log,
+      errors: this.options.metrics.dbErrors,
     });
   }
 
   /**
-   * Applies the events up to `upTo` (several batches when they outnumber one), never the failing event itself. With
-   * `failure`, each batch also marks the projection failed (at least one batch runs, to write the state and error).
+   * Applies the events up to `upTo` in bounded batches (several when they outnumber one), never the failing event
+   * itself. With `failure`, each batch also marks the projection failed (at least one batch runs, to write the state
+   * and error).
    */
   private async applyUpTo(upTo: bigint, failure?: FailureRecord): Promise<void> {
     let mustWrite = failure !== undefined;
     while (mustWrite || this.checkpoint < upTo) {
       mustWrite = false;
-      this.delivered = undefined;
       const from = this.checkpoint;
-      await this.runBatch({ upTo: upTo > this.checkpoint ? upTo : this.checkpoint, failure });
+      await this.runBoundedBatch(upTo, failure);
       if (this.checkpoint === from) break;
     }
   }
@@ -409,7 +423,7 @@ export class Projector {
     await this.applyUpTo(before);
     // Never jump over an event that was not applied: the checkpoint must stand right before the dead letter.
     if (this.checkpoint < before) throw new Error(`checkpoint ${this.checkpoint} did not reach ${before} before dead-lettering`);
-    const state: ProjectionState = this.replayTarget !== undefined ? 'replaying' : 'catching_up';
+    const state: ProjectionState = this.replay.rebuilding ? 'replaying' : 'catching_up';
     this.checkpoint = await deadLetterAndAdvance(pool, names, {
       projection: this.name,
       event,
@@ -432,119 +446,182 @@ export class Projector {
   }
 
   /**
-   * One transaction. `limit.upTo` caps the read (used to apply what precedes a failing event); with
-   * `limit.failure` the batch also marks the projection failed with that error.
+   * One batch of the normal path, one transaction in steps: read (checkpoint, H] → deliver → record the skipped
+   * positions → late notices → save the checkpoint, then commit. With nothing to read it is `idle`.
    */
-  async runBatch(limit?: { upTo: bigint; failure?: FailureRecord }): Promise<BatchOutcome> {
-    const { pool, names, projection, batchSize, metrics } = this.options;
+  async runBatch(): Promise<BatchOutcome> {
     const started = performance.now();
+    const batch = await this.inBatchTransaction(async (tx, context) => {
+      if (context.highWater <= this.checkpoint && context.pendingLate.length === 0) return undefined;
+      const read = await this.readNext(tx, context.highWater);
+      await this.deliver(read.events, tx);
+      await this.recordSkippedPositions(tx, read);
+      const late = await this.applyLate(tx, context.pendingLate, read.next);
+      return this.saveBatch(tx, read, late);
+    });
+    if (!batch) return this.idle();
+    await this.committed(batch, started);
+    // Late notices never call for another batch: those the batch passed are applied, those above its checkpoint
+    // come with the normal read.
+    return { kind: 'applied', applied: batch.applied, more: batch.full };
+  }
+
+  /**
+   * The failure path's batch: applies what precedes a failing event. It reads no further than `upTo` (nor H), with
+   * the configured size, and leaves late notices to the next normal batch; with `failure` it also marks the
+   * projection failed with that error.
+   */
+  private async runBoundedBatch(upTo: bigint, failure?: FailureRecord): Promise<void> {
+    const started = performance.now();
+    const batch = await this.inBatchTransaction(async (tx, context) => {
+      const read = await this.readRange(tx, upTo < context.highWater ? upTo : context.highWater, this.options.batchSize);
+      await this.deliver(read.events, tx);
+      await this.recordSkippedPositions(tx, read);
+      return this.saveBatch(tx, read, { applied: 0, lateSeenId: this.lateSeenId }, failure);
+    });
+    await this.committed(batch, started);
+  }
+
+  /**
+   * The batch transaction around `body`: a connection, then BEGIN and the batch context in one round trip
+   * (beginBatch: the hot path), then COMMIT. On any error the read-ahead is dropped and the error rethrown; a
+   * statement refused because a handler had aborted the transaction is blamed on that handler
+   * (blameAbortedTransaction).
+   */
+  private async inBatchTransaction<T>(body: (tx: pg.PoolClient, context: BatchContext) => Promise<T>): Promise<T> {
+    const { pool, names } = this.options;
+    this.delivered = undefined; // a new batch: nothing delivered in it yet
     const tx = await pool.connect();
-    let released = false;
+    let broken: Error | undefined;
     try {
-      const context = await beginBatch(tx, names, this.lateSeenId);
-      const upTo = limit ? (limit.upTo < context.highWater ? limit.upTo : context.highWater) : context.highWater;
-      if (!limit && upTo <= this.checkpoint && context.pendingLate.length === 0) {
-        await tx.query('COMMIT');
-        // Nothing to read. A replay whose target was reached by an earlier batch is done now.
-        if (this.replayTarget !== undefined && this.checkpoint >= this.replayTarget) {
-          this.replayTarget = undefined;
-          await this.options.onBatchCommitted?.(this, 0);
-        }
-        if (this.replayTarget === undefined) this.setState('running');
-        return { applied: 0, more: false };
-      }
-
-      // The events: read ahead by the previous batch when it was full (see prefetch), else read now.
-      const ahead = limit ? undefined : await this.takePrefetched();
-      const size = ahead?.size ?? (limit ? batchSize : this.batchSize);
-      const bound = ahead?.upTo ?? upTo;
-      const read =
-        ahead?.read ??
-        (bound > this.checkpoint
-          ? await readEvents(tx, names, this.checkpoint, bound, size, projection.eventTypes, this.options.batchBytes)
-          : { events: [], truncated: false });
-      const { events } = read;
-      const full = events.length === size || read.truncated;
-      const nextCheckpoint = full ? events.at(-1)!.globalPosition : bound > this.checkpoint ? bound : this.checkpoint;
-      if (full && !limit) this.prefetch(nextCheckpoint, bound, this.batchSize);
-      await this.deliver(events, tx);
-
-      // Positions of given-up gaps that this batch passes without having read them: a late notice for one of them
-      // (now or in a year) is what this projection must apply. Events of other types count as skipped too; their
-      // late notice is filtered out by type like the event itself would have been.
-      if (nextCheckpoint > this.checkpoint) {
-        const givenUp = await givenUpRanges(tx, names, this.checkpoint, nextCheckpoint);
-        if (givenUp.length > 0) {
-          const read = events.map((e): [bigint, bigint] => [e.globalPosition, e.globalPosition]);
-          await recordSkipped(tx, names, this.name, givenUp.flatMap((range) => subtractRanges(range, read)));
-        }
-      }
-
-      // Late notices: a position this projection skipped gets the event now, flagged late, exactly once. Notices
-      // above the new checkpoint need nothing: the event is visible, so the normal read will bring it.
-      let lateSeenId = this.lateSeenId;
-      let lateApplied = 0;
-      if (!limit) {
-        const passed = context.pendingLate.filter((l) => l.position <= nextCheckpoint).map((l) => l.position);
-        const toApply = await claimLateDeliveries(tx, names, this.name, passed);
-        const types = projection.eventTypes;
-        const lateEvents = toApply.length === 0 ? [] : (await readEventsAt(tx, names, toApply)).filter((e) => !types || types.includes(e.type));
-        for (const e of lateEvents) e.late = true;
-        await this.deliver(lateEvents, tx);
-        lateApplied = lateEvents.length;
-        for (const e of lateEvents) {
-          this.log.error({ position: e.globalPosition.toString(), type: e.type }, 'applied a late event out of global order');
-        }
-        if (context.pendingLate.length > 0) lateSeenId = context.pendingLate.at(-1)!.id;
-      }
-
-      const replayDone = this.replayTarget !== undefined && nextCheckpoint >= this.replayTarget;
-      const state: ProjectionState = limit?.failure
-        ? 'failed'
-        : this.replayTarget !== undefined && !replayDone
-          ? 'replaying'
-          : full
-            ? 'catching_up'
-            : 'running';
-      const saved = await saveCheckpoint(tx, names, this.name, this.checkpoint, {
-        position: nextCheckpoint,
-        lateSeenId,
-        state,
-        lastError: limit?.failure ?? null,
-        owner: this.options.owner,
-      });
-      if (!saved) {
-        await tx.query('ROLLBACK');
-        throw new OwnershipLostError(this.name);
-      }
+      const result = await body(tx, await beginBatch(tx, names, this.lateSeenId));
       await tx.query('COMMIT');
-
-      const applied = events.length + lateApplied;
-      this.checkpoint = nextCheckpoint;
-      this.lateSeenId = lateSeenId;
-      metrics.eventsApplied.inc({ projection: this.name }, applied);
-      metrics.checkpointPosition.set({ projection: this.name }, Number(nextCheckpoint));
-      const elapsed = performance.now() - started;
-      metrics.batchDuration.observe({ projection: this.name }, elapsed / 1000);
-      this.batchSize = nextBatchSize(this.batchSize, batchSize, full, elapsed);
-      if (replayDone) this.replayTarget = undefined;
-      this.setState(state);
-      if (applied > 0) {
-        this.log.debug({ from: events[0]?.globalPosition.toString(), to: nextCheckpoint.toString(), applied }, 'batch applied');
-      }
-      await this.options.onBatchCommitted?.(this, applied);
-      return { applied, more: full || (context.pendingLate.length > 0 && lateSeenId !== context.pendingLate.at(-1)!.id) };
+      return result;
     } catch (error) {
       this.prefetched = undefined;
       // A broken connection must not go back to the pool; a healthy one is rolled back and reused.
-      const broken = error instanceof ConnectionLostError || isRetryableDatabaseError(error);
-      if (!broken) await tx.query('ROLLBACK').catch(() => {});
-      tx.release(broken ? (error as Error) : undefined);
-      released = true;
+      if (error instanceof ConnectionLostError || isRetryableDatabaseError(error)) broken = error as Error;
+      else await tx.query('ROLLBACK').catch(() => {});
       throw this.blameAbortedTransaction(error, tx);
     } finally {
-      if (!released) tx.release();
+      tx.release(broken);
     }
+  }
+
+  /**
+   * Nothing to read. A replay whose target the checkpoint reached other than by a batch (a dead letter moved it
+   * there, or a previous owner got there before it died) is done now. The projection runs, caught up — unless a
+   * replay still waits for H to reach its target.
+   */
+  private async idle(): Promise<BatchOutcome> {
+    if (this.replay.reachedBy(this.checkpoint)) {
+      await this.replay.recordBatch({ applied: 0, checkpoint: this.checkpoint, failed: false });
+    }
+    if (!this.replay.rebuilding) this.setState('running');
+    return { kind: 'idle' };
+  }
+
+  /**
+   * The normal read: what the previous full batch read ahead (see prefetch), else (checkpoint, H] now, with the
+   * adaptive batch size. A full read starts the read-ahead of the next batch before this one is delivered.
+   */
+  private async readNext(tx: pg.ClientBase, highWater: bigint): Promise<BatchRead> {
+    const ahead = await this.takePrefetched();
+    const read = ahead
+      ? { events: ahead.read.events, ...endOfRead(ahead.read, ahead.size, this.checkpoint, ahead.upTo) }
+      : await this.readRange(tx, highWater, this.batchSize);
+    if (read.full) this.prefetch(read.next, ahead?.upTo ?? highWater, this.batchSize);
+    return read;
+  }
+
+  /** Reads at most `size` events (and batchBytes) in (checkpoint, bound] on the batch's transaction. */
+  private async readRange(tx: pg.ClientBase, bound: bigint, size: number): Promise<BatchRead> {
+    const { names, projection, batchBytes } = this.options;
+    const read =
+      bound > this.checkpoint
+        ? await readEvents(tx, names, this.checkpoint, bound, size, projection.eventTypes, batchBytes)
+        : { events: [], truncated: false };
+    return { events: read.events, ...endOfRead(read, size, this.checkpoint, bound) };
+  }
+
+  /**
+   * Positions of given-up gaps that this batch passes without having read them: a late notice for one of them (now or
+   * in a year) is what this projection must apply. Events of other types count as skipped too; their late notice is
+   * filtered out by type like the event itself would have been.
+   */
+  private async recordSkippedPositions(tx: pg.ClientBase, read: BatchRead): Promise<void> {
+    if (read.next <= this.checkpoint) return;
+    const { names } = this.options;
+    const givenUp = await givenUpRanges(tx, names, this.checkpoint, read.next);
+    if (givenUp.length === 0) return;
+    const seen = read.events.map((e): [bigint, bigint] => [e.globalPosition, e.globalPosition]);
+    await recordSkipped(
+      tx,
+      names,
+      this.name,
+      givenUp.flatMap((range) => subtractRanges(range, seen)),
+    );
+  }
+
+  /**
+   * Late notices: a position this projection skipped gets the event now, flagged late, exactly once. Notices above
+   * the new checkpoint `passedUpTo` need nothing: the event is visible, so the normal read will bring it. Every
+   * pending notice is dealt with either way (lateSeenId).
+   */
+  private async applyLate(tx: pg.ClientBase, pending: BatchContext['pendingLate'], passedUpTo: bigint): Promise<LateApplied> {
+    if (pending.length === 0) return { applied: 0, lateSeenId: this.lateSeenId };
+    const { names, projection } = this.options;
+    const passed = pending.filter((l) => l.position <= passedUpTo).map((l) => l.position);
+    const toApply = await claimLateDeliveries(tx, names, this.name, passed);
+    const types = projection.eventTypes;
+    const lateEvents = toApply.length === 0 ? [] : (await readEventsAt(tx, names, toApply)).filter((e) => !types || types.includes(e.type));
+    for (const e of lateEvents) e.late = true;
+    await this.deliver(lateEvents, tx);
+    for (const e of lateEvents) {
+      this.log.error({ position: e.globalPosition.toString(), type: e.type }, 'applied a late event out of global order');
+    }
+    return { applied: lateEvents.length, lateSeenId: pending.at(-1)!.id };
+  }
+
+  /**
+   * The last step in the transaction: the checkpoint moved by compare-and-set, with the batch's state (batchState) and
+   * `failure` as the error. Zero rows: another instance owns the projection now (OwnershipLostError: rolled back).
+   */
+  private async saveBatch(tx: pg.ClientBase, read: BatchRead, late: LateApplied, failure?: FailureRecord): Promise<SavedBatch> {
+    const rebuilding = this.replay.rebuilding && !this.replay.reachedBy(read.next);
+    const state = batchState({ failing: failure !== undefined, rebuilding, full: read.full });
+    const saved = await saveCheckpoint(tx, this.options.names, this.name, this.checkpoint, {
+      position: read.next,
+      lateSeenId: late.lateSeenId,
+      state,
+      lastError: failure ?? null,
+      owner: this.options.owner,
+    });
+    if (!saved) throw new OwnershipLostError(this.name);
+    return { ...read, applied: read.events.length + late.applied, lateSeenId: late.lateSeenId, state };
+  }
+
+  /**
+   * Once the batch committed: the checkpoint and metrics here, the adaptive batch size, the state, and the replay told
+   * (which may end its request: a failed write of that throws, the batch itself stays committed).
+   */
+  private async committed(batch: SavedBatch, started: number): Promise<void> {
+    const { metrics, batchSize } = this.options;
+    this.checkpoint = batch.next;
+    this.lateSeenId = batch.lateSeenId;
+    metrics.eventsApplied.inc({ projection: this.name }, batch.applied);
+    metrics.checkpointPosition.set({ projection: this.name }, Number(batch.next));
+    const elapsed = performance.now() - started;
+    metrics.batchDuration.observe({ projection: this.name }, elapsed / 1000);
+    this.batchSize = nextBatchSize(this.batchSize, batchSize, batch.full, elapsed);
+    this.setState(batch.state);
+    if (batch.applied > 0) {
+      this.log.debug(
+        { from: batch.events[0]?.globalPosition.toString(), to: batch.next.toString(), applied: batch.applied },
+        'batch applied',
+      );
+    }
+    await this.replay.recordBatch({ applied: batch.applied, checkpoint: batch.next, failed: batch.state === 'failed' });
   }
 
   /**
@@ -553,8 +630,7 @@ export class Projector {
    * commit the read-ahead missed is not recorded as applied, so it arrives through the late path like any other.
    */
   private prefetched:
-    | { after: bigint; upTo: bigint; size: number; read: Promise<{ events: StoredEvent[]; truncated: boolean } | undefined> }
-    | undefined;
+    { after: bigint; upTo: bigint; size: number; read: Promise<{ events: StoredEvent[]; truncated: boolean } | undefined> } | undefined;
 
   private prefetch(after: bigint, upTo: bigint, size: number): void {
     if (after >= upTo) return;
@@ -564,9 +640,7 @@ export class Projector {
   }
 
   /** The read-ahead, if it starts at the checkpoint and succeeded. */
-  private async takePrefetched(): Promise<
-    { upTo: bigint; size: number; read: { events: StoredEvent[]; truncated: boolean } } | undefined
-  > {
+  private async takePrefetched(): Promise<{ upTo: bigint; size: number; read: { events: StoredEvent[]; truncated: boolean } } | undefined> {
     const ahead = this.prefetched;
     this.prefetched = undefined;
     if (!ahead || ahead.after !== this.checkpoint) return undefined;

@@ -119,7 +119,11 @@ export async function readReplay(db: pg.Pool, names: StoreNames, id: bigint): Pr
  * The replay another instance was running when it died or gave the projection up, its reset done (a target is set):
  * the new owner carries it on to the end. One without a target is claimed again instead (claimReplays).
  */
-export async function findRunningReplay(db: pg.Pool, names: StoreNames, projection: string): Promise<{ id: bigint; target: bigint } | undefined> {
+export async function findRunningReplay(
+  db: pg.Pool,
+  names: StoreNames,
+  projection: string,
+): Promise<{ id: bigint; target: bigint } | undefined> {
   const { rows } = await db.query<{ id: string; target: string | null }>(
     `SELECT id::text, target::text FROM ${names.q.replays} WHERE projection = $1 AND status = 'running'`,
     [projection],

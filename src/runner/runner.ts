@@ -1,9 +1,11 @@
 import type pg from 'pg';
 import type { Logger } from 'pino';
-import { createPool } from '../db/connection.js';
+import { resolveRunnerSettings, type RunnerSettings } from '../config.js';
+import { createPool, withTransaction } from '../db/connection.js';
 import { storeNames, type StoreNames } from '../db/identifiers.js';
 import { migrate } from '../db/migrate.js';
 import { RunnerMetrics, type LagSource } from '../metrics/registry.js';
+import type { HealthSource } from '../metrics/server.js';
 import { setProjectionState } from '../projector/checkpoints.js';
 import { oldestUnappliedAges } from '../sources/native.js';
 import { createGapEvidence } from '../high-water/evidence.js';
@@ -11,47 +13,31 @@ import { HighWaterTracker } from '../high-water/tracker.js';
 import { claimOrder, excess, fairShare } from '../ownership/balancing.js';
 import { LeaseSession } from '../ownership/leases.js';
 import { claimCommands, finishCommand } from '../projector/commands.js';
-import type { ErrorPolicy, Projection } from '../projection/projection.js';
+import type { Projection } from '../projection/projection.js';
 import { Projector } from '../projector/projector.js';
-import { claimReplays, failReplay, findRunningReplay, recordReplayProgress, resetForReplay } from '../replay/requests.js';
+import { Replay, type ReplayRequest } from '../replay/replay.js';
+import { claimReplays, recordReplayProgress, resetForReplay } from '../replay/requests.js';
 import { isRetryableDatabaseError, withRetries } from '../db/retry.js';
 import { WakeSignal } from '../shared/wake-signal.js';
 import { NotificationListener } from './listener.js';
 
-export interface RunnerOptions {
+/**
+ * A Runner's options. The settings (batch size, gap timeout, …) are those of the CLI, with the same defaults and
+ * checks (config.ts, SETTINGS): a bad value stops the constructor with a ConfigError naming the setting.
+ */
+export interface RunnerOptions extends Partial<RunnerSettings> {
   connectionString: string;
   projections: Projection[];
   log: Logger;
   metrics?: RunnerMetrics;
-  schema?: string;
-  table?: string;
-  channel?: string;
-  gapTimeoutMs?: number;
-  /** Settled and filled gaps older than this leave projection_gaps (default 7 days). */
-  gapHistoryMs?: number;
-  /** A fence for settling a given-up gap is taken no sooner than this after its first sighting (default 1 s). */
-  fenceDelayMs?: number;
-  /** How often the leader audits settled gaps and prunes the gap history (default 60 s). */
+  /** How often the leader audits settled gaps and prunes the gap history (default 60 s; tests shorten it). */
   maintenanceIntervalMs?: number;
-  pollIntervalMs?: number;
-  batchSize?: number;
-  /** Upper bound on the stored bytes of one batch (and of its read-ahead); at least one event is always read. */
-  batchBytes?: number;
-  handlerRetries?: number;
-  /** Overrides every projection's own onError ('stop' when neither says). */
-  onError?: ErrorPolicy;
-  /** 'auto' (default): declare gaps dead as soon as pg_stat_activity proves it (high-water/evidence.ts); 'off': timeout only. */
-  gapEvidence?: 'auto' | 'off';
 }
 
 interface OwnedProjection {
   projector: Projector;
   controller: AbortController;
   done: Promise<void>;
-  replayId?: bigint;
-  /** Replay progress not yet written to the database, and when it last was. */
-  unreported?: number;
-  reportedAt?: number;
 }
 
 /**
@@ -59,15 +45,15 @@ interface OwnedProjection {
  * (advisory-lock leases, balanced across instances) and one projector loop per owned projection.
  * `start()` and `stop()` are safe to call twice.
  */
-export class Runner implements LagSource {
-  readonly names: StoreNames;
+export class Runner implements LagSource, HealthSource {
+  private readonly names: StoreNames;
   readonly metrics: RunnerMetrics;
   /** Projectors, ownership, replays: sessions that may write events (handlers), visible to gap evidence. */
-  readonly pool: pg.Pool;
+  private readonly pool: pg.Pool;
   /** The high-water tracker's sessions, which gap evidence ignores (they never write events). */
   private readonly trackerPool: pg.Pool;
-  readonly leases: LeaseSession;
-  readonly tracker: HighWaterTracker;
+  private readonly leases: LeaseSession;
+  private readonly tracker: HighWaterTracker;
   private readonly listener: NotificationListener;
   private readonly owned = new Map<string, OwnedProjection>();
   private readonly draining = new Map<string, Promise<void>>();
@@ -76,24 +62,13 @@ export class Runner implements LagSource {
   private loops: Promise<void>[] = [];
   private started = false;
   private stopping: Promise<void> | undefined;
-  private readonly settings: Required<
-    Pick<RunnerOptions, 'gapTimeoutMs' | 'gapHistoryMs' | 'fenceDelayMs' | 'pollIntervalMs' | 'batchSize' | 'batchBytes' | 'handlerRetries'>
-  >;
-  lastOwnershipPassAt = Date.now();
+  private readonly settings: RunnerSettings;
+  private lastOwnershipPassAt = Date.now();
 
   constructor(private readonly options: RunnerOptions) {
-    this.names = storeNames(options);
+    this.settings = resolveRunnerSettings(options);
+    this.names = storeNames(this.settings);
     this.metrics = options.metrics ?? new RunnerMetrics();
-    const gapTimeoutMs = options.gapTimeoutMs ?? 10_000;
-    this.settings = {
-      gapTimeoutMs,
-      gapHistoryMs: options.gapHistoryMs ?? 7 * 24 * 3_600_000,
-      fenceDelayMs: options.fenceDelayMs ?? 1_000,
-      pollIntervalMs: options.pollIntervalMs ?? 1_000,
-      batchSize: options.batchSize ?? 500,
-      batchBytes: options.batchBytes ?? 16 * 1024 * 1024,
-      handlerRetries: options.handlerRetries ?? 3,
-    };
     // Asynchronous commit on every runner session: what the runner writes is either derived from the events table
     // (H, gaps: found again after a crash) or committed atomically with a checkpoint (read models, replay progress),
     // so a crash that loses the last few commits loses them together and they are applied again. It takes an fsync
@@ -105,7 +80,7 @@ export class Runner implements LagSource {
     this.tracker = new HighWaterTracker({
       pool: this.trackerPool,
       names: this.names,
-      settings: { gapTimeoutMs, fenceDelayMs: this.settings.fenceDelayMs },
+      settings: { gapTimeoutMs: this.settings.gapTimeoutMs, fenceDelayMs: this.settings.fenceDelayMs },
       gapHistoryMs: this.settings.gapHistoryMs,
       maintenanceIntervalMs: options.maintenanceIntervalMs,
       pollIntervalMs: this.settings.pollIntervalMs,
@@ -124,8 +99,7 @@ export class Runner implements LagSource {
         // The leader wakes its own projectors directly; its NOTIFY is for the other instances.
         else if (channel === this.names.highWaterChannel) {
           if (!this.tracker.leader) this.wakeProjectors();
-        }
-        else this.ownershipWake.notify();
+        } else this.ownershipWake.notify();
       },
       onConnected: () => {
         this.tracker.notify();
@@ -134,6 +108,37 @@ export class Runner implements LagSource {
       },
     });
     this.leases.onLost(() => this.dropAllProjections('lease session lost'));
+  }
+
+  /** Where the tracker stands: the head, the high-water mark H, and its completed passes (status lines, tests). */
+  get positions(): { head: bigint; highWater: bigint; trackerPasses: number } {
+    return { head: this.tracker.head, highWater: this.tracker.highWater, trackerPasses: this.tracker.passes };
+  }
+
+  /** This instance's name in leases and checkpoint rows (host/pid). */
+  get owner(): string {
+    return this.leases.owner;
+  }
+
+  loopPasses(): Array<{ what: string; at: number }> {
+    return [
+      { what: 'the high-water loop', at: this.tracker.lastPassAt },
+      { what: 'the ownership loop', at: this.lastOwnershipPassAt },
+      // A failed projection is idle on purpose, waiting for an operator: not a wedged loop.
+      ...this.ownedProjections()
+        .filter((p) => p.state !== 'failed')
+        .map((p) => ({ what: `projection ${p.name}`, at: p.lastPassAt })),
+    ];
+  }
+
+  failedProjections(): string[] {
+    return this.ownedProjections()
+      .filter((p) => p.state === 'failed')
+      .map((p) => p.name);
+  }
+
+  async pingDatabase(): Promise<void> {
+    await this.pool.query('SELECT 1');
   }
 
   get projections(): Projection[] {
@@ -172,23 +177,19 @@ export class Runner implements LagSource {
       {
         operation: 'start',
         signal,
-        onRetry: (error, attempt) => {
-          this.metrics.dbErrors.inc({ operation: 'start' });
-          log.warn({ err: error, attempt }, 'database not reachable at start; retrying');
-        },
+        failed: 'database not reachable at start',
+        log,
+        errors: this.metrics.dbErrors,
       },
     );
-    if (this.options.gapEvidence !== 'off') {
+    if (this.settings.gapEvidence !== 'off') {
       this.tracker.useEvidence(await createGapEvidence(this.trackerPool, this.names, log.child({ component: 'gap-evidence' })));
     }
     // stop() during start-up (a Ctrl-C while the database was awaited) has closed everything: open nothing more.
     if (signal.aborted) return;
     await this.listener.start();
     this.loops = [this.tracker.run(signal), this.ownershipLoop(signal), this.pollLoop(signal)];
-    log.info(
-      { projections: this.options.projections.map((p) => p.name), owner: this.leases.owner, ...this.settings },
-      'runner started',
-    );
+    log.info({ projections: this.options.projections.map((p) => p.name), owner: this.leases.owner, ...this.settings }, 'runner started');
   }
 
   /** The fallback for writers that send no NOTIFY and for a listener that is down. */
@@ -241,11 +242,8 @@ export class Runner implements LagSource {
     }
   }
 
-  private async startProjection(
-    projection: Projection,
-    parent: AbortSignal,
-    replay?: { id: bigint; target: bigint },
-  ): Promise<Projector> {
+  private async startProjection(projection: Projection, parent: AbortSignal, request?: ReplayRequest): Promise<Projector> {
+    const replay = new Replay({ pool: this.pool, names: this.names, projection: projection.name, log: this.options.log });
     const projector = new Projector({
       projection,
       pool: this.pool,
@@ -253,23 +251,23 @@ export class Runner implements LagSource {
       owner: this.leases.owner,
       batchSize: this.settings.batchSize,
       handlerRetries: this.settings.handlerRetries,
-      onError: this.options.onError,
+      onError: this.settings.onError,
       pollIntervalMs: this.settings.pollIntervalMs,
       batchBytes: this.settings.batchBytes,
       log: this.options.log,
       metrics: this.metrics,
-      onBatchCommitted: (p, applied) => this.onBatchCommitted(p, applied),
+      replay,
     });
     // A projector dropped with a lost lease session may still be finishing its batch: never run two at once.
     await this.draining.get(projection.name);
     await projector.load();
     // A replay to serve: the one just requested, or the one a previous owner was running when it died.
-    const serving = replay ?? (await findRunningReplay(this.pool, this.names, projection.name));
-    if (serving && serving.target > 0n) projector.replayTarget = serving.target;
+    if (request) replay.serve(request);
+    else await replay.resumeRunning();
     const controller = new AbortController();
     const onParentAbort = () => controller.abort();
     parent.addEventListener('abort', onParentAbort, { once: true });
-    const entry: OwnedProjection = { projector, controller, done: Promise.resolve(), replayId: serving?.id };
+    const entry: OwnedProjection = { projector, controller, done: Promise.resolve() };
     entry.done = projector.run(controller.signal).finally(async () => {
       parent.removeEventListener('abort', onParentAbort);
       // Stopped by itself (ownership lost): forget it and give the lease back, so the next balance pass can start
@@ -281,10 +279,10 @@ export class Runner implements LagSource {
         await this.leases.release('projection', projection.name).catch(() => {});
       }
       // Failed while rebuilding: the request ends failed (also when a future path stops the loop without a batch).
-      if (projector.state === 'failed') await this.failReplay(entry).catch(() => {});
+      if (projector.state === 'failed') await replay.fail().catch(() => {});
     });
     this.owned.set(projection.name, entry);
-    if (serving && projector.replayTarget === undefined) await this.finishReplay(projection.name, 0); // empty store
+    await replay.finishIfNothingToRebuild(projector.checkpoint); // the empty store
     this.options.log.info({ projection: projection.name, position: projector.checkpoint.toString() }, 'projection started');
     return projector;
   }
@@ -318,7 +316,10 @@ export class Runner implements LagSource {
       entry.controller.abort();
       entry.projector.setState('stopped');
       // Series removed once its last batch is over (it may still set them); a restart here awaits this first.
-      this.draining.set(name, entry.done.catch(() => {}).then(() => this.metrics.forgetProjection(name)));
+      this.draining.set(
+        name,
+        entry.done.catch(() => {}).then(() => this.metrics.forgetProjection(name)),
+      );
     }
     this.owned.clear();
   }
@@ -354,32 +355,17 @@ export class Runner implements LagSource {
    * reset, the projection carries on from its checkpoint. A database fault is thrown (retried by the next pass).
    */
   private async resetForReplay(projection: Projection, replayId: bigint): Promise<bigint | undefined> {
-    const client = await this.pool.connect();
     try {
-      await client.query('BEGIN');
-      const target = await resetForReplay(client, this.names, projection.name, replayId, projection.reset);
-      await client.query('COMMIT');
-      return target;
+      return await withTransaction(this.pool, (tx) =>
+        resetForReplay(tx, this.names, projection.name, replayId, projection.reset?.bind(projection)),
+      );
     } catch (error) {
-      await client.query('ROLLBACK').catch(() => {});
       if (isRetryableDatabaseError(error)) throw error;
       const message = error instanceof Error ? error.message : String(error);
       this.options.log.error({ projection: projection.name, err: error }, 'replay failed: the projection could not reset its read model');
       await recordReplayProgress(this.pool, this.names, replayId, 0, false, `reset failed: ${message}`);
       return undefined;
-    } finally {
-      client.release();
     }
-  }
-
-  /** The projection failed while serving a replay: the request ends failed with the projection's error. */
-  private async failReplay(entry: OwnedProjection): Promise<void> {
-    const replayId = entry.replayId;
-    if (replayId === undefined) return;
-    entry.replayId = undefined;
-    const error = await failReplay(this.pool, this.names, replayId, entry.unreported ?? 0);
-    entry.unreported = 0;
-    this.options.log.error({ projection: entry.projector.name, replay: replayId.toString(), error }, 'replay failed: the projection failed while rebuilding');
   }
 
   /**
@@ -391,41 +377,21 @@ export class Runner implements LagSource {
     const claimed = await claimCommands(this.pool, this.names, [...this.owned.keys()]);
     for (const command of claimed) {
       const entry = this.owned.get(command.projection);
-      const outcome = entry && !signal.aborted
-        ? entry.projector.submit(command)
-        : Promise.reject(new Error(`this instance gave "${command.projection}" up before serving the command: run it again`));
+      const outcome =
+        entry && !signal.aborted
+          ? entry.projector.submit(command)
+          : Promise.reject(new Error(`this instance gave "${command.projection}" up before serving the command: run it again`));
       void outcome
         .then(
           (result) => finishCommand(this.pool, this.names, command.id, { result }),
-          (error: unknown) => finishCommand(this.pool, this.names, command.id, { error: error instanceof Error ? error.message : String(error) }),
+          (error: unknown) =>
+            finishCommand(this.pool, this.names, command.id, { error: error instanceof Error ? error.message : String(error) }),
         )
-        .catch((error: unknown) => this.options.log.warn({ err: error, command: command.id.toString() }, 'could not record the outcome of a command'));
+        .catch((error: unknown) =>
+          this.options.log.warn({ err: error, command: command.id.toString() }, 'could not record the outcome of a command'),
+        );
       this.options.log.info({ projection: command.projection, command: command.command, id: command.id.toString() }, 'serving a command');
     }
-  }
-
-  /** Replay progress goes to the database at most every 250 ms (the CLI polls it), and once at the end. */
-  private async onBatchCommitted(projector: Projector, applied: number): Promise<void> {
-    const entry = this.owned.get(projector.name);
-    if (entry?.replayId === undefined) return;
-    entry.unreported = (entry.unreported ?? 0) + applied;
-    if (projector.state === 'failed') {
-      await this.failReplay(entry);
-    } else if (projector.replayTarget === undefined) {
-      await this.finishReplay(projector.name, entry.unreported);
-      entry.unreported = 0;
-    } else if (Date.now() - (entry.reportedAt ?? 0) >= 250) {
-      await recordReplayProgress(this.pool, this.names, entry.replayId, entry.unreported, false);
-      entry.unreported = 0;
-      entry.reportedAt = Date.now();
-    }
-  }
-
-  private async finishReplay(name: string, applied: number): Promise<void> {
-    const entry = this.owned.get(name)!;
-    await recordReplayProgress(this.pool, this.names, entry.replayId!, applied, true);
-    this.options.log.info({ projection: name, position: entry.projector.checkpoint.toString() }, 'replay finished: caught up');
-    entry.replayId = undefined;
   }
 
   /** Graceful: no new batch, the current one finishes and commits, connections close. */

@@ -9,6 +9,7 @@ export interface StoredEvent {
   streamName: string;
   streamPosition: bigint;
   type: string;
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- each handler reads the shape of its own event types
   data: any;
   metadata: Record<string, unknown>;
   recordedAt: Date;
@@ -23,8 +24,7 @@ export interface AppendResult {
 }
 
 /** Row shape shared by every query that reads events; `toStoredEvent` is its only reader. */
-export const EVENT_COLUMNS =
-  'global_position::text AS gp, stream_name, stream_position::text AS sp, type, data, metadata, recorded_at';
+export const EVENT_COLUMNS = 'global_position::text AS gp, stream_name, stream_position::text AS sp, type, data, metadata, recorded_at';
 
 export interface EventRow {
   gp: string;

@@ -1,3 +1,4 @@
+import { inspect } from 'node:util';
 import { InvalidAppendError } from '../errors.js';
 import type { NewEvent } from './types.js';
 
@@ -40,7 +41,7 @@ export function validateAppend(streamName: unknown, events: unknown, expectedVer
   }
   if (expectedVersion !== undefined && (typeof expectedVersion !== 'bigint' || expectedVersion < 0n)) {
     if (!(typeof expectedVersion === 'number' && Number.isSafeInteger(expectedVersion) && expectedVersion >= 0)) {
-      throw new InvalidAppendError(`expectedVersion must be a non-negative integer, got ${String(expectedVersion)}`);
+      throw new InvalidAppendError(`expectedVersion must be a non-negative integer, got ${inspect(expectedVersion)}`);
     }
   }
   const batch: SerialisedBatch = { types: [], data: [], metadata: [] };

@@ -134,10 +134,13 @@ async function appendThroughput(url: string, perAppend: number) {
   await Promise.all(
     Array.from({ length: 8 }, async (_, w) => {
       for (let i = 0; Date.now() < deadline; i++) {
-        await store.append(`bench-append-${perAppend}-${w}-${i % 100}`, Array.from({ length: perAppend }, (_, k) => ({
-          type: 'Deposited',
-          data: { amount: k, note: 'x'.repeat(200) },
-        })));
+        await store.append(
+          `bench-append-${perAppend}-${w}-${i % 100}`,
+          Array.from({ length: perAppend }, (_, k) => ({
+            type: 'Deposited',
+            data: { amount: k, note: 'x'.repeat(200) },
+          })),
+        );
         events += perAppend;
       }
     }),
@@ -170,7 +173,11 @@ async function liveLatency(pool: pg.Pool, url: string) {
   const checkpoint = async (name: string) =>
     Number((await pool.query('SELECT position FROM projection_checkpoints WHERE name = $1', [name])).rows[0]?.position ?? -1);
   const target = await head();
-  await waitUntil(async () => (await checkpoint('latency')) >= target && (await checkpoint('account_balances')) >= target, 600_000, 'daemon caught up');
+  await waitUntil(
+    async () => (await checkpoint('latency')) >= target && (await checkpoint('account_balances')) >= target,
+    600_000,
+    'daemon caught up',
+  );
   const store = new EventStore(pool);
   const commits = new Map<string, number>();
   const interval = 1000 / LIVE_RATE;
@@ -189,9 +196,16 @@ async function liveLatency(pool: pg.Pool, url: string) {
     if (inFlight.length > 64) await Promise.all(inFlight.splice(0, 32));
   }
   await Promise.all(inFlight);
-  await waitUntil(async () => Number((await pool.query('SELECT count(*) AS n FROM bench_latency')).rows[0].n) >= total, 60_000, 'pings applied');
+  await waitUntil(
+    async () => Number((await pool.query('SELECT count(*) AS n FROM bench_latency')).rows[0].n) >= total,
+    60_000,
+    'pings applied',
+  );
   const { rows } = await pool.query('SELECT position::text AS p, (extract(epoch FROM applied_at) * 1000)::float8 AS at FROM bench_latency');
-  const latencies = rows.filter((r) => commits.has(r.p)).map((r) => Math.max(0, r.at - commits.get(r.p)!)).sort((a, b) => a - b);
+  const latencies = rows
+    .filter((r) => commits.has(r.p))
+    .map((r) => Math.max(0, r.at - commits.get(r.p)!))
+    .sort((a, b) => a - b);
   await daemon.stop();
   return { samples: latencies.length, p50: percentile(latencies, 50), p99: percentile(latencies, 99), max: latencies.at(-1)! };
 }
@@ -218,15 +232,19 @@ async function gapResolution(pool: pg.Pool, url: string, daemonArgs: string[], s
     const rolledBackAt = Date.now();
     client.release();
     let resolvedAt = 0;
-    await waitUntil(async () => {
-      const { rows } = await pool.query(
-        `SELECT (extract(epoch FROM resolved_at) * 1000)::float8 AS at FROM projection_gaps
+    await waitUntil(
+      async () => {
+        const { rows } = await pool.query(
+          `SELECT (extract(epoch FROM resolved_at) * 1000)::float8 AS at FROM projection_gaps
           WHERE $1 BETWEEN from_position AND to_position AND resolution IN ('dead', 'timed_out')`,
-        [firstPosition.toString()],
-      );
-      resolvedAt = rows[0]?.at ?? 0;
-      return rows.length > 0;
-    }, 60_000, 'gap resolution');
+          [firstPosition.toString()],
+        );
+        resolvedAt = rows[0]?.at ?? 0;
+        return rows.length > 0;
+      },
+      60_000,
+      'gap resolution',
+    );
     waits.push(Math.max(0, resolvedAt - rolledBackAt));
   }
   stop.done = true;
@@ -240,7 +258,12 @@ async function main() {
   const db = await startDatabase();
   const pool = new pg.Pool({ connectionString: db.url, max: 10 });
   pool.on('error', () => {});
-  const results: Record<string, unknown> = { events: EVENTS, node: process.version, cpus: os.cpus().length, date: new Date().toISOString() };
+  const results: Record<string, unknown> = {
+    events: EVENTS,
+    node: process.version,
+    cpus: os.cpus().length,
+    date: new Date().toISOString(),
+  };
   try {
     await migrate(pool, storeNames());
     log(`generating ${EVENTS} events`);
@@ -275,7 +298,11 @@ async function main() {
     Object.assign(results, {
       rawScan: { ...scan, rate: scanRate },
       replayNoop: { ...noop, rate: noop.events / noop.seconds, ratioToRawScan: noop.events / noop.seconds / scanRate },
-      replayBalances: { ...balances, rate: balances.events / balances.seconds, ratioToRawScan: balances.events / balances.seconds / scanRate },
+      replayBalances: {
+        ...balances,
+        rate: balances.events / balances.seconds,
+        ratioToRawScan: balances.events / balances.seconds / scanRate,
+      },
       append: { perAppend1: append1, perAppend10: append10 },
       liveLatencyMs: live,
       gapResolutionMs: { dead: gapDead, timedOut: gapTimeout },
@@ -285,14 +312,36 @@ async function main() {
     const table = [
       ['figure', 'value', 'baseline / target'],
       ['(1) raw scan', `${fmt(scanRate)} events/s`, 'baseline'],
-      ['(2) replay, no-op', `${fmt(noop.events / noop.seconds)} events/s`, `${((noop.events / noop.seconds / scanRate) * 100).toFixed(0)} % of (1) (target >= 70 %)`],
-      ['(3) replay, account balances', `${fmt(balances.events / balances.seconds)} events/s`, `${((balances.events / balances.seconds / scanRate) * 100).toFixed(0)} % of (1) (target >= 40 %)`],
+      [
+        '(2) replay, no-op',
+        `${fmt(noop.events / noop.seconds)} events/s`,
+        `${((noop.events / noop.seconds / scanRate) * 100).toFixed(0)} % of (1) (target >= 70 %)`,
+      ],
+      [
+        '(3) replay, account balances',
+        `${fmt(balances.events / balances.seconds)} events/s`,
+        `${((balances.events / balances.seconds / scanRate) * 100).toFixed(0)} % of (1) (target >= 40 %)`,
+      ],
       ['(4) append, 8 writers x 1 event', `${fmt(append1.rate)} events/s`, ''],
       ['(4) append, 8 writers x 10 events', `${fmt(append10.rate)} events/s`, ''],
-      ['(5) live latency commit -> read model', `p50 ${live.p50.toFixed(1)} ms, p99 ${live.p99.toFixed(1)} ms, max ${live.max.toFixed(1)} ms`, `${live.samples} events at ${LIVE_RATE}/s (target p99 <= 20 ms)`],
-      ['(6) rollback -> gap dead (evidence)', `p50 ${fmt(gapDead.p50)} ms, max ${fmt(gapDead.max)} ms`, 'gap timeout 10 s (target <= 100 ms)'],
+      [
+        '(5) live latency commit -> read model',
+        `p50 ${live.p50.toFixed(1)} ms, p99 ${live.p99.toFixed(1)} ms, max ${live.max.toFixed(1)} ms`,
+        `${live.samples} events at ${LIVE_RATE}/s (target p99 <= 20 ms)`,
+      ],
+      [
+        '(6) rollback -> gap dead (evidence)',
+        `p50 ${fmt(gapDead.p50)} ms, max ${fmt(gapDead.max)} ms`,
+        'gap timeout 10 s (target <= 100 ms)',
+      ],
       ['(6) rollback -> gap timed out', `p50 ${fmt(gapTimeout.p50)} ms, max ${fmt(gapTimeout.max)} ms`, 'gap timeout 2 s, evidence off'],
-      ['(7) peak RSS during (2)', `${noop.peakRssMb} MB at ${fmt(EVENTS)}` + (bigNoop ? `, ${bigNoop.peakRssMb} MB at ${fmt(MEMORY_EVENTS)}` : ''), bigNoop ? `${(((bigNoop.peakRssMb - noop.peakRssMb) / noop.peakRssMb) * 100).toFixed(1)} % growth (target <= 200 MB, within 10 %)` : 'target <= 200 MB'],
+      [
+        '(7) peak RSS during (2)',
+        `${noop.peakRssMb} MB at ${fmt(EVENTS)}` + (bigNoop ? `, ${bigNoop.peakRssMb} MB at ${fmt(MEMORY_EVENTS)}` : ''),
+        bigNoop
+          ? `${(((bigNoop.peakRssMb - noop.peakRssMb) / noop.peakRssMb) * 100).toFixed(1)} % growth (target <= 200 MB, within 10 %)`
+          : 'target <= 200 MB',
+      ],
     ];
     const widths = table[0]!.map((_, i) => Math.max(...table.map((r) => r[i]!.length)));
     process.stdout.write(`\n${table.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ')).join('\n')}\n\n`);

@@ -52,7 +52,9 @@ describe.skipIf(skipReason !== undefined)('the Docker image', () => {
       await run('bash', [path.join(REPO, 'test/docker/build-base-image.sh')], { maxBuffer: 64 * 1024 * 1024 });
     } catch (error) {
       baseImageError = String((error as { stderr?: string }).stderr || (error as Error).message).slice(-500);
-      console.warn(`\n*** SKIPPED: the base image could not be made on this machine, so the Docker image was NOT built: ${baseImageError} ***\n`);
+      console.warn(
+        `\n*** SKIPPED: the base image could not be made on this machine, so the Docker image was NOT built: ${baseImageError} ***\n`,
+      );
       return;
     }
     // 2. The project's Dockerfile as it is: a failure here is a real failure.
@@ -71,41 +73,61 @@ describe.skipIf(skipReason !== undefined)('the Docker image', () => {
 
   it('runs its default command: healthy, applies an appended event, as a non-root user', async (context) => {
     if (baseImageError) context.skip();
-    const config = JSON.parse((await run('buildah', [...BUILDAH, 'inspect', '--type', 'image', IMAGE], { maxBuffer: 16 * 1024 * 1024 })).stdout)
-      .OCIv1.config;
+    const config = JSON.parse(
+      (await run('buildah', [...BUILDAH, 'inspect', '--type', 'image', IMAGE], { maxBuffer: 16 * 1024 * 1024 })).stdout,
+    ).OCIv1.config;
     expect(config.Entrypoint).toEqual(['node', '--max-semi-space-size=32', '/app/dist/src/cli/main.js']);
     expect(config.Cmd).toEqual(['run']);
     expect(config.User).toBe('runner');
     metricsPort = await freePort();
     const projections = path.join(REPO, 'test/fixtures/image-projections');
     daemon = spawn('buildah', [
-      ...BUILDAH, 'run', '--isolation', 'chroot',
-      '--env', `DATABASE_URL=${db.url}`,
-      '--env', `PROJECTION_RUNNER_METRICS_PORT=${metricsPort}`,
-      '--volume', `${projections}:/app/projections:ro`,
-      container, '--', ...config.Entrypoint, ...config.Cmd,
+      ...BUILDAH,
+      'run',
+      '--isolation',
+      'chroot',
+      '--env',
+      `DATABASE_URL=${db.url}`,
+      '--env',
+      `PROJECTION_RUNNER_METRICS_PORT=${metricsPort}`,
+      '--volume',
+      `${projections}:/app/projections:ro`,
+      container,
+      '--',
+      ...config.Entrypoint,
+      ...config.Cmd,
     ]);
     daemon.stdout!.on('data', (d) => (output += d));
     daemon.stderr!.on('data', (d) => (output += d));
 
-    await waitFor(() => `/healthz 200; output: ${output.slice(-1500)}`, async () => (await fetch(`http://127.0.0.1:${metricsPort}/healthz`)).ok, 60_000);
+    await waitFor(
+      () => `/healthz 200; output: ${output.slice(-1500)}`,
+      async () => (await fetch(`http://127.0.0.1:${metricsPort}/healthz`)).ok,
+      60_000,
+    );
     const store = new EventStore(db.pool);
     const { lastPosition } = await store.append('from-the-test', [{ type: 'Hello', data: { via: 'image' } }]);
-    await waitFor('event in the read model', async () => {
-      const { rows } = await db.pool.query('SELECT position::int FROM image_log');
-      return rows.some((r) => r.position === Number(lastPosition));
-    }, 30_000);
+    await waitFor(
+      'event in the read model',
+      async () => {
+        const { rows } = await db.pool.query('SELECT position::int FROM image_log');
+        return rows.some((r) => r.position === Number(lastPosition));
+      },
+      30_000,
+    );
 
     // The daemon process itself (not just the configured user) is not root.
-    const pids = readdirSync('/proc').filter((p) => /^\d+$/.test(p)).filter((p) => {
-      try {
-        // The node process itself, not buildah's own processes that carry the same words in their arguments.
-        const [program, ...args] = readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0');
-        return program!.endsWith('node') && args.includes('/app/dist/src/cli/main.js');
-      } catch {
-        return false;
-      }
-    });
+    const pids = readdirSync('/proc')
+      .filter((p) => /^\d+$/.test(p))
+      .filter((p) => {
+        try {
+          // The node process itself, not buildah's own processes that carry the same words in their arguments.
+          const [program, ...args] = readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0');
+          return program!.endsWith('node') && args.includes('/app/dist/src/cli/main.js');
+        } catch {
+          return false;
+        }
+      });
     expect(pids.length).toBeGreaterThan(0);
     for (const pid of pids) {
       const uid = /^Uid:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1];

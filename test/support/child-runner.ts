@@ -44,10 +44,10 @@ export function runCli(args: string[], env: Record<string, string | undefined> =
 
 /** A daemon child process (`run`); output is collected for the test's diagnostics. */
 export function startDaemon(databaseUrl: string, extraArgs: string[] = [], env: Record<string, string> = {}) {
-  const child = cli(
-    ['run', '--projections', FIXTURE_PROJECTIONS, '--metrics-port', '0', '--poll-interval', '200ms', ...extraArgs],
-    { DATABASE_URL: databaseUrl, ...env },
-  );
+  const child = cli(['run', '--projections', FIXTURE_PROJECTIONS, '--metrics-port', '0', '--poll-interval', '200ms', ...extraArgs], {
+    DATABASE_URL: databaseUrl,
+    ...env,
+  });
   const output: string[] = [];
   child.stdout!.on('data', (d) => output.push(String(d)));
   child.stderr!.on('data', (d) => output.push(String(d)));

@@ -1,3 +1,4 @@
+import { inspect } from 'node:util';
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { inject } from 'vitest';
@@ -47,11 +48,7 @@ export async function createTestDatabase({ migrated = true } = {}): Promise<Test
 }
 
 /** Polls until `check` returns a truthy value; fails with `what` after `timeoutMs`. Never a fixed sleep. */
-export async function waitFor<T>(
-  what: string | (() => string),
-  check: () => Promise<T> | T,
-  timeoutMs = 20_000,
-): Promise<NonNullable<T>> {
+export async function waitFor<T>(what: string | (() => string), check: () => Promise<T> | T, timeoutMs = 20_000): Promise<NonNullable<T>> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
   for (;;) {
@@ -63,7 +60,7 @@ export async function waitFor<T>(
     }
     if (Date.now() > deadline) {
       const description = typeof what === 'function' ? what() : what;
-      throw new Error(`timed out waiting for ${description}${last ? `: ${String(last)}` : ''}`);
+      throw new Error(`timed out waiting for ${description}${last ? `: ${last instanceof Error ? last.message : inspect(last)}` : ''}`);
     }
     await new Promise((r) => setTimeout(r, 20));
   }

@@ -35,12 +35,23 @@ describe('every PromQL expression we ship names only metrics the runner exports'
   it('the dashboard covers lag, gaps, late events, errors, dead letters, state, batch duration, memory and event-loop lag', () => {
     const all = dashboardExpressions().join('\n');
     for (const name of [
-      'projection_runner_lag_events', 'projection_runner_lag_seconds', 'projection_runner_events_applied_total',
-      'projection_runner_checkpoint_position', 'projection_runner_head_position', 'projection_runner_high_water_position',
-      'projection_runner_gaps_open', 'projection_runner_gap_oldest_age_seconds', 'projection_runner_gaps_resolved_total',
-      'projection_runner_gap_wait_seconds_bucket', 'projection_runner_late_events_total', 'projection_runner_handler_errors_total',
-      'projection_runner_projection_state', 'projection_runner_batch_duration_seconds_bucket', 'process_resident_memory_bytes',
-      'nodejs_eventloop_lag_p99_seconds', 'projection_runner_dead_letters_total',
+      'projection_runner_lag_events',
+      'projection_runner_lag_seconds',
+      'projection_runner_events_applied_total',
+      'projection_runner_checkpoint_position',
+      'projection_runner_head_position',
+      'projection_runner_high_water_position',
+      'projection_runner_gaps_open',
+      'projection_runner_gap_oldest_age_seconds',
+      'projection_runner_gaps_resolved_total',
+      'projection_runner_gap_wait_seconds_bucket',
+      'projection_runner_late_events_total',
+      'projection_runner_handler_errors_total',
+      'projection_runner_projection_state',
+      'projection_runner_batch_duration_seconds_bucket',
+      'process_resident_memory_bytes',
+      'nodejs_eventloop_lag_p99_seconds',
+      'projection_runner_dead_letters_total',
     ]) {
       expect(all).toContain(name);
     }

@@ -10,7 +10,11 @@ const event = { globalPosition: 7n, type: 'E' } as StoredEvent;
 
 describe('classifyBatchFailure: by where the error came from, never by its code or message', () => {
   it.each([
-    ['a handler fault, even with a network code', new HandlerError(event, Object.assign(new Error('Connection terminated'), { code: 'ECONNREFUSED' })), 'handler'],
+    [
+      'a handler fault, even with a network code',
+      new HandlerError(event, Object.assign(new Error('Connection terminated'), { code: 'ECONNREFUSED' })),
+      'handler',
+    ],
     ['ownership lost', new OwnershipLostError('p'), 'ownership'],
     ["a runner statement's error, whatever its code", Object.assign(new Error('permission denied'), { code: '42501' }), 'database'],
     ['anything else the runner threw', 'odd', 'database'],
@@ -50,9 +54,21 @@ describe('onError', () => {
 describe('the line a command prints', () => {
   it.each([
     ['retry', { resumed: true, state: 'running', position: '9' }, 'retry p: resumed; checkpoint at 9 (running)'],
-    ['retry', { resumed: false, state: 'running', position: '9' }, 'retry p: was not failed (running): nothing to resume; checkpoint at 9 (running)'],
-    ['retry', { redelivered: 2, resumed: false, state: 'running', position: '9' }, 'retry p: re-delivered 2 dead letters, was not failed (running): nothing to resume; checkpoint at 9 (running)'],
-    ['skip', { skipped: '4', resumed: true, state: 'catching_up', position: '4' }, 'skip p: dead-lettered position 4, resumed; checkpoint at 4 (catching_up)'],
+    [
+      'retry',
+      { resumed: false, state: 'running', position: '9' },
+      'retry p: was not failed (running): nothing to resume; checkpoint at 9 (running)',
+    ],
+    [
+      'retry',
+      { redelivered: 2, resumed: false, state: 'running', position: '9' },
+      'retry p: re-delivered 2 dead letters, was not failed (running): nothing to resume; checkpoint at 9 (running)',
+    ],
+    [
+      'skip',
+      { skipped: '4', resumed: true, state: 'catching_up', position: '4' },
+      'skip p: dead-lettered position 4, resumed; checkpoint at 4 (catching_up)',
+    ],
   ] as const)('%s %j', (command, result, line) => {
     expect(describeResult('p', command, result)).toBe(line);
   });

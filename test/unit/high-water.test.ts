@@ -4,6 +4,7 @@ import {
   missingRanges,
   needsFence,
   nextDeadline,
+  nextPassDelay,
   observe,
   settle,
   subtractRanges,
@@ -35,9 +36,23 @@ const gaps = (s: HighWaterState) => s.openGaps.map((g) => [Number(g.from), Numbe
 describe('range helpers', () => {
   it.each([
     [[1, 10], [], [[1, 10]]],
-    [[1, 10], [[3, 4]], [[1, 2], [5, 10]]],
+    [
+      [1, 10],
+      [[3, 4]],
+      [
+        [1, 2],
+        [5, 10],
+      ],
+    ],
     [[1, 10], [[1, 10]], []],
-    [[1, 10], [[0, 2], [9, 12]], [[3, 8]]],
+    [
+      [1, 10],
+      [
+        [0, 2],
+        [9, 12],
+      ],
+      [[3, 8]],
+    ],
     [[5, 5], [[1, 3]], [[5, 5]]],
   ])('subtract %j minus %j = %j', (range, cover, expected) => {
     const big = (r: number[]) => [BigInt(r[0]!), BigInt(r[1]!)] as [bigint, bigint];
@@ -104,7 +119,10 @@ describe('observe', () => {
       state: { ...initialState(41n, 46n), openGaps: [{ from: 42n, to: 45n, firstSeenAt: 500 }] },
       obs: seen(1000, [43, 46]),
       highWater: 41,
-      open: [[42, 42, 500], [44, 45, 500]],
+      open: [
+        [42, 42, 500],
+        [44, 45, 500],
+      ],
       resolved: [[43, 43, 'filled']],
     },
     {
@@ -145,7 +163,10 @@ describe('observe', () => {
       state: { ...initialState(1n, 3n), openGaps: [{ from: 2n, to: 2n, firstSeenAt: 500 }] },
       obs: seen(2000, [3, 5]),
       highWater: 1,
-      open: [[2, 2, 500], [4, 4, 2000]],
+      open: [
+        [2, 2, 500],
+        [4, 4, 2000],
+      ],
     },
     {
       name: 'a late commit in a watched gap is reported once and no longer watched',
@@ -187,7 +208,10 @@ describe('observe', () => {
     const state = { ...initialState(50n), watched: [{ from: 42n, to: 44n, firstSeenAt: 0, fence: 7n }] };
     const decision = observe(state, seen(5_000, [], [43], 8n), settings);
     expect(decision.late).toEqual([43n]);
-    expect(decision.settled.map((w) => [w.from, w.to])).toEqual([[42n, 42n], [44n, 44n]]);
+    expect(decision.settled.map((w) => [w.from, w.to])).toEqual([
+      [42n, 42n],
+      [44n, 44n],
+    ]);
   });
 
   it('takes no fence before the fence delay after the first sighting', () => {
@@ -256,5 +280,25 @@ describe('nextDeadline', () => {
       ],
     };
     expect(nextDeadline(state, settings)).toBe(10_100);
+  });
+});
+
+describe('nextPassDelay', () => {
+  const open = { ...initialState(), openGaps: [{ from: 2n, to: 2n, firstSeenAt: 1_000 }] };
+
+  it('is the poll interval when nothing is due', () => {
+    expect(nextPassDelay(initialState(), settings, 5_000, 1_000)).toBe(1_000);
+    expect(nextPassDelay(initialState(), settings, 5_000, 1_000, 50)).toBe(1_000); // no open gap: no evidence recheck
+  });
+
+  it('wakes 1 ms past a gap timeout due before the next poll, and never sleeps less than 1 ms', () => {
+    expect(nextPassDelay(open, settings, 10_700, 1_000)).toBe(301); // times out at 11_000
+    expect(nextPassDelay(open, settings, 12_000, 1_000)).toBe(1); // overdue
+    expect(nextPassDelay(open, settings, 2_000, 1_000)).toBe(1_000); // due long after the next poll
+  });
+
+  it('rechecks evidence no later than its interval while gaps are open', () => {
+    expect(nextPassDelay(open, settings, 2_000, 1_000, 50)).toBe(50);
+    expect(nextPassDelay(open, settings, 10_990, 1_000, 50)).toBe(11);
   });
 });

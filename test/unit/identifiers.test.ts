@@ -46,6 +46,8 @@ describe('settings', () => {
   });
 
   it('refuses a batch byte bound below 1 KiB, naming the setting and its variable', () => {
-    expect(() => resolveConfig({}, { PROJECTION_RUNNER_BATCH_BYTES: '10' })).toThrow(/invalid --batch-bytes \(PROJECTION_RUNNER_BATCH_BYTES\)/);
+    expect(() => resolveConfig({}, { PROJECTION_RUNNER_BATCH_BYTES: '10' })).toThrow(
+      /invalid --batch-bytes \(PROJECTION_RUNNER_BATCH_BYTES\)/,
+    );
   });
 });

@@ -18,7 +18,9 @@ async function seriesOf(metrics: RunnerMetrics, projection: string): Promise<str
 describe('RunnerMetrics.forgetProjection', () => {
   it('removes every series of every per-projection metric, and only those of that projection', async () => {
     const metrics = new RunnerMetrics();
-    const perProjection = metrics.registry.getMetricsAsArray().filter((m) => (m as unknown as { labelNames: string[] }).labelNames.includes('projection'));
+    const perProjection = metrics.registry
+      .getMetricsAsArray()
+      .filter((m) => (m as unknown as { labelNames: string[] }).labelNames.includes('projection'));
     // A metric added later with a projection label is covered too: every one of them gets series here.
     expect(perProjection.length).toBeGreaterThanOrEqual(7);
     for (const projection of ['kept', 'gone']) {

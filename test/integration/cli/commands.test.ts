@@ -63,15 +63,43 @@ describe('status --json', () => {
 
 describe('errors: one clear line, exit 1 (usage: 2)', () => {
   it.each([
-    ['unknown projection', ['replay', 'nope', '--yes', '--projections', FIXTURE_PROJECTIONS], /unknown projection "nope" \(known: chaos_a, chaos_b\)/],
-    ['module that throws at load', ['run', '--projections', `${REPO}/test/fixtures/bad-projections/throws`], /broken\.mjs: failed to load: this module is broken on purpose/],
-    ['module without handle', ['run', '--projections', `${REPO}/test/fixtures/bad-projections/no-handle`], /projection "incomplete" has no handle/],
+    [
+      'unknown projection',
+      ['replay', 'nope', '--yes', '--projections', FIXTURE_PROJECTIONS],
+      /unknown projection "nope" \(known: chaos_a, chaos_b\)/,
+    ],
+    [
+      'module that throws at load',
+      ['run', '--projections', `${REPO}/test/fixtures/bad-projections/throws`],
+      /broken\.mjs: failed to load: this module is broken on purpose/,
+    ],
+    [
+      'module without handle',
+      ['run', '--projections', `${REPO}/test/fixtures/bad-projections/no-handle`],
+      /projection "incomplete" has no handle/,
+    ],
     ['duplicate names', ['run', '--projections', `${REPO}/test/fixtures/bad-projections/duplicate`], /duplicate projection name "twin"/],
-    ['invalid duration', ['run', '--gap-timeout', 'soon'], /invalid --gap-timeout \(PROJECTION_RUNNER_GAP_TIMEOUT\): "soon" is not a duration/],
+    [
+      'invalid duration',
+      ['run', '--gap-timeout', 'soon'],
+      /invalid --gap-timeout \(PROJECTION_RUNNER_GAP_TIMEOUT\): "soon" is not a duration/,
+    ],
     ['invalid batch size', ['run', '--batch-size', '0'], /invalid --batch-size \(PROJECTION_RUNNER_BATCH_SIZE\)/],
-    ['injection through the table name', ['status', '--table', 'events; drop table events'], /invalid --table \(PROJECTION_RUNNER_TABLE\): "events; drop table events" is not a valid identifier/],
-    ['injection through the schema', ['run', '--schema', 'public"; drop schema public cascade; --'], /invalid --schema \(PROJECTION_RUNNER_SCHEMA\): .+ is not a valid identifier/],
-    ['injection through the channel', ['run', '--channel', "events'); select pg_sleep(10); --"], /invalid --channel \(PROJECTION_RUNNER_CHANNEL\): .+ is not a valid identifier/],
+    [
+      'injection through the table name',
+      ['status', '--table', 'events; drop table events'],
+      /invalid --table \(PROJECTION_RUNNER_TABLE\): "events; drop table events" is not a valid identifier/,
+    ],
+    [
+      'injection through the schema',
+      ['run', '--schema', 'public"; drop schema public cascade; --'],
+      /invalid --schema \(PROJECTION_RUNNER_SCHEMA\): .+ is not a valid identifier/,
+    ],
+    [
+      'injection through the channel',
+      ['run', '--channel', "events'); select pg_sleep(10); --"],
+      /invalid --channel \(PROJECTION_RUNNER_CHANNEL\): .+ is not a valid identifier/,
+    ],
   ])('%s', async (_label, args, message) => {
     const { code, stderr } = await runCli(args as string[], env());
     expect(stderr).toMatch(message as RegExp);
@@ -80,7 +108,10 @@ describe('errors: one clear line, exit 1 (usage: 2)', () => {
   });
 
   it('reads settings from PROJECTION_RUNNER_* variables and names them when invalid', async () => {
-    const { code, stderr } = await runCli(['run', '--projections', FIXTURE_PROJECTIONS], { ...env(), PROJECTION_RUNNER_POLL_INTERVAL: '-5s' });
+    const { code, stderr } = await runCli(['run', '--projections', FIXTURE_PROJECTIONS], {
+      ...env(),
+      PROJECTION_RUNNER_POLL_INTERVAL: '-5s',
+    });
     expect(code).toBe(1);
     expect(stderr).toMatch(/invalid --poll-interval \(PROJECTION_RUNNER_POLL_INTERVAL\)/);
   });
@@ -122,7 +153,12 @@ describe('replay', () => {
     // Build the read model once with a daemon, then stop it.
     const daemon = startDaemon(db.url);
     const head = Number((await db.pool.query('SELECT max(global_position) AS m FROM events')).rows[0].m);
-    await waitFor('built', async () => (await readLog(db.pool, 'chaos_a')).length > 0 && (await db.pool.query("SELECT position FROM projection_checkpoints WHERE name = 'chaos_a'")).rows[0]?.position == head);
+    await waitFor(
+      'built',
+      async () =>
+        (await readLog(db.pool, 'chaos_a')).length > 0 &&
+        Number((await db.pool.query("SELECT position FROM projection_checkpoints WHERE name = 'chaos_a'")).rows[0]?.position) === head,
+    );
     daemon.child.kill('SIGTERM');
     expect(await daemon.exited).toBe(0);
     const before = (await readLog(db.pool, 'chaos_a')).map((r) => [r.position, r.applied]);
@@ -155,7 +191,7 @@ describe('replay', () => {
       expect(code).toBe(0);
       expect(stdout).toMatch(/replayed chaos_a: \d+ events/);
       expect(bAfter).toBeGreaterThan(bBefore);
-      const { rows } = await db.pool.query("SELECT status FROM projection_replays ORDER BY id DESC LIMIT 1");
+      const { rows } = await db.pool.query('SELECT status FROM projection_replays ORDER BY id DESC LIMIT 1');
       expect(rows[0].status).toBe('done');
       // Exactly once after the rebuild too.
       await waitFor('caught up', async () => {

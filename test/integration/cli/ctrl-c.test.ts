@@ -21,7 +21,9 @@ const TSX_LOADER = pathToFileURL(path.join(REPO, 'node_modules/tsx/dist/loader.m
 /** /proc/<pid>/stat: the parent and the process group (fields 4 and 5, after the command in parentheses). */
 function stat(pid: number): { ppid: number; pgrp: number } | undefined {
   try {
-    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /s, '').split(' ');
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8')
+      .replace(/^.*\) /s, '')
+      .split(' ');
     return { ppid: Number(fields[1]), pgrp: Number(fields[2]) };
   } catch {
     return undefined;
@@ -121,7 +123,11 @@ describe('Ctrl-C (SIGINT to the process group)', () => {
       const cwd = projectCopy();
       const demo = startInGroup('npm', ['run', 'demo', '--', '--metrics-port', '0'], cwd, { PROJECTION_RUNNER_LOG_LEVEL: 'error' });
       running.push(demo);
-      await waitFor(() => `events applied; output so far:\n${demo.output().slice(-2000)}`, () => /applied [1-9]/.test(demo.output()), 90_000);
+      await waitFor(
+        () => `events applied; output so far:\n${demo.output().slice(-2000)}`,
+        () => /applied [1-9]/.test(demo.output()),
+        90_000,
+      );
 
       const { code, postgres } = await ctrlC(demo, path.join(cwd, '.data/postgres'), { alsoTheServer });
       expect(code, demo.output()).toBe(0);
@@ -137,12 +143,27 @@ describe('Ctrl-C (SIGINT to the process group)', () => {
       const cwd = tempDir('pr-ctrl-c-run-');
       const run = startInGroup(
         process.execPath,
-        ['--import', TSX_LOADER, path.join(REPO, 'src/cli/main.ts'), 'run', '--projections', FIXTURE_PROJECTIONS, '--metrics-port', '0', '--poll-interval', '200ms'],
+        [
+          '--import',
+          TSX_LOADER,
+          path.join(REPO, 'src/cli/main.ts'),
+          'run',
+          '--projections',
+          FIXTURE_PROJECTIONS,
+          '--metrics-port',
+          '0',
+          '--poll-interval',
+          '200ms',
+        ],
         cwd,
         { PROJECTION_RUNNER_LOG_LEVEL: 'info' },
       );
       running.push(run);
-      await waitFor(() => `runner started; output so far:\n${run.output().slice(-2000)}`, () => run.output().includes('"runner started"'), 90_000);
+      await waitFor(
+        () => `runner started; output so far:\n${run.output().slice(-2000)}`,
+        () => run.output().includes('"runner started"'),
+        90_000,
+      );
 
       // Events into the embedded database, applied by both projections.
       const dataDir = path.join(cwd, '.data/postgres');
@@ -153,7 +174,7 @@ describe('Ctrl-C (SIGINT to the process group)', () => {
         const store = new EventStore(pool);
         for (let i = 0; i < 30; i++) await store.append(`c-${i % 3}`, [{ type: 'E', data: { i } }]);
         await waitFor('both projections caught up', async () => {
-          const { rows } = await pool.query("SELECT count(*)::int AS n FROM projection_checkpoints WHERE position = 30");
+          const { rows } = await pool.query('SELECT count(*)::int AS n FROM projection_checkpoints WHERE position = 30');
           return rows[0].n === 2;
         });
       } finally {
@@ -165,8 +186,13 @@ describe('Ctrl-C (SIGINT to the process group)', () => {
       expect(code, output).toBe(0);
       expect(run.stderr()).not.toMatch(STACK_LINE);
       expect(output).not.toMatch(STACK_LINE);
-      const order = ['shutting down: finishing the current batches', '"runner stopped"', 'embedded PostgreSQL stopped'].map((m) => output.indexOf(m));
-      expect(order.every((i) => i >= 0), output).toBe(true);
+      const order = ['shutting down: finishing the current batches', '"runner stopped"', 'embedded PostgreSQL stopped'].map((m) =>
+        output.indexOf(m),
+      );
+      expect(
+        order.every((i) => i >= 0),
+        output,
+      ).toBe(true);
       expect(order).toEqual([...order].sort((a, b) => a - b));
       expect(postgres.filter(alive)).toEqual([]);
       expect(existsSync(path.join(dataDir, 'postmaster.pid'))).toBe(false);

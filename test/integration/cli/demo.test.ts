@@ -31,10 +31,14 @@ describe('projection-runner demo', () => {
       const n = (label: string) => Number(new RegExp(`${label} (\\d+)`).exec(last)?.[1] ?? 0);
       return { applied: n('applied'), resolved: n('filled') + n('dead') + n('timed_out') };
     };
-    await waitFor(() => `events applied and a gap resolved; output so far:\n${stdout.slice(-2000)}`, () => {
-      const s = status();
-      return s && s.applied > 0 && s.resolved > 0;
-    }, 60_000);
+    await waitFor(
+      () => `events applied and a gap resolved; output so far:\n${stdout.slice(-2000)}`,
+      () => {
+        const s = status();
+        return s && s.applied > 0 && s.resolved > 0;
+      },
+      60_000,
+    );
     expect(stdout).toContain('projection-runner demo: account_balances, stream_stats on the embedded PostgreSQL');
 
     const pidFile = path.join(cwd, '.data/postgres/postmaster.pid');

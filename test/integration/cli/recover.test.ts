@@ -50,7 +50,13 @@ describe('retry', () => {
     expect(code).toBe(0);
     expect(stdout).toMatch(/retry flaky: resumed; checkpoint at \d+/);
     await waitFor('caught up', async () => (await checkpoint()).position === 5);
-    expect((await readLog(db.pool, 'flaky')).map((r) => [r.position, r.applied])).toEqual([[1, 1], [2, 1], [3, 1], [4, 1], [5, 1]]);
+    expect((await readLog(db.pool, 'flaky')).map((r) => [r.position, r.applied])).toEqual([
+      [1, 1],
+      [2, 1],
+      [3, 1],
+      [4, 1],
+      [5, 1],
+    ]);
     expect(daemon!.ownedProjections()[0]!.state).toBe('running');
   });
 });
@@ -95,7 +101,13 @@ describe('skip and dead letters', () => {
     const twice = await runCli(cliArgs('retry', 'flaky', '--dead-letters'), env());
     expect(twice.code).toBe(0);
     expect(twice.stdout).toMatch(/re-delivered 0 dead letters/);
-    expect((await readLog(db.pool, 'flaky')).map((r) => [r.position, r.applied])).toEqual([[1, 1], [2, 1], [4, 1], [5, 1], [3, 1]]);
+    expect((await readLog(db.pool, 'flaky')).map((r) => [r.position, r.applied])).toEqual([
+      [1, 1],
+      [2, 1],
+      [4, 1],
+      [5, 1],
+      [3, 1],
+    ]);
     const table = await runCli(['dead-letters', 'flaky'], env());
     expect(table.stdout).toMatch(/3\s+Poison\s+r-3@1\s+1\s+command\s+\S+\s+redelivered/);
     expect(table.stdout).toContain('none pending');

@@ -24,11 +24,14 @@ afterEach(async () => {
 const head = async () => Number((await db.pool.query('SELECT coalesce(max(global_position), 0) AS m FROM events')).rows[0].m);
 const checkpoint = async (name: string) =>
   (await db.pool.query('SELECT position::int AS position, state FROM projection_checkpoints WHERE name = $1', [name])).rows[0] as
-    | { position: number; state: string }
-    | undefined;
+    { position: number; state: string } | undefined;
 const replays = async (projection: string) =>
-  (await db.pool.query('SELECT status, target::int AS target, applied::int AS applied, error FROM projection_replays WHERE projection = $1 ORDER BY id', [projection]))
-    .rows as Array<{ status: string; target: number | null; applied: number; error: string | null }>;
+  (
+    await db.pool.query(
+      'SELECT status, target::int AS target, applied::int AS applied, error FROM projection_replays WHERE projection = $1 ORDER BY id',
+      [projection],
+    )
+  ).rows as Array<{ status: string; target: number | null; applied: number; error: string | null }>;
 
 describe('a handler failing during a replay served by the daemon', () => {
   it('marks the request failed with the error; `replay` exits 1 with it; the next replay is accepted and finishes', async () => {
@@ -70,7 +73,11 @@ describe('a handler failing during a replay served by the daemon', () => {
     const store = new EventStore(db.pool);
     for (let i = 0; i < 10; i++) await store.append(`q-${i}`, [{ type: 'E', data: { i } }]);
     await db.pool.query('CREATE TABLE poison_positions (position bigint PRIMARY KEY); INSERT INTO poison_positions VALUES (4)');
-    const result = await runCli(['replay', 'poisoned', '--yes', '--handler-retries', '0', '--projections', POISON_PROJECTIONS], { DATABASE_URL: db.url }, 60_000);
+    const result = await runCli(
+      ['replay', 'poisoned', '--yes', '--handler-retries', '0', '--projections', POISON_PROJECTIONS],
+      { DATABASE_URL: db.url },
+      60_000,
+    );
     expect(result.stderr).toContain('rebuilding in this process');
     expect(result.code).toBe(1);
     expect(result.stderr).toContain('replay of "poisoned" failed: handler failed at position 4 (E): poisoned event at 4');
@@ -82,7 +89,9 @@ describe('a handler failing during a replay served by the daemon', () => {
 describe('a replay claimed by an instance that died before its reset', () => {
   // The state such a death leaves: the request `running`, no target (the reset and the target commit together).
   const orphanClaim = (projection: string) =>
-    db.pool.query("INSERT INTO projection_replays (projection, status, requested_by, started_at) VALUES ($1, 'running', 'dead/1', now())", [projection]);
+    db.pool.query("INSERT INTO projection_replays (projection, status, requested_by, started_at) VALUES ($1, 'running', 'dead/1', now())", [
+      projection,
+    ]);
 
   it('is reset and finished by the next owner of the projection', async () => {
     const store = new EventStore(db.pool);

@@ -91,7 +91,14 @@ async function writer(id: number, signal: AbortSignal, stats: Stats) {
       if (id % 2 === 0) {
         positions = await insertPlain(client, `plain-${id}-${i}`, 'Plain');
       } else {
-        const r = await store.append(`w${id}-${i % 10}`, [{ type: 'E', data: { i } }, { type: 'E', data: { i } }], { client });
+        const r = await store.append(
+          `w${id}-${i % 10}`,
+          [
+            { type: 'E', data: { i } },
+            { type: 'E', data: { i } },
+          ],
+          { client },
+        );
         positions = range(r.firstPosition, r.lastPosition);
       }
       const taken = Date.now();
@@ -241,9 +248,13 @@ async function diagnose(names: string[]): Promise<string> {
     const seen = new Set(log.map((r) => r.position));
     const missing = [...committed].filter((p) => !seen.has(p)).sort((a, b) => a - b);
     const twice = log.filter((r) => r.applied !== 1).map((r) => `${r.position}×${r.applied}`);
-    lines.push(`${name}: ${log.length} applied; missing ${JSON.stringify(missing.slice(0, 30))}; more than once ${JSON.stringify(twice.slice(0, 30))}`);
+    lines.push(
+      `${name}: ${log.length} applied; missing ${JSON.stringify(missing.slice(0, 30))}; more than once ${JSON.stringify(twice.slice(0, 30))}`,
+    );
   }
-  const { rows: checkpoints } = await server.pool.query('SELECT name, position::int, state, late_seen_id::int FROM projection_checkpoints ORDER BY name');
+  const { rows: checkpoints } = await server.pool.query(
+    'SELECT name, position::int, state, late_seen_id::int FROM projection_checkpoints ORDER BY name',
+  );
   const { rows: hw } = await server.pool.query('SELECT position::int, head::int FROM projection_high_water');
   const { rows: open } = await server.pool.query(
     `SELECT from_position::int AS f, to_position::int AS t, resolution FROM projection_gaps
@@ -256,7 +267,16 @@ async function diagnose(names: string[]): Promise<string> {
 describe('chaos', () => {
   it('every committed event applied exactly once, in order except late ones, through savepoints, long transactions, a reactor, kills, a database restart and a projection added mid-run', async () => {
     let projections = PROJECTIONS;
-    const args = () => ['--projections', projections, '--gap-timeout', `${GAP_TIMEOUT_MS}ms`, '--poll-interval', '250ms', '--batch-size', '20'];
+    const args = () => [
+      '--projections',
+      projections,
+      '--gap-timeout',
+      `${GAP_TIMEOUT_MS}ms`,
+      '--poll-interval',
+      '250ms',
+      '--batch-size',
+      '20',
+    ];
     const spawnInstance = () => startDaemon(server.url, args(), { PROJECTION_RUNNER_LOG_LEVEL: 'info' });
     const instances = [spawnInstance(), spawnInstance()];
     const allOutputs: string[] = [];
@@ -289,11 +309,18 @@ describe('chaos', () => {
       // First wave of long transactions, before any other writer: they hold the lowest positions, which the
       // projection added later reads in its very first batch (where a late notice must not apply them again).
       // (Once the daemons run, so that the gaps are seen and given up long before the long transactions commit.)
-      await waitFor('the projections started', () => (outputs().match(/"msg":"projection started"/g) ?? []).length >= LOGS_FROM_START.length, 30_000);
+      await waitFor(
+        'the projections started',
+        () => (outputs().match(/"msg":"projection started"/g) ?? []).length >= LOGS_FROM_START.length,
+        30_000,
+      );
       const first = Array.from({ length: LONG_HOLDS_FIRST }, (_, n) => longHold(n, stats));
       await Promise.all(first.map((h) => h.taken));
       waves.push(Promise.all(first.map((h) => h.committed)));
-      void waves[0]!.then((p) => (firstWave = p.flat()), () => {});
+      void waves[0]!.then(
+        (p) => (firstWave = p.flat()),
+        () => {},
+      );
       writers = [
         ...Array.from({ length: 8 }, (_, id) => writer(id, writing.signal, stats)),
         ...Array.from({ length: 3 }, (_, id) => savepointWriter(id, writing.signal, stats)),
@@ -335,24 +362,35 @@ describe('chaos', () => {
           await sleep(1_000);
           await server.server.restart();
           // (Once the runner moves H again, so that the gaps are seen and given up long before they commit.)
-          const head = await waitFor('the database back', async () => {
-            const { rows } = await server.pool.query('SELECT max(global_position)::int AS p FROM events');
-            return { p: rows[0].p as number };
-          }, 30_000);
-          await waitFor('H moving after the database restart', async () => {
-            // (A daemon that gave up while the database was down is started again.)
-            for (const [k, i] of instances.entries()) {
-              if (i.child.exitCode !== null || i.child.signalCode !== null) {
-                allOutputs.push(i.output.join(''));
-                instances[k] = spawnInstance();
+          const head = await waitFor(
+            'the database back',
+            async () => {
+              const { rows } = await server.pool.query('SELECT max(global_position)::int AS p FROM events');
+              return { p: rows[0].p as number };
+            },
+            30_000,
+          );
+          await waitFor(
+            'H moving after the database restart',
+            async () => {
+              // (A daemon that gave up while the database was down is started again.)
+              for (const [k, i] of instances.entries()) {
+                if (i.child.exitCode !== null || i.child.signalCode !== null) {
+                  allOutputs.push(i.output.join(''));
+                  instances[k] = spawnInstance();
+                }
               }
-            }
-            const { rows } = await server.pool.query('SELECT position::int AS p FROM projection_high_water');
-            return rows[0].p > head.p;
-          }, 30_000);
+              const { rows } = await server.pool.query('SELECT position::int AS p FROM projection_high_water');
+              return rows[0].p > head.p;
+            },
+            30_000,
+          );
           const second = Array.from({ length: LONG_HOLDS_SECOND }, (_, n) => longHold(LONG_HOLDS_FIRST + n, stats));
           waves.push(Promise.all(second.map((h) => h.committed)));
-          void waves[1]!.then((p) => (secondWave = p.flat()), () => {});
+          void waves[1]!.then(
+            (p) => (secondWave = p.flat()),
+            () => {},
+          );
         }
       }
       writing.abort();
@@ -390,7 +428,10 @@ describe('chaos', () => {
       // The long transactions outlived 10 × the gap timeout: delivered late (once, checked above) to the projections
       // that were running when they committed.
       for (const name of LOGS_FROM_START) {
-        expect(longPositions.filter((p) => !lateByLog.get(name)!.has(p)), `long-held positions not flagged late in ${name}`).toEqual([]);
+        expect(
+          longPositions.filter((p) => !lateByLog.get(name)!.has(p)),
+          `long-held positions not flagged late in ${name}`,
+        ).toEqual([]);
       }
 
       // The reactor reacted to each of its source events exactly once, in its read model and in the event store;

@@ -61,10 +61,16 @@ describe('faults under a running daemon', () => {
       expect(rows).toHaveLength(1);
       await store.append('while-listener-down', [{ type: 'E', data: {} }]);
       await waitFor('applied by polling', async () => (await readLog(pg.pool, 'chaos_a')).length === base + 1, 15_000);
-      await waitFor('listener back', async () => {
-        const { rows: back } = await pg.pool.query("SELECT 1 FROM pg_stat_activity WHERE application_name = 'projection-runner:listener'");
-        return back.length === 1;
-      }, 20_000);
+      await waitFor(
+        'listener back',
+        async () => {
+          const { rows: back } = await pg.pool.query(
+            "SELECT 1 FROM pg_stat_activity WHERE application_name = 'projection-runner:listener'",
+          );
+          return back.length === 1;
+        },
+        20_000,
+      );
     } finally {
       daemon.child.kill('SIGTERM');
       expect(await daemon.exited).toBe(0);

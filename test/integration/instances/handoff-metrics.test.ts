@@ -66,7 +66,8 @@ async function expectOnlyOwnersExport(instances: Instance[]) {
     });
     for (const other of instances.filter((i) => i !== holder)) {
       const text = await scrape(other);
-      for (const metric of PER_PROJECTION) expect(series(text, metric, projection), `${metric} of ${projection} on a non-owner`).toEqual([]);
+      for (const metric of PER_PROJECTION)
+        expect(series(text, metric, projection), `${metric} of ${projection} on a non-owner`).toEqual([]);
     }
     const lag = series(await scrape(holder!), 'projection_runner_lag_events', projection);
     expect(lag).toHaveLength(1);
@@ -79,10 +80,14 @@ describe('per-projection metrics across a hand-off', () => {
     for (let i = 0; i < 20; i++) await store.append(`m-${i % 4}`, [{ type: 'E', data: { i } }]);
 
     const first = await spawnInstance();
-    await waitFor('first owns both', async () => {
-      const o = await owners();
-      return o.size === 2 && [...o.values()].every((pid) => pid === first.pid);
-    }, 30_000);
+    await waitFor(
+      'first owns both',
+      async () => {
+        const o = await owners();
+        return o.size === 2 && [...o.values()].every((pid) => pid === first.pid);
+      },
+      30_000,
+    );
     await expectOnlyOwnersExport([first]);
 
     // A second instance: the first gives one projection up (balancing) and must stop exporting it.
@@ -102,10 +107,14 @@ describe('per-projection metrics across a hand-off', () => {
     // The second stops (SIGTERM: it gives its projection up); the first takes it back and exports it again.
     second.child.kill('SIGTERM');
     expect(await second.exited).toBe(0);
-    await waitFor('first owns both again', async () => {
-      const o = await owners();
-      return o.size === 2 && [...o.values()].every((pid) => pid === first.pid);
-    }, 30_000);
+    await waitFor(
+      'first owns both again',
+      async () => {
+        const o = await owners();
+        return o.size === 2 && [...o.values()].every((pid) => pid === first.pid);
+      },
+      30_000,
+    );
     await expectOnlyOwnersExport([first]);
   }, 120_000);
 });

@@ -28,17 +28,27 @@ describe('several instances share the projections through PostgreSQL', () => {
   it('balances, fails over after SIGKILL, and never applies an event twice', async () => {
     const store = new EventStore(t.db.pool);
     const first = spawnInstance();
-    await waitFor('first owns both', async () => (await owners()).length === 2 && (await owners()).every((o) => pidOf(o.owner) === first.child.pid));
+    await waitFor(
+      'first owns both',
+      async () => (await owners()).length === 2 && (await owners()).every((o) => pidOf(o.owner) === first.child.pid),
+    );
 
     // A second instance takes its share (one of two) within a few poll intervals; the first gives one back.
     const second = spawnInstance();
-    await waitFor('balanced', async () => {
-      const o = await owners();
-      return o.length === 2 && new Set(o.map((x) => pidOf(x.owner))).size === 2;
-    }, 15_000);
+    await waitFor(
+      'balanced',
+      async () => {
+        const o = await owners();
+        return o.length === 2 && new Set(o.map((x) => pidOf(x.owner))).size === 2;
+      },
+      15_000,
+    );
 
     for (let i = 0; i < 30; i++) await store.append(`s-${i}`, [{ type: 'E', data: { i } }]);
-    await waitFor('applied', async () => (await readLog(t.db.pool, 'chaos_a')).length === 30 && (await readLog(t.db.pool, 'chaos_b')).length === 30);
+    await waitFor(
+      'applied',
+      async () => (await readLog(t.db.pool, 'chaos_a')).length === 30 && (await readLog(t.db.pool, 'chaos_b')).length === 30,
+    );
 
     // The owner of chaos_a dies without warning: the other instance takes it over.
     const victim = (await owners()).find((o) => o.name === 'chaos_a')!;
@@ -64,7 +74,10 @@ describe('a replay whose daemon dies half-way', () => {
   it('is finished by the instance that takes the projection over; the CLI still ends with its summary', async () => {
     const store = new EventStore(t.db.pool);
     for (let i = 0; i < 60; i++) {
-      await store.append(`r-${i}`, Array.from({ length: 50 }, (_, k) => ({ type: 'E', data: { i, k } })));
+      await store.append(
+        `r-${i}`,
+        Array.from({ length: 50 }, (_, k) => ({ type: 'E', data: { i, k } })),
+      );
     }
     const first = startDaemon(t.db.url, ['--poll-interval', '300ms', '--batch-size', '5']);
     t.daemons.push(first);
@@ -72,10 +85,14 @@ describe('a replay whose daemon dies half-way', () => {
     await waitFor('built once', async () => (await readLog(t.db.pool, 'chaos_a')).length === 3000, 60_000);
 
     const replay = runCli(['replay', 'chaos_a', '--yes', '--projections', FIXTURE_PROJECTIONS], { DATABASE_URL: t.db.url }, 90_000);
-    await waitFor('replay under way', async () => {
-      const { rows } = await t.db.pool.query("SELECT applied FROM projection_replays WHERE status = 'running'");
-      return rows.length === 1 && Number(rows[0].applied) > 0;
-    }, 30_000);
+    await waitFor(
+      'replay under way',
+      async () => {
+        const { rows } = await t.db.pool.query("SELECT applied FROM projection_replays WHERE status = 'running'");
+        return rows.length === 1 && Number(rows[0].applied) > 0;
+      },
+      30_000,
+    );
     first.child.kill('SIGKILL');
     await first.exited;
     t.daemons.push(startDaemon(t.db.url, ['--poll-interval', '300ms']));

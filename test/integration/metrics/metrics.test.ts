@@ -30,7 +30,10 @@ describe('metrics move as the runner works', () => {
       gapTimeoutMs: 800,
       handlerRetries: 0,
     });
-    await t.store.append('a', [{ type: 'E', data: {} }, { type: 'E', data: {} }]);
+    await t.store.append('a', [
+      { type: 'E', data: {} },
+      { type: 'E', data: {} },
+    ]);
     await waitFor('applied', async () => (await sample('projection_runner_events_applied_total', { projection: 'main' })) === 2);
     expect(await sample('projection_runner_head_position')).toBe(2);
     expect(await sample('projection_runner_high_water_position')).toBe(2);
@@ -53,7 +56,9 @@ describe('metrics move as the runner works', () => {
     expect(await sample('projection_runner_gaps_open')).toBe(0);
     expect(await sample('projection_runner_gap_oldest_age_seconds')).toBe(0);
     const wait = await t.runner.metrics.gapWait.get();
-    const count = wait.values.find((v) => v.metricName === 'projection_runner_gap_wait_seconds_count' && v.labels.resolution === 'timed_out');
+    const count = wait.values.find(
+      (v) => v.metricName === 'projection_runner_gap_wait_seconds_count' && v.labels.resolution === 'timed_out',
+    );
     expect(count?.value).toBe(1);
 
     // The held transaction commits after all: a late event.
@@ -62,11 +67,16 @@ describe('metrics move as the runner works', () => {
 
     // A handler that fails: errors counted, state failed.
     await t.store.append('c', [{ type: 'Poison', data: {} }]);
-    await waitFor('failed', async () => (await sample('projection_runner_projection_state', { projection: 'fragile', state: 'failed' })) === 1);
+    await waitFor(
+      'failed',
+      async () => (await sample('projection_runner_projection_state', { projection: 'fragile', state: 'failed' })) === 1,
+    );
     expect(await sample('projection_runner_handler_errors_total', { projection: 'fragile' })).toBe(1);
     expect(await sample('projection_runner_handler_errors_total', { projection: 'main' })).toBe(0);
     expect(await sample('projection_runner_lag_events', { projection: 'fragile' })).toBeGreaterThan(0);
-    expect(((await sample('projection_runner_notifications_total')) ?? 0) + ((await sample('projection_runner_polls_total')) ?? 0)).toBeGreaterThan(0);
+    expect(
+      ((await sample('projection_runner_notifications_total')) ?? 0) + ((await sample('projection_runner_polls_total')) ?? 0),
+    ).toBeGreaterThan(0);
     const batches = (await t.runner.metrics.batchDuration.get()).values.find(
       (v) => v.metricName === 'projection_runner_batch_duration_seconds_count' && v.labels.projection === 'main',
     );

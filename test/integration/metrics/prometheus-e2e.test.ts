@@ -49,11 +49,15 @@ scrape_configs:
 `,
     );
     prometheusPort = await freePort();
-    prometheus = spawn('prometheus', [
-      `--config.file=${path.join(dir, 'prometheus.yml')}`,
-      `--storage.tsdb.path=${path.join(dir, 'data')}`,
-      `--web.listen-address=127.0.0.1:${prometheusPort}`,
-    ], { stdio: 'ignore' });
+    prometheus = spawn(
+      'prometheus',
+      [
+        `--config.file=${path.join(dir, 'prometheus.yml')}`,
+        `--storage.tsdb.path=${path.join(dir, 'data')}`,
+        `--web.listen-address=127.0.0.1:${prometheusPort}`,
+      ],
+      { stdio: 'ignore' },
+    );
 
     // Traffic that moves every metric: appends, a gap that fills, a gap that dies.
     const store = new EventStore(db.pool);
@@ -87,7 +91,9 @@ scrape_configs:
 
   it('promtool accepts the shipped config and rules', () => {
     expect(execFileSync('promtool', ['check', 'config', path.join(REPO, 'prometheus/prometheus.yml')]).toString()).toContain('SUCCESS');
-    expect(execFileSync('promtool', ['check', 'rules', path.join(REPO, 'prometheus/alerts.yml')]).toString()).toContain('SUCCESS: 8 rules found');
+    expect(execFileSync('promtool', ['check', 'rules', path.join(REPO, 'prometheus/alerts.yml')]).toString()).toContain(
+      'SUCCESS: 8 rules found',
+    );
   });
 
   it('every dashboard expression returns data', async () => {

@@ -24,7 +24,14 @@ function startWriters(count: number, signal: AbortSignal) {
             `plain-${w}-${i}`,
           ]);
         } else {
-          await store.append(`w${w}-${i % 20}`, [{ type: 'E', data: { i } }, { type: 'E', data: { i } }], { client });
+          await store.append(
+            `w${w}-${i % 20}`,
+            [
+              { type: 'E', data: { i } },
+              { type: 'E', data: { i } },
+            ],
+            { client },
+          );
         }
         await client.query(Math.random() < 0.15 ? 'ROLLBACK' : 'COMMIT');
         i++;

@@ -5,7 +5,6 @@ import { startRunner, useRunnerFixture } from '../../support/runner.js';
 
 const t = useRunnerFixture();
 
-
 const checkpointRow = async (name: string) =>
   (await t.db.pool.query('SELECT position::int, state, last_error FROM projection_checkpoints WHERE name = $1', [name])).rows[0];
 

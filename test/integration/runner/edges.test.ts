@@ -171,9 +171,13 @@ describe('gap evidence and the sessions it must see', () => {
       name: 'reactor',
       eventTypes: ['Order'],
       async handle(event, tx) {
-        await new EventStore(t.db.pool).append(`invoice-${event.streamName}`, [{ type: 'Invoice', data: { order: event.globalPosition.toString() } }], {
-          client: tx,
-        });
+        await new EventStore(t.db.pool).append(
+          `invoice-${event.streamName}`,
+          [{ type: 'Invoice', data: { order: event.globalPosition.toString() } }],
+          {
+            client: tx,
+          },
+        );
       },
     });
     t.runner = await withEvidence([reactor, positionLog('log')]);
@@ -370,7 +374,8 @@ describe('bounded tables and batches', () => {
       },
     });
     // Random text does not compress: its stored size is about its length.
-    for (let i = 0; i < 12; i++) await t.store.append(`big-${i}`, [{ type: 'E', data: { big: randomBytes(45_000).toString('base64'), i } }]);
+    for (let i = 0; i < 12; i++)
+      await t.store.append(`big-${i}`, [{ type: 'E', data: { big: randomBytes(45_000).toString('base64'), i } }]);
     t.runner = await startRunner(t.db, { projections: [batches], batchSize: 500, batchBytes: 250_000 });
     await waitFor('all delivered', () => sizes.reduce((a, b) => a + b, 0) === 12);
     // An event is read while the bytes before it stay under the bound: at most floor((bound - 1) / smallest) + 1.

@@ -2,9 +2,11 @@ import { describe, expect, it } from 'vitest';
 import { waitFor } from '../../support/database.js';
 import { positionLog, readLog } from '../../support/position-log.js';
 import { startRunner, useRunnerFixture } from '../../support/runner.js';
+import { waitForTrackerPasses } from '../../support/tracker-passes.js';
 
 const t = useRunnerFixture();
-
+/** Tracker passes a negative check waits for: with a gap open, every pass collects evidence and could declare it dead. */
+const EVIDENCE_CHANCES = 20;
 
 const gapRows = async () =>
   (await t.db.pool.query('SELECT from_position::int AS f, to_position::int AS t, resolution FROM projection_gaps ORDER BY id')).rows;
@@ -44,8 +46,8 @@ describe('dead gaps by evidence', () => {
     t.runner = await withEvidence();
     const held = await holdPosition();
     await makeGapVisible();
-    // Give evidence many chances to be wrong: it re-checks every 20 ms.
-    await new Promise((r) => setTimeout(r, 500));
+    // Give evidence many chances to be wrong: every tracker pass re-checks it while the gap is open.
+    await waitForTrackerPasses(t.runner, EVIDENCE_CHANCES);
     expect(await openGaps()).toHaveLength(1);
     await held.client.query('COMMIT');
     await waitFor('filled', async () => (await gapRows()).some((g) => g.resolution === 'filled'));
@@ -71,7 +73,7 @@ describe('dead gaps by evidence', () => {
     await idle.query('SELECT count(*) FROM events');
     // The sequence must be sampled after the idle session went quiet: any pass of the tracker does that.
     await t.store.append('before', [{ type: 'E', data: {} }]);
-    await waitFor('sampled', async () => t.runner!.tracker.highWater >= 1n);
+    await waitFor('sampled', async () => t.runner!.positions.highWater >= 1n);
     const held = await holdPosition();
     await makeGapVisible();
     await held.client.query('ROLLBACK');
@@ -89,10 +91,16 @@ describe('dead gaps by evidence', () => {
     const longWrite = writer.query(
       `INSERT INTO events (stream_name, stream_position, type, data) SELECT 'long', 1, 'E', '{}' FROM pg_sleep(5)`,
     );
+    let longWriteEnded = false;
+    void longWrite.then(
+      () => (longWriteEnded = true),
+      () => (longWriteEnded = true),
+    );
     await makeGapVisible();
     await held.client.query('ROLLBACK');
-    // Many evidence passes (every 20 ms) while the long write is still busy: none may declare the gap dead.
-    await new Promise((r) => setTimeout(r, 700));
+    // Many evidence passes while the long write is still busy: none may declare the gap dead.
+    await waitForTrackerPasses(t.runner, EVIDENCE_CHANCES);
+    expect(longWriteEnded, 'the long write ended before the passes: nothing was proven while it was busy').toBe(false);
     expect(await openGaps()).toHaveLength(1);
     await longWrite;
     await writer.query('COMMIT');
@@ -104,14 +112,16 @@ describe('dead gaps by evidence', () => {
     ['ROLLBACK PREPARED', 'dead'],
   ])('a two-phase transaction holding the position: held until %s (%s)', async (finish, resolution) => {
     t.runner = await withEvidence();
-    // A plain INSERT (a library append NOTIFYs, and PostgreSQL cannot PREPARE a transaction that did).
+    // PostgreSQL cannot PREPARE a transaction that sent a NOTIFY: the writer opts out of the insert trigger's NOTIFY
+    // for this transaction (the runner finds the event by polling), and inserts plainly.
     const client = await t.db.connect();
     await client.query('BEGIN');
+    await client.query(`SET LOCAL projection_runner.notify = 'off'`);
     await client.query(`INSERT INTO events (stream_name, stream_position, type, data) VALUES ('two-phase', 1, 'E', '{}')`);
     const gid = `gid_${Math.random().toString(36).slice(2)}`;
     await client.query(`PREPARE TRANSACTION '${gid}'`);
     await makeGapVisible();
-    await new Promise((r) => setTimeout(r, 500));
+    await waitForTrackerPasses(t.runner, EVIDENCE_CHANCES);
     expect(await openGaps()).toHaveLength(1);
     await t.db.pool.query(`${finish} '${gid}'`);
     await waitFor(resolution, async () => (await gapRows()).some((g) => g.resolution === resolution), 5_000);

@@ -5,7 +5,6 @@ import { startRunner, useRunnerFixture } from '../../support/runner.js';
 
 const t = useRunnerFixture();
 
-
 const positions = async (name = 'log') => (await readLog(t.db.pool, name)).map((r) => r.position);
 const gapRows = async () =>
   (await t.db.pool.query('SELECT from_position::int AS f, to_position::int AS t, resolution FROM projection_gaps ORDER BY id')).rows;
@@ -68,10 +67,17 @@ describe('the checkpoint never passes a gap', () => {
     await t.store.append('a', [{ type: 'E', data: {} }]);
     const client = await t.db.connect();
     await client.query('BEGIN');
-    await t.store.append('b', [{ type: 'E', data: {} }, { type: 'E', data: {} }], { client });
+    await t.store.append(
+      'b',
+      [
+        { type: 'E', data: {} },
+        { type: 'E', data: {} },
+      ],
+      { client },
+    );
     await client.query('ROLLBACK');
     await waitFor('applied', async () => (await positions()).length === 1);
-    await waitFor('lag zero', async () => t.runner!.tracker.highWater === 1n && t.runner!.ownedProjections()[0]!.checkpoint === 1n);
+    await waitFor('lag zero', async () => t.runner!.positions.highWater === 1n && t.runner!.ownedProjections()[0]!.checkpoint === 1n);
     const snapshot = await t.runner.lagSnapshot();
     expect(snapshot.head).toBe(1n);
     expect(snapshot.projections[0]).toMatchObject({ checkpoint: 1n, oldestUnappliedAgeSeconds: 0 });

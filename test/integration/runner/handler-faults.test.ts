@@ -35,7 +35,9 @@ async function expectFailedAt(projection: Projection, position: number, message:
   t.runner = await startRunner(t.db, { projections: [projection], handlerRetries: 1, batchSize: 100, connectionString });
   // The row is committed a moment before the runner has read the COMMIT's reply and set the state it reports.
   await waitFor(`${projection.name} failed`, async () => (await checkpointRow(projection.name))?.state === 'failed');
-  await waitFor(`${projection.name} reported failed`, () => t.runner!.ownedProjections().some((p) => p.name === projection.name && p.state === 'failed'));
+  await waitFor(`${projection.name} reported failed`, () =>
+    t.runner!.ownedProjections().some((p) => p.name === projection.name && p.state === 'failed'),
+  );
   const row = await checkpointRow(projection.name);
   expect(row.last_error.position).toBe(String(position));
   expect(row.last_error.message).toMatch(message);
@@ -87,7 +89,10 @@ describe('handler faults end in failed, never in an endless loop', () => {
   it('handleBatch failing only as a whole (a multi-row upsert meeting one key twice: 21000) is a handler fault on the batch', async () => {
     await t.db.pool.query('CREATE TABLE per_stream (stream text PRIMARY KEY, n int NOT NULL)');
     // Events 1 and 2 share a stream: one statement for both meets the key twice; each alone is fine.
-    await t.store.append('dup', [{ type: 'E', data: {} }, { type: 'E', data: {} }]);
+    await t.store.append('dup', [
+      { type: 'E', data: {} },
+      { type: 'E', data: {} },
+    ]);
     await t.store.append('other', [{ type: 'E', data: {} }]);
     const upsert = defineProjection({
       name: 'upsert',
@@ -99,7 +104,11 @@ describe('handler faults end in failed, never in an endless loop', () => {
         );
       },
     });
-    const row = await expectFailedAt(upsert, 1, /handleBatch failed on the batch of 3 events as a whole but on none of them alone: .*ON CONFLICT DO UPDATE command cannot affect row a second time/);
+    const row = await expectFailedAt(
+      upsert,
+      1,
+      /handleBatch failed on the batch of 3 events as a whole but on none of them alone: .*ON CONFLICT DO UPDATE command cannot affect row a second time/,
+    );
     expect(row.position).toBe(0);
     expect((await t.db.pool.query('SELECT count(*)::int AS n FROM per_stream')).rows[0].n).toBe(0);
   });
@@ -172,7 +181,13 @@ describe('error policy skip', () => {
     const skipping = { ...positionLog('skipping', { failAt: (e) => e.type === 'Poison' }), onError: 'skip' as const };
     t.runner = await startRunner(t.db, { projections: [skipping], handlerRetries: 1 });
     await waitFor('past the poison', async () => (await checkpointRow('skipping'))?.position === 6);
-    expect((await readLog(t.db.pool, 'skipping')).map((r) => [r.position, r.applied])).toEqual([[1, 1], [2, 1], [3, 1], [5, 1], [6, 1]]);
+    expect((await readLog(t.db.pool, 'skipping')).map((r) => [r.position, r.applied])).toEqual([
+      [1, 1],
+      [2, 1],
+      [3, 1],
+      [5, 1],
+      [6, 1],
+    ]);
     const { rows } = await t.db.pool.query(
       'SELECT global_position::int AS position, type, error, attempts, reason, redelivered_at FROM projection_dead_letters',
     );

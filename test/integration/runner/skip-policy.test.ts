@@ -13,7 +13,7 @@ const t = useRunnerFixture();
 
 async function writer(client: pg.Client, id: number, appends: number, seed: number) {
   let state = seed;
-  const random = () => ((state = (state * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+  const random = () => (state = (state * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
   for (let i = 0; i < appends; i++) {
     const poison = random() < 0.03;
     const roll = random();
@@ -32,7 +32,10 @@ async function writer(client: pg.Client, id: number, appends: number, seed: numb
 
 describe('onError skip under concurrent writers', () => {
   it('ends with every committed event applied once or dead-lettered once, never both, never neither', async () => {
-    const projection = () => ({ ...positionLog('log', { failAt: (e) => (e.data as { poison?: boolean }).poison === true }), onError: 'skip' as const });
+    const projection = () => ({
+      ...positionLog('log', { failAt: (e) => (e.data as { poison?: boolean }).poison === true }),
+      onError: 'skip' as const,
+    });
     const options = { gapTimeoutMs: 2_000, handlerRetries: 1, gapEvidence: 'auto' as const };
     t.runner = await startRunner(t.db, { projections: [projection()], ...options });
     const clients = await Promise.all(Array.from({ length: 4 }, () => t.db.connect()));

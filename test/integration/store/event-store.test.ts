@@ -50,9 +50,7 @@ describe('EventStore.append', () => {
       }),
     );
     const results = await Promise.all(appends);
-    expect(results.map((r) => r.streamVersion).sort((a, b) => Number(a - b))).toEqual(
-      Array.from({ length: 32 }, (_, i) => BigInt(i + 1)),
-    );
+    expect(results.map((r) => r.streamVersion).sort((a, b) => Number(a - b))).toEqual(Array.from({ length: 32 }, (_, i) => BigInt(i + 1)));
     const events = await store.readStream('race-stream');
     expect(events.map((e) => e.streamPosition)).toEqual(Array.from({ length: 32 }, (_, i) => BigInt(i + 1)));
   });
@@ -90,11 +88,15 @@ describe('EventStore.append', () => {
           const out = [];
           for (let round = 0; round < 10; round++) {
             out.push(
-              await store.append(`batch-${writer}-${round}`, [
-                { type: 'One', data: { writer } },
-                { type: 'Two', data: { writer } },
-                { type: 'Three', data: { writer } },
-              ], { client }),
+              await store.append(
+                `batch-${writer}-${round}`,
+                [
+                  { type: 'One', data: { writer } },
+                  { type: 'Two', data: { writer } },
+                  { type: 'Three', data: { writer } },
+                ],
+                { client },
+              ),
             );
           }
           return out;
@@ -120,10 +122,9 @@ describe('EventStore.append', () => {
     const plain = (async () => {
       let i = 0;
       while (!stop.done) {
-        await inserter.query(
-          `INSERT INTO events (stream_name, stream_position, type, data) VALUES ($1, 1, 'Plain', '{}')`,
-          [`plain-${i++}`],
-        );
+        await inserter.query(`INSERT INTO events (stream_name, stream_position, type, data) VALUES ($1, 1, 'Plain', '{}')`, [
+          `plain-${i++}`,
+        ]);
       }
       return i;
     })();
@@ -132,7 +133,13 @@ describe('EventStore.append', () => {
       writers.map(async (client, w) => {
         const out = [];
         for (let i = 0; i < 25; i++) {
-          out.push(await store.append(`mixed-${w}-${i}`, Array.from({ length: 5 }, () => ({ type: 'E', data: {} })), { client }));
+          out.push(
+            await store.append(
+              `mixed-${w}-${i}`,
+              Array.from({ length: 5 }, () => ({ type: 'E', data: {} })),
+              { client },
+            ),
+          );
         }
         return out;
       }),
@@ -146,7 +153,14 @@ describe('EventStore.append', () => {
     const client = await db.connect();
     const before = await store.append('around', [{ type: 'Before', data: {} }]);
     await client.query('BEGIN');
-    const inside = await store.append('rolled-back', [{ type: 'Lost', data: {} }, { type: 'Lost', data: {} }], { client });
+    const inside = await store.append(
+      'rolled-back',
+      [
+        { type: 'Lost', data: {} },
+        { type: 'Lost', data: {} },
+      ],
+      { client },
+    );
     await client.query('ROLLBACK');
     const after = await store.append('around', [{ type: 'After', data: {} }]);
     expect(await countRows('rolled-back')).toBe(0);
@@ -165,7 +179,10 @@ describe('EventStore.append', () => {
     await writer.query('BEGIN');
     await store.append('notify-rb', [{ type: 'X', data: {} }], { client: writer });
     await writer.query('ROLLBACK');
-    const committed = await store.append('notify', [{ type: 'X', data: {} }, { type: 'Y', data: {} }]);
+    const committed = await store.append('notify', [
+      { type: 'X', data: {} },
+      { type: 'Y', data: {} },
+    ]);
     await new Promise<void>((resolve) => {
       const check = () => (received.length > 0 ? resolve() : setTimeout(check, 10));
       check();
@@ -187,7 +204,14 @@ describe('EventStore.append', () => {
       ['cycle in data', () => store.append('bad-5', [{ type: 'A', data: cycle }])],
       ['undefined data', () => store.append('bad-6', [{ type: 'A', data: undefined }])],
       ['BigInt in metadata', () => store.append('bad-7', [{ type: 'A', data: {}, metadata: { n: 2n } }])],
-      ['second event bad, first fine', () => store.append('bad-8', [{ type: 'A', data: {} }, { type: 'B', data: cycle }])],
+      [
+        'second event bad, first fine',
+        () =>
+          store.append('bad-8', [
+            { type: 'A', data: {} },
+            { type: 'B', data: cycle },
+          ]),
+      ],
       ['negative expectedVersion', () => store.append('bad-9', [{ type: 'A', data: {} }], { expectedVersion: -1 })],
     ];
     it.each(cases)('%s', async (_label, append) => {

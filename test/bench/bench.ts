@@ -19,6 +19,7 @@ import { storeNames } from '../../src/db/identifiers.js';
 import { migrate } from '../../src/db/migrate.js';
 import { EventStore } from '../../src/index.js';
 import { EVENT_COLUMNS } from '../../src/store/types.js';
+import { sleep, waitUntil } from '../../src/shared/time.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 // The daemon and the CLI run compiled and with the image's Node flags, as in production (`npm run bench` builds first).
@@ -36,7 +37,6 @@ const LIVE_SECONDS = flag('live-seconds', 30);
 const LIVE_RATE = flag('live-rate', 500);
 const APPEND_SECONDS = flag('append-seconds', 10);
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const log = (message: string) => process.stderr.write(`[bench] ${message}\n`);
 const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
 
@@ -159,12 +159,9 @@ function startDaemon(url: string, args: string[] = []) {
   return { stop: () => new Promise<void>((resolve) => (child.once('exit', () => resolve()), child.kill('SIGTERM'))) };
 }
 
-async function waitUntil(check: () => Promise<boolean>, timeoutMs: number, what: string) {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(50);
-  }
+async function waitOrThrow(check: () => Promise<boolean>, timeoutMs: number, what: string) {
+  const met = await waitUntil(async () => ((await check()) ? true : undefined), { intervalMs: 50, timeoutMs });
+  if (!met) throw new Error(`timed out waiting for ${what}`);
 }
 
 async function liveLatency(pool: pg.Pool, url: string) {
@@ -173,7 +170,7 @@ async function liveLatency(pool: pg.Pool, url: string) {
   const checkpoint = async (name: string) =>
     Number((await pool.query('SELECT position FROM projection_checkpoints WHERE name = $1', [name])).rows[0]?.position ?? -1);
   const target = await head();
-  await waitUntil(
+  await waitOrThrow(
     async () => (await checkpoint('latency')) >= target && (await checkpoint('account_balances')) >= target,
     600_000,
     'daemon caught up',
@@ -196,7 +193,7 @@ async function liveLatency(pool: pg.Pool, url: string) {
     if (inFlight.length > 64) await Promise.all(inFlight.splice(0, 32));
   }
   await Promise.all(inFlight);
-  await waitUntil(
+  await waitOrThrow(
     async () => Number((await pool.query('SELECT count(*) AS n FROM bench_latency')).rows[0].n) >= total,
     60_000,
     'pings applied',
@@ -232,7 +229,7 @@ async function gapResolution(pool: pg.Pool, url: string, daemonArgs: string[], s
     const rolledBackAt = Date.now();
     client.release();
     let resolvedAt = 0;
-    await waitUntil(
+    await waitOrThrow(
       async () => {
         const { rows } = await pool.query(
           `SELECT (extract(epoch FROM resolved_at) * 1000)::float8 AS at FROM projection_gaps

@@ -7,6 +7,7 @@ import { waitFor } from '../../support/database.js';
 import { expectExactlyOnceInOrder, readLog, waitUntilAllApplied } from '../../support/position-log.js';
 import { startPrivateServer } from '../../support/private-server.js';
 import { REACTION_STREAM, REACTION_TYPE, reactsTo } from '../../fixtures/chaos-projections/reactor.js';
+import { sleep } from '../../../src/shared/time.js';
 
 /**
  * The chaos suite: everything at once, one invariant. Writers of every kind at the same time:
@@ -47,7 +48,6 @@ beforeAll(async () => {
 });
 afterAll(() => server.stop());
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const range = (first: bigint | number, last: bigint | number) =>
   Array.from({ length: Number(last) - Number(first) + 1 }, (_, k) => Number(first) + k);
 

@@ -4,6 +4,8 @@ import { defineProjection, EventStore, type Projection } from '../../../src/inde
 import { waitFor } from '../../support/database.js';
 import { committedPositions, expectExactlyOnceInOrder, positionLog, readLog, waitUntilAllApplied } from '../../support/position-log.js';
 import { capturingLogger, startRunner, useRunnerFixture } from '../../support/runner.js';
+import { waitForTrackerPasses } from '../../support/tracker-passes.js';
+import { sleep } from '../../../src/shared/time.js';
 
 /**
  * The promise at its edges (issue 12): writers that behave like real applications. Each test is one way the promise
@@ -26,7 +28,6 @@ const gapRows = async (): Promise<GapRow[]> =>
          FROM projection_gaps ORDER BY id`,
     )
   ).rows;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
  * Waits until projection `name` has applied `position`. A late delivery needs the projection to have passed the
@@ -104,8 +105,8 @@ describe('gap evidence and the sessions it must see', () => {
     await expect(writer.query('SELECT 1 / 0')).rejects.toThrow(/division by zero/);
     const above = await t.store.append('other', [{ type: 'E', data: {} }]);
     await waitFor('gap seen', async () => (await gapRows()).length > 0);
-    // Evidence re-checks every 20 ms: 25 chances to call the aborted-but-revivable transaction dead.
-    await sleep(500);
+    // Evidence is collected on every pass: 20 chances to call the aborted-but-revivable transaction dead.
+    await waitForTrackerPasses(t.runner!, 20);
     expect((await gapRows()).map((g) => g.resolution)).toEqual([null]);
     await writer.query('ROLLBACK TO SAVEPOINT nested');
     await writer.query('COMMIT');
@@ -129,7 +130,7 @@ describe('gap evidence and the sessions it must see', () => {
       `SELECT state FROM pg_stat_activity WHERE pid = (SELECT pid FROM pg_stat_activity WHERE state = 'disabled' LIMIT 1)`,
     );
     expect(rows).toEqual([{ state: 'disabled' }]);
-    await sleep(500);
+    await waitForTrackerPasses(t.runner!, 20);
     expect((await gapRows()).map((g) => g.resolution)).toEqual([null]);
     await writer.query('COMMIT');
     await waitFor('filled', async () => (await gapRows())[0]?.resolution === 'filled');
@@ -155,7 +156,7 @@ describe('gap evidence and the sessions it must see', () => {
     expect(rows).toEqual([{ state: 'idle in transaction', no_start: true, has_xid: true }]);
     await t.store.append('other', [{ type: 'E', data: {} }]);
     await waitFor('gap seen', async () => (await gapRows()).length > 0);
-    await sleep(500);
+    await waitForTrackerPasses(t.runner!, 20);
     expect((await gapRows()).map((g) => g.resolution)).toEqual([null]);
     await writer.query('COMMIT');
     await waitFor('both applied', async () => (await readLog(t.db.pool, 'log')).length === 2);
@@ -205,7 +206,7 @@ describe('gap evidence and the sessions it must see', () => {
     await idle.query('BEGIN');
     await idle.query('SELECT 1');
     // Let the tracker sample the untouched sequence ("nothing handed out yet") after the session went quiet.
-    await sleep(400);
+    await waitForTrackerPasses(t.runner!, 5);
     const held = await holdPosition();
     expect(held.position).toBe(1);
     await t.store.append('above', [{ type: 'E', data: {} }]);

@@ -1,5 +1,5 @@
 import { ConfigError } from './errors.js';
-import { validateIdentifier } from './db/identifiers.js';
+import { parseQualifiedTable, SOURCE_KINDS, validateIdentifier, type SourceKind } from './db/identifiers.js';
 import { ERROR_POLICIES, type ErrorPolicy } from './projection/projection.js';
 
 /**
@@ -54,6 +54,27 @@ function oneOf<T extends string>(values: readonly T[]): ValueRules<T> {
 
 const anyText: ValueRules<string> = { read: (text) => text };
 
+/** A flag without a value (`--no-notify-trigger`); its environment variable says true or false. */
+const onOff: ValueRules<boolean> & { switch: true } = {
+  switch: true,
+  read: (text) => {
+    if (/^\s*(true|1|yes|on)\s*$/i.test(text)) return true;
+    if (/^\s*(false|0|no|off)\s*$/i.test(text)) return false;
+    throw new Error(`"${text}" is not true or false`);
+  },
+  check: (value) => {
+    if (typeof value !== 'boolean') throw new Error(`${String(value)} is not true or false`);
+  },
+};
+
+/** A custom source's column: a plain identifier (metadata may also be `none`). */
+const column = (name: string, orNone = false): ValueRules<string> => ({
+  read: (text) => text,
+  check: (value) => {
+    if (!(orNone && value === 'none')) validateIdentifier(name, value);
+  },
+});
+
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
 export interface RunnerConfig {
@@ -62,6 +83,16 @@ export interface RunnerConfig {
   schema: string;
   table: string;
   channel: string;
+  source: SourceKind;
+  eventsTable: string | undefined;
+  columnPosition: string;
+  columnStream: string;
+  columnStreamPosition: string;
+  columnType: string;
+  columnData: string;
+  columnMetadata: string;
+  columnRecordedAt: string;
+  noNotifyTrigger: boolean;
   gapTimeoutMs: number;
   /** Deprecated and ignored: given-up gaps are watched until proven unfillable. Kept so old deployments still start. */
   lateWatchMs: number | undefined;
@@ -88,6 +119,8 @@ interface Setting<K extends keyof RunnerConfig> extends ValueRules<NonNullable<R
   /** Text default as shown in --help and the README; undefined: none. */
   default: string | undefined;
   description: string;
+  /** A flag without a value (`--no-…`): given means true. */
+  switch?: true;
 }
 
 const setting = <K extends keyof RunnerConfig>(s: Setting<K>) => s;
@@ -110,6 +143,27 @@ export const SETTINGS = [
     description: 'events table', ...identifier('table') }),
   setting({ key: 'channel', flag: 'channel', env: 'PROJECTION_RUNNER_CHANNEL', default: 'events',
     description: 'NOTIFY channel of the writer', ...identifier('channel') }),
+  setting({ key: 'source', flag: 'source', env: 'PROJECTION_RUNNER_SOURCE', default: 'native',
+    description: `where the events are: ${SOURCE_KINDS.join(', ')} (see "Event sources")`, ...oneOf(SOURCE_KINDS) }),
+  setting({ key: 'eventsTable', flag: 'events-table', env: 'PROJECTION_RUNNER_EVENTS_TABLE', default: undefined,
+    description: 'a foreign source\'s table, schema.table (custom: required; message-db: message_store.messages; emmett: public.emt_messages)',
+    read: (t) => t, check: (t) => void parseQualifiedTable('events-table', t) }),
+  setting({ key: 'columnPosition', flag: 'column-position', env: 'PROJECTION_RUNNER_COLUMN_POSITION', default: 'global_position',
+    description: 'custom source: the global position (integer, from a sequence or an identity)', ...column('column-position') }),
+  setting({ key: 'columnStream', flag: 'column-stream', env: 'PROJECTION_RUNNER_COLUMN_STREAM', default: 'stream_name',
+    description: 'custom source: the stream name (text)', ...column('column-stream') }),
+  setting({ key: 'columnStreamPosition', flag: 'column-stream-position', env: 'PROJECTION_RUNNER_COLUMN_STREAM_POSITION', default: 'stream_position',
+    description: 'custom source: the position in the stream (integer, passed as is)', ...column('column-stream-position') }),
+  setting({ key: 'columnType', flag: 'column-type', env: 'PROJECTION_RUNNER_COLUMN_TYPE', default: 'type',
+    description: 'custom source: the event type (text)', ...column('column-type') }),
+  setting({ key: 'columnData', flag: 'column-data', env: 'PROJECTION_RUNNER_COLUMN_DATA', default: 'data',
+    description: 'custom source: the event data (jsonb or json)', ...column('column-data') }),
+  setting({ key: 'columnMetadata', flag: 'column-metadata', env: 'PROJECTION_RUNNER_COLUMN_METADATA', default: 'metadata',
+    description: 'custom source: the metadata (jsonb or json; NULL reads as {}), or none', ...column('column-metadata', true) }),
+  setting({ key: 'columnRecordedAt', flag: 'column-recorded-at', env: 'PROJECTION_RUNNER_COLUMN_RECORDED_AT', default: 'recorded_at',
+    description: 'custom source: when the event was recorded (timestamptz)', ...column('column-recorded-at') }),
+  setting({ key: 'noNotifyTrigger', flag: 'no-notify-trigger', env: 'PROJECTION_RUNNER_NO_NOTIFY_TRIGGER', default: 'false',
+    description: 'foreign sources: migrate leaves the table alone, no NOTIFY trigger (the runner wakes on --poll-interval)', ...onOff }),
   setting({ key: 'gapTimeoutMs', flag: 'gap-timeout', env: 'PROJECTION_RUNNER_GAP_TIMEOUT', default: '10s',
     description: 'a gap still missing this long after first seen is declared dead (timed_out)', ...positiveDuration }),
   setting({ key: 'lateWatchMs', flag: 'late-watch', env: 'PROJECTION_RUNNER_LATE_WATCH', default: undefined,
@@ -180,11 +234,26 @@ function checked<T>(rules: ValueRules<T>, where: string, value: () => T): T {
   }
 }
 
-/** The settings a Runner takes as options (the rest belong to the CLI: metrics server, logging, shutdown). */
-export const RUNNER_SETTINGS = [
+/** The settings that say where the events and the runner's tables are: every command that opens the store takes them. */
+export const STORE_SETTINGS = [
   'schema',
   'table',
   'channel',
+  'source',
+  'eventsTable',
+  'columnPosition',
+  'columnStream',
+  'columnStreamPosition',
+  'columnType',
+  'columnData',
+  'columnMetadata',
+  'columnRecordedAt',
+  'noNotifyTrigger',
+] as const satisfies readonly SettingKey[];
+
+/** The settings a Runner takes as options (the rest belong to the CLI: metrics server, logging, shutdown). */
+export const RUNNER_SETTINGS = [
+  ...STORE_SETTINGS,
   'gapTimeoutMs',
   'gapHistoryMs',
   'fenceDelayMs',

@@ -1,7 +1,18 @@
 import { createInterface } from 'node:readline/promises';
 import { Option, type Command } from 'commander';
 import type { Logger } from 'pino';
-import { resolveConfig, RUNNER_SETTINGS, SETTINGS, type RunnerConfig, type RunnerSettings, type SettingKey } from '../config.js';
+import {
+  resolveConfig,
+  RUNNER_SETTINGS,
+  SETTINGS,
+  STORE_SETTINGS,
+  type RunnerConfig,
+  type RunnerSettings,
+  type SettingKey,
+} from '../config.js';
+import { UnknownProjectionError } from '../errors.js';
+import { createLogger } from '../logger.js';
+import { loadProjections } from '../projection/loader.js';
 import type { Projection } from '../projection/projection.js';
 import { Runner, type RunnerOptions } from '../runner/runner.js';
 
@@ -10,7 +21,7 @@ export function addSettings(command: Command, keys: readonly SettingKey[]): Comm
   for (const s of SETTINGS) {
     if (!keys.includes(s.key)) continue;
     const help = `${s.description} [env ${s.env}${s.default !== undefined ? `, default ${s.default}` : ''}]`;
-    command.addOption(new Option(`--${s.flag} <value>`, help));
+    command.addOption(new Option('switch' in s ? `--${s.flag}` : `--${s.flag} <value>`, help));
   }
   return command;
 }
@@ -19,14 +30,17 @@ export function addSettings(command: Command, keys: readonly SettingKey[]): Comm
 export function configFrom(options: Record<string, unknown>): RunnerConfig {
   const flags: Partial<Record<SettingKey, string>> = {};
   for (const s of SETTINGS) {
-    const camel = s.flag.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
+    // Commander keeps `--no-x` as x = false, and x = true when it was not given (then the variable decides).
+    const negated = 'switch' in s && s.flag.startsWith('no-');
+    const camel = (negated ? s.flag.slice(3) : s.flag).replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
     const value = options[camel];
     if (typeof value === 'string') flags[s.key] = value;
+    else if ('switch' in s && value === !negated) flags[s.key] = 'true';
   }
   return resolveConfig(flags);
 }
 
-export const CONNECTION_SETTINGS = ['databaseUrl', 'schema', 'table', 'channel', 'logLevel'] as const satisfies readonly SettingKey[];
+export const CONNECTION_SETTINGS = ['databaseUrl', ...STORE_SETTINGS, 'logLevel'] as const satisfies readonly SettingKey[];
 
 /** The Runner's options from a validated config: one place, for `run` and for the in-process `replay`. */
 export function runnerOptionsFrom(config: RunnerConfig, connectionString: string, projections: Projection[], log: Logger): RunnerOptions {
@@ -59,4 +73,43 @@ export async function confirm(question: string): Promise<boolean> {
   } finally {
     rl.close();
   }
+}
+
+/**
+ * Who carries out a request for one projection (replay, retry, skip): the daemon that owns it (`owner`), else a runner
+ * started here for it, returned so that the command stops it when done. Says which on stderr.
+ */
+export async function runnerUnlessOwned(
+  owner: string | null | undefined,
+  target: { config: RunnerConfig; connectionString: string; projection: Projection; log: Logger },
+  say: { owned: (owner: string) => string; here: string },
+): Promise<Runner | undefined> {
+  if (owner) {
+    process.stderr.write(`${say.owned(owner)}\n`);
+    return undefined;
+  }
+  process.stderr.write(`${say.here}\n`);
+  const runner = inProcessRunner(target.config, target.connectionString, target.projection, target.log);
+  await runner.start();
+  return runner;
+}
+
+/** The settings of the commands that act on one projection (replay, retry, skip): all but the metrics server's. */
+export const COMMAND_SETTINGS = SETTINGS.map((s) => s.key).filter((k) => !['metricsHost', 'metricsPort', 'watchdogMs'].includes(k));
+
+/**
+ * The projection a command acts on, loaded from --projections, with the command's logger (warnings and errors only
+ * at the default level: the command's own lines are its output). An unknown name is an UnknownProjectionError listing
+ * the known ones.
+ */
+export async function projectionNamed(name: string, config: RunnerConfig): Promise<{ projection: Projection; log: Logger }> {
+  const log = createLogger(config.logLevel === 'info' ? 'warn' : config.logLevel);
+  const projections = await loadProjections(config.projections);
+  const projection = projections.find((p) => p.name === name);
+  if (!projection)
+    throw new UnknownProjectionError(
+      name,
+      projections.map((p) => p.name),
+    );
+  return { projection, log };
 }

@@ -1,19 +1,18 @@
 import type { Command } from 'commander';
 import type pg from 'pg';
-import { SETTINGS, type RunnerConfig } from '../config.js';
+import type { RunnerConfig } from '../config.js';
 import { storeNames, type StoreNames } from '../db/identifiers.js';
-import { migrate } from '../db/migrate.js';
-import { CommandFailedError, ProjectionNotFailedError, UnknownProjectionError, UsageError } from '../errors.js';
+import { CommandFailedError, ProjectionNotFailedError, UsageError } from '../errors.js';
 import { createLogger } from '../logger.js';
 import { abandonCommand, readCommand, requestCommand, type CommandKind } from '../projector/commands.js';
 import { listDeadLetters, type DeadLetter } from '../projector/dead-letters.js';
 import { instanceName } from '../ownership/leases.js';
-import { loadProjections } from '../projection/loader.js';
 import { Runner } from '../runner/runner.js';
 import { waitUntil } from '../shared/time.js';
 import { withDatabasePool } from './database.js';
-import { addSettings, configFrom, confirm, CONNECTION_SETTINGS, inProcessRunner } from './options.js';
+import { addSettings, configFrom, confirm, CONNECTION_SETTINGS, runnerUnlessOwned, projectionNamed, COMMAND_SETTINGS } from './options.js';
 import { readStatus } from './status.js';
+import { prepareStore } from '../sources/prepare.js';
 
 /**
  * `retry`, `skip` and `dead-letters`: the way out for a projection stopped by an event its handler keeps failing on.
@@ -21,8 +20,6 @@ import { readStatus } from './status.js';
  * the projection, which carries them out between two batches; with no daemon owning it, they run in this process,
  * as replay does.
  */
-
-const RUN_SETTINGS = SETTINGS.map((s) => s.key).filter((k) => !['metricsHost', 'metricsPort', 'watchdogMs'].includes(k));
 
 const RECOVERY_COMMANDS: Array<{ command: CommandKind; description: string; flag: [string, string] }> = [
   {
@@ -46,7 +43,7 @@ export function registerRecovery(program: Command): void {
         .description(description)
         .argument('<name>', 'projection name')
         .option(...flag),
-      RUN_SETTINGS,
+      COMMAND_SETTINGS,
     ).action(async (name: string, options) => {
       await runCommand(name, command, configFrom(options), { deadLetters: options.deadLetters === true, yes: options.yes === true });
     });
@@ -59,13 +56,7 @@ async function runCommand(
   config: RunnerConfig,
   options: { deadLetters?: boolean; yes?: boolean },
 ): Promise<void> {
-  const log = createLogger(config.logLevel === 'info' ? 'warn' : config.logLevel);
-  const projections = await loadProjections(config.projections);
-  if (!projections.some((p) => p.name === name))
-    throw new UnknownProjectionError(
-      name,
-      projections.map((p) => p.name),
-    );
+  const { projection, log } = await projectionNamed(name, config);
   if (command === 'skip' && !options.yes && !process.stdin.isTTY) {
     throw new UsageError('no terminal to confirm on: pass --yes to skip without asking');
   }
@@ -78,7 +69,7 @@ async function runCommand(
       let runner: Runner | undefined;
       let id: bigint | undefined;
       try {
-        await migrate(pool, names);
+        await prepareStore(pool, names);
         const status = (await readStatus(pool, names)).projections.find((p) => p.name === name);
         let position: bigint | undefined;
         if (command === 'skip') {
@@ -100,18 +91,14 @@ async function runCommand(
           position,
           requestedBy: instanceName(),
         });
-        if (status?.owner) {
-          process.stderr.write(`${name} is run by ${status.owner}: the daemon carries out the ${command}\n`);
-        } else {
-          process.stderr.write(`no daemon runs ${name}: ${command} in this process\n`);
-          runner = inProcessRunner(
-            config,
-            connectionString,
-            projections.find((p) => p.name === name)!,
-            log,
-          );
-          await runner.start();
-        }
+        runner = await runnerUnlessOwned(
+          status?.owner,
+          { config, connectionString, projection, log },
+          {
+            owned: (owner) => `${name} is run by ${owner}: the daemon carries out the ${command}`,
+            here: `no daemon runs ${name}: ${command} in this process`,
+          },
+        );
         const row = await followCommand(pool, names, id);
         if (row.status === 'failed') throw new CommandFailedError(`${command} ${name}: ${row.error}`);
         let result = row.result ?? {};
@@ -180,7 +167,7 @@ export function registerDeadLetters(program: Command): void {
     const log = createLogger(options.json ? 'silent' : config.logLevel === 'info' ? 'warn' : config.logLevel);
     await withDatabasePool(config.databaseUrl, 'dead-letters', log, async (pool) => {
       const names = storeNames(config);
-      await migrate(pool, names);
+      await prepareStore(pool, names);
       const letters = await listDeadLetters(pool, names, name);
       process.stdout.write(
         options.json ? `${JSON.stringify(letters.map(deadLetterJson), null, 2)}\n` : `${formatDeadLetters(name, letters)}\n`,

@@ -1,19 +1,16 @@
 import type { Command } from 'commander';
-import { SETTINGS } from '../config.js';
 import { createPool } from '../db/connection.js';
 import { storeNames } from '../db/identifiers.js';
-import { migrate } from '../db/migrate.js';
-import { ReplayFailedError, UnknownProjectionError, UsageError } from '../errors.js';
-import { createLogger } from '../logger.js';
-import { loadProjections } from '../projection/loader.js';
+import { ReplayFailedError, UsageError } from '../errors.js';
 import { readReplay, requestReplay } from '../replay/requests.js';
 import { Runner } from '../runner/runner.js';
 import { sleep } from '../shared/time.js';
 import { withDatabasePool } from './database.js';
-import { addSettings, configFrom, confirm, inProcessRunner } from './options.js';
+import { addSettings, configFrom, confirm, runnerUnlessOwned, projectionNamed, COMMAND_SETTINGS } from './options.js';
 import { formatProgress, formatSummary } from './progress.js';
 import { readStatus } from './status.js';
 import { instanceName } from '../ownership/leases.js';
+import { prepareStore } from '../sources/prepare.js';
 
 export function registerReplay(program: Command): void {
   addSettings(
@@ -22,16 +19,10 @@ export function registerReplay(program: Command): void {
       .description('reset a projection and rebuild it from position 0, with progress (also while a daemon runs)')
       .argument('<name>', 'projection name')
       .option('--yes', 'do not ask for confirmation (required without a terminal)'),
-    SETTINGS.map((s) => s.key).filter((k) => !['metricsHost', 'metricsPort', 'watchdogMs'].includes(k)),
+    COMMAND_SETTINGS,
   ).action(async (name: string, options) => {
     const config = configFrom(options);
-    const log = createLogger(config.logLevel === 'info' ? 'warn' : config.logLevel);
-    const projections = await loadProjections(config.projections);
-    if (!projections.some((p) => p.name === name))
-      throw new UnknownProjectionError(
-        name,
-        projections.map((p) => p.name),
-      );
+    const { projection, log } = await projectionNamed(name, config);
     if (!options.yes) {
       if (!process.stdin.isTTY) throw new UsageError('no terminal to confirm on: pass --yes to replay without asking');
       if (!(await confirm(`Replay "${name}" from position 0? Its read model will be wiped and rebuilt.`))) {
@@ -47,21 +38,17 @@ export function registerReplay(program: Command): void {
       async (pool, connectionString) => {
         let runner: Runner | undefined;
         try {
-          await migrate(pool, names);
+          await prepareStore(pool, names);
           const replayId = await requestReplay(pool, names, name, instanceName());
           const owner = (await readStatus(pool, names)).projections.find((p) => p.name === name)?.owner;
-          if (owner) {
-            process.stderr.write(`${name} is run by ${owner}: the daemon rebuilds it; following its progress\n`);
-          } else {
-            process.stderr.write(`no daemon runs ${name}: rebuilding in this process\n`);
-            runner = inProcessRunner(
-              config,
-              connectionString,
-              projections.find((p) => p.name === name)!,
-              log,
-            );
-            await runner.start();
-          }
+          runner = await runnerUnlessOwned(
+            owner,
+            { config, connectionString, projection, log },
+            {
+              owned: (owner) => `${name} is run by ${owner}: the daemon rebuilds it; following its progress`,
+              here: `no daemon runs ${name}: rebuilding in this process`,
+            },
+          );
           await follow(pool, names, replayId, name);
         } finally {
           await runner?.stop();

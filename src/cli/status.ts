@@ -4,6 +4,7 @@ import { storeNames, type StoreNames } from '../db/identifiers.js';
 import { createLogger } from '../logger.js';
 import { pendingDeadLettersCountSql } from '../projector/dead-letters.js';
 import { heldLeaseCondition, leaseNamespace } from '../ownership/leases.js';
+import { deliveredFilterSql, eventTable, positionSql, recordedAtSql } from '../sources/event-table.js';
 import { withDatabasePool } from './database.js';
 import { addSettings, configFrom, CONNECTION_SETTINGS } from './options.js';
 
@@ -29,15 +30,17 @@ export interface StatusReport {
  * killed instance's name in the checkpoint row is history, not an owner.
  */
 export async function readStatus(db: pg.Pool, names: StoreNames): Promise<StatusReport> {
+  const t = eventTable(names);
+  const position = positionSql(t, 'e');
   const { rows } = await db.query(
-    `SELECT (SELECT coalesce(max(global_position), 0) FROM ${names.q.events})::float8 AS head,
+    `SELECT (SELECT coalesce(max(${position}), 0) FROM ${t.table} e)::float8 AS head,
             (SELECT position FROM ${names.q.highWater})::float8 AS high_water,
             (SELECT coalesce(json_agg(json_build_object(
                  'name', c.name, 'state', c.state, 'position', c.position, 'last_error', c.last_error,
                  'owner', c.owner, 'owned', l.owned, 'dead_letters', ${pendingDeadLettersCountSql(names, 'c.name')},
-                 'lag_seconds', coalesce((SELECT extract(epoch FROM now() - e.recorded_at)
-                                            FROM ${names.q.events} e WHERE e.global_position > c.position
-                                           ORDER BY e.global_position LIMIT 1), 0)
+                 'lag_seconds', coalesce((SELECT extract(epoch FROM now() - ${recordedAtSql(t, 'e')})
+                                            FROM ${t.table} e WHERE ${position} > c.position ${deliveredFilterSql(t, 'e')}
+                                           ORDER BY ${position} LIMIT 1), 0)
                ) ORDER BY c.name), '[]')
                FROM ${names.q.checkpoints} c
                CROSS JOIN LATERAL (SELECT EXISTS (

@@ -18,6 +18,38 @@ export function quoteIdentifier(value: string): string {
   return `"${value.replaceAll('"', '""')}"`;
 }
 
+/** Where the events come from (`--source`): the runner's own table, or another store's (src/sources/ reads it). */
+export const SOURCE_KINDS = ['native', 'message-db', 'emmett', 'custom'] as const;
+export type SourceKind = (typeof SOURCE_KINDS)[number];
+
+/** The table each foreign source reads when `--events-table` is not given (their column mappings: src/sources/). */
+const FOREIGN_DEFAULT_TABLES: Record<Exclude<SourceKind, 'native' | 'custom'>, [string, string]> = {
+  'message-db': ['message_store', 'messages'],
+  emmett: ['public', 'emt_messages'],
+};
+
+/** The columns of a custom source's table, one setting each (`--column-…`). */
+export interface SourceColumns {
+  position: string;
+  stream: string;
+  streamPosition: string;
+  type: string;
+  data: string;
+  /** null: the table has none (`--column-metadata none`), handlers get {} */
+  metadata: string | null;
+  recordedAt: string;
+}
+
+export const DEFAULT_COLUMNS: SourceColumns = {
+  position: 'global_position',
+  stream: 'stream_name',
+  streamPosition: 'stream_position',
+  type: 'type',
+  data: 'data',
+  metadata: 'metadata',
+  recordedAt: 'recorded_at',
+};
+
 export interface StoreNamesOptions {
   /** Schema holding the events table and the runner's tables. Default `public`. */
   schema?: string;
@@ -25,20 +57,53 @@ export interface StoreNamesOptions {
   table?: string;
   /** NOTIFY channel the writer signals on. Default `events`. */
   channel?: string;
+  /** Where the events are. Default `native` (the table above, created by migrate). */
+  source?: SourceKind;
+  /** A foreign source's table, `schema.table` (or `table`, in public). Required for `custom`. */
+  eventsTable?: string;
+  columnPosition?: string;
+  columnStream?: string;
+  columnStreamPosition?: string;
+  columnType?: string;
+  columnData?: string;
+  columnMetadata?: string;
+  columnRecordedAt?: string;
+  /** A foreign source: migrate leaves its table alone (no NOTIFY trigger; the runner polls). */
+  noNotifyTrigger?: boolean;
+}
+
+/**
+ * The source as configured (validated names only; what they mean, and the catalog checks, are in src/sources/).
+ * `schema`/`table`: the events table, unquoted; `q.events` is the same, quoted.
+ */
+export interface SourceSettings {
+  kind: SourceKind;
+  schema: string;
+  table: string;
+  /** The custom source's columns (the defaults for the others, which ignore them). */
+  columns: SourceColumns;
+  /** Attach the NOTIFY trigger to a foreign table (native: always, migration 5). */
+  notifyTrigger: boolean;
 }
 
 /** Fully qualified, quoted names of every database object, computed once. */
 export interface StoreNames {
+  /** The schema of the runner's tables (and of the native events table). */
   schema: string;
+  /** The events table's name: the native one, or the foreign one (lease and statement names use it). */
   table: string;
   channel: string;
+  /** Where the events are: read them through src/sources/event-table.ts (eventTable(names)), never q.events. */
+  source: SourceSettings;
   /** Channel the high-water leader uses to wake projectors in other instances. */
   highWaterChannel: string;
   /** Channel a replay request is announced on. */
   replayChannel: string;
   q: {
     schema: string;
+    /** The events table, quoted and qualified (the foreign one for a foreign source). */
     events: string;
+    /** Native only, like sequenceLiteral, appendFunction and nextPositionFunction (migrations.ts). */
     sequence: string;
     sequenceLiteral: string;
     appendFunction: string;
@@ -58,26 +123,30 @@ export interface StoreNames {
 
 export function storeNames(options: StoreNamesOptions = {}): StoreNames {
   const schema = validateIdentifier('schema', options.schema ?? 'public');
-  const table = validateIdentifier('table', options.table ?? 'events');
   const channel = validateIdentifier('channel', options.channel ?? 'events');
+  const source = sourceSettings(options, schema);
+  const table = source.table;
   const qs = quoteIdentifier(schema);
   const qualified = (name: string) => `${qs}.${quoteIdentifier(name)}`;
   const sequence = qualified(`${table}_global_position_seq`);
+  const native = source.kind === 'native';
   return {
     schema,
     table,
     channel,
+    source,
     highWaterChannel: `${channel}_high_water`,
     replayChannel: `${channel}_replay`,
     q: {
       schema: qs,
-      events: qualified(table),
+      events: `${quoteIdentifier(source.schema)}.${quoteIdentifier(source.table)}`,
       sequence,
       // nextval()/pg_sequence_last_value() take a regclass literal: the quoted name inside a string literal.
       sequenceLiteral: `'${sequence.replaceAll("'", "''")}'`,
       appendFunction: qualified(`${table}_append`),
       nextPositionFunction: qualified(`${table}_next_position`),
-      migrations: qualified(`${table}_migrations`),
+      // A foreign source's runner tables are versioned apart from any native events table in the same schema.
+      migrations: qualified(native ? `${table}_migrations` : 'projection_migrations'),
       checkpoints: qualified('projection_checkpoints'),
       gaps: qualified('projection_gaps'),
       highWater: qualified('projection_high_water'),
@@ -88,4 +157,42 @@ export function storeNames(options: StoreNamesOptions = {}): StoreNames {
       commands: qualified('projection_commands'),
     },
   };
+}
+
+/** `schema.table` or `table` (in public), each part a valid identifier. */
+export function parseQualifiedTable(setting: string, text: string): [string, string] {
+  const parts = text.split('.');
+  if (parts.length > 2) throw new ConfigError(setting, `"${text}" is not schema.table`);
+  const [schema, table] = parts.length === 2 ? parts : ['public', parts[0]!];
+  return [validateIdentifier(setting, schema!), validateIdentifier(setting, table!)];
+}
+
+const EVENTS_TABLE = '--events-table (PROJECTION_RUNNER_EVENTS_TABLE)';
+const columnSetting = (flag: string) => `--column-${flag} (PROJECTION_RUNNER_COLUMN_${flag.toUpperCase().replaceAll('-', '_')})`;
+
+function sourceSettings(options: StoreNamesOptions, schema: string): SourceSettings {
+  const kind = options.source ?? 'native';
+  if (!SOURCE_KINDS.includes(kind)) {
+    throw new ConfigError('--source (PROJECTION_RUNNER_SOURCE)', `must be one of ${SOURCE_KINDS.join(', ')} (got ${JSON.stringify(kind)})`);
+  }
+  const column = (flag: string, value: string | undefined, fallback: string) => validateIdentifier(columnSetting(flag), value ?? fallback);
+  const metadata = options.columnMetadata ?? DEFAULT_COLUMNS.metadata!;
+  const columns: SourceColumns = {
+    position: column('position', options.columnPosition, DEFAULT_COLUMNS.position),
+    stream: column('stream', options.columnStream, DEFAULT_COLUMNS.stream),
+    streamPosition: column('stream-position', options.columnStreamPosition, DEFAULT_COLUMNS.streamPosition),
+    type: column('type', options.columnType, DEFAULT_COLUMNS.type),
+    data: column('data', options.columnData, DEFAULT_COLUMNS.data),
+    metadata: metadata === 'none' ? null : column('metadata', metadata, metadata),
+    recordedAt: column('recorded-at', options.columnRecordedAt, DEFAULT_COLUMNS.recordedAt),
+  };
+  const notifyTrigger = options.noNotifyTrigger !== true;
+  if (kind === 'native') {
+    return { kind, schema, table: validateIdentifier('table', options.table ?? 'events'), columns, notifyTrigger };
+  }
+  let where: [string, string];
+  if (options.eventsTable !== undefined) where = parseQualifiedTable(EVENTS_TABLE, options.eventsTable);
+  else if (kind === 'custom') throw new ConfigError(EVENTS_TABLE, '--source custom needs the table: --events-table schema.table');
+  else where = FOREIGN_DEFAULT_TABLES[kind];
+  return { kind, schema: where[0], table: where[1], columns, notifyTrigger };
 }

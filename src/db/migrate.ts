@@ -1,11 +1,20 @@
 import type pg from 'pg';
 import { withTransaction } from './connection.js';
 import type { StoreNames } from './identifiers.js';
-import { migrations } from './migrations.js';
+import { migrations, migrationSql } from './migrations.js';
+
+export interface MigrationReport {
+  /** Versions applied now. */
+  applied: number[];
+  /** What was done to a foreign source's table (index, trigger), in words; empty for the native source. */
+  attached: string[];
+}
 
 /**
  * Applies every missing migration in one transaction. A transaction-scoped advisory lock serialises concurrent
- * migrators (two replicas starting together): the second waits, then finds nothing left to do.
+ * migrators (two replicas starting together): the second waits, then finds nothing left to do. For a foreign source
+ * only the runner's part of each migration applies (the events part belongs to the native table); what reading needs
+ * on the foreign table is the sources room's (sources/prepare.ts, prepareStore).
  * Returns the versions it applied.
  */
 export async function migrate(pool: pg.Pool, names: StoreNames): Promise<number[]> {
@@ -29,7 +38,8 @@ export async function migrate(pool: pg.Pool, names: StoreNames): Promise<number[
     const applied: number[] = [];
     for (const migration of migrations) {
       if (done.has(migration.version)) continue;
-      await client.query(migration.sql(names));
+      const sql = migrationSql(migration, names);
+      if (sql.trim()) await client.query(sql);
       await client.query(`INSERT INTO ${names.q.migrations} (version, name) VALUES ($1, $2)`, [migration.version, migration.name]);
       applied.push(migration.version);
     }

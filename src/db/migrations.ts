@@ -3,11 +3,22 @@ import { quoteIdentifier, type StoreNames } from './identifiers.js';
 /**
  * Numbered migrations, applied in order, each in the transaction of `migrate()`. Never edit a released one: add the
  * next number. They are functions of the configured names because schema, table and channel are settings.
+ *
+ * Each has up to two parts: `events`, the native events table (its sequence, events_append, the NOTIFY trigger),
+ * and `runner`, the runner's own tables. A native database gets both, events first (exactly what it always got); a
+ * foreign source (message-db, Emmett, custom) gets the runner part only — its table belongs to another store.
  */
 export interface Migration {
   version: number;
   name: string;
-  sql: (names: StoreNames) => string;
+  events?: (names: StoreNames) => string;
+  runner?: (names: StoreNames) => string;
+}
+
+/** A migration's SQL for a source: both parts for the native one, the runner's for a foreign one. */
+export function migrationSql(migration: Migration, names: StoreNames): string {
+  const parts = names.source.kind === 'native' ? [migration.events, migration.runner] : [migration.runner];
+  return parts.map((part) => part?.(names) ?? '').join('\n');
 }
 
 /** A SQL string literal. */
@@ -184,7 +195,7 @@ export const migrations: Migration[] = [
   {
     version: 1,
     name: 'events',
-    sql: ({ schema, table, q }) => `
+    events: ({ schema, table, q }) => `
       CREATE SCHEMA IF NOT EXISTS ${q.schema};
 
       -- CACHE 1: values are handed out in order across sessions, which both the gap reasoning and the consecutive
@@ -236,7 +247,7 @@ export const migrations: Migration[] = [
   {
     version: 2,
     name: 'runner',
-    sql: ({ q }) => `
+    runner: ({ q }) => `
       CREATE TABLE ${q.checkpoints} (
         name         text PRIMARY KEY,
         position     bigint      NOT NULL DEFAULT 0,
@@ -295,7 +306,7 @@ export const migrations: Migration[] = [
   {
     version: 3,
     name: 'settled gaps, skipped positions, cancel-safe append',
-    sql: (names) => `
+    events: (names) => `
       -- Every position is taken by a transaction that already has an xid: the proof that settles a given-up gap
       -- (high-water.ts) compares xids with a snapshot's xmin, and a writer without an xid yet would be invisible to it.
       -- CASE evaluates its condition first, so the xid is assigned before nextval() runs.
@@ -305,7 +316,8 @@ export const migrations: Migration[] = [
       ALTER TABLE ${names.q.events} ALTER COLUMN global_position SET DEFAULT ${names.q.nextPositionFunction}();
 
       ${appendFunctionSql(names, { notify: true })}
-
+    `,
+    runner: (names) => `
       -- A given-up gap is watched until settled (proven unfillable), never forgotten on a timer. fence_xid: the xid
       -- the proof waits for (see high-water.ts).
       ALTER TABLE ${names.q.gaps} ADD COLUMN fence_xid bigint, ADD COLUMN settled_at timestamptz;
@@ -336,7 +348,7 @@ export const migrations: Migration[] = [
     version: 4,
     name: 'dead letters and operator commands',
     // Used by projector/dead-letters.ts (the error policy and the retry/skip commands).
-    sql: ({ q }) => `
+    runner: ({ q }) => `
     CREATE TABLE ${q.deadLetters} (
       id              bigserial PRIMARY KEY,
       projection      text        NOT NULL,
@@ -380,7 +392,8 @@ export const migrations: Migration[] = [
     name: 'notify on every insert',
     // Every writer wakes the runner, not only events_append: a statement trigger sends the NOTIFY (one per INSERT
     // statement, its highest position), and events_append stops sending its own (one mechanism, same payload).
-    sql: (names) => `
+    // A foreign table gets its trigger from migrate's attach step instead (src/sources/prepare.ts).
+    events: (names) => `
       ${notifyTriggerSql(names.q.events, 'global_position', names.channel, `${names.table}_notify`)}
 
       ${appendFunctionSql(names, { notify: false })}

@@ -5,6 +5,8 @@ import type { StoreNames } from '../db/identifiers.js';
 import { isProvenDead, pruneSamples, type EvidenceSnapshot, type SequenceSample } from './evidence-rules.js';
 import type { HighWaterState, OpenGap } from './decisions.js';
 import type { GapEvidenceSource } from './tracker.js';
+import { findPositionSequence } from '../sources/catalog.js';
+import { eventTable } from '../sources/event-table.js';
 
 /**
  * The runner's own sessions that never write events. The projectors' sessions ('runner') are not among them: a
@@ -19,7 +21,8 @@ export class ActivityEvidence implements GapEvidenceSource {
 
   constructor(
     private readonly pool: pg.Pool,
-    readonly samplesSequence: boolean,
+    /** The sequence behind the positions (regclass literal), when the role may read it: sampled by observations. */
+    readonly sampledSequence: string | undefined,
   ) {}
 
   /** Pruned on every push: a steady writer without gaps must not grow the list. */
@@ -81,22 +84,42 @@ export class ActivityEvidence implements GapEvidenceSource {
 }
 
 /**
- * Evidence needs to see other roles' sessions: superuser or pg_read_all_stats. Without it, one clear log line and
+ * Evidence reasons from the order in which positions are handed out, so it needs the sequence behind the source's
+ * position column (found in the catalog: owned by the column, an identity, or its nextval default) handing values
+ * out one at a time (CACHE 1). With no sequence found, or a per-session cache, evidence is off, said in one log line,
+ * and --gap-timeout resolves gaps.
+ * It also needs to see other roles' sessions: superuser or pg_read_all_stats. Without it, one clear log line and
  * the timeout alone resolves gaps. Reading the sequence (SELECT or USAGE) lets it rule out idle sessions; without
  * that privilege evidence still works, more cautiously, and the tracker never touches the sequence (H keeps moving).
  */
 export async function createGapEvidence(pool: pg.Pool, names: StoreNames, log: Logger): Promise<ActivityEvidence | undefined> {
+  const t = eventTable(names);
+  const sequence = await findPositionSequence(pool, t);
+  if (!sequence) {
+    log.warn(
+      { table: t.table, column: t.columns.position.name },
+      `gap evidence off: no sequence found behind ${t.table} (${t.columns.position.name}) (not serial, identity, OWNED BY or a nextval() default), so the order in which positions are handed out is unknown: gaps are resolved by --gap-timeout only`,
+    );
+    return undefined;
+  }
+  if (sequence.cache > 1n) {
+    log.warn(
+      { sequence: sequence.name, cache: sequence.cache.toString() },
+      `gap evidence off: the sequence ${sequence.name} has CACHE ${sequence.cache} (each session takes a block, so positions are not handed out in order): gaps are resolved by --gap-timeout only; ALTER SEQUENCE ${sequence.name} CACHE 1 enables it`,
+    );
+    return undefined;
+  }
   const { rows } = await pool.query<{ can_see: boolean; can_sample: boolean }>(
     `SELECT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
               OR pg_has_role(current_user, 'pg_read_all_stats', 'USAGE') AS can_see,
-            has_sequence_privilege(${names.q.sequenceLiteral}, 'SELECT')
-              OR has_sequence_privilege(${names.q.sequenceLiteral}, 'USAGE') AS can_sample`,
+            has_sequence_privilege(${sequence.literal}, 'SELECT')
+              OR has_sequence_privilege(${sequence.literal}, 'USAGE') AS can_sample`,
   );
   const { can_see, can_sample } = rows[0]!;
   if (!can_sample) {
     log.warn(
-      { sequence: names.q.sequence },
-      `no SELECT or USAGE on the events sequence (GRANT SELECT ON SEQUENCE ${names.q.sequence} TO <runner role>): the runner works without it, but gap evidence cannot rule out sessions idle in a transaction, so gaps next to one wait for --gap-timeout`,
+      { sequence: sequence.name },
+      `no SELECT or USAGE on the events sequence (GRANT SELECT ON SEQUENCE ${sequence.name} TO <runner role>): the runner works without it, but gap evidence cannot rule out sessions idle in a transaction, so gaps next to one wait for --gap-timeout`,
     );
   }
   if (!can_see) {
@@ -107,5 +130,5 @@ export async function createGapEvidence(pool: pg.Pool, names: StoreNames, log: L
     return undefined;
   }
   log.info('gap evidence enabled: gaps whose writer provably rolled back are declared dead at once');
-  return new ActivityEvidence(pool, can_sample);
+  return new ActivityEvidence(pool, can_sample ? sequence.literal : undefined);
 }

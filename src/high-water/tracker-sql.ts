@@ -3,6 +3,7 @@ import { withTransaction } from '../db/connection.js';
 import { NotLeaderError } from '../errors.js';
 import type { StoreNames } from '../db/identifiers.js';
 import type { SequenceSample } from './evidence-rules.js';
+import { eventTable, positionSql } from '../sources/event-table.js';
 import {
   subtractRanges,
   type Decision,
@@ -30,8 +31,10 @@ const range = (text: string): [bigint, bigint] => {
  * needs). Splitting this into several statements under READ COMMITTED takes several snapshots and can silently cross
  * rows that committed in between.
  * `now` is clock_timestamp(), read after the snapshot was taken: an upper bound on when the gaps were visible.
- * With `sampleSequence` the same statement samples the sequence for the gap evidence (gap-evidence-rules.ts); it
- * needs SELECT or USAGE on the sequence, which a least-privilege role may lack (then H still moves, without samples).
+ * With `sequence` (a regclass literal: the sequence found behind the source's position column, evidence.ts) the same
+ * statement samples it for the gap evidence (gap-evidence-rules.ts); it needs SELECT or USAGE on the sequence, which
+ * a least-privilege role may lack (then H still moves, without samples).
+ * Every position counts here, including rows a source does not deliver (its filter): a position left out would be a gap.
  */
 export async function readObservation(
   db: pg.ClientBase | pg.Pool,
@@ -39,8 +42,10 @@ export async function readObservation(
   highWater: bigint,
   windowSize: number,
   watched: WatchedGap[],
-  sampleSequence: boolean,
+  sequence: string | undefined,
 ): Promise<{ observation: Observation; sample: SequenceSample | undefined }> {
+  const t = eventTable(names);
+  const position = positionSql(t, 'e');
   const { rows } = await db.query<{
     now_ms: number;
     started_ms: number;
@@ -53,24 +58,24 @@ export async function readObservation(
     late: string[];
   }>(
     `WITH win AS (
-       SELECT global_position AS gp FROM ${names.q.events}
-        WHERE global_position > $1 ORDER BY global_position LIMIT $2
+       SELECT ${position}::int8 AS gp FROM ${t.table} e
+        WHERE ${position} > $1 ORDER BY ${position} LIMIT $2
      ), steps AS (
        SELECT gp, lead(gp) OVER (ORDER BY gp) AS nxt FROM win
      )
      SELECT (extract(epoch FROM clock_timestamp()) * 1000)::float8 AS now_ms,
             (extract(epoch FROM statement_timestamp()) * 1000)::float8 AS started_ms,
             -- A sequence never called has no last value: nothing handed out yet (positions start at 1).
-            ${sampleSequence ? `coalesce(pg_sequence_last_value(${names.q.sequenceLiteral}), 0)::text` : 'NULL::text'} AS last_value,
+            ${sequence ? `coalesce(pg_sequence_last_value(${sequence}), 0)::text` : 'NULL::text'} AS last_value,
             pg_snapshot_xmin(pg_current_snapshot())::text AS xmin,
-            (SELECT max(global_position)::text FROM ${names.q.events}) AS head,
+            (SELECT max(${position})::text FROM ${t.table} e) AS head,
             (SELECT min(gp)::text FROM win) AS first,
             (SELECT max(gp)::text FROM win) AS last,
             (SELECT coalesce(array_agg((gp + 1)::text || '-' || (nxt - 1)::text ORDER BY gp), '{}')
                FROM steps WHERE nxt > gp + 1) AS holes,
-            (SELECT coalesce(array_agg(e.global_position::text), '{}')
+            (SELECT coalesce(array_agg(${position}::text), '{}')
                FROM unnest($3::bigint[], $4::bigint[]) AS w(f, t)
-               JOIN ${names.q.events} e ON e.global_position BETWEEN w.f AND w.t) AS late`,
+               JOIN ${t.table} e ON ${position} BETWEEN w.f AND w.t) AS late`,
     [highWater.toString(), windowSize, watched.map((w) => w.from.toString()), watched.map((w) => w.to.toString())],
   );
   const row = rows[0]!;
@@ -256,17 +261,19 @@ export async function readPersistedHighWater(
  * every projection that passed it gets it, and the caller raises the alarm. Only the leader writes (the fence).
  */
 export async function auditSettledGaps(db: pg.ClientBase | pg.Pool, names: StoreNames, leader: string): Promise<bigint[]> {
+  const t = eventTable(names);
+  const position = positionSql(t, 'e');
   const { rows } = await db.query<{ position: string }>(
     // The high-water row is locked first (by the leader only): late rows must commit in id order for the
     // projectors' late_seen_id, and persistDecision writes them under the same lock.
     `WITH lead_lock AS (
        UPDATE ${names.q.highWater} SET leader = leader WHERE leader = $1 RETURNING 1
      ), found AS (
-       SELECT DISTINCT e.global_position AS p
+       SELECT DISTINCT ${position}::int8 AS p
          FROM ${names.q.gaps} g
-         JOIN ${names.q.events} e ON e.global_position BETWEEN g.from_position AND g.to_position
+         JOIN ${t.table} e ON ${position} BETWEEN g.from_position AND g.to_position
         WHERE g.resolution IN ('timed_out', 'dead') AND g.settled_at IS NOT NULL
-          AND NOT EXISTS (SELECT 1 FROM ${names.q.gaps} l WHERE l.resolution = 'late' AND l.from_position = e.global_position)
+          AND NOT EXISTS (SELECT 1 FROM ${names.q.gaps} l WHERE l.resolution = 'late' AND l.from_position = ${position})
      )
      INSERT INTO ${names.q.gaps} (from_position, to_position, first_seen_at, resolved_at, resolution)
      SELECT p, p, now(), now(), 'late' FROM found

@@ -22,8 +22,11 @@ export interface GapEvidenceSource {
   collect(state: HighWaterState): Promise<((gap: OpenGap) => boolean) | undefined>;
   /** Every observation samples the sequence: when it had not yet reached a value tells who cannot hold it. */
   recordSample(sample: SequenceSample, openGaps: readonly OpenGap[]): void;
-  /** Whether the role may read the sequence (SELECT or USAGE); without it observations take no samples. */
-  readonly samplesSequence: boolean;
+  /**
+   * The sequence behind the positions (a regclass literal) when the role may read it (SELECT or USAGE); undefined:
+   * observations take no samples.
+   */
+  readonly sampledSequence: string | undefined;
   /** How often to look again while gaps are open and evidence may settle them. */
   readonly recheckMs: number;
 }
@@ -139,7 +142,7 @@ export class HighWaterTracker {
       state.highWater,
       this.options.windowSize ?? 100_000,
       state.watched,
-      evidence?.samplesSequence ?? false,
+      evidence?.sampledSequence,
     );
     observation.fence = fence;
     this.serverNow = observation.now;

@@ -86,6 +86,10 @@ export class RunnerMetrics {
     'projection_runner_gaps_watched',
     'Given-up gaps still watched for late commits (until proven unfillable by the transaction ids).',
   );
+  readonly eventReads = this.counter(
+    'projection_runner_event_reads_total',
+    'Reads of the event table by the shared reader (a page serves every projection at its place; read-aheads included).',
+  );
   readonly notifications = this.counter('projection_runner_notifications_total', 'NOTIFY wake-ups received.');
   readonly polls = this.counter('projection_runner_polls_total', 'Fallback polls (wake-ups by the poll interval).');
   readonly dbErrors = this.counter('projection_runner_db_errors_total', 'Database errors that were retried, by operation.', ['operation']);

@@ -34,6 +34,7 @@ import { backoffDelay, isRetryableDatabaseError, withRetries } from '../db/retry
 import { sleep } from '../shared/time.js';
 import { WakeSignal } from '../shared/wake-signal.js';
 import type { Replay } from '../replay/replay.js';
+import type { SharedReader } from '../sources/shared-reader.js';
 import { batchState, endOfRead, readAgainAtOnce, type BatchOutcome } from './batch.js';
 
 /**
@@ -106,6 +107,8 @@ export interface ProjectorOptions {
   onFailed?: (projector: Projector, failure: FailureRecord) => Promise<void>;
   /** The projection's replay (owned by it): asked whether a rebuild runs, told about every committed batch. */
   replay: Replay;
+  /** The instance's shared reader: the pages of events this projection reads, shared with the others at its place. */
+  reader: SharedReader;
 }
 
 /** A batch's read (see readNext and readRange): its events, and where the checkpoint ends up (endOfRead). */
@@ -170,6 +173,8 @@ export class Projector {
   setState(state: ProjectionState): void {
     this.state = state;
     this.options.metrics.setProjectionState(this.name, state);
+    // A failed or stopped projection reads nothing: it must not hold the shared reader's pages.
+    this.options.reader.position(this.name, state === 'failed' || state === 'stopped' ? undefined : this.checkpoint);
   }
 
   /** What happens once the handler retries are spent: --on-error, else the module's onError, else stop. */
@@ -461,8 +466,8 @@ export class Projector {
     });
     if (!batch) return this.idle();
     await this.committed(batch, started);
-    // Late notices never call for another batch: those the batch passed are applied, those above its checkpoint
-    // come with the normal read.
+    // Late notices never call for another batch: those the batch passed are applied, those above its checkpoint stay
+    // pending until a batch passes them.
     return { kind: 'applied', applied: batch.applied, more: batch.full };
   }
 
@@ -498,7 +503,6 @@ export class Projector {
       await tx.query('COMMIT');
       return result;
     } catch (error) {
-      this.prefetched = undefined;
       // A broken connection must not go back to the pool; a healthy one is rolled back and reused.
       if (error instanceof ConnectionLostError || isRetryableDatabaseError(error)) broken = error as Error;
       else await tx.query('ROLLBACK').catch(() => {});
@@ -522,16 +526,15 @@ export class Projector {
   }
 
   /**
-   * The normal read: what the previous full batch read ahead (see prefetch), else (checkpoint, H] now, with the
-   * adaptive batch size. A full read starts the read-ahead of the next batch before this one is delivered.
+   * The normal read, through the instance's shared reader: (checkpoint, H] with the adaptive batch size, from a page
+   * another projection at the same place has read (or is reading), else read now on this batch's transaction. The
+   * page holds every type; this projection's eventTypes filter it here, and the events of other types it passes
+   * count as passed, as when the database filtered them.
    */
   private async readNext(tx: pg.ClientBase, highWater: bigint): Promise<BatchRead> {
-    const ahead = await this.takePrefetched();
-    const read = ahead
-      ? { events: ahead.read.events, ...endOfRead(ahead.read, ahead.size, this.checkpoint, ahead.upTo) }
-      : await this.readRange(tx, highWater, this.batchSize);
-    if (read.full) this.prefetch(read.next, ahead?.upTo ?? highWater, this.batchSize);
-    return read;
+    const slice = await this.options.reader.read(tx, { after: this.checkpoint, highWater, limit: this.batchSize });
+    const types = this.options.projection.eventTypes;
+    return types ? { ...slice, events: slice.events.filter((e) => types.includes(e.type)) } : slice;
   }
 
   /** Reads at most `size` events (and batchBytes) in (checkpoint, bound] on the batch's transaction. */
@@ -564,9 +567,11 @@ export class Projector {
   }
 
   /**
-   * Late notices: a position this projection skipped gets the event now, flagged late, exactly once. Notices above
-   * the new checkpoint `passedUpTo` need nothing: the event is visible, so the normal read will bring it. Every
-   * pending notice is dealt with either way (lateSeenId).
+   * Late notices: a position this projection skipped gets the event now, flagged late, exactly once. A notice stays
+   * pending until the checkpoint has passed its position: only then is it known whether the batch that passed it read
+   * the event (then it is not recorded as skipped and the claim finds nothing) or did not (a page read before the
+   * late commit, shared or read ahead: then it is skipped and applied here). Marking a notice above the checkpoint as
+   * seen, trusting "the normal read will bring it", lost the event whenever that read came from an older page.
    */
   private async applyLate(tx: pg.ClientBase, pending: BatchContext['pendingLate'], passedUpTo: bigint): Promise<LateApplied> {
     if (pending.length === 0) return { applied: 0, lateSeenId: this.lateSeenId };
@@ -580,7 +585,9 @@ export class Projector {
     for (const e of lateEvents) {
       this.log.error({ position: e.globalPosition.toString(), type: e.type }, 'applied a late event out of global order');
     }
-    return { applied: lateEvents.length, lateSeenId: pending.at(-1)!.id };
+    // Notices are in id order: everything before the first one still ahead of the checkpoint is dealt with.
+    const firstAhead = pending.find((l) => l.position > passedUpTo);
+    return { applied: lateEvents.length, lateSeenId: firstAhead ? firstAhead.id - 1n : pending.at(-1)!.id };
   }
 
   /**
@@ -622,30 +629,6 @@ export class Projector {
       );
     }
     await this.replay.recordBatch({ applied: batch.applied, checkpoint: batch.next, failed: batch.state === 'failed' });
-  }
-
-  /**
-   * Pipelining while catching up: as soon as a full batch is read, the next one is read on another connection while
-   * this one is handled and committed. Safe outside the transaction: events at or below H never change, and a late
-   * commit the read-ahead missed is not recorded as applied, so it arrives through the late path like any other.
-   */
-  private prefetched:
-    { after: bigint; upTo: bigint; size: number; read: Promise<{ events: StoredEvent[]; truncated: boolean } | undefined> } | undefined;
-
-  private prefetch(after: bigint, upTo: bigint, size: number): void {
-    if (after >= upTo) return;
-    const { pool, names, projection, batchBytes } = this.options;
-    const read = readEvents(pool, names, after, upTo, size, projection.eventTypes, batchBytes).catch(() => undefined);
-    this.prefetched = { after, upTo, size, read };
-  }
-
-  /** The read-ahead, if it starts at the checkpoint and succeeded. */
-  private async takePrefetched(): Promise<{ upTo: bigint; size: number; read: { events: StoredEvent[]; truncated: boolean } } | undefined> {
-    const ahead = this.prefetched;
-    this.prefetched = undefined;
-    if (!ahead || ahead.after !== this.checkpoint) return undefined;
-    const read = await ahead.read;
-    return read && { upTo: ahead.upTo, size: ahead.size, read };
   }
 
   /**

@@ -1,6 +1,7 @@
 import type pg from 'pg';
 import type { StoreNames } from '../db/identifiers.js';
 import { ReplayInProgressError } from '../errors.js';
+import { eventTable, positionSql } from '../sources/event-table.js';
 
 /** The SQL of replay requests: a row per request (the database refuses a second active one) plus a NOTIFY. */
 
@@ -70,10 +71,11 @@ export async function resetForReplay(
   // A rebuild reads every committed event; what it skips from here on it records anew.
   await tx.query(`DELETE FROM ${names.q.lateDeliveries} WHERE projection = $1`, [projection]);
   await tx.query(`DELETE FROM ${names.q.skippedPositions} WHERE projection = $1`, [projection]);
+  const t = eventTable(names);
   const { rows } = await tx.query<{ target: string }>(
     // The target is the head (every committed event at the time of the reset), not H: on a store the tracker has
     // not scanned yet, H may still be 0.
-    `UPDATE ${names.q.replays} SET target = (SELECT coalesce(max(global_position), 0) FROM ${names.q.events})
+    `UPDATE ${names.q.replays} SET target = (SELECT coalesce(max(${positionSql(t, 'e')}), 0) FROM ${t.table} e)
       WHERE id = $1 RETURNING target::text`,
     [replayId.toString()],
   );

@@ -3,11 +3,11 @@ import type { Logger } from 'pino';
 import { resolveRunnerSettings, type RunnerSettings } from '../config.js';
 import { createPool, withTransaction } from '../db/connection.js';
 import { storeNames, type StoreNames } from '../db/identifiers.js';
-import { migrate } from '../db/migrate.js';
 import { RunnerMetrics, type LagSource } from '../metrics/registry.js';
 import type { HealthSource } from '../metrics/server.js';
 import { setProjectionState } from '../projector/checkpoints.js';
 import { oldestUnappliedAges } from '../sources/native.js';
+import { SharedReader } from '../sources/shared-reader.js';
 import { createGapEvidence } from '../high-water/evidence.js';
 import { HighWaterTracker } from '../high-water/tracker.js';
 import { claimOrder, excess, fairShare } from '../ownership/balancing.js';
@@ -20,6 +20,7 @@ import { claimReplays, recordReplayProgress, resetForReplay } from '../replay/re
 import { isRetryableDatabaseError, withRetries } from '../db/retry.js';
 import { WakeSignal } from '../shared/wake-signal.js';
 import { NotificationListener } from './listener.js';
+import { prepareStore } from '../sources/prepare.js';
 
 /**
  * A Runner's options. The settings (batch size, gap timeout, …) are those of the CLI, with the same defaults and
@@ -54,6 +55,8 @@ export class Runner implements LagSource, HealthSource {
   private readonly trackerPool: pg.Pool;
   private readonly leases: LeaseSession;
   private readonly tracker: HighWaterTracker;
+  /** One read of the event table for all the projections of this instance at the same place (issue 15). */
+  private readonly reader: SharedReader;
   private readonly listener: NotificationListener;
   private readonly owned = new Map<string, OwnedProjection>();
   private readonly draining = new Map<string, Promise<void>>();
@@ -77,6 +80,12 @@ export class Runner implements LagSource, HealthSource {
     this.pool = createPool(options.connectionString, 'runner', options.projections.length * 2 + 2, { asyncCommit: true });
     this.trackerPool = createPool(options.connectionString, 'tracker', 2, { asyncCommit: true });
     this.leases = new LeaseSession(options.connectionString, this.names, options.log);
+    this.reader = new SharedReader({
+      pool: this.pool,
+      names: this.names,
+      batchBytes: this.settings.batchBytes,
+      onRead: () => this.metrics.eventReads.inc(),
+    });
     this.tracker = new HighWaterTracker({
       pool: this.trackerPool,
       names: this.names,
@@ -163,7 +172,7 @@ export class Runner implements LagSource, HealthSource {
     this.metrics.attachLagSource(this);
     await withRetries(
       async () => {
-        await migrate(this.pool, this.names);
+        await prepareStore(this.pool, this.names);
         for (const projection of this.options.projections) {
           if (!projection.setup) continue;
           const client = await this.pool.connect();
@@ -257,6 +266,7 @@ export class Runner implements LagSource, HealthSource {
       log: this.options.log,
       metrics: this.metrics,
       replay,
+      reader: this.reader,
     });
     // A projector dropped with a lost lease session may still be finishing its batch: never run two at once.
     await this.draining.get(projection.name);

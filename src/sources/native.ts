@@ -1,11 +1,13 @@
 import type pg from 'pg';
 import type { StoreNames } from '../db/identifiers.js';
-import { EVENT_COLUMNS, toStoredEvent, type EventRow, type StoredEvent } from '../store/types.js';
+import { toStoredEvent, type EventRow, type StoredEvent } from '../store/types.js';
+import { columnSql, deliveredFilterSql, eventColumnsSql, eventSizeSql, eventTable, positionSql, recordedAtSql } from './event-table.js';
+// Plugs the foreign sources' checks and attachments into db/migrate.ts (db imports nothing from the rooms above):
+// whoever reads events loads them, so `migrate` at the start of a Runner checks a foreign source's table.
 
 /**
- * The reads of the event table the runner's own migrations create (the native source): a batch in global order,
- * events at given positions, and the age of the oldest event after a checkpoint. Every statement here that names
- * the events table is what an adapter for another table provides.
+ * The reads of the event table: a batch in global order, events at given positions, and the age of the oldest event
+ * after a checkpoint. Built from the source's description (event-table.ts): the native table or another store's.
  */
 
 /**
@@ -22,17 +24,21 @@ export async function readEvents(
   eventTypes: string[] | undefined,
   maxBytes: number = Number.MAX_SAFE_INTEGER,
 ): Promise<{ events: StoredEvent[]; truncated: boolean }> {
+  const t = eventTable(names);
+  const position = positionSql(t, 'e');
+  const size = eventSizeSql(t, 'e');
   const { rows } = await tx.query<EventRow & { over: boolean }>({
     // Named: parsed and planned once per connection, it is the hot query of every replay.
     name: eventTypes ? `pr_read_typed_${names.schema}_${names.table}` : `pr_read_${names.schema}_${names.table}`,
     // The outer list is the event columns and one boolean: every extra column is parsed for every row of a replay.
     text: `SELECT w.gp, w.stream_name, w.sp, w.type, w.data, w.metadata, w.recorded_at, w.run_bytes >= $4 AS over FROM (
-             SELECT ${EVENT_COLUMNS}, global_position AS pos,
-                    pg_column_size(data) + pg_column_size(metadata) AS size_bytes,
-                    sum(pg_column_size(data) + pg_column_size(metadata)) OVER (ORDER BY global_position) AS run_bytes
-               FROM ${names.q.events}
-              WHERE global_position > $1 AND global_position <= $2 ${eventTypes ? 'AND type = ANY($5)' : ''}
-              ORDER BY global_position LIMIT $3
+             SELECT ${eventColumnsSql(t, 'e')}, ${position} AS pos,
+                    ${size} AS size_bytes,
+                    sum(${size}) OVER (ORDER BY ${position}) AS run_bytes
+               FROM ${t.table} e
+              WHERE ${position} > $1 AND ${position} <= $2 ${deliveredFilterSql(t, 'e')}
+                    ${eventTypes ? `AND (${columnSql(t, 'type', 'e')})::text = ANY($5)` : ''}
+              ORDER BY ${position} LIMIT $3
            ) w
            WHERE w.run_bytes - w.size_bytes < $4
            ORDER BY w.pos`,
@@ -44,8 +50,11 @@ export async function readEvents(
 
 /** The events at these positions (late deliveries), in global order. */
 export async function readEventsAt(tx: pg.ClientBase, names: StoreNames, positions: bigint[]): Promise<StoredEvent[]> {
+  const t = eventTable(names);
+  const position = positionSql(t, 'e');
   const { rows } = await tx.query<EventRow>(
-    `SELECT ${EVENT_COLUMNS} FROM ${names.q.events} WHERE global_position = ANY($1::bigint[]) ORDER BY global_position`,
+    `SELECT ${eventColumnsSql(t, 'e')} FROM ${t.table} e
+      WHERE ${position} = ANY($1::bigint[]) ${deliveredFilterSql(t, 'e')} ORDER BY ${position}`,
     [positions.map(String)],
   );
   return rows.map(toStoredEvent);
@@ -60,10 +69,12 @@ export async function oldestUnappliedAges(
   names: StoreNames,
   checkpoints: Array<{ name: string; checkpoint: bigint }>,
 ): Promise<Map<string, number | null>> {
+  const t = eventTable(names);
+  const position = positionSql(t, 'e');
   const { rows } = await db.query<{ name: string; age: number | null }>(
     `SELECT p.name,
-            (SELECT extract(epoch FROM now() - e.recorded_at)::float8 FROM ${names.q.events} e
-              WHERE e.global_position > p.cp ORDER BY e.global_position LIMIT 1) AS age
+            (SELECT extract(epoch FROM now() - ${recordedAtSql(t, 'e')})::float8 FROM ${t.table} e
+              WHERE ${position} > p.cp ${deliveredFilterSql(t, 'e')} ORDER BY ${position} LIMIT 1) AS age
        FROM unnest($1::text[], $2::bigint[]) AS p(name, cp)`,
     [checkpoints.map((p) => p.name), checkpoints.map((p) => p.checkpoint.toString())],
   );

@@ -45,6 +45,16 @@ const SAMPLES: Partial<Record<SettingKey, [flag: string, flagValue: unknown, env
   schema: ['from_flag', 'from_flag', 'from_env', 'from_env'],
   table: ['flag_events', 'flag_events', 'env_events', 'env_events'],
   channel: ['flag_channel', 'flag_channel', 'env_channel', 'env_channel'],
+  source: ['emmett', 'emmett', 'custom', 'custom'],
+  eventsTable: ['app.flag_events', 'app.flag_events', 'env_events', 'env_events'],
+  columnPosition: ['flag_pos', 'flag_pos', 'env_pos', 'env_pos'],
+  columnStream: ['flag_stream', 'flag_stream', 'env_stream', 'env_stream'],
+  columnStreamPosition: ['flag_sp', 'flag_sp', 'env_sp', 'env_sp'],
+  columnType: ['flag_type', 'flag_type', 'env_type', 'env_type'],
+  columnData: ['flag_data', 'flag_data', 'env_data', 'env_data'],
+  columnMetadata: ['none', 'none', 'env_meta', 'env_meta'],
+  columnRecordedAt: ['flag_at', 'flag_at', 'env_at', 'env_at'],
+  noNotifyTrigger: ['true', true, 'yes', true],
   gapTimeoutMs: ['3s', 3_000, '2s', 2_000],
   lateWatchMs: ['3m', 180_000, '2m', 120_000],
   fenceDelayMs: ['300ms', 300, '200', 200],
@@ -150,6 +160,11 @@ describe('resolveConfig', () => {
     ['table', 'events; drop table x', 'table', 'PROJECTION_RUNNER_TABLE', /is not a valid identifier/],
     ['channel', "events'); --", 'channel', 'PROJECTION_RUNNER_CHANNEL', /is not a valid identifier/],
     ['databaseUrl', 'mysql://host/db', 'database-url', 'DATABASE_URL', /must start with postgres:\/\/ or postgresql:\/\//],
+    ['source', 'eventstoredb', 'source', 'PROJECTION_RUNNER_SOURCE', /must be one of native, message-db, emmett, custom/],
+    ['eventsTable', 'a.b.c', 'events-table', 'PROJECTION_RUNNER_EVENTS_TABLE', /"a\.b\.c" is not schema\.table/],
+    ['eventsTable', 'App.events', 'events-table', 'PROJECTION_RUNNER_EVENTS_TABLE', /"App" is not a valid identifier/],
+    ['columnStream', 'Stream', 'column-stream', 'PROJECTION_RUNNER_COLUMN_STREAM', /"Stream" is not a valid identifier/],
+    ['noNotifyTrigger', 'maybe', 'no-notify-trigger', 'PROJECTION_RUNNER_NO_NOTIFY_TRIGGER', /"maybe" is not true or false/],
   ] as const)('%s = %j (from --%s or %s) is a ConfigError naming the flag and the variable', (key, text, flag, env, why) => {
     const where = `--${flag} (${env})`;
     for (const error of [configError(() => resolveConfig({ [key]: text }, {})), configError(() => resolveConfig({}, { [env]: text }))]) {

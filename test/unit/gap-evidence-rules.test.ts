@@ -86,13 +86,13 @@ describe('pruneSamples', () => {
 describe('sequence samples', () => {
   it('stay bounded over 100,000 passes of a steady writer without gaps', () => {
     // recordSample never touches the database; the pool is not needed for it.
-    const evidence = new ActivityEvidence(undefined as never, true);
+    const evidence = new ActivityEvidence(undefined as never, "'seq'");
     for (let pass = 0; pass < 100_000; pass++) evidence.recordSample({ at: pass, lastValue: BigInt(pass * 3) }, []);
     expect(evidence.sampleCount).toBeLessThanOrEqual(65);
   });
 
   it('keep the sample an open gap needs, however many passes follow', () => {
-    const evidence = new ActivityEvidence(undefined as never, true);
+    const evidence = new ActivityEvidence(undefined as never, "'seq'");
     const open = [{ from: 31n, to: 31n, firstSeenAt: 10 }];
     for (let pass = 0; pass < 10_000; pass++) evidence.recordSample({ at: pass, lastValue: BigInt(pass * 3) }, open);
     expect(evidence.sampleCount).toBeLessThanOrEqual(66);

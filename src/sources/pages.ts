@@ -1,0 +1,90 @@
+/**
+ * The pure decisions of the shared reader (shared-reader.ts): which part of a page a projection's batch takes, how far
+ * a new page may read, and which pages to let go. No I/O, no clock.
+ *
+ * A page is one read of the event table: every event in (after, coveredTo], in global order. `coveredTo` is the
+ * bound the read was made with, or its last event when the read was cut short by its size or byte bound. Positions
+ * at or below H never change (a late commit arrives through the late path), so a page read for one projection
+ * serves every projection whose checkpoint lies inside it, in its own transaction, with its own H.
+ */
+
+export interface PageEvent {
+  globalPosition: bigint;
+}
+
+export interface Page<E extends PageEvent = PageEvent> {
+  after: bigint;
+  coveredTo: bigint;
+  events: readonly E[];
+}
+
+export interface SliceRequest {
+  /** The projection's checkpoint. */
+  after: bigint;
+  /** H as the projection's batch saw it. */
+  highWater: bigint;
+  /** The projection's batch size. */
+  limit: number;
+}
+
+/** What a batch takes from a page: its events and where its checkpoint ends (see endOfRead in projector/batch.ts). */
+export interface Slice<E extends PageEvent = PageEvent> {
+  events: E[];
+  /** More may be read at once: the slice stopped at its limit or at the end of the page, before H. */
+  full: boolean;
+  next: bigint;
+}
+
+/** The page serves a checkpoint strictly inside it: some of (after, coveredTo] is still to be read. */
+export function covers(page: Pick<Page, 'after' | 'coveredTo'>, after: bigint): boolean {
+  return page.after <= after && after < page.coveredTo;
+}
+
+/**
+ * The events of `page` after the checkpoint, up to H and the batch size. Every event in (after, end] is in the page,
+ * so a slice that takes fewer than `limit` events ends at `end` (gaps and events of any type included).
+ */
+export function slicePage<E extends PageEvent>(page: Page<E>, request: SliceRequest): Slice<E> {
+  const end = page.coveredTo < request.highWater ? page.coveredTo : request.highWater;
+  const events: E[] = [];
+  for (const event of page.events) {
+    if (event.globalPosition <= request.after) continue;
+    if (event.globalPosition > end || events.length === request.limit) break;
+    events.push(event);
+  }
+  if (events.length === request.limit && events.at(-1)!.globalPosition < end) {
+    return { events, full: true, next: events.at(-1)!.globalPosition };
+  }
+  const next = end > request.after ? end : request.after;
+  return { events, full: next < request.highWater, next };
+}
+
+/**
+ * How far a new page starting at `after` may read: up to H, but no further than the start of the next page already
+ * held (read, or being read), so that a projection catching up from behind joins the pages of the ones ahead of it
+ * instead of reading the same events again.
+ */
+export function pageBound(after: bigint, highWater: bigint, pageStarts: readonly bigint[]): bigint {
+  let bound = highWater;
+  for (const start of pageStarts) if (start > after && start < bound) bound = start;
+  return bound;
+}
+
+/**
+ * The pages to let go, by their start: those below every reader's checkpoint (nobody reads them again), then, while
+ * more than `maxPages` remain, the lowest first — a projection that needed one reads on its own and joins the
+ * pages again where they start. `checkpoints`: the projections that read through the shared reader now (failed and
+ * stopped ones excluded), so a projection that stopped reading pins nothing.
+ */
+export function pagesToDrop(
+  pages: ReadonlyArray<Pick<Page, 'after' | 'coveredTo'>>,
+  checkpoints: readonly bigint[],
+  maxPages: number,
+): bigint[] {
+  const lowest = checkpoints.length === 0 ? undefined : checkpoints.reduce((min, c) => (c < min ? c : min));
+  const sorted = [...pages].sort((a, b) => (a.after < b.after ? -1 : a.after > b.after ? 1 : 0));
+  const unused = sorted.filter((p) => lowest === undefined || p.coveredTo <= lowest);
+  const kept = sorted.filter((p) => !unused.includes(p));
+  const excess = kept.slice(0, Math.max(0, kept.length - maxPages));
+  return [...unused, ...excess].map((p) => p.after);
+}

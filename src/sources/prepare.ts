@@ -1,0 +1,121 @@
+import type pg from 'pg';
+import { withTransaction } from '../db/connection.js';
+import type { StoreNames } from '../db/identifiers.js';
+import { quoteIdentifier } from '../db/identifiers.js';
+import { migrate, type MigrationReport } from '../db/migrate.js';
+import { notifyTriggerSql } from '../db/migrations.js';
+import { sleep } from '../shared/time.js';
+import { checkEventTable, hasPositionIndex, hasTrigger, partitionsOf, relation } from './catalog.js';
+import { eventTable } from './event-table.js';
+
+/**
+ * Everything a store needs before the runner reads it: the runner's migrations (db/migrate.ts), and for a foreign
+ * source's table the steps below, `check` at every start, `attach` when it found something missing. The daemon, the
+ * CLI commands and `migrate` call prepareStore; the native writer (EventStore.migrate) calls db's migrate directly. The foreign store is never altered beyond what is said here:
+ * - an index on the position column when no valid index leads with it (Emmett 0.42 has none), built without
+ *   blocking writers: CREATE INDEX CONCURRENTLY on each leaf partition, attached to a parent index created ON ONLY
+ *   each partitioned level (PostgreSQL cannot build a partitioned table's index concurrently; ON ONLY creates an
+ *   empty, invalid one in a moment, which becomes valid when every partition's index is attached). New partitions
+ *   get the index from the parent automatically.
+ * - the statement-level NOTIFY trigger (db/migrations.ts notifyTriggerSql), its function in the runner's schema,
+ *   unless --no-notify-trigger: then the table is left completely alone and the runner wakes on its poll.
+ * The brief catalog locks these need (ON ONLY, ATTACH, CREATE TRIGGER) are taken with a short lock_timeout and
+ * retried: a writer's transaction held open never gets the whole store queued behind migrate.
+ */
+
+const SHORT_LOCK = '200ms';
+const LOCK_ATTEMPTS = 150;
+
+async function check(pool: pg.Pool, names: StoreNames): Promise<string[]> {
+  const t = eventTable(names);
+  await checkEventTable(pool, t);
+  const missing: string[] = [];
+  if (t.indexPosition && !(await hasPositionIndex(pool, t))) missing.push(`an index on ${t.table} (${t.columns.position.name})`);
+  if (names.source.notifyTrigger && t.trigger && !(await hasTrigger(pool, t, t.trigger.name))) {
+    missing.push(`the NOTIFY trigger ${t.trigger.name} on ${t.table}`);
+  }
+  return missing;
+}
+
+async function attach(pool: pg.Pool, names: StoreNames): Promise<string[]> {
+  const t = eventTable(names);
+  const done: string[] = [];
+  if (t.indexPosition && !(await hasPositionIndex(pool, t))) {
+    const { rows } = await pool.query<{ oid: string }>('SELECT $1::regclass::oid::int8::text AS oid', [t.table]);
+    await ensurePositionIndex(pool, rows[0]!.oid, t.columns.position.name, done);
+  }
+  if (names.source.notifyTrigger && t.trigger && !(await hasTrigger(pool, t, t.trigger.name))) {
+    await withShortLocks(
+      pool,
+      notifyTriggerSql(t.table, t.columns.position.name, names.channel, t.trigger.name, t.trigger.functionQualified),
+    );
+    done.push(
+      `created the trigger ${t.trigger.name} on ${t.table} (AFTER INSERT, once per statement: NOTIFY ${names.channel}) and its function ${t.trigger.functionQualified}`,
+    );
+  }
+  return done;
+}
+
+/** The runner's index on one relation's position column: pr_position_<oid>, in the relation's schema. */
+async function ensurePositionIndex(pool: pg.Pool, oid: string, column: string, done: string[]): Promise<string> {
+  const rel = await relation(pool, oid);
+  const indexName = `pr_position_${oid}`;
+  const index = `${quoteIdentifier(rel.schema)}.${quoteIdentifier(indexName)}`;
+  const { rows } = await pool.query<{ valid: boolean | null }>(
+    `SELECT (SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass($1)) AS valid`,
+    [index],
+  );
+  const valid = rows[0]!.valid;
+  const col = quoteIdentifier(column);
+  if (rel.kind === 'p') {
+    if (valid === null) {
+      await withShortLocks(pool, `CREATE INDEX ${quoteIdentifier(indexName)} ON ONLY ${rel.q} (${col})`);
+      done.push(`created the index ${index} ON ONLY ${rel.q} (${column})`);
+    }
+    for (const child of await partitionsOf(pool, oid)) {
+      const childIndex = await ensurePositionIndex(pool, child, column, done);
+      const { rows: attached } = await pool.query<{ yes: boolean }>(
+        `SELECT EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid = to_regclass($1) AND inhparent = to_regclass($2)) AS yes`,
+        [childIndex, index],
+      );
+      if (!attached[0]!.yes) {
+        await withShortLocks(pool, `ALTER INDEX ${index} ATTACH PARTITION ${childIndex}`);
+        done.push(`attached ${childIndex} to ${index}`);
+      }
+    }
+    return index;
+  }
+  if (valid === true) return index;
+  // A concurrent build that failed leaves an invalid index behind: drop it and build again.
+  if (valid === false) await pool.query(`DROP INDEX CONCURRENTLY IF EXISTS ${index}`);
+  await pool.query(`CREATE INDEX CONCURRENTLY ${quoteIdentifier(indexName)} ON ${rel.q} (${col})`);
+  done.push(`created the index ${index} on ${rel.q} (${column}) concurrently`);
+  return index;
+}
+
+/** Runs DDL in a transaction whose locks wait at most SHORT_LOCK, retried: writers never queue behind it for long. */
+async function withShortLocks(pool: pg.Pool, sql: string): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await withTransaction(pool, async (tx) => {
+        await tx.query(`SET LOCAL lock_timeout = '${SHORT_LOCK}'`);
+        await tx.query(sql);
+      });
+      return;
+    } catch (error) {
+      if ((error as { code?: string }).code !== '55P03' || attempt >= LOCK_ATTEMPTS) throw error;
+    }
+    await sleep(100 + Math.random() * 200);
+  }
+}
+
+/**
+ * migrate for any source. A foreign source's table is checked first (nothing is created when the configuration is
+ * wrong: a ConfigError names the setting), then the runner's tables, then what reading needs on the foreign table.
+ */
+export async function prepareStore(pool: pg.Pool, names: StoreNames): Promise<MigrationReport> {
+  if (names.source.kind === 'native') return { applied: await migrate(pool, names), attached: [] };
+  const missing = await check(pool, names);
+  const applied = await migrate(pool, names);
+  return { applied, attached: missing.length > 0 ? await attach(pool, names) : [] };
+}

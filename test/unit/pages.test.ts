@@ -1,0 +1,83 @@
+import { describe, expect, it } from 'vitest';
+import { covers, pageBound, pagesToDrop, slicePage } from '../../src/sources/pages.js';
+
+const page = (after: number, coveredTo: number, positions: number[]) => ({
+  after: BigInt(after),
+  coveredTo: BigInt(coveredTo),
+  events: positions.map((p) => ({ globalPosition: BigInt(p) })),
+});
+const slice = (p: ReturnType<typeof page>, after: number, highWater: number, limit: number) => {
+  const s = slicePage(p, { after: BigInt(after), highWater: BigInt(highWater), limit });
+  return { events: s.events.map((e) => Number(e.globalPosition)), full: s.full, next: Number(s.next) };
+};
+
+describe('slicePage', () => {
+  // (0, 10]: positions 3 and 7 are gaps (given up or never there), all of it read.
+  const p = page(0, 10, [1, 2, 4, 5, 6, 8, 9, 10]);
+
+  it('takes what follows the checkpoint up to H, and ends at H when it took less than its limit', () => {
+    expect(slice(p, 0, 10, 100)).toEqual({ events: [1, 2, 4, 5, 6, 8, 9, 10], full: false, next: 10 });
+    expect(slice(p, 4, 10, 100)).toEqual({ events: [5, 6, 8, 9, 10], full: false, next: 10 });
+    // An older H (the projection's own snapshot): no further than it, even over a gap.
+    expect(slice(p, 0, 7, 100)).toEqual({ events: [1, 2, 4, 5, 6], full: false, next: 7 });
+  });
+
+  it('stops at its limit, at the last event taken, with more to read', () => {
+    expect(slice(p, 0, 10, 3)).toEqual({ events: [1, 2, 4], full: true, next: 4 });
+    expect(slice(p, 4, 10, 2)).toEqual({ events: [5, 6], full: true, next: 6 });
+  });
+
+  it('a limit reached exactly at the end is not full unless H is beyond the page', () => {
+    expect(slice(p, 6, 10, 3)).toEqual({ events: [8, 9, 10], full: false, next: 10 });
+    expect(slice(p, 6, 12, 3)).toEqual({ events: [8, 9, 10], full: true, next: 10 });
+  });
+
+  it('a page that ends before H says there is more (its reader saw a lower H, or was cut short)', () => {
+    const cut = page(0, 4, [1, 2, 4]);
+    expect(slice(cut, 2, 10, 100)).toEqual({ events: [4], full: true, next: 4 });
+  });
+
+  it('an empty stretch (only gaps) moves the checkpoint over it', () => {
+    expect(slice(page(10, 20, []), 12, 20, 5)).toEqual({ events: [], full: false, next: 20 });
+  });
+});
+
+describe('covers', () => {
+  it('serves checkpoints from its start up to, not including, its end', () => {
+    const p = page(10, 20, [11]);
+    expect([9, 10, 15, 19, 20].map((a) => covers(p, BigInt(a)))).toEqual([false, true, true, true, false]);
+  });
+});
+
+describe('pageBound', () => {
+  it('reads up to H, or up to the next page held, so that a projection behind joins the pages ahead', () => {
+    expect(pageBound(0n, 100n, [])).toBe(100n);
+    expect(pageBound(0n, 100n, [50n, 80n])).toBe(50n);
+    expect(pageBound(60n, 100n, [0n, 50n, 80n])).toBe(80n);
+    expect(pageBound(0n, 40n, [50n])).toBe(40n);
+    expect(pageBound(50n, 100n, [50n])).toBe(100n); // a page starting here is not a bound
+  });
+});
+
+describe('pagesToDrop', () => {
+  const pages = [page(0, 10, []), page(10, 20, []), page(20, 30, []), page(30, 40, [])];
+  const drop = (checkpoints: number[], maxPages: number) => pagesToDrop(pages, checkpoints.map(BigInt), maxPages).map(Number);
+
+  it('lets go of the pages every reader has passed', () => {
+    expect(drop([20, 25], 10)).toEqual([0, 10]);
+    expect(drop([40], 10)).toEqual([0, 10, 20, 30]);
+  });
+
+  it('keeps every page while a reader is still below it', () => {
+    expect(drop([0, 35], 10)).toEqual([]);
+  });
+
+  it('beyond maxPages, lets go of the lowest first: the slowest reader reads on its own', () => {
+    expect(drop([0, 35], 2)).toEqual([0, 10]);
+    expect(drop([15], 1)).toEqual([0, 10, 20]);
+  });
+
+  it('without readers (all failed or stopped), holds nothing', () => {
+    expect(drop([], 3)).toEqual([0, 10, 20, 30]);
+  });
+});

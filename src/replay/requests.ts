@@ -49,8 +49,8 @@ export async function claimReplays(db: pg.Pool, names: StoreNames, owned: string
 }
 
 /**
- * Resets the read model and the checkpoint in one transaction: the projection's own `reset`, checkpoint to 0, late
- * notices so far considered seen (a rebuild reads every committed event anyway), and its late-delivery records.
+ * Resets the read model and the checkpoint in one transaction: the projection's own `reset`, checkpoint to 0, every
+ * late notice pending again, and its skipped-position and late-delivery records gone.
  * Returns the target (the head at the time of the reset).
  */
 export async function resetForReplay(
@@ -64,11 +64,13 @@ export async function resetForReplay(
   await tx.query(
     `UPDATE ${names.q.checkpoints}
         SET position = 0, state = 'replaying', last_error = NULL, updated_at = now(),
-            late_seen_id = (SELECT coalesce(max(id), 0) FROM ${names.q.gaps} WHERE resolution = 'late')
+            late_seen_id = 0
       WHERE name = $1`,
     [projection],
   );
-  // A rebuild reads every committed event; what it skips from here on it records anew.
+  // A rebuild records anew what it skips, and every late notice is pending again (late_seen_id 0): the rebuild may
+  // read a page held from before a late commit, and then the notice is how that event reaches it. Only positions it
+  // skips again are claimed (claimLateDeliveries), each once.
   await tx.query(`DELETE FROM ${names.q.lateDeliveries} WHERE projection = $1`, [projection]);
   await tx.query(`DELETE FROM ${names.q.skippedPositions} WHERE projection = $1`, [projection]);
   const t = eventTable(names);

@@ -45,7 +45,7 @@ export async function readEvents(
     values: [after.toString(), upTo.toString(), limit, maxBytes, ...(eventTypes ? [eventTypes] : [])],
   });
   const last = rows.at(-1);
-  return { events: rows.map(toStoredEvent), truncated: last?.over === true };
+  return { events: rows.map(toReadOnlyEvent), truncated: last?.over === true };
 }
 
 /** The events at these positions (late deliveries), in global order. */
@@ -57,7 +57,7 @@ export async function readEventsAt(tx: pg.ClientBase, names: StoreNames, positio
       WHERE ${position} = ANY($1::bigint[]) ${deliveredFilterSql(t, 'e')} ORDER BY ${position}`,
     [positions.map(String)],
   );
-  return rows.map(toStoredEvent);
+  return rows.map(toReadOnlyEvent);
 }
 
 /**
@@ -79,4 +79,23 @@ export async function oldestUnappliedAges(
     [checkpoints.map((p) => p.name), checkpoints.map((p) => p.checkpoint.toString())],
   );
   return new Map(rows.map((r) => [r.name, r.age]));
+}
+
+/**
+ * An event as projections get it: its data and metadata frozen (deeply), on every path (a batch, the failure path, a
+ * late delivery). A page of events is shared by the projections at its place (shared-reader.ts), so a handler that
+ * changed `data` would change it for the others: frozen, the write throws (a handler fault, said at once) instead of
+ * silently reaching another read model. The event object itself is each projection's own (see SharedReader.read).
+ */
+function toReadOnlyEvent(row: EventRow): StoredEvent {
+  const event = toStoredEvent(row);
+  deepFreeze(event.data);
+  deepFreeze(event.metadata);
+  return event;
+}
+
+function deepFreeze(value: unknown): void {
+  if (value === null || typeof value !== 'object' || Object.isFrozen(value)) return;
+  Object.freeze(value);
+  for (const child of Object.values(value)) deepFreeze(child);
 }

@@ -33,8 +33,8 @@ export interface SharedReaderOptions {
 interface HeldPage {
   after: bigint;
   bound: bigint;
-  /** Resolves to the page, or to undefined when its read failed (the asker reads again itself). */
-  read: Promise<Page<StoredEvent> | undefined>;
+  /** The read; it rejects when the read failed (the page is then forgotten and read again by whoever needs it). */
+  read: Promise<Page<StoredEvent>>;
   page?: Page<StoredEvent>;
 }
 
@@ -62,9 +62,12 @@ export class SharedReader {
   async read(tx: pg.ClientBase, request: { after: bigint; highWater: bigint; limit: number }): Promise<Slice<StoredEvent>> {
     if (request.highWater <= request.after) return { events: [], full: false, next: request.after };
     const page = await this.pageFor(tx, request);
-    const slice = slicePage(page, request);
+    const shared = slicePage(page, request);
+    // Each projection gets event objects of its own (data and metadata are shared, frozen: see native.ts), and a Date
+    // of its own: freezing cannot stop Date.prototype.setTime.
+    const slice = { ...shared, events: shared.events.map((e) => ({ ...e, recordedAt: new Date(e.recordedAt.getTime()) })) };
     // A page read full means more follows: read the next one ahead, for whoever gets there first.
-    if (page.coveredTo < request.highWater && slice.next === page.coveredTo) {
+    if (page.coveredTo < request.highWater && shared.next === page.coveredTo) {
       this.readAhead(page.coveredTo, request.highWater, request.limit);
     }
     return slice;
@@ -79,8 +82,9 @@ export class SharedReader {
     for (;;) {
       const held = this.findHeld(request.after);
       if (!held) return this.readPage(tx, request.after, request.highWater, request.limit);
-      const page = held.page ?? (await held.read);
-      // A read-ahead that failed, or one cut short before this position: look again (it no longer matches).
+      // A read that failed (another projection's, or a read-ahead) is forgotten and read again here.
+      const page = held.page ?? (await held.read.catch(() => this.forget(held)));
+      // One cut short before this position no longer matches either: look again.
       if (page && covers(page, request.after)) return page;
     }
   }
@@ -92,50 +96,48 @@ export class SharedReader {
     return undefined;
   }
 
-  private async readPage(db: pg.ClientBase | pg.Pool, after: bigint, highWater: bigint, limit: number): Promise<Page<StoredEvent>> {
-    const bound = pageBound(after, highWater, [...this.held.keys()]);
-    const held: HeldPage = { after, bound, read: this.fetch(db, after, bound, limit) };
-    this.held.set(after, held);
+  /** Reads the page starting at `after` on the asker's own transaction; the others at `after` wait for it. */
+  private async readPage(tx: pg.ClientBase, after: bigint, highWater: bigint, limit: number): Promise<Page<StoredEvent>> {
+    const held = this.hold(tx, after, pageBound(after, highWater, [...this.held.keys()]), limit);
     try {
-      const page = await held.read;
-      if (!page) throw new Error('unreachable: a direct page read rethrows');
-      return page;
+      return await held.read;
+    } catch (error) {
+      this.forget(held);
+      throw error;
     } finally {
       this.release();
     }
   }
 
+  /** The next page, read ahead on the pool; a failure just means its asker reads it itself. */
   private readAhead(after: bigint, highWater: bigint, limit: number): void {
     if (this.held.has(after)) return;
     const bound = pageBound(after, highWater, [...this.held.keys()]);
     if (bound <= after) return;
-    const read = this.fetch(this.options.pool, after, bound, limit).catch(() => {
-      // Nobody waits for a read-ahead: a failure just means the asker reads the page itself.
-      this.held.delete(after);
-      return undefined;
-    });
-    this.held.set(after, { after, bound, read });
-    void read.then(() => this.release());
+    const held = this.hold(this.options.pool, after, bound, limit);
+    held.read.then(
+      () => this.release(),
+      () => this.forget(held),
+    );
   }
 
-  private async fetch(db: pg.ClientBase | pg.Pool, after: bigint, bound: bigint, limit: number): Promise<Page<StoredEvent>> {
+  /** Registers the read of (after, bound] before anything is awaited, so that a second asker finds it. */
+  private hold(db: pg.ClientBase | pg.Pool, after: bigint, bound: bigint, limit: number): HeldPage {
     const { names, batchBytes, onRead } = this.options;
     onRead?.();
-    try {
-      const read = await readEvents(db, names, after, bound, limit, undefined, batchBytes);
+    const held = { after, bound } as HeldPage;
+    held.read = readEvents(db, names, after, bound, limit, undefined, batchBytes).then((read) => {
       const cut = read.events.length === limit || read.truncated;
-      const page: Page<StoredEvent> = {
-        after,
-        coveredTo: cut ? read.events.at(-1)!.globalPosition : bound,
-        events: read.events.map(freeze),
-      };
-      const held = this.held.get(after);
-      if (held) held.page = page;
-      return page;
-    } catch (error) {
-      this.held.delete(after);
-      throw error;
-    }
+      held.page = { after, coveredTo: cut ? read.events.at(-1)!.globalPosition : bound, events: read.events };
+      return held.page;
+    });
+    this.held.set(after, held);
+    return held;
+  }
+
+  /** Drops a page whose read failed, unless another read has taken its place meanwhile. */
+  private forget(held: HeldPage): void {
+    if (this.held.get(held.after) === held) this.held.delete(held.after);
   }
 
   /** Lets go of the pages nobody reads any more, and of the lowest ones beyond maxPages (pagesToDrop). */
@@ -143,20 +145,4 @@ export class SharedReader {
     const settled = [...this.held.values()].flatMap((h) => (h.page ? [h.page] : []));
     for (const after of pagesToDrop(settled, [...this.readers.values()], this.options.maxPages ?? 8)) this.held.delete(after);
   }
-}
-
-/**
- * Shared between projections, so read-only: a handler that changed an event would change it for the others. Frozen,
- * a write throws (a handler fault, said at once) instead of silently reaching another read model.
- */
-function freeze(event: StoredEvent): StoredEvent {
-  deepFreeze(event.data);
-  deepFreeze(event.metadata);
-  return Object.freeze(event);
-}
-
-function deepFreeze(value: unknown): void {
-  if (value === null || typeof value !== 'object' || Object.isFrozen(value)) return;
-  Object.freeze(value);
-  for (const child of Object.values(value)) deepFreeze(child);
 }

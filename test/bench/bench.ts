@@ -7,19 +7,22 @@
  *   --live-seconds S   duration of the live-latency run (default 30)
  *   --live-rate R      appends per second in the live-latency run (default 500)
  *   --append-seconds S duration of each append-throughput run (default 10)
+ *   --scaling-events N store size for the P-scaling figures (default 200,000)
  */
 import { spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import pg from 'pg';
-import { PostgresServer } from '../../src/db/postgres-server.js';
+import { freePort, PostgresServer } from '../../src/db/postgres-server.js';
 import { storeNames } from '../../src/db/identifiers.js';
 import { migrate } from '../../src/db/migrate.js';
 import { EventStore } from '../../src/index.js';
 import { EVENT_COLUMNS } from '../../src/store/types.js';
 import { sleep, waitUntil } from '../../src/shared/time.js';
+import { installMessageDb, writeMessage } from '../support/foreign/message-db.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 // The daemon and the CLI run compiled and with the image's Node flags, as in production (`npm run bench` builds first).
@@ -36,6 +39,7 @@ const MEMORY_EVENTS = flag('memory-events', 5_000_000);
 const LIVE_SECONDS = flag('live-seconds', 30);
 const LIVE_RATE = flag('live-rate', 500);
 const APPEND_SECONDS = flag('append-seconds', 10);
+const SCALING_EVENTS = flag('scaling-events', 200_000);
 
 const log = (message: string) => process.stderr.write(`[bench] ${message}\n`);
 const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
@@ -150,13 +154,21 @@ async function appendThroughput(url: string, perAppend: number) {
   return { events, seconds, rate: events / seconds };
 }
 
-function startDaemon(url: string, args: string[] = []) {
-  const child = spawn(process.execPath, [...NODE_FLAGS, CLI, 'run', '--projections', PROJECTIONS, '--metrics-port', '0', ...args], {
+function startDaemon(url: string, args: string[] = [], projections = PROJECTIONS) {
+  const child = spawn(process.execPath, [...NODE_FLAGS, CLI, 'run', '--projections', projections, '--metrics-port', '0', ...args], {
     cwd: REPO,
     env: { ...process.env, DATABASE_URL: url, PROJECTION_RUNNER_LOG_LEVEL: 'warn' },
-    stdio: 'ignore',
+    stdio: ['ignore', 'ignore', 'pipe'],
   });
-  return { stop: () => new Promise<void>((resolve) => (child.once('exit', () => resolve()), child.kill('SIGTERM'))) };
+  let stderr = '';
+  child.stderr.on('data', (d) => (stderr = (stderr + String(d)).slice(-4000)));
+  return {
+    stop: () => new Promise<void>((resolve) => (child.once('exit', () => resolve()), child.kill('SIGTERM'))),
+    /** Throws with the daemon's last words when it has exited: a wait on it must not last its whole timeout. */
+    check: () => {
+      if (child.exitCode !== null) throw new Error(`the daemon exited with ${child.exitCode}:\n${stderr}`);
+    },
+  };
 }
 
 async function waitOrThrow(check: () => Promise<boolean>, timeoutMs: number, what: string) {
@@ -164,32 +176,54 @@ async function waitOrThrow(check: () => Promise<boolean>, timeoutMs: number, wha
   if (!met) throw new Error(`timed out waiting for ${what}`);
 }
 
-async function liveLatency(pool: pg.Pool, url: string) {
-  const daemon = startDaemon(url);
-  const head = async () => Number((await pool.query('SELECT coalesce(max(global_position), 0) AS h FROM events')).rows[0].h);
+interface LatencyRun {
+  /** The daemon's projections folder and extra flags. */
+  projections?: string;
+  args?: string[];
+  /** Projections that must have caught up before the writes start. */
+  caughtUp: string[];
+  rate: number;
+  /** Writes ping number i; resolves to its global position and when its commit returned. */
+  write: (i: number) => Promise<{ position: string; committedAt: number }>;
+  /** Scrapes /metrics at the end: reads of the event table per batch of the latency projection. */
+  countReads?: boolean;
+}
+
+/** Commit → read model latency of the `latency` projection (bench_latency) for pings written at `rate`/s. */
+async function measureLatency(pool: pg.Pool, url: string, run: LatencyRun) {
+  const metricsPort = await freePort();
+  const daemon = startDaemon(url, [...(run.args ?? []), '--metrics-port', String(metricsPort)], run.projections);
+  // Until the daemon has migrated (a fresh foreign store), its tables are not there: not caught up.
+  const head = async () =>
+    Number((await pool.query(`SELECT position AS h FROM projection_high_water`).catch(() => ({ rows: [] }))).rows[0]?.h ?? Number.NaN);
   const checkpoint = async (name: string) =>
-    Number((await pool.query('SELECT position FROM projection_checkpoints WHERE name = $1', [name])).rows[0]?.position ?? -1);
-  const target = await head();
+    Number(
+      (await pool.query('SELECT position FROM projection_checkpoints WHERE name = $1', [name]).catch(() => ({ rows: [] }))).rows[0]
+        ?.position ?? -1,
+    );
   await waitOrThrow(
-    async () => (await checkpoint('latency')) >= target && (await checkpoint('account_balances')) >= target,
+    async () => {
+      daemon.check();
+      const h = await head();
+      if (Number.isNaN(h)) return false;
+      for (const name of run.caughtUp) if ((await checkpoint(name)) < h) return false;
+      return true;
+    },
     600_000,
     'daemon caught up',
   );
-  const store = new EventStore(pool);
+  await pool.query('TRUNCATE bench_latency');
+  const before = run.countReads ? await scrape(metricsPort) : undefined;
   const commits = new Map<string, number>();
-  const interval = 1000 / LIVE_RATE;
+  const interval = 1000 / run.rate;
   const started = performance.now();
-  const total = LIVE_SECONDS * LIVE_RATE;
+  const total = LIVE_SECONDS * run.rate;
   const inFlight: Promise<void>[] = [];
   for (let i = 0; i < total; i++) {
     const due = started + i * interval;
     const wait = due - performance.now();
     if (wait > 0) await sleep(wait);
-    inFlight.push(
-      store.append(`ping-${i % 100}`, [{ type: 'Ping', data: { i } }]).then((r) => {
-        commits.set(r.lastPosition.toString(), Date.now());
-      }),
-    );
+    inFlight.push(run.write(i).then((r) => void commits.set(r.position, r.committedAt)));
     if (inFlight.length > 64) await Promise.all(inFlight.splice(0, 32));
   }
   await Promise.all(inFlight);
@@ -198,13 +232,109 @@ async function liveLatency(pool: pg.Pool, url: string) {
     60_000,
     'pings applied',
   );
+  const after = run.countReads ? await scrape(metricsPort) : undefined;
   const { rows } = await pool.query('SELECT position::text AS p, (extract(epoch FROM applied_at) * 1000)::float8 AS at FROM bench_latency');
   const latencies = rows
     .filter((r) => commits.has(r.p))
     .map((r) => Math.max(0, r.at - commits.get(r.p)!))
     .sort((a, b) => a - b);
   await daemon.stop();
-  return { samples: latencies.length, p50: percentile(latencies, 50), p99: percentile(latencies, 99), max: latencies.at(-1)! };
+  const reads = before && after ? (after.reads - before.reads) / Math.max(1, after.latencyBatches - before.latencyBatches) : undefined;
+  return {
+    samples: latencies.length,
+    p50: percentile(latencies, 50),
+    p99: percentile(latencies, 99),
+    max: latencies.at(-1)!,
+    readsPerWakeUp: reads,
+  };
+}
+
+/** The daemon's own counters: reads of the event table, and batches of the latency projection (its wake-ups with work). */
+async function scrape(port: number): Promise<{ reads: number; latencyBatches: number }> {
+  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  const value = (pattern: RegExp) => Number(pattern.exec(text)?.[1] ?? 0);
+  return {
+    reads: value(/^projection_runner_event_reads_total (\S+)$/m),
+    latencyBatches: value(/^projection_runner_batch_duration_seconds_count\{projection="latency"\} (\S+)$/m),
+  };
+}
+
+/** The ping writer of the native store: EventStore.append (events_append). */
+function appendPings(pool: pg.Pool) {
+  const store = new EventStore(pool);
+  return async (i: number) => {
+    const r = await store.append(`ping-${i % 100}`, [{ type: 'Ping', data: { i } }]);
+    return { position: r.lastPosition.toString(), committedAt: Date.now() };
+  };
+}
+
+/** A writer outside the library: one plain INSERT per ping (it wakes the runner only through the table's trigger). */
+function insertPings(pool: pg.Pool) {
+  return async (i: number) => {
+    const { rows } = await pool.query(
+      `INSERT INTO events (stream_name, stream_position, type, data) VALUES ($1, 1, 'Ping', $2) RETURNING global_position::text AS p`,
+      [`insert-ping-${i}-${Date.now()}`, JSON.stringify({ i })],
+    );
+    return { position: rows[0].p as string, committedAt: Date.now() };
+  };
+}
+
+/**
+ * Projection modules written for one run: `count` copies of a kind, each with its own name (and read model), plus
+ * the latency projection when asked. Returns the folder.
+ */
+function projectionCopies(kind: 'noop' | 'balances', count: number, withLatency = false): string {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'pr-bench-projections-'));
+  const balances = pathToFileURL(path.join(REPO, 'dist/projections/account-balances.js')).href;
+  for (let i = 1; i <= count; i++) {
+    const name = `${kind}_${i}`;
+    const body =
+      kind === 'noop'
+        ? `export default { name: '${name}', async handleBatch() {} };\n`
+        : `import { accountBalances } from '${balances}';\nexport default accountBalances({ name: '${name}' });\n`;
+    writeFileSync(path.join(dir, `${name}.mjs`), body);
+  }
+  if (withLatency) {
+    writeFileSync(
+      path.join(dir, 'latency.mjs'),
+      `export { default } from '${pathToFileURL(path.join(PROJECTIONS, 'latency.js')).href}';\n`,
+    );
+  }
+  return dir;
+}
+
+/** Catch-up from zero of `count` copies of a projection over the whole store: seconds from start to all at the head. */
+async function catchUp(pool: pg.Pool, url: string, kind: 'noop' | 'balances', count: number): Promise<number> {
+  const dir = projectionCopies(kind, count);
+  const names = Array.from({ length: count }, (_, i) => `${kind}_${i + 1}`);
+  await pool.query('DELETE FROM projection_checkpoints');
+  for (const name of names) await pool.query(`DROP TABLE IF EXISTS ${name}`);
+  const { rows } = await pool.query('SELECT max(global_position)::bigint AS h FROM events');
+  const head = Number(rows[0].h);
+  const daemon = startDaemon(url, ['--gap-evidence', 'off'], dir);
+  const progress = async () =>
+    (await pool.query('SELECT count(*)::int AS n, min(position)::bigint AS p FROM projection_checkpoints WHERE name = ANY($1)', [names]))
+      .rows[0];
+  // From the moment every projection has its checkpoint row (started, tables set up): the catch-up itself.
+  await waitOrThrow(async () => (daemon.check(), (await progress()).n === count), 60_000, 'projections started');
+  const started = performance.now();
+  await waitOrThrow(async () => Number((await progress()).p) >= head, 1_200_000, `${count} ${kind} caught up`);
+  const seconds = (performance.now() - started) / 1000;
+  await daemon.stop();
+  rmSync(dir, { recursive: true, force: true });
+  return seconds;
+}
+
+/** A second database on the same server, migrated, with `events` generated events. */
+async function secondDatabase(pool: pg.Pool, url: string, name: string, events: number, { native = true } = {}) {
+  await pool.query(`DROP DATABASE IF EXISTS ${name}`);
+  await pool.query(`CREATE DATABASE ${name}`);
+  const dbUrl = url.replace(/\/[^/?]*(\?|$)/, `/${name}$1`);
+  const dbPool = new pg.Pool({ connectionString: dbUrl, max: 10 });
+  dbPool.on('error', () => {});
+  if (native) await migrate(dbPool, storeNames());
+  if (events > 0) await generate(dbPool, 0, events - 1);
+  return { url: dbUrl, pool: dbPool };
 }
 
 /** Rollback → resolution time, while another writer keeps appending (so the gap becomes visible). */
@@ -280,10 +410,71 @@ async function main() {
     const append1 = await appendThroughput(db.url, 1);
     const append10 = await appendThroughput(db.url, 10);
     log('(5) live latency');
-    const live = await liveLatency(pool, db.url);
+    const live = await measureLatency(pool, db.url, {
+      caughtUp: ['latency', 'account_balances'],
+      rate: LIVE_RATE,
+      write: appendPings(pool),
+    });
     log('(6) gap resolution: evidence (10 s gap timeout), then timeout path (2 s)');
     const gapDead = await gapResolution(pool, db.url, [], 10);
     const gapTimeout = await gapResolution(pool, db.url, ['--gap-evidence', 'off', '--gap-timeout', '2s'], 3);
+    log('(8) trigger cost: appends with the NOTIFY trigger disabled');
+    await pool.query('ALTER TABLE events DISABLE TRIGGER events_notify');
+    const append1NoTrigger = await appendThroughput(db.url, 1);
+    await pool.query('ALTER TABLE events ENABLE TRIGGER events_notify');
+    log('(9) live latency of plain INSERTs (woken by the trigger) at 200/s');
+    const liveInsert = await measureLatency(pool, db.url, {
+      caughtUp: ['latency', 'account_balances'],
+      rate: 200,
+      write: insertPings(pool),
+    });
+
+    log(`(10) P-scaling: catch-up of ${SCALING_EVENTS} events by P = 1, 4, 16 projections`);
+    const scalingDb = await secondDatabase(pool, db.url, 'bench_scaling', SCALING_EVENTS);
+    const scalingRows: Array<{ kind: 'noop' | 'balances'; p: number; seconds: number }> = [];
+    for (const kind of ['noop', 'balances'] as const) {
+      for (const p of [1, 4, 16]) scalingRows.push({ kind, p, seconds: await catchUp(scalingDb.pool, scalingDb.url, kind, p) });
+    }
+    log('(11) live latency with 16 projections at 500/s, reads per wake-up');
+    const live16Dir = projectionCopies('noop', 16, true);
+    const live16 = await measureLatency(scalingDb.pool, scalingDb.url, {
+      projections: live16Dir,
+      caughtUp: ['latency', ...Array.from({ length: 16 }, (_, i) => `noop_${i + 1}`)],
+      rate: LIVE_RATE,
+      write: appendPings(scalingDb.pool),
+      countReads: true,
+    });
+    rmSync(live16Dir, { recursive: true, force: true });
+    await scalingDb.pool.end();
+
+    log('(12) message-db: live latency of write_message at 200/s (the runner on --source message-db)');
+    const mdb = await secondDatabase(pool, db.url, 'bench_message_db', 0, { native: false });
+    await installMessageDb(mdb.url);
+    const writers = new pg.Pool({ connectionString: mdb.url, max: 8, options: '-c search_path=message_store,public' });
+    writers.on('error', () => {});
+    const mdbDir = projectionCopies('noop', 0, true);
+    const liveMessageDb = await measureLatency(mdb.pool, mdb.url, {
+      projections: mdbDir,
+      args: ['--source', 'message-db'],
+      caughtUp: ['latency'],
+      rate: 200,
+      write: async (i) => {
+        const client = await writers.connect();
+        try {
+          const id = randomUUID();
+          await writeMessage(client, { id, streamName: `ping-${i % 100}`, type: 'Ping', data: { i } });
+          const committedAt = Date.now();
+          const { rows } = await client.query('SELECT global_position::text AS p FROM message_store.messages WHERE id = $1', [id]);
+          return { position: rows[0].p as string, committedAt };
+        } finally {
+          client.release();
+        }
+      },
+    });
+    rmSync(mdbDir, { recursive: true, force: true });
+    await writers.end();
+    await mdb.pool.end();
+
     let bigNoop: { events: number; seconds: number; peakRssMb: number } | undefined;
     if (MEMORY_EVENTS > EVENTS) {
       log(`(7) memory: growing the store to ${MEMORY_EVENTS} events`);
@@ -300,7 +491,11 @@ async function main() {
         rate: balances.events / balances.seconds,
         ratioToRawScan: balances.events / balances.seconds / scanRate,
       },
-      append: { perAppend1: append1, perAppend10: append10 },
+      append: { perAppend1: append1, perAppend10: append10, perAppend1WithoutTrigger: append1NoTrigger },
+      liveLatencyPlainInsertMs: liveInsert,
+      scaling: { events: SCALING_EVENTS, rows: scalingRows },
+      liveLatency16Ms: live16,
+      liveLatencyMessageDbMs: liveMessageDb,
       liveLatencyMs: live,
       gapResolutionMs: { dead: gapDead, timedOut: gapTimeout },
       memory: { peakRssMbAt1: noop.peakRssMb, peakRssMbAt2: bigNoop?.peakRssMb, eventsAt2: bigNoop ? MEMORY_EVENTS : undefined },
@@ -321,6 +516,39 @@ async function main() {
       ],
       ['(4) append, 8 writers x 1 event', `${fmt(append1.rate)} events/s`, ''],
       ['(4) append, 8 writers x 10 events', `${fmt(append10.rate)} events/s`, ''],
+      [
+        '(8) append, 8 x 1, trigger disabled',
+        `${fmt(append1NoTrigger.rate)} events/s`,
+        `the NOTIFY trigger costs ${(((append1NoTrigger.rate - append1.rate) / append1NoTrigger.rate) * 100).toFixed(1)} % of (4) 8 x 1`,
+      ],
+      [
+        '(9) live latency, plain INSERTs',
+        `p50 ${liveInsert.p50.toFixed(1)} ms, p99 ${liveInsert.p99.toFixed(1)} ms, max ${liveInsert.max.toFixed(1)} ms`,
+        `${liveInsert.samples} INSERTs at 200/s (target p99 <= 20 ms)`,
+      ],
+      ...(['noop', 'balances'] as const).flatMap((kind) => {
+        const one = scalingRows.find((r) => r.kind === kind && r.p === 1)!.seconds;
+        return scalingRows
+          .filter((r) => r.kind === kind)
+          .map((r) => [
+            `(10) catch-up, ${r.p} x ${kind}`,
+            `${r.seconds.toFixed(2)} s`,
+            r.p === 1
+              ? `baseline (${fmt(SCALING_EVENTS)} events)`
+              : `${(r.seconds / one).toFixed(2)} x of 1 (target <= ${kind === 'noop' ? 2 : 3} x at 16)`,
+          ]);
+      }),
+      [
+        '(11) live latency, 16 projections',
+        `p50 ${live16.p50.toFixed(1)} ms, p99 ${live16.p99.toFixed(1)} ms, max ${live16.max.toFixed(1)} ms`,
+        `${live16.samples} events at ${LIVE_RATE}/s (target p99 <= 20 ms)`,
+      ],
+      ['(11) reads per live wake-up, 16 projections', `${live16.readsPerWakeUp?.toFixed(2)}`, 'target 1'],
+      [
+        '(12) live latency, message-db write_message',
+        `p50 ${liveMessageDb.p50.toFixed(1)} ms, p99 ${liveMessageDb.p99.toFixed(1)} ms, max ${liveMessageDb.max.toFixed(1)} ms`,
+        `${liveMessageDb.samples} messages at 200/s (target p99 <= 20 ms)`,
+      ],
       [
         '(5) live latency commit -> read model',
         `p50 ${live.p50.toFixed(1)} ms, p99 ${live.p99.toFixed(1)} ms, max ${live.max.toFixed(1)} ms`,

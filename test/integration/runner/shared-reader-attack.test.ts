@@ -56,8 +56,8 @@ async function waitForLateNotice(position: number): Promise<void> {
   await waitFor(
     `late notice for ${position}`,
     async () =>
-      (await t.db.pool.query(`SELECT 1 FROM projection_gaps WHERE resolution = 'late' AND from_position = $1`, [position])).rows
-        .length === 1,
+      (await t.db.pool.query(`SELECT 1 FROM projection_gaps WHERE resolution = 'late' AND from_position = $1`, [position])).rows.length ===
+      1,
   );
 }
 
@@ -75,16 +75,20 @@ describe('shared reader attacks', () => {
     await commitLate();
     await waitForLateNotice(20);
     await waitFor('a and b got 20 late', async () => {
-      const { rows } = await t.db.pool.query(`SELECT (SELECT count(*) FROM log_a WHERE position = 20) + (SELECT count(*) FROM log_b WHERE position = 20) AS n`);
+      const { rows } = await t.db.pool.query(
+        `SELECT (SELECT count(*) FROM log_a WHERE position = 20) + (SELECT count(*) FROM log_b WHERE position = 20) AS n`,
+      );
       return Number(rows[0].n) === 2;
     });
 
     const replay = await requestReplay(t.db.pool, names, 'b', 'test');
     await waitFor('replay of b done', async () => (await readReplay(t.db.pool, names, replay)).status === 'done', 30_000);
     // Give the late path every chance (several poll intervals) before judging.
-    await waitFor('b has 20 again', async () => (await t.db.pool.query(`SELECT 1 FROM log_b WHERE position = 20`)).rows.length === 1, 3_000).catch(
-      () => {},
-    );
+    await waitFor(
+      'b has 20 again',
+      async () => (await t.db.pool.query(`SELECT 1 FROM log_b WHERE position = 20`)).rows.length === 1,
+      3_000,
+    ).catch(() => {});
     const committed = await committedPositions(t.db.pool);
     slow.release();
     await expectExactlyOnceInOrder(t.db.pool, 'b', committed);
@@ -106,7 +110,7 @@ describe('shared reader attacks', () => {
     expect(log.find((r) => r.position === 20)).toEqual({ position: 20, applied: 1, late: false });
   });
 
-  it('an event object is shared by the projections of a page: a handler that changes its recordedAt (a Date, not frozen) changes it for the others', async () => {
+  it('projections sharing a page: a handler that changes the recordedAt of its event (a Date, which freezing cannot protect) changes its own copy only', async () => {
     // Freezing stops writes to the event and to data/metadata, but recordedAt is a Date: setTime() mutates its
     // internal slot through the frozen event. `observer` waits at event 1 (holding its slice of the shared page)
     // until `mutator` has handled every event, then records the recordedAt it is given.
@@ -173,11 +177,17 @@ describe('shared reader attacks', () => {
     const committed = await committedPositions(t.db.pool);
     const { rows } = await t.db.pool.query(`SELECT global_position::int AS p FROM events WHERE type = 'A' ORDER BY 1`);
     const typedCommitted = rows.map((r) => r.p);
-    await waitFor('every log complete', async () => {
-      const a = await readLog(t.db.pool, 'all');
-      const b = await readLog(t.db.pool, 'typed');
-      return a.length === committed.length && b.length === typedCommitted.length && (await checkpointOf('typed')) === String(committed.at(-1));
-    }, 30_000);
+    await waitFor(
+      'every log complete',
+      async () => {
+        const a = await readLog(t.db.pool, 'all');
+        const b = await readLog(t.db.pool, 'typed');
+        return (
+          a.length === committed.length && b.length === typedCommitted.length && (await checkpointOf('typed')) === String(committed.at(-1))
+        );
+      },
+      30_000,
+    );
     await expectExactlyOnceInOrder(t.db.pool, 'all', committed);
     await expectExactlyOnceInOrder(t.db.pool, 'typed', typedCommitted);
     const late = await t.db.pool.query(`SELECT count(*)::int AS n FROM projection_gaps WHERE resolution = 'late'`);
@@ -186,7 +196,10 @@ describe('shared reader attacks', () => {
 
   it('held: read-aheads and direct page reads killed again and again (pg_terminate_backend) while three projections catch up', async () => {
     for (let i = 0; i < 30; i++) {
-      await t.store.append(`s-${i % 7}`, Array.from({ length: 50 }, (_, k) => ({ type: 'E', data: { i, k } })));
+      await t.store.append(
+        `s-${i % 7}`,
+        Array.from({ length: 50 }, (_, k) => ({ type: 'E', data: { i, k } })),
+      );
     }
     const three = ['a', 'b', 'c'];
     t.runner = await startRunner(t.db, { ...options, batchSize: 20, projections: three.map((n) => positionLog(n)) });
@@ -229,10 +242,14 @@ describe('shared reader attacks', () => {
     });
     t.runner = await startRunner(t.db, { ...options, batchSize: 5, projections: [reactor, positionLog('log'), positionLog('log2')] });
     for (let i = 0; i < 60; i++) await t.store.append(`s-${i % 5}`, [{ type: 'E', data: { i } }]);
-    await waitFor('one Derived per E', async () => {
-      const { rows } = await t.db.pool.query(`SELECT count(*) FILTER (WHERE type = 'Derived')::int AS d FROM events`);
-      return rows[0].d === 60;
-    }, 30_000);
+    await waitFor(
+      'one Derived per E',
+      async () => {
+        const { rows } = await t.db.pool.query(`SELECT count(*) FILTER (WHERE type = 'Derived')::int AS d FROM events`);
+        return rows[0].d === 60;
+      },
+      30_000,
+    );
     const committed = await committedPositions(t.db.pool);
     await waitUntilAllApplied(t.db.pool, committed, ['log', 'log2'], 30_000).catch(() => {});
     await expectExactlyOnceInOrder(t.db.pool, 'log', committed);
@@ -249,12 +266,23 @@ describe('shared reader attacks', () => {
     await waitFor('both at 30 without 20', async () => (await checkpointOf('a')) === '30' && (await checkpointOf('picky')) === '30');
     await commitLate();
     await waitForLateNotice(20);
-    await waitFor('20 dead-lettered by picky', async () => (await t.db.pool.query(`SELECT 1 FROM projection_dead_letters WHERE projection = 'picky' AND global_position = 20`)).rows.length === 1);
+    await waitFor(
+      '20 dead-lettered by picky',
+      async () =>
+        (await t.db.pool.query(`SELECT 1 FROM projection_dead_letters WHERE projection = 'picky' AND global_position = 20`)).rows.length ===
+        1,
+    );
     const committed = await committedPositions(t.db.pool);
     await waitFor('a has 20', async () => (await t.db.pool.query(`SELECT 1 FROM log_a WHERE position = 20`)).rows.length === 1);
     await expectExactlyOnceInOrder(t.db.pool, 'a', committed);
-    await expectExactlyOnceInOrder(t.db.pool, 'picky', committed.filter((p) => p !== 20));
-    const { rows } = await t.db.pool.query(`SELECT count(*)::int AS n, bool_and(late) AS late FROM projection_dead_letters WHERE projection = 'picky'`);
+    await expectExactlyOnceInOrder(
+      t.db.pool,
+      'picky',
+      committed.filter((p) => p !== 20),
+    );
+    const { rows } = await t.db.pool.query(
+      `SELECT count(*)::int AS n, bool_and(late) AS late FROM projection_dead_letters WHERE projection = 'picky'`,
+    );
     expect(rows[0]).toEqual({ n: 1, late: true });
     expect(await checkpointOf('picky')).toBe('30');
   });

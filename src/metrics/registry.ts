@@ -88,7 +88,7 @@ export class RunnerMetrics {
   );
   readonly eventReads = this.counter(
     'projection_runner_event_reads_total',
-    'Reads of the event table by the shared reader (a page serves every projection at its place; read-aheads included).',
+    'Reads of the event table: pages of the shared reader (each serves every projection at its place; read-aheads included) and the own reads of caught-up projections.',
   );
   readonly notifications = this.counter('projection_runner_notifications_total', 'NOTIFY wake-ups received.');
   readonly polls = this.counter('projection_runner_polls_total', 'Fallback polls (wake-ups by the poll interval).');

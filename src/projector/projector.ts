@@ -526,12 +526,16 @@ export class Projector {
   }
 
   /**
-   * The normal read, through the instance's shared reader: (checkpoint, H] with the adaptive batch size, from a page
-   * another projection at the same place has read (or is reading), else read now on this batch's transaction. The
-   * page holds every type; this projection's eventTypes filter it here, and the events of other types it passes
-   * count as passed, as when the database filtered them.
+   * The normal read. More than a batch behind H (catching up, replaying, just started), through the instance's shared
+   * reader: (checkpoint, H] with the adaptive batch size, from a page another projection at the same place has read (or
+   * is reading), else read now on this batch's transaction; the page holds every type, this projection's eventTypes
+   * filter it here (the events of other types it passes count as passed, as when the database filtered them). Within a
+   * batch of H (a live wake-up), on its own: measured, sharing the few events of a live wake-up cost more in waiting
+   * for each other than the read it saves (commit → read model p50 24 ms shared against 7 ms alone, 3 projections at
+   * 500 appends/s; 16 projections: p50 509 ms against 32 ms).
    */
   private async readNext(tx: pg.ClientBase, highWater: bigint): Promise<BatchRead> {
+    if (highWater - this.checkpoint <= BigInt(this.batchSize)) return this.readRange(tx, highWater, this.batchSize);
     const slice = await this.options.reader.read(tx, { after: this.checkpoint, highWater, limit: this.batchSize });
     const types = this.options.projection.eventTypes;
     return types ? { ...slice, events: slice.events.filter((e) => types.includes(e.type)) } : slice;
@@ -540,6 +544,7 @@ export class Projector {
   /** Reads at most `size` events (and batchBytes) in (checkpoint, bound] on the batch's transaction. */
   private async readRange(tx: pg.ClientBase, bound: bigint, size: number): Promise<BatchRead> {
     const { names, projection, batchBytes } = this.options;
+    if (bound > this.checkpoint) this.options.metrics.eventReads.inc();
     const read =
       bound > this.checkpoint
         ? await readEvents(tx, names, this.checkpoint, bound, size, projection.eventTypes, batchBytes)

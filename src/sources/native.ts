@@ -2,8 +2,6 @@ import type pg from 'pg';
 import type { StoreNames } from '../db/identifiers.js';
 import { toStoredEvent, type EventRow, type StoredEvent } from '../store/types.js';
 import { columnSql, deliveredFilterSql, eventColumnsSql, eventSizeSql, eventTable, positionSql, recordedAtSql } from './event-table.js';
-// Plugs the foreign sources' checks and attachments into db/migrate.ts (db imports nothing from the rooms above):
-// whoever reads events loads them, so `migrate` at the start of a Runner checks a foreign source's table.
 
 /**
  * The reads of the event table: a batch in global order, events at given positions, and the age of the oldest event

@@ -15,6 +15,8 @@ export interface PageEvent {
 export interface Page<E extends PageEvent = PageEvent> {
   after: bigint;
   coveredTo: bigint;
+  /** The H the page was read under (its bound came from it): a published H, so any batch may go up to it. */
+  highWater: bigint;
   events: readonly E[];
 }
 
@@ -43,8 +45,16 @@ export function covers(page: Pick<Page, 'after' | 'coveredTo'>, after: bigint): 
 /**
  * The events of `page` after the checkpoint, up to H and the batch size. Every event in (after, end] is in the page,
  * so a slice that takes fewer than `limit` events ends at `end` (gaps and events of any type included).
+ *
+ * H is the higher of the batch's own and the page's: both are published values of H (every position at or below one
+ * is committed or given up), and the page was read after the page's H was, so a batch whose own H is older may still
+ * take the whole page. Without this, projections woken by the same commits but a moment apart would each take part
+ * of a page and read again for the rest. (The statements of the batch that follow — given-up gaps, late notices — run
+ * after the page was read, so they see what that H saw.)
  */
 export function slicePage<E extends PageEvent>(page: Page<E>, request: SliceRequest): Slice<E> {
+  const highWater = page.highWater > request.highWater ? page.highWater : request.highWater;
+  request = { ...request, highWater };
   const end = page.coveredTo < request.highWater ? page.coveredTo : request.highWater;
   const events: E[] = [];
   for (const event of page.events) {

@@ -98,7 +98,7 @@ export class SharedReader {
 
   /** Reads the page starting at `after` on the asker's own transaction; the others at `after` wait for it. */
   private async readPage(tx: pg.ClientBase, after: bigint, highWater: bigint, limit: number): Promise<Page<StoredEvent>> {
-    const held = this.hold(tx, after, pageBound(after, highWater, [...this.held.keys()]), limit);
+    const held = this.hold(tx, after, pageBound(after, highWater, [...this.held.keys()]), highWater, limit);
     try {
       return await held.read;
     } catch (error) {
@@ -114,7 +114,7 @@ export class SharedReader {
     if (this.held.has(after)) return;
     const bound = pageBound(after, highWater, [...this.held.keys()]);
     if (bound <= after) return;
-    const held = this.hold(this.options.pool, after, bound, limit);
+    const held = this.hold(this.options.pool, after, bound, highWater, limit);
     held.read.then(
       () => this.release(),
       () => this.forget(held),
@@ -122,13 +122,13 @@ export class SharedReader {
   }
 
   /** Registers the read of (after, bound] before anything is awaited, so that a second asker finds it. */
-  private hold(db: pg.ClientBase | pg.Pool, after: bigint, bound: bigint, limit: number): HeldPage {
+  private hold(db: pg.ClientBase | pg.Pool, after: bigint, bound: bigint, highWater: bigint, limit: number): HeldPage {
     const { names, batchBytes, onRead } = this.options;
     onRead?.();
     const held = { after, bound } as HeldPage;
     held.read = readEvents(db, names, after, bound, limit, undefined, batchBytes).then((read) => {
       const cut = read.events.length === limit || read.truncated;
-      held.page = { after, coveredTo: cut ? read.events.at(-1)!.globalPosition : bound, events: read.events };
+      held.page = { after, coveredTo: cut ? read.events.at(-1)!.globalPosition : bound, highWater, events: read.events };
       return held.page;
     });
     this.held.set(after, held);
@@ -143,6 +143,9 @@ export class SharedReader {
   /** Lets go of the pages nobody reads any more, and of the lowest ones beyond maxPages (pagesToDrop). */
   private release(): void {
     const settled = [...this.held.values()].flatMap((h) => (h.page ? [h.page] : []));
-    for (const after of pagesToDrop(settled, [...this.readers.values()], this.options.maxPages ?? 8)) this.held.delete(after);
+    // Two pages per reader at least: projections sharing the work of two cores drift a few pages apart, and a cap
+    // below that makes the slowest read on their own again and again.
+    const maxPages = Math.max(this.options.maxPages ?? 8, 2 * this.readers.size);
+    for (const after of pagesToDrop(settled, [...this.readers.values()], maxPages)) this.held.delete(after);
   }
 }

@@ -1,9 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import { covers, pageBound, pagesToDrop, slicePage } from '../../src/sources/pages.js';
 
-const page = (after: number, coveredTo: number, positions: number[]) => ({
+/** A page; its H defaults to its end (read up to H, not cut short). */
+const page = (after: number, coveredTo: number, positions: number[], highWater = coveredTo) => ({
   after: BigInt(after),
   coveredTo: BigInt(coveredTo),
+  highWater: BigInt(highWater),
   events: positions.map((p) => ({ globalPosition: BigInt(p) })),
 });
 const slice = (p: ReturnType<typeof page>, after: number, highWater: number, limit: number) => {
@@ -18,8 +20,14 @@ describe('slicePage', () => {
   it('takes what follows the checkpoint up to H, and ends at H when it took less than its limit', () => {
     expect(slice(p, 0, 10, 100)).toEqual({ events: [1, 2, 4, 5, 6, 8, 9, 10], full: false, next: 10 });
     expect(slice(p, 4, 10, 100)).toEqual({ events: [5, 6, 8, 9, 10], full: false, next: 10 });
-    // An older H (the projection's own snapshot): no further than it, even over a gap.
-    expect(slice(p, 0, 7, 100)).toEqual({ events: [1, 2, 4, 5, 6], full: false, next: 7 });
+    // A batch whose own H is older takes the page up to the page's H: both are published values of H.
+    expect(slice(p, 0, 7, 100)).toEqual({ events: [1, 2, 4, 5, 6, 8, 9, 10], full: false, next: 10 });
+    // A page read under an older H than the batch's own: up to the page's end, then more to read.
+    expect(slice(page(0, 10, [1, 2, 4, 5, 6, 8, 9, 10], 10), 0, 12, 100)).toEqual({
+      events: [1, 2, 4, 5, 6, 8, 9, 10],
+      full: true,
+      next: 10,
+    });
   });
 
   it('stops at its limit, at the last event taken, with more to read', () => {
@@ -33,7 +41,7 @@ describe('slicePage', () => {
   });
 
   it('a page that ends before H says there is more (its reader saw a lower H, or was cut short)', () => {
-    const cut = page(0, 4, [1, 2, 4]);
+    const cut = page(0, 4, [1, 2, 4], 4);
     expect(slice(cut, 2, 10, 100)).toEqual({ events: [4], full: true, next: 4 });
   });
 

@@ -65,9 +65,6 @@ export function nextBatchSize(current: number, configured: number, full: boolean
   return current;
 }
 
-// HandlerError lives in errors.ts with the other searchable errors; re-exported for existing importers.
-export { HandlerError };
-
 /**
  * Where a batch failure belongs. Decided by where the error came from — the runner wraps everything the handler
  * call produced in HandlerError (unless the connection itself broke) — never by the error's message or code:

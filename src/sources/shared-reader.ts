@@ -7,24 +7,24 @@ import { covers, pageBound, pagesToDrop, slicePage, type Page, type Slice } from
 /**
  * One read for many projections (as Emmett's consumer fans a batch out to its processors): the projections of an
  * instance whose checkpoints lie in the same page share that page's read, each applying it in its own transaction
- * with its own checkpoint compare-and-set, so isolation is unchanged. Live, every caught-up projection asks for the
- * page after H at the same moment: one read per wake-up. Catching up, a full page starts the read of the next one at
- * once (the read-ahead), which the other projections find read when they get there.
+ * with its own checkpoint compare-and-set, so isolation is unchanged. Only projections more than a batch behind H read
+ * through it (Projector.readNext): a live wake-up reads on its own, measured faster than waiting on each other.
+ * A full page starts the read of the next one at once (the read-ahead), which the others find read when they get there.
  *
  * Why it is safe across transactions: events at or below H never change (a commit that comes later is late, and a
  * projection gets it through the late path whatever it read), so a page read in one snapshot is what any projection
  * at or below that H would read in its own.
  *
  * A projection that is slower, failed, replaying or just added is not waited for: the pages it needs may be gone
- * (at most `maxPages` are held), then it reads on its own, and the next page it needs ends where the pages of the
- * others start (pageBound), so it joins them there. Memory: at most `maxPages` pages of at most a batch each.
+ * (at most max(`maxPages`, two per reader) are held), then it reads on its own, and the next page it needs ends where
+ * the pages of the others start (pageBound), so it joins them there. Memory: that many pages of at most a batch each.
  */
 export interface SharedReaderOptions {
   pool: pg.Pool;
   names: StoreNames;
   /** Upper bound on the stored bytes of one page (see --batch-bytes). */
   batchBytes: number;
-  /** How many pages are held for the projections behind the fastest one. */
+  /** How many pages are held at least for the projections behind the fastest one (default 8; two per reader if more). */
   maxPages?: number;
   /** Counts each read of the event table (projection_runner_event_reads_total). */
   onRead?: () => void;

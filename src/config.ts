@@ -1,6 +1,6 @@
 import { ConfigError } from './errors.js';
 import { parseQualifiedTable, SOURCE_KINDS, validateIdentifier, type SourceKind } from './db/identifiers.js';
-import { ERROR_POLICIES, type ErrorPolicy } from './projection/projection.js';
+import { ERROR_POLICIES, SWITCH_MODES, type ErrorPolicy, type SwitchMode } from './projection/projection.js';
 
 /**
  * Every setting of the daemon in one table: flag, environment variable, default, parser. Values are validated at
@@ -105,6 +105,8 @@ export interface RunnerConfig {
   handlerRetries: number;
   /** Undefined: each projection's own onError (default stop). */
   onError: ErrorPolicy | undefined;
+  /** Whether a new version becomes live by itself once built (auto) or on `projection-runner switch` (manual). */
+  switchMode: SwitchMode;
   shutdownTimeoutMs: number;
   watchdogMs: number;
   logLevel: (typeof LOG_LEVELS)[number];
@@ -191,6 +193,9 @@ export const SETTINGS = [
   setting({ key: 'onError', flag: 'on-error', env: 'PROJECTION_RUNNER_ON_ERROR', default: undefined,
     description: "stop: mark the projection failed at an event its handler keeps failing on; skip: dead-letter the event and go on (overrides the module's onError; default stop)",
     ...oneOf(ERROR_POLICIES) }),
+  setting({ key: 'switchMode', flag: 'switch', env: 'PROJECTION_RUNNER_SWITCH', default: 'auto',
+    description: 'a new version of a projection, once built beside the live one: auto, it becomes live at once; manual, on `projection-runner switch NAME`',
+    ...oneOf(SWITCH_MODES) }),
   setting({ key: 'shutdownTimeoutMs', flag: 'shutdown-timeout', env: 'PROJECTION_RUNNER_SHUTDOWN_TIMEOUT', default: '10s',
     description: 'on SIGTERM/SIGINT, finish the current batch within this time, then exit', ...positiveDuration }),
   setting({ key: 'watchdogMs', flag: 'watchdog', env: 'PROJECTION_RUNNER_WATCHDOG', default: '60s',
@@ -263,6 +268,7 @@ export const RUNNER_SETTINGS = [
   'batchBytes',
   'handlerRetries',
   'onError',
+  'switchMode',
 ] as const satisfies readonly SettingKey[];
 export type RunnerSettings = Pick<RunnerConfig, (typeof RUNNER_SETTINGS)[number]>;
 

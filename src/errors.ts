@@ -74,6 +74,44 @@ export class ReplayInProgressError extends ProjectionRunnerError {
   }
 }
 
+/**
+ * The build (version) a projector runs is no longer live or building: it was switched away from, superseded or
+ * dropped. The projector stops there; the build's checkpoint and read model stay as they are (kept).
+ */
+export class BuildRetiredError extends ProjectionRunnerError {
+  constructor(
+    readonly slot: string,
+    readonly role: string | null,
+  ) {
+    super(`"${slot}" is ${role ?? 'dropped'} now, no longer live or building: it stops being updated`);
+  }
+}
+
+/** `rebuild`, `switch` or `drop` was refused before anything changed; the message says why and what to do. */
+export class VersionRequestError extends ProjectionRunnerError {
+  constructor(
+    readonly projection: string,
+    reason: string,
+  ) {
+    super(`${projection}: ${reason}`);
+  }
+}
+
+/**
+ * A switch could not give the application the new version under a name: a relation of that name exists in the read
+ * schema and is not a view the runner made, nor a table of the build being switched away from. Nothing changed.
+ */
+export class ReadNameTakenError extends ProjectionRunnerError {
+  constructor(
+    readonly projection: string,
+    readonly relation: string,
+  ) {
+    super(
+      `cannot switch "${projection}": ${relation} exists and does not belong to it; rename or drop it, the switch is tried again after the next batch`,
+    );
+  }
+}
+
 /** The checkpoint moved under us: another instance owns the projection now. */
 export class OwnershipLostError extends ProjectionRunnerError {
   constructor(readonly projection: string) {

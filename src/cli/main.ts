@@ -8,6 +8,7 @@ import { registerDeadLetters, registerRecovery } from './recover.js';
 import { registerReplay } from './replay.js';
 import { registerRun } from './run.js';
 import { registerStatus } from './status.js';
+import { registerVersions } from './versions.js';
 import { isAuthenticationFailure } from './database.js';
 import { describeConnection } from '../db/connection.js';
 
@@ -20,6 +21,7 @@ registerMigrate(program);
 registerRun(program);
 registerStatus(program);
 registerReplay(program);
+registerVersions(program);
 registerRecovery(program);
 registerDeadLetters(program);
 registerDemo(program);

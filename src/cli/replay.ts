@@ -11,6 +11,7 @@ import { formatProgress, formatSummary } from './progress.js';
 import { readStatus } from './status.js';
 import { instanceName } from '../ownership/leases.js';
 import { prepareStore } from '../sources/prepare.js';
+import { liveSlot } from '../versions/builds-sql.js';
 
 export function registerReplay(program: Command): void {
   addSettings(
@@ -39,8 +40,10 @@ export function registerReplay(program: Command): void {
         let runner: Runner | undefined;
         try {
           await prepareStore(pool, names);
-          const replayId = await requestReplay(pool, names, name, instanceName());
-          const owner = (await readStatus(pool, names)).projections.find((p) => p.name === name)?.owner;
+          // The live version's checkpoint (the projection's own name until a later version went live).
+          const slot = await liveSlot(pool, names, name);
+          const replayId = await requestReplay(pool, names, slot, instanceName());
+          const owner = (await readStatus(pool, names)).projections.find((p) => p.name === slot)?.owner;
           runner = await runnerUnlessOwned(
             owner,
             { config, connectionString, projection, log },
@@ -49,7 +52,7 @@ export function registerReplay(program: Command): void {
               here: `no daemon runs ${name}: rebuilding in this process`,
             },
           );
-          await follow(pool, names, replayId, name);
+          await follow(pool, names, replayId, slot);
         } finally {
           await runner?.stop();
         }

@@ -12,7 +12,12 @@ export interface StatusReport {
   head: number;
   highWater: number;
   projections: Array<{
+    /** The checkpoint's name: the projection's for its first version, `name@vN` for a later one. */
     name: string;
+    projection: string;
+    /** The version of the read model this row maintains, and its role: live, building or kept (null: no versions yet). */
+    version: number | null;
+    role: string | null;
     state: string;
     position: number;
     lagEvents: number;
@@ -36,13 +41,15 @@ export async function readStatus(db: pg.Pool, names: StoreNames): Promise<Status
     `SELECT (SELECT coalesce(max(${position}), 0) FROM ${t.table} e)::float8 AS head,
             (SELECT position FROM ${names.q.highWater})::float8 AS high_water,
             (SELECT coalesce(json_agg(json_build_object(
-                 'name', c.name, 'state', c.state, 'position', c.position, 'last_error', c.last_error,
+                 'name', c.name, 'projection', coalesce(b.projection, c.name), 'version', b.version, 'role', b.role,
+                 'state', c.state, 'position', c.position, 'last_error', c.last_error,
                  'owner', c.owner, 'owned', l.owned, 'dead_letters', ${pendingDeadLettersCountSql(names, 'c.name')},
                  'lag_seconds', coalesce((SELECT extract(epoch FROM now() - ${recordedAtSql(t, 'e')})
                                             FROM ${t.table} e WHERE ${position} > c.position ${deliveredFilterSql(t, 'e')}
                                            ORDER BY ${position} LIMIT 1), 0)
                ) ORDER BY c.name), '[]')
                FROM ${names.q.checkpoints} c
+               LEFT JOIN ${names.q.builds} b ON b.slot = c.name
                CROSS JOIN LATERAL (SELECT EXISTS (
                  SELECT 1 FROM pg_locks k WHERE ${heldLeaseCondition('k', '$1', 'c.name')}) AS owned) l
             ) AS projections,
@@ -58,6 +65,9 @@ export async function readStatus(db: pg.Pool, names: StoreNames): Promise<Status
     highWater: Number(row.high_water),
     projections: row.projections.map((p: Record<string, unknown>) => ({
       name: p.name,
+      projection: p.projection,
+      version: (p.version as number | null) ?? null,
+      role: (p.role as string | null) ?? null,
       state: p.owned || p.state === 'failed' ? p.state : 'stopped',
       position: Number(p.position),
       lagEvents: Math.max(0, head - Number(p.position)),
@@ -75,9 +85,10 @@ export async function readStatus(db: pg.Pool, names: StoreNames): Promise<Status
 }
 
 export function formatStatus(report: StatusReport): string {
-  const header = ['PROJECTION', 'STATE', 'CHECKPOINT', 'HEAD', 'HIGH-WATER', 'LAG', 'LAG(s)', 'OWNER', 'DEAD LETTERS', 'LAST ERROR'];
+  const header = ['PROJECTION', 'VERSION', 'STATE', 'CHECKPOINT', 'HEAD', 'HIGH-WATER', 'LAG', 'LAG(s)', 'OWNER', 'DEAD LETTERS', 'LAST ERROR'];
   const lines = report.projections.map((p) => [
     p.name,
+    p.version === null ? '-' : `${p.version} ${p.role}`,
     p.state,
     String(p.position),
     String(report.head),

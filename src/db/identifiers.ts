@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { ConfigError } from '../errors.js';
 
 /**
@@ -14,9 +15,34 @@ export function validateIdentifier(setting: string, value: string): string {
   return value;
 }
 
+/** A SQL string literal (standard_conforming_strings, the default since PostgreSQL 9.1). */
+export function quoteLiteral(value: string): string {
+  return `'${value.replaceAll("'", "''")}'`;
+}
+
 export function quoteIdentifier(value: string): string {
   return `"${value.replaceAll('"', '""')}"`;
 }
+
+/** PostgreSQL keeps the first 63 bytes of a name (NAMEDATALEN - 1) and silently drops the rest. */
+export const MAX_IDENTIFIER_BYTES = 63;
+
+/**
+ * A name built from settings (a trigger named after a channel or a table), as PostgreSQL will store it: unchanged when
+ * it fits in 63 bytes; else its first 54 characters and 8 hex digits of its SHA-256, so that two long names that
+ * PostgreSQL would have cut to the same 63 bytes stay apart. Built names are ASCII (validateIdentifier's pattern).
+ */
+export function fitIdentifier(name: string): string {
+  if (Buffer.byteLength(name) <= MAX_IDENTIFIER_BYTES) return name;
+  return `${name.slice(0, MAX_IDENTIFIER_BYTES - 9)}_${createHash('sha256').update(name).digest('hex').slice(0, 8)}`;
+}
+
+/**
+ * The longest suffix the runner adds to `--channel` (`<channel>_high_water`; `<channel>_replay` is shorter). A
+ * channel is a name too: LISTEN cuts a longer one to 63 bytes and pg_notify() refuses it ("channel name too long").
+ */
+const CHANNEL_SUFFIXES = ['_high_water', '_replay'] as const;
+const MAX_CHANNEL_LENGTH = MAX_IDENTIFIER_BYTES - Math.max(...CHANNEL_SUFFIXES.map((s) => s.length));
 
 /** Where the events come from (`--source`): the runner's own table, or another store's (src/sources/ reads it). */
 export const SOURCE_KINDS = ['native', 'message-db', 'emmett', 'custom'] as const;
@@ -118,12 +144,22 @@ export interface StoreNames {
     replays: string;
     deadLetters: string;
     commands: string;
+    /** The versions (builds) of each projection's read model and their roles (src/versions/). */
+    builds: string;
+    /** The stable names the application reads: views in the read schema over the live build's tables. */
+    readViews: string;
   };
 }
 
 export function storeNames(options: StoreNamesOptions = {}): StoreNames {
   const schema = validateIdentifier('schema', options.schema ?? 'public');
   const channel = validateIdentifier('channel', options.channel ?? 'events');
+  if (channel.length > MAX_CHANNEL_LENGTH) {
+    throw new ConfigError(
+      '--channel (PROJECTION_RUNNER_CHANNEL)',
+      `"${channel}" has ${channel.length} characters, at most ${MAX_CHANNEL_LENGTH}: the runner also notifies ${channel}_high_water, and PostgreSQL channel names are at most ${MAX_IDENTIFIER_BYTES} bytes`,
+    );
+  }
   const source = sourceSettings(options, schema);
   const table = source.table;
   const qs = quoteIdentifier(schema);
@@ -135,14 +171,14 @@ export function storeNames(options: StoreNamesOptions = {}): StoreNames {
     table,
     channel,
     source,
-    highWaterChannel: `${channel}_high_water`,
-    replayChannel: `${channel}_replay`,
+    highWaterChannel: `${channel}${CHANNEL_SUFFIXES[0]}`,
+    replayChannel: `${channel}${CHANNEL_SUFFIXES[1]}`,
     q: {
       schema: qs,
       events: `${quoteIdentifier(source.schema)}.${quoteIdentifier(source.table)}`,
       sequence,
       // nextval()/pg_sequence_last_value() take a regclass literal: the quoted name inside a string literal.
-      sequenceLiteral: `'${sequence.replaceAll("'", "''")}'`,
+      sequenceLiteral: quoteLiteral(sequence),
       appendFunction: qualified(`${table}_append`),
       nextPositionFunction: qualified(`${table}_next_position`),
       // A foreign source's runner tables are versioned apart from any native events table in the same schema.
@@ -155,6 +191,8 @@ export function storeNames(options: StoreNamesOptions = {}): StoreNames {
       replays: qualified('projection_replays'),
       deadLetters: qualified('projection_dead_letters'),
       commands: qualified('projection_commands'),
+      builds: qualified('projection_builds'),
+      readViews: qualified('projection_read_views'),
     },
   };
 }

@@ -1,4 +1,4 @@
-import { quoteIdentifier, type StoreNames } from './identifiers.js';
+import { fitIdentifier, quoteIdentifier, quoteLiteral, type StoreNames } from './identifiers.js';
 
 /**
  * Numbered migrations, applied in order, each in the transaction of `migrate()`. Never edit a released one: add the
@@ -21,11 +21,6 @@ export function migrationSql(migration: Migration, names: StoreNames): string {
   return parts.map((part) => part?.(names) ?? '').join('\n');
 }
 
-/** A SQL string literal. */
-function quoteLiteral(value: string): string {
-  return `'${value.replaceAll("'", "''")}'`;
-}
-
 /** The schema part of a qualified name such as `"public"."events"` (with its dot), or '' for an unqualified one. */
 function schemaPrefix(qualifiedName: string): string {
   const match = /^((?:"(?:[^"]|"")*"|[^".]+)\.)?(?:"(?:[^"]|"")*"|[^".]+)$/.exec(qualifiedName.trim());
@@ -42,7 +37,9 @@ function schemaPrefix(qualifiedName: string): string {
  *
  * - `tableQualified`: the table, already quoted and qualified (`"message_store"."messages"`); the trigger function
  *   `<triggerName>` is created in the same schema (or pass `functionQualified`, quoted).
- * - `positionColumn`, `channel`, `triggerName`: plain names, quoted here.
+ * - `positionColumn`, `channel`, `triggerName`: plain names, quoted here. A trigger name longer than PostgreSQL's 63
+ *   bytes is fitted (fitIdentifier: cut, with a hash of the whole name) rather than cut silently, so that two long
+ *   names stay apart (a cut `<table>_notify` met `<table>_next_position`, or another table's trigger function).
  *
  * The function runs with the inserting role's rights (no SECURITY DEFINER): pg_notify needs no privilege, and reading
  * the transition table needs none either. An INSERT that inserts no row sends nothing.
@@ -58,9 +55,9 @@ export function notifyTriggerSql(
   positionColumn: string,
   channel: string,
   triggerName: string,
-  functionQualified: string = `${schemaPrefix(tableQualified)}${quoteIdentifier(triggerName)}`,
+  functionQualified: string = `${schemaPrefix(tableQualified)}${quoteIdentifier(fitIdentifier(triggerName))}`,
 ): string {
-  const trigger = quoteIdentifier(triggerName);
+  const trigger = quoteIdentifier(fitIdentifier(triggerName));
   return `
       CREATE OR REPLACE FUNCTION ${functionQualified}() RETURNS trigger LANGUAGE plpgsql AS $fn$
       DECLARE
@@ -398,5 +395,42 @@ export const migrations: Migration[] = [
 
       ${appendFunctionSql(names, { notify: false })}
     `,
+  },
+  {
+    version: 6,
+    name: 'versioned read models',
+    // Blue/green rebuilds (src/versions/). A build is one version of a projection's read model with a checkpoint row of
+    // its own (its `slot`): the first build keeps the projection's name and its tables where setup created them; a
+    // later one is named name@vN and built in schema name_vN. One build is live (what the application reads through
+    // the views in projection_read_views), at most one is building, the others are kept until dropped.
+    runner: ({ q }) => `
+    CREATE TABLE ${q.builds} (
+      slot         text PRIMARY KEY,
+      projection   text        NOT NULL,
+      version      int         NOT NULL CHECK (version >= 1),
+      -- the module version whose code builds it (differs from version after a rebuild of the same code)
+      code_version int         NOT NULL CHECK (code_version >= 1),
+      -- NULL: in place (the first build: its tables where setup created them); else the build's own schema
+      schema_name  text,
+      role         text        NOT NULL CHECK (role IN ('live', 'building', 'kept')),
+      switch_mode  text        NOT NULL CHECK (switch_mode IN ('auto', 'manual')),
+      -- H when the build was started: the progress target
+      target       bigint      NOT NULL DEFAULT 0,
+      created_at   timestamptz NOT NULL DEFAULT now(),
+      switched_at  timestamptz,
+      -- why the last switch attempt could not happen (a name taken in the read schema, a lock not granted)
+      switch_error text,
+      UNIQUE (projection, version)
+    );
+    CREATE UNIQUE INDEX ON ${q.builds} (projection) WHERE role = 'live';
+    CREATE UNIQUE INDEX ON ${q.builds} (projection) WHERE role = 'building';
+
+    CREATE TABLE ${q.readViews} (
+      read_schema text NOT NULL,
+      view_name   text NOT NULL,
+      projection  text NOT NULL,
+      PRIMARY KEY (read_schema, view_name)
+    );
+  `,
   },
 ];

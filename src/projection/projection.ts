@@ -10,6 +10,11 @@ import type { StoredEvent } from '../store/types.js';
 export interface Projection {
   /** [a-z][a-z0-9_]*, unique among the loaded projections. */
   name: string;
+  /**
+   * The version of this code's read model (a positive integer, default 1). Deploying a higher one builds the new read
+   * model from zero beside the live one and switches to it once it has caught up (blue/green, src/versions/).
+   */
+  version?: number;
   /** Deliver only these event types; other events still advance the checkpoint. */
   eventTypes?: string[];
   /** Idempotent: create read-model tables. Runs before the projection starts. */
@@ -28,13 +33,17 @@ export interface Projection {
 
 /**
  * Where a projection stands in this daemon: the `state` column of its checkpoint row, `status`, and the
- * projection_runner_projection_state metric share these names.
+ * projection_runner_projection_state metric share these names. `rebuilding`: a new version built beside the live one.
  */
-export const PROJECTION_STATES = ['running', 'catching_up', 'failed', 'stopped', 'replaying'] as const;
+export const PROJECTION_STATES = ['running', 'catching_up', 'failed', 'stopped', 'replaying', 'rebuilding'] as const;
 export type ProjectionState = (typeof PROJECTION_STATES)[number];
 
 export const ERROR_POLICIES = ['stop', 'skip'] as const;
 export type ErrorPolicy = (typeof ERROR_POLICIES)[number];
+
+/** How a new version, once built beside the live one, becomes live: by itself, or on `projection-runner switch`. */
+export const SWITCH_MODES = ['auto', 'manual'] as const;
+export type SwitchMode = (typeof SWITCH_MODES)[number];
 
 /** Identity function that gives a projection object its type. */
 export function defineProjection<P extends Projection>(projection: P): P {
@@ -63,6 +72,9 @@ export function validateProjection(candidate: unknown, source: string): Projecti
       source,
       `projection "${p.name}": onError must be one of ${ERROR_POLICIES.join(', ')} (got ${JSON.stringify(p.onError)})`,
     );
+  }
+  if (p.version !== undefined && !(Number.isSafeInteger(p.version) && p.version >= 1)) {
+    throw new ProjectionLoadError(source, `projection "${p.name}": version must be a positive integer (got ${JSON.stringify(p.version)})`);
   }
   for (const hook of ['setup', 'reset'] as const) {
     if (p[hook] !== undefined && typeof p[hook] !== 'function') {

@@ -35,20 +35,24 @@ export interface BatchContext {
   highWater: bigint;
   /** Late notices this projection has not dealt with yet. */
   pendingLate: Array<{ id: bigint; position: bigint }>;
+  /** The build's role, read with the build scope (BuildSlot.scopeSql); undefined without one. */
+  buildRole?: string | null;
 }
 
 /**
- * Starts the batch transaction and reads its context in one round trip, one snapshot: H and the pending late notices.
+ * Starts the batch transaction and reads its context in one round trip, one snapshot: H and the pending late notices,
+ * and with `scope` (a build's select-list, BuildSlot.scopeSql) its role and search path.
  * The number is inlined (the simple protocol takes no parameters with several statements): an integer of our own,
  * never user input.
  */
-export async function beginBatch(tx: pg.ClientBase, names: StoreNames, lateSeenId: bigint): Promise<BatchContext> {
+export async function beginBatch(tx: pg.ClientBase, names: StoreNames, lateSeenId: bigint, scope?: string): Promise<BatchContext> {
   const results = (await tx.query(
     `BEGIN;
      SELECT (SELECT position::text FROM ${names.q.highWater}) AS hw,
             (SELECT coalesce(array_agg(id || '-' || from_position ORDER BY id), '{}') FROM ${names.q.gaps}
-              WHERE resolution = 'late' AND id > ${BigInt(lateSeenId).toString()}) AS late`,
-  )) as unknown as Array<pg.QueryResult<{ hw: string; late: string[] }>>;
+              WHERE resolution = 'late' AND id > ${BigInt(lateSeenId).toString()}) AS late
+            ${scope ? `, ${scope}` : ''}`,
+  )) as unknown as Array<pg.QueryResult<{ hw: string; late: string[]; build_role?: string | null }>>;
   const row = results[1]!.rows[0]!;
   const pair = (text: string): [bigint, bigint] => {
     const [a, b] = text.split('-');
@@ -57,6 +61,7 @@ export async function beginBatch(tx: pg.ClientBase, names: StoreNames, lateSeenI
   return {
     highWater: BigInt(row.hw),
     pendingLate: row.late.map(pair).map(([id, position]) => ({ id, position })),
+    buildRole: row.build_role,
   };
 }
 

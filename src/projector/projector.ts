@@ -4,6 +4,7 @@ import { untilIdle, withTransaction } from '../db/connection.js';
 import type { StoreNames } from '../db/identifiers.js';
 import {
   BatchFailedAsWholeError,
+  BuildRetiredError,
   CommandFailedError,
   ConnectionLostError,
   HandlerError,
@@ -36,6 +37,7 @@ import { WakeSignal } from '../shared/wake-signal.js';
 import type { Replay } from '../replay/replay.js';
 import type { SharedReader } from '../sources/shared-reader.js';
 import { batchState, endOfRead, readAgainAtOnce, type BatchOutcome } from './batch.js';
+import type { BuildSlot } from '../versions/build-slot.js';
 
 /**
  * One projection's loop. States (the projection_runner_projection_state metric and the checkpoint row):
@@ -75,7 +77,8 @@ export function nextBatchSize(current: number, configured: number, full: boolean
  */
 export function classifyBatchFailure(error: unknown): 'handler' | 'ownership' | 'database' {
   if (error instanceof HandlerError) return 'handler';
-  if (error instanceof OwnershipLostError) return 'ownership';
+  // A build switched away from stops like a projection whose ownership moved: its place is kept, nothing retried.
+  if (error instanceof OwnershipLostError || error instanceof BuildRetiredError) return 'ownership';
   return 'database';
 }
 
@@ -106,6 +109,8 @@ export interface ProjectorOptions {
   replay: Replay;
   /** The instance's shared reader: the pages of events this projection reads, shared with the others at its place. */
   reader: SharedReader;
+  /** The build (version) this projector runs: scopes each batch to it, switches it live once built (src/versions/). */
+  build?: BuildSlot;
 }
 
 /** A batch's read (see readNext and readRange): its events, and where the checkpoint ends up (endOfRead). */
@@ -158,7 +163,7 @@ export class Projector {
       this.log.warn({ position: this.checkpoint.toString(), lastError: checkpoint.lastError }, 'retrying a projection that had failed');
     }
     // Claim the row for `status` right away (the lease is what really decides ownership).
-    await setProjectionState(this.options.pool, this.options.names, this.name, 'catching_up', this.options.owner);
+    await setProjectionState(this.options.pool, this.options.names, this.name, this.asBuildState('catching_up'), this.options.owner);
     const { metrics } = this.options;
     metrics.checkpointPosition.set({ projection: this.name }, Number(this.checkpoint));
     // Zero-valued series from the start, so rate() and alert rules see the projection before its first event/error.
@@ -167,11 +172,27 @@ export class Projector {
     metrics.deadLetters.inc({ projection: this.name }, 0);
   }
 
-  setState(state: ProjectionState): void {
+  setState(given: ProjectionState): void {
+    const state = this.asBuildState(given);
     this.state = state;
     this.options.metrics.setProjectionState(this.name, state);
     // A failed or stopped projection reads nothing: it must not hold the shared reader's pages.
     this.options.reader.position(this.name, state === 'failed' || state === 'stopped' ? undefined : this.checkpoint);
+  }
+
+  /** A build being built beside the live one is `rebuilding` where another projection would be running or catching up. */
+  private asBuildState(state: ProjectionState): ProjectionState {
+    return this.options.build?.building && (state === 'running' || state === 'catching_up') ? 'rebuilding' : state;
+  }
+
+  /**
+   * A building build that has caught up with H (a batch short of full, or nothing to read) becomes live here, at a
+   * batch boundary, when its switch mode is auto (BuildSlot.caughtUp: the switch transaction).
+   */
+  private async switchIfBuilt(): Promise<void> {
+    const build = this.options.build;
+    if (!build?.building || this.state === 'failed' || this.replay.rebuilding) return;
+    if ((await build.caughtUp())?.switched) this.setState('running');
   }
 
   /** What happens once the handler retries are spent: --on-error, else the module's onError, else stop. */
@@ -195,8 +216,9 @@ export class Projector {
           if (this.state !== 'failed') more = readAgainAtOnce(await this.runBatchWithRetries(signal));
         } catch (error) {
           if (signal.aborted) break;
-          if (error instanceof OwnershipLostError) {
-            this.log.error({ err: error }, 'lost ownership: stopping this projection here');
+          if (error instanceof OwnershipLostError || error instanceof BuildRetiredError) {
+            if (error instanceof BuildRetiredError) this.log.info({ reason: error.message }, 'this version is no longer updated: stopping it here');
+            else this.log.error({ err: error }, 'lost ownership: stopping this projection here');
             this.setState('stopped');
             return;
           }
@@ -291,6 +313,7 @@ export class Projector {
         // Rolled back on any error; a connection whose ROLLBACK fails too is broken and leaves the pool.
         const event = await withTransaction(pool, async (tx) => {
           try {
+            await this.enterBuild(tx);
             // Not claimed: re-delivered or superseded meanwhile (the transaction has nothing to commit).
             const event = await claimDeadLetter(tx, names, id);
             if (!event) return undefined;
@@ -425,7 +448,7 @@ export class Projector {
     await this.applyUpTo(before);
     // Never jump over an event that was not applied: the checkpoint must stand right before the dead letter.
     if (this.checkpoint < before) throw new Error(`checkpoint ${this.checkpoint} did not reach ${before} before dead-lettering`);
-    const state: ProjectionState = this.replay.rebuilding ? 'replaying' : 'catching_up';
+    const state = this.asBuildState(this.replay.rebuilding ? 'replaying' : 'catching_up');
     this.checkpoint = await deadLetterAndAdvance(pool, names, {
       projection: this.name,
       event,
@@ -463,6 +486,7 @@ export class Projector {
     });
     if (!batch) return this.idle();
     await this.committed(batch, started);
+    if (!batch.full) await this.switchIfBuilt();
     // Late notices never call for another batch: those the batch passed are applied, those above its checkpoint stay
     // pending until a batch passes them.
     return { kind: 'applied', applied: batch.applied, more: batch.full };
@@ -496,7 +520,9 @@ export class Projector {
     const tx = await pool.connect();
     let broken: Error | undefined;
     try {
-      const result = await body(tx, await beginBatch(tx, names, this.lateSeenId));
+      const context = await beginBatch(tx, names, this.lateSeenId, this.options.build?.scopeSql());
+      this.options.build?.check(context.buildRole);
+      const result = await body(tx, context);
       await tx.query('COMMIT');
       return result;
     } catch (error) {
@@ -509,6 +535,14 @@ export class Projector {
     }
   }
 
+  /** A transaction that runs this build's handlers outside a batch (a re-delivery): scoped as a batch is. */
+  private async enterBuild(tx: pg.ClientBase): Promise<void> {
+    const build = this.options.build;
+    if (!build) return;
+    const { rows } = await tx.query<{ build_role: string | null }>(`SELECT ${build.scopeSql()}`);
+    build.check(rows[0]?.build_role);
+  }
+
   /**
    * Nothing to read. A replay whose target the checkpoint reached other than by a batch (a dead letter moved it
    * there, or a previous owner got there before it died) is done now. The projection runs, caught up — unless a
@@ -519,6 +553,7 @@ export class Projector {
       await this.replay.recordBatch({ applied: 0, checkpoint: this.checkpoint, failed: false });
     }
     if (!this.replay.rebuilding) this.setState('running');
+    await this.switchIfBuilt();
     return { kind: 'idle' };
   }
 
@@ -598,7 +633,7 @@ export class Projector {
    */
   private async saveBatch(tx: pg.ClientBase, read: BatchRead, late: LateApplied, failure?: FailureRecord): Promise<SavedBatch> {
     const rebuilding = this.replay.rebuilding && !this.replay.reachedBy(read.next);
-    const state = batchState({ failing: failure !== undefined, rebuilding, full: read.full });
+    const state = this.asBuildState(batchState({ failing: failure !== undefined, rebuilding, full: read.full }));
     const saved = await saveCheckpoint(tx, this.options.names, this.name, this.checkpoint, {
       position: read.next,
       lateSeenId: late.lateSeenId,

@@ -21,6 +21,9 @@ import { isRetryableDatabaseError, withRetries } from '../db/retry.js';
 import { WakeSignal } from '../shared/wake-signal.js';
 import { NotificationListener } from './listener.js';
 import { prepareStore } from '../sources/prepare.js';
+import { buildsToRun, type Build } from '../versions/builds.js';
+import { readBuilds, syncBuilds } from '../versions/builds-sql.js';
+import { BuildSlot } from '../versions/build-slot.js';
 
 /**
  * A Runner's options. The settings (batch size, gap timeout, …) are those of the CLI, with the same defaults and
@@ -35,8 +38,15 @@ export interface RunnerOptions extends Partial<RunnerSettings> {
   maintenanceIntervalMs?: number;
 }
 
+/** A build this instance may run, and the loaded module whose code builds it. */
+interface Unit {
+  build: Build;
+  module: Projection;
+}
+
 interface OwnedProjection {
   projector: Projector;
+  slot: BuildSlot;
   controller: AbortController;
   done: Promise<void>;
 }
@@ -67,6 +77,8 @@ export class Runner implements LagSource, HealthSource {
   private stopping: Promise<void> | undefined;
   private readonly settings: RunnerSettings;
   private lastOwnershipPassAt = Date.now();
+  /** Slots whose setup ran in this process (setup is idempotent, but it runs once per build and process). */
+  private readonly setUp = new Set<string>();
 
   constructor(private readonly options: RunnerOptions) {
     this.settings = resolveRunnerSettings(options);
@@ -76,8 +88,9 @@ export class Runner implements LagSource, HealthSource {
     // (H, gaps: found again after a crash) or committed atomically with a checkpoint (read models, replay progress),
     // so a crash that loses the last few commits loses them together and they are applied again. It takes an fsync
     // off every batch and every high-water pass (see README, Performance).
-    // Two connections per projection (its batch and its read-ahead), plus the ownership loop's.
-    this.pool = createPool(options.connectionString, 'runner', options.projections.length * 2 + 2, { asyncCommit: true });
+    // Two connections per build run (its batch and its read-ahead; a projection may run its live and a new version),
+    // plus the ownership loop's.
+    this.pool = createPool(options.connectionString, 'runner', options.projections.length * 4 + 2, { asyncCommit: true });
     this.trackerPool = createPool(options.connectionString, 'tracker', 2, { asyncCommit: true });
     this.leases = new LeaseSession(options.connectionString, this.names, options.log);
     this.reader = new SharedReader({
@@ -173,15 +186,8 @@ export class Runner implements LagSource, HealthSource {
     await withRetries(
       async () => {
         await prepareStore(this.pool, this.names);
-        for (const projection of this.options.projections) {
-          if (!projection.setup) continue;
-          const client = await this.pool.connect();
-          try {
-            await projection.setup(client);
-          } finally {
-            client.release();
-          }
-        }
+        await this.syncBuilds();
+        for (const unit of await this.units()) await this.setup(new BuildSlot({ ...this.slotOptions(), ...unit }));
       },
       {
         operation: 'start',
@@ -199,6 +205,47 @@ export class Runner implements LagSource, HealthSource {
     await this.listener.start();
     this.loops = [this.tracker.run(signal), this.ownershipLoop(signal), this.pollLoop(signal)];
     log.info({ projections: this.options.projections.map((p) => p.name), owner: this.leases.owner, ...this.settings }, 'runner started');
+  }
+
+  /**
+   * The builds the loaded modules need (a first build in place, a new version beside the live one), created at start;
+   * says what it did and when this code is older than a version already built (it builds nothing then).
+   */
+  private async syncBuilds(): Promise<void> {
+    const { log } = this.options;
+    const outcome = await syncBuilds(this.pool, this.names, this.options.projections, this.settings.switchMode);
+    for (const build of outcome.created.filter((b) => b.role === 'building')) {
+      log.info(
+        { projection: build.projection, version: build.version, schema: build.schema, switch: build.switchMode },
+        'a new version: building it from position 0 beside the live one',
+      );
+    }
+    for (const slot of outcome.superseded) log.warn({ slot }, 'a version still being built was superseded by a newer one: kept, no longer built');
+    for (const { projection, newest } of outcome.older) {
+      log.warn({ projection, newest }, 'this code is older than a version already built: it builds nothing (drop that version to go back)');
+    }
+  }
+
+  /** What this instance may run now: the live and building builds of the loaded code (buildsToRun). */
+  private async units(): Promise<Unit[]> {
+    return buildsToRun(this.options.projections, await readBuilds(this.pool, this.names));
+  }
+
+  private slotOptions() {
+    return { pool: this.pool, names: this.names, log: this.options.log };
+  }
+
+  /** A build's setup, once per process, on a connection of its own (scopedProjection puts it in the build's schema). */
+  private async setup(slot: BuildSlot): Promise<void> {
+    const { projection } = slot;
+    if (this.setUp.has(projection.name)) return;
+    const client = await this.pool.connect();
+    try {
+      await projection.setup?.(client);
+    } finally {
+      client.release();
+    }
+    this.setUp.add(projection.name);
   }
 
   /** The fallback for writers that send no NOTIFY and for a listener that is down. */
@@ -236,7 +283,12 @@ export class Runner implements LagSource, HealthSource {
     await leases.verify();
     await leases.tryAcquire('instance', leases.owner);
     const instances = Math.max(1, await leases.liveInstances());
-    const all = this.options.projections;
+    const all = await this.units();
+    // A build switched away from (kept) or dropped is no longer this instance's to run.
+    for (const slot of [...this.owned.keys()].filter((slot) => !all.some((u) => u.build.slot === slot))) {
+      this.options.log.info({ projection: slot }, 'this version is no longer live or building: giving it up');
+      await this.releaseProjection(slot);
+    }
     const share = fairShare(all.length, instances);
     // Give back the excess first, gracefully (the projector finishes its batch), so a new instance gets its share.
     for (let n = excess(this.owned.size, share); n > 0; n--) {
@@ -244,14 +296,17 @@ export class Runner implements LagSource, HealthSource {
       this.options.log.info({ projection: name }, `giving up ownership to balance ${all.length} projections over ${instances} instances`);
       await this.releaseProjection(name!);
     }
-    for (const projection of claimOrder(all, leases.owner)) {
+    for (const unit of claimOrder(all, leases.owner)) {
       if (this.owned.size >= share || signal.aborted) break;
-      if (this.owned.has(projection.name)) continue;
-      if (await leases.tryAcquire('projection', projection.name)) await this.startProjection(projection, signal);
+      if (this.owned.has(unit.build.slot)) continue;
+      if (await leases.tryAcquire('projection', unit.build.slot)) await this.startProjection(unit, signal);
     }
   }
 
-  private async startProjection(projection: Projection, parent: AbortSignal, request?: ReplayRequest): Promise<Projector> {
+  private async startProjection(unit: Unit, parent: AbortSignal, request?: ReplayRequest): Promise<Projector> {
+    const slot = new BuildSlot({ ...this.slotOptions(), ...unit });
+    const { projection } = slot;
+    await this.setup(slot);
     const replay = new Replay({ pool: this.pool, names: this.names, projection: projection.name, log: this.options.log });
     const projector = new Projector({
       projection,
@@ -267,6 +322,7 @@ export class Runner implements LagSource, HealthSource {
       metrics: this.metrics,
       replay,
       reader: this.reader,
+      build: slot,
     });
     // A projector dropped with a lost lease session may still be finishing its batch: never run two at once.
     await this.draining.get(projection.name);
@@ -277,7 +333,7 @@ export class Runner implements LagSource, HealthSource {
     const controller = new AbortController();
     const onParentAbort = () => controller.abort();
     parent.addEventListener('abort', onParentAbort, { once: true });
-    const entry: OwnedProjection = { projector, controller, done: Promise.resolve() };
+    const entry: OwnedProjection = { projector, slot, controller, done: Promise.resolve() };
     entry.done = projector.run(controller.signal).finally(async () => {
       parent.removeEventListener('abort', onParentAbort);
       // Stopped by itself (ownership lost): forget it and give the lease back, so the next balance pass can start
@@ -345,13 +401,15 @@ export class Runner implements LagSource, HealthSource {
       entry.controller.abort();
       await entry.done;
       this.owned.delete(request.projection);
-      const projection = this.options.projections.find((p) => p.name === request.projection)!;
+      const { slot } = entry;
+      const projection = slot.projection;
       // A database fault throws out of the pass with the lease still held: the next pass starts the projection
       // again and claims this row again (no target yet), so the reset is redone.
       const target = await this.resetForReplay(projection, request.id);
       // The lease session died meanwhile: another instance may own the projection now, and it finishes the replay.
       if (!this.leases.holds('projection', projection.name)) continue;
-      const projector = await this.startProjection(projection, signal, target === undefined ? undefined : { id: request.id, target });
+      const unit = { build: slot.build, module: slot.module };
+      const projector = await this.startProjection(unit, signal, target === undefined ? undefined : { id: request.id, target });
       if (target !== undefined) {
         this.options.log.info({ projection: projection.name, target: target.toString() }, 'replay: rebuilding from position 0');
       }

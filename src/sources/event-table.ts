@@ -1,4 +1,5 @@
-import { DEFAULT_COLUMNS, quoteIdentifier, type SourceKind, type StoreNames } from '../db/identifiers.js';
+import { createHash } from 'node:crypto';
+import { DEFAULT_COLUMNS, fitIdentifier, quoteIdentifier, type SourceKind, type StoreNames } from '../db/identifiers.js';
 import { customTable } from './custom.js';
 import { emmettTable } from './emmett.js';
 import { messageDbTable } from './message-db.js';
@@ -122,15 +123,16 @@ export function eventTable(names: StoreNames): EventTable {
 }
 
 function build(names: StoreNames): EventTable {
+  const withTrigger = (t: Omit<EventTable, 'trigger'>): EventTable => ({ ...t, trigger: foreignTrigger(names, t) });
   switch (names.source.kind) {
     case 'native':
       return nativeTable(names);
     case 'message-db':
-      return { ...messageDbTable(names), trigger: foreignTrigger(names) };
+      return withTrigger(messageDbTable(names));
     case 'emmett':
-      return { ...emmettTable(names), trigger: foreignTrigger(names) };
+      return withTrigger(emmettTable(names));
     case 'custom':
-      return { ...customTable(names), trigger: foreignTrigger(names) };
+      return withTrigger(customTable(names));
   }
 }
 
@@ -138,10 +140,21 @@ function build(names: StoreNames): EventTable {
 export const EVENTS_TABLE_SETTING = '--events-table (PROJECTION_RUNNER_EVENTS_TABLE)';
 export { SOURCE_SETTING };
 
-/** The NOTIFY trigger of a foreign table: one per channel, its function in the runner's schema. */
-export function foreignTrigger(names: StoreNames): { name: string; functionQualified: string } {
-  const name = `projection_runner_notify_${names.channel}`.slice(0, 63);
-  return { name, functionQualified: `${names.q.schema}.${quoteIdentifier(name)}` };
+/**
+ * The NOTIFY trigger of a foreign table: `projection_runner_notify_<channel>` on the table, one per channel. Its
+ * function, in the runner's schema, is named after the channel and, by 8 hex digits of a hash, after the table and
+ * position column its body reads: two tables attached in one schema with one channel must not share a function (the
+ * second CREATE OR REPLACE would make the first table's INSERTs fail on a column it does not have). Both names are
+ * fitted to PostgreSQL's 63 bytes (fitIdentifier): two long channels never end up sharing one trigger.
+ */
+export function foreignTrigger(
+  names: StoreNames,
+  t: Pick<EventTable, 'table' | 'columns'>,
+): { name: string; functionQualified: string } {
+  const name = fitIdentifier(`projection_runner_notify_${names.channel}`);
+  const reads = createHash('sha256').update(`${t.table}.${quoteIdentifier(t.columns.position.name)}`).digest('hex').slice(0, 8);
+  const fn = fitIdentifier(`projection_runner_notify_${names.channel}_${reads}`);
+  return { name, functionQualified: `${names.q.schema}.${quoteIdentifier(fn)}` };
 }
 
 /** `alias.column`, quoted. */

@@ -21,6 +21,8 @@ import { eventTable } from './event-table.js';
  *   unless --no-notify-trigger: then the table is left completely alone and the runner wakes on its poll.
  * The brief catalog locks these need (ON ONLY, ATTACH, CREATE TRIGGER) are taken with a short lock_timeout and
  * retried: a writer's transaction held open never gets the whole store queued behind migrate.
+ * One process at a time attaches to a given table (instances starting together, two runner schemas on one store):
+ * see withAttachLock.
  */
 
 const SHORT_LOCK = '200ms';
@@ -37,16 +39,17 @@ async function check(pool: pg.Pool, names: StoreNames): Promise<string[]> {
   return missing;
 }
 
-async function attach(pool: pg.Pool, names: StoreNames): Promise<string[]> {
+/** What is still missing, added on `db` (the session that holds the attach lock). */
+async function attach(db: pg.ClientBase, names: StoreNames): Promise<string[]> {
   const t = eventTable(names);
   const done: string[] = [];
-  if (t.indexPosition && !(await hasPositionIndex(pool, t))) {
-    const { rows } = await pool.query<{ oid: string }>('SELECT $1::regclass::oid::int8::text AS oid', [t.table]);
-    await ensurePositionIndex(pool, rows[0]!.oid, t.columns.position.name, done);
+  if (t.indexPosition && !(await hasPositionIndex(db, t))) {
+    const { rows } = await db.query<{ oid: string }>('SELECT $1::regclass::oid::int8::text AS oid', [t.table]);
+    await ensurePositionIndex(db, rows[0]!.oid, t.columns.position.name, done);
   }
-  if (names.source.notifyTrigger && t.trigger && !(await hasTrigger(pool, t, t.trigger.name))) {
+  if (names.source.notifyTrigger && t.trigger && !(await hasTrigger(db, t, t.trigger.name))) {
     await withShortLocks(
-      pool,
+      db,
       notifyTriggerSql(t.table, t.columns.position.name, names.channel, t.trigger.name, t.trigger.functionQualified),
     );
     done.push(
@@ -57,11 +60,11 @@ async function attach(pool: pg.Pool, names: StoreNames): Promise<string[]> {
 }
 
 /** The runner's index on one relation's position column: pr_position_<oid>, in the relation's schema. */
-async function ensurePositionIndex(pool: pg.Pool, oid: string, column: string, done: string[]): Promise<string> {
-  const rel = await relation(pool, oid);
+async function ensurePositionIndex(db: pg.ClientBase, oid: string, column: string, done: string[]): Promise<string> {
+  const rel = await relation(db, oid);
   const indexName = `pr_position_${oid}`;
   const index = `${quoteIdentifier(rel.schema)}.${quoteIdentifier(indexName)}`;
-  const { rows } = await pool.query<{ valid: boolean | null }>(
+  const { rows } = await db.query<{ valid: boolean | null }>(
     `SELECT (SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass($1)) AS valid`,
     [index],
   );
@@ -69,17 +72,17 @@ async function ensurePositionIndex(pool: pg.Pool, oid: string, column: string, d
   const col = quoteIdentifier(column);
   if (rel.kind === 'p') {
     if (valid === null) {
-      await withShortLocks(pool, `CREATE INDEX ${quoteIdentifier(indexName)} ON ONLY ${rel.q} (${col})`);
+      await withShortLocks(db, `CREATE INDEX ${quoteIdentifier(indexName)} ON ONLY ${rel.q} (${col})`);
       done.push(`created the index ${index} ON ONLY ${rel.q} (${column})`);
     }
-    for (const child of await partitionsOf(pool, oid)) {
-      const childIndex = await ensurePositionIndex(pool, child, column, done);
-      const { rows: attached } = await pool.query<{ yes: boolean }>(
+    for (const child of await partitionsOf(db, oid)) {
+      const childIndex = await ensurePositionIndex(db, child, column, done);
+      const { rows: attached } = await db.query<{ yes: boolean }>(
         `SELECT EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid = to_regclass($1) AND inhparent = to_regclass($2)) AS yes`,
         [childIndex, index],
       );
       if (!attached[0]!.yes) {
-        await withShortLocks(pool, `ALTER INDEX ${index} ATTACH PARTITION ${childIndex}`);
+        await withShortLocks(db, `ALTER INDEX ${index} ATTACH PARTITION ${childIndex}`);
         done.push(`attached ${childIndex} to ${index}`);
       }
     }
@@ -87,17 +90,17 @@ async function ensurePositionIndex(pool: pg.Pool, oid: string, column: string, d
   }
   if (valid === true) return index;
   // A concurrent build that failed leaves an invalid index behind: drop it and build again.
-  if (valid === false) await pool.query(`DROP INDEX CONCURRENTLY IF EXISTS ${index}`);
-  await pool.query(`CREATE INDEX CONCURRENTLY ${quoteIdentifier(indexName)} ON ${rel.q} (${col})`);
+  if (valid === false) await db.query(`DROP INDEX CONCURRENTLY IF EXISTS ${index}`);
+  await db.query(`CREATE INDEX CONCURRENTLY ${quoteIdentifier(indexName)} ON ${rel.q} (${col})`);
   done.push(`created the index ${index} on ${rel.q} (${column}) concurrently`);
   return index;
 }
 
 /** Runs DDL in a transaction whose locks wait at most SHORT_LOCK, retried: writers never queue behind it for long. */
-async function withShortLocks(pool: pg.Pool, sql: string): Promise<void> {
+async function withShortLocks(db: pg.ClientBase, sql: string): Promise<void> {
   for (let attempt = 1; ; attempt++) {
     try {
-      await withTransaction(pool, async (tx) => {
+      await withTransaction(db, async (tx) => {
         await tx.query(`SET LOCAL lock_timeout = '${SHORT_LOCK}'`);
         await tx.query(sql);
       });
@@ -110,6 +113,36 @@ async function withShortLocks(pool: pg.Pool, sql: string): Promise<void> {
 }
 
 /**
+ * Runs `fn` on a connection of its own that holds the attach lock of the table: a session-level advisory lock keyed
+ * on the foreign table (not on the runner's schema: two runner schemas may read one store). Without it, two
+ * instances starting together both find the index or the trigger missing and both build it: one fails (the index
+ * name exists, pg_proc's unique key under two CREATE OR REPLACE FUNCTION, a deadlock of two CREATE TRIGGER), and the
+ * start with it. The lock is polled (pg_try_advisory_lock), never waited for inside a statement: CREATE INDEX
+ * CONCURRENTLY waits for every transaction with an older snapshot, and a waiter blocked in a statement would be one.
+ * The work runs on the same connection (a command's pool may have one), so what is missing is looked at again under
+ * the lock. PostgreSQL frees the lock if the process dies.
+ */
+async function withAttachLock<T>(pool: pg.Pool, names: StoreNames, fn: (db: pg.ClientBase) => Promise<T>): Promise<T> {
+  const key = `projection-runner:attach:${eventTable(names).table}`;
+  const client = await pool.connect();
+  let broken: Error | undefined;
+  try {
+    for (;;) {
+      const { rows } = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock(hashtext($1), 0) AS ok', [key]);
+      if (rows[0]!.ok) break;
+      await sleep(50 + Math.random() * 100);
+    }
+    try {
+      return await fn(client);
+    } finally {
+      await client.query('SELECT pg_advisory_unlock(hashtext($1), 0)', [key]).catch((error: Error) => (broken = error));
+    }
+  } finally {
+    client.release(broken);
+  }
+}
+
+/**
  * migrate for any source. A foreign source's table is checked first (nothing is created when the configuration is
  * wrong: a ConfigError names the setting), then the runner's tables, then what reading needs on the foreign table.
  */
@@ -117,5 +150,5 @@ export async function prepareStore(pool: pg.Pool, names: StoreNames): Promise<Mi
   if (names.source.kind === 'native') return { applied: await migrate(pool, names), attached: [] };
   const missing = await check(pool, names);
   const applied = await migrate(pool, names);
-  return { applied, attached: missing.length > 0 ? await attach(pool, names) : [] };
+  return { applied, attached: missing.length > 0 ? await withAttachLock(pool, names, (db) => attach(db, names)) : [] };
 }

@@ -65,6 +65,7 @@ const SAMPLES: Partial<Record<SettingKey, [flag: string, flagValue: unknown, env
   batchBytes: ['2048', 2_048, '4096', 4_096],
   handlerRetries: ['0', 0, '5', 5],
   onError: ['skip', 'skip', 'stop', 'stop'],
+  switchMode: ['manual', 'manual', 'auto', 'auto'],
   shutdownTimeoutMs: ['1s', 1_000, '5s', 5_000],
   watchdogMs: ['90s', 90_000, '30s', 30_000],
   logLevel: ['debug', 'debug', 'warn', 'warn'],

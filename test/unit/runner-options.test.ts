@@ -45,6 +45,7 @@ describe('new Runner({...}) takes the settings through the same door as the CLI'
       batchSize: 500,
       batchBytes: 16 * 1024 * 1024,
       handlerRetries: 3,
+      switchMode: 'auto',
     });
     expect(resolveRunnerSettings({ batchSize: 7, onError: 'skip' })).toMatchObject({ batchSize: 7, onError: 'skip' });
   });

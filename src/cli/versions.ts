@@ -1,0 +1,164 @@
+import { Option, type Command } from 'commander';
+import type pg from 'pg';
+import { storeNames, type StoreNames } from '../db/identifiers.js';
+import { UsageError, VersionRequestError } from '../errors.js';
+import { createLogger } from '../logger.js';
+import type { Runner } from '../runner/runner.js';
+import { sleep } from '../shared/time.js';
+import { prepareStore } from '../sources/prepare.js';
+import { moduleVersion, type Build } from '../versions/builds.js';
+import { dropVersion, readBuilds, requestRebuild, requestSwitch } from '../versions/builds-sql.js';
+import { withDatabasePool } from './database.js';
+import { addSettings, COMMAND_SETTINGS, configFrom, confirm, CONNECTION_SETTINGS, projectionNamed, runnerUnlessOwned } from './options.js';
+import { formatProgress } from './progress.js';
+import { readStatus } from './status.js';
+
+/**
+ * Blue/green rebuilds: `rebuild NAME` builds the projection again from zero beside the live version, `switch NAME`
+ * makes the version being built (or a kept one: `--version N`) live, `drop NAME --version N` deletes a kept version.
+ * The daemon that runs the projection does the work (the request is a row and a NOTIFY, src/versions/builds-sql.ts);
+ * without one, rebuild and switch run it in this process while they follow the progress.
+ */
+export function registerVersions(program: Command): void {
+  addSettings(
+    program
+      .command('rebuild')
+      .description('build a projection again from position 0 beside its live version, then switch to it (no downtime)')
+      .argument('<name>', 'projection name'),
+    COMMAND_SETTINGS,
+  ).action(async (name: string, options) => {
+    const config = configFrom(options);
+    await acting(name, config, 'rebuild', async (pool, names) => {
+      const build = await requestRebuild(pool, names, name, config.switchMode);
+      process.stderr.write(`building version ${build.version} of ${name} in schema ${build.schema} beside the live version\n`);
+      return build.slot;
+    });
+  });
+
+  addSettings(
+    program
+      .command('switch')
+      .description('make the version being built live once it has caught up, or go back to a kept version (--version)')
+      .argument('<name>', 'projection name')
+      .addOption(new Option('--version <n>', 'the kept version to make live again (it catches up first)').argParser(versionNumber)),
+    COMMAND_SETTINGS,
+  ).action(async (name: string, options) => {
+    const config = configFrom(options);
+    await acting(name, config, 'switch', async (pool, names) => {
+      const build = await requestSwitch(pool, names, name, options.version as number | undefined);
+      process.stderr.write(`switching ${name} to version ${build.version} once it has caught up\n`);
+      return build.slot;
+    });
+  });
+
+  addSettings(
+    program
+      .command('drop')
+      .description('delete a kept version of a projection: its schema, tables and checkpoint')
+      .argument('<name>', 'projection name')
+      .addOption(new Option('--version <n>', 'the kept version to drop').argParser(versionNumber).makeOptionMandatory())
+      .option('--yes', 'do not ask for confirmation (required without a terminal)'),
+    CONNECTION_SETTINGS,
+  ).action(async (name: string, options) => {
+    const config = configFrom(options);
+    const version = options.version as number;
+    if (!options.yes) {
+      if (!process.stdin.isTTY) throw new UsageError('no terminal to confirm on: pass --yes to drop without asking');
+      if (!(await confirm(`Drop version ${version} of "${name}"? Its schema and tables are deleted.`))) {
+        process.stderr.write('drop cancelled\n');
+        return;
+      }
+    }
+    const log = createLogger(config.logLevel === 'info' ? 'warn' : config.logLevel);
+    await withDatabasePool(config.databaseUrl, 'drop', log, async (pool) => {
+      const names = storeNames(config);
+      await prepareStore(pool, names);
+      const build = await dropVersion(pool, names, name, version);
+      process.stdout.write(`dropped version ${version} of ${name}${build.schema ? ` (schema ${build.schema})` : ''}\n`);
+    });
+  });
+}
+
+function versionNumber(text: string): number {
+  const n = Number(text);
+  if (!Number.isSafeInteger(n) || n < 1) throw new UsageError(`--version must be a positive integer (got ${JSON.stringify(text)})`);
+  return n;
+}
+
+/**
+ * A rebuild or switch: the request (`request`, returning the slot of the build that will go live), then the work by
+ * the daemon that runs the projection, or by a runner in this process when none does, followed until the build is live
+ * (or, switching manually, has caught up).
+ */
+async function acting(
+  name: string,
+  config: ReturnType<typeof configFrom>,
+  what: 'rebuild' | 'switch',
+  request: (pool: pg.Pool, names: StoreNames) => Promise<string>,
+): Promise<void> {
+  const { projection, log } = await projectionNamed(name, config);
+  const names = storeNames(config);
+  await withDatabasePool(
+    config.databaseUrl,
+    what,
+    log,
+    async (pool, connectionString) => {
+      let runner: Runner | undefined;
+      try {
+        await prepareStore(pool, names);
+        const slot = await request(pool, names);
+        const build = (await readBuilds(pool, names, name)).find((b) => b.slot === slot)!;
+        const owner = (await readStatus(pool, names)).projections.find((p) => p.projection === name && p.owner)?.owner;
+        if (!owner && build.codeVersion !== moduleVersion(projection)) {
+          throw new VersionRequestError(
+            name,
+            `version ${build.version} is built by the code of module version ${build.codeVersion}, and --projections has version ${moduleVersion(projection)}: run it with that code`,
+          );
+        }
+        runner = await runnerUnlessOwned(
+          owner,
+          { config, connectionString, projection, log },
+          {
+            owned: (owner) => `${name} is run by ${owner}: the daemon builds it; following its progress`,
+            here: `no daemon runs ${name}: building in this process`,
+          },
+        );
+        await followBuild(pool, names, name, slot);
+      } finally {
+        await runner?.stop();
+      }
+    },
+    2,
+  );
+}
+
+/** Progress of a build (its checkpoint against the H it started at) until it is live, or caught up in manual mode. */
+async function followBuild(pool: pg.Pool, names: StoreNames, name: string, slot: string): Promise<void> {
+  const started = Date.now();
+  const tty = process.stderr.isTTY;
+  let lastPrinted = 0;
+  for (;;) {
+    const build: Build | undefined = (await readBuilds(pool, names, name)).find((b) => b.slot === slot);
+    if (!build) throw new VersionRequestError(name, `${slot} was dropped while it was being built`);
+    const status = (await readStatus(pool, names)).projections.find((p) => p.name === slot);
+    const position = status?.position ?? 0;
+    const progress = { applied: position, target: Number(build.target), elapsedMs: Date.now() - started };
+    if (build.role === 'live') {
+      if (tty) process.stderr.write(`\r${formatProgress({ ...progress, applied: Math.max(position, progress.target) })}\n`);
+      process.stdout.write(`${name}: version ${build.version} is live (checkpoint ${position})\n`);
+      return;
+    }
+    if (build.role === 'kept') throw new VersionRequestError(name, `version ${build.version} was superseded by a newer one before it went live`);
+    if (build.switchMode === 'manual' && position >= build.target && status?.state === 'rebuilding') {
+      process.stdout.write(`${name}: version ${build.version} has caught up (checkpoint ${position}); \`projection-runner switch ${name}\` makes it live\n`);
+      return;
+    }
+    const line = `${formatProgress(progress)}${build.switchError ? `  (switch postponed: ${build.switchError})` : ''}`;
+    if (tty) process.stderr.write(`\r${line}`);
+    else if (Date.now() - lastPrinted > 1_000) {
+      process.stderr.write(`${line}\n`);
+      lastPrinted = Date.now();
+    }
+    await sleep(200);
+  }
+}

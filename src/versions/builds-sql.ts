@@ -1,0 +1,178 @@
+import type pg from 'pg';
+import { withTransaction } from '../db/connection.js';
+import { quoteIdentifier, type StoreNames } from '../db/identifiers.js';
+import { VersionRequestError } from '../errors.js';
+import type { Projection, SwitchMode } from '../projection/projection.js';
+import { planBuild, planRebuild, type Build, type NewBuild } from './builds.js';
+
+/** All the SQL of projection_builds: reading, creating, the operators' requests (rebuild, switch, drop). */
+
+const COLUMNS = `slot, projection, version, code_version, schema_name, role, switch_mode, target::text AS target, switch_error`;
+
+interface BuildRow {
+  slot: string;
+  projection: string;
+  version: number;
+  code_version: number;
+  schema_name: string | null;
+  role: Build['role'];
+  switch_mode: SwitchMode;
+  target: string;
+  switch_error: string | null;
+}
+
+const toBuild = (r: BuildRow): Build => ({
+  slot: r.slot,
+  projection: r.projection,
+  version: r.version,
+  codeVersion: r.code_version,
+  schema: r.schema_name,
+  role: r.role,
+  switchMode: r.switch_mode,
+  target: BigInt(r.target),
+  switchError: r.switch_error,
+});
+
+/** Every build, or one projection's; `lock` takes them FOR UPDATE (a switch, a drop). */
+export async function readBuilds(db: pg.ClientBase | pg.Pool, names: StoreNames, projection?: string, lock = false): Promise<Build[]> {
+  const { rows } = await db.query<BuildRow>(
+    `SELECT ${COLUMNS} FROM ${names.q.builds} ${projection === undefined ? '' : 'WHERE projection = $1'}
+      ORDER BY projection, version ${lock ? 'FOR UPDATE' : ''}`,
+    projection === undefined ? [] : [projection],
+  );
+  return rows.map(toBuild);
+}
+
+/**
+ * Serialises the writers of projection_builds (deployments starting, rebuild/switch/drop requests, switches) with a
+ * transaction-scoped advisory lock: two instances starting a new version at once create one build.
+ */
+export async function lockBuilds(tx: pg.ClientBase, names: StoreNames): Promise<void> {
+  await tx.query('SELECT pg_advisory_xact_lock(hashtext($1), 0)', [`${names.schema}.${names.table}:builds`]);
+}
+
+async function insertBuild(tx: pg.ClientBase, names: StoreNames, build: NewBuild): Promise<void> {
+  await tx.query(
+    `INSERT INTO ${names.q.builds} (slot, projection, version, code_version, schema_name, role, switch_mode, target)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, (SELECT position FROM ${names.q.highWater}))`,
+    [build.slot, build.projection, build.version, build.codeVersion, build.schema, build.role, build.switchMode],
+  );
+}
+
+/** Wakes every instance's ownership loop (it reads the builds again): the channel replay requests use. */
+async function announce(tx: pg.ClientBase, names: StoreNames, projection: string): Promise<void> {
+  await tx.query('SELECT pg_notify($1, $2)', [names.replayChannel, projection]);
+}
+
+/**
+ * At start: the builds the loaded modules need (planBuild), created in one transaction. Returns what was created and
+ * the projections whose code is older than their newest build (they build nothing here).
+ */
+export async function syncBuilds(
+  pool: pg.Pool,
+  names: StoreNames,
+  projections: Projection[],
+  switchMode: SwitchMode,
+): Promise<{ created: NewBuild[]; superseded: string[]; older: Array<{ projection: string; newest: number }> }> {
+  return withTransaction(pool, async (tx) => {
+    await lockBuilds(tx, names);
+    const builds = await readBuilds(tx, names);
+    const outcome = { created: [] as NewBuild[], superseded: [] as string[], older: [] as Array<{ projection: string; newest: number }> };
+    for (const projection of projections) {
+      const plan = planBuild(projection, builds, switchMode);
+      if (plan.kind === 'older') outcome.older.push({ projection: projection.name, newest: plan.newest });
+      if (plan.kind !== 'create') continue;
+      if (plan.supersedes) {
+        await tx.query(`UPDATE ${names.q.builds} SET role = 'kept' WHERE slot = $1`, [plan.supersedes]);
+        outcome.superseded.push(plan.supersedes);
+      }
+      await insertBuild(tx, names, plan.build);
+      outcome.created.push(plan.build);
+      if (plan.build.role === 'building') await announce(tx, names, projection.name);
+    }
+    return outcome;
+  });
+}
+
+/** `rebuild NAME`: a new build of the live code beside the live one (planRebuild's refusals are typed). */
+export async function requestRebuild(pool: pg.Pool, names: StoreNames, projection: string, switchMode: SwitchMode): Promise<NewBuild> {
+  return withTransaction(pool, async (tx) => {
+    await lockBuilds(tx, names);
+    const build = planRebuild(projection, await readBuilds(tx, names, projection), switchMode);
+    await insertBuild(tx, names, build);
+    await announce(tx, names, projection);
+    return build;
+  });
+}
+
+/**
+ * `switch NAME [--version N]`: without a version, the build being built switches as soon as it has caught up (its mode
+ * becomes auto); with the version of a kept build, that build is run again, catches up, then switches.
+ */
+export async function requestSwitch(pool: pg.Pool, names: StoreNames, projection: string, version?: number): Promise<Build> {
+  return withTransaction(pool, async (tx) => {
+    await lockBuilds(tx, names);
+    const mine = await readBuilds(tx, names, projection);
+    if (mine.length === 0) throw new VersionRequestError(projection, 'it has no versions yet: start the daemon with it first');
+    const building = mine.find((b) => b.role === 'building');
+    const target = version === undefined ? building : mine.find((b) => b.version === version);
+    if (!target) {
+      throw new VersionRequestError(
+        projection,
+        version === undefined
+          ? 'no version is being built: `projection-runner rebuild NAME`, or `switch NAME --version N` to go back to a kept one'
+          : `there is no version ${version} (versions: ${mine.map((b) => `${b.version} ${b.role}`).join(', ')})`,
+      );
+    }
+    if (target.role === 'live') throw new VersionRequestError(projection, `version ${target.version} is already live`);
+    if (target.role === 'kept' && building) {
+      throw new VersionRequestError(projection, `version ${building.version} is being built: switch to it or let it finish first`);
+    }
+    await tx.query(
+      `UPDATE ${names.q.builds} SET role = 'building', switch_mode = 'auto', switch_error = NULL,
+              target = CASE WHEN role = 'kept' THEN (SELECT position FROM ${names.q.highWater}) ELSE target END
+        WHERE slot = $1`,
+      [target.slot],
+    );
+    await announce(tx, names, projection);
+    return { ...target, role: 'building', switchMode: 'auto' };
+  });
+}
+
+/**
+ * `drop NAME --version N`: a kept build's schema (with its tables), checkpoint and bookkeeping, in one transaction.
+ * The live and the building build are refused.
+ */
+export async function dropVersion(pool: pg.Pool, names: StoreNames, projection: string, version: number): Promise<Build> {
+  return withTransaction(pool, async (tx) => {
+    await lockBuilds(tx, names);
+    const build = (await readBuilds(tx, names, projection, true)).find((b) => b.version === version);
+    if (!build) throw new VersionRequestError(projection, `there is no version ${version}`);
+    if (build.role !== 'kept') {
+      throw new VersionRequestError(projection, `version ${version} is ${build.role}: only a kept version can be dropped`);
+    }
+    if (build.schema) await tx.query(`DROP SCHEMA IF EXISTS ${quoteIdentifier(build.schema)} CASCADE`);
+    const q = names.q;
+    for (const [table, column] of [
+      [q.checkpoints, 'name'],
+      [q.skippedPositions, 'projection'],
+      [q.lateDeliveries, 'projection'],
+      [q.deadLetters, 'projection'],
+      [q.commands, 'projection'],
+      [q.replays, 'projection'],
+      [q.builds, 'slot'],
+    ] as const) {
+      await tx.query(`DELETE FROM ${table} WHERE ${column} = $1`, [build.slot]);
+    }
+    await announce(tx, names, projection);
+    return build;
+  });
+}
+
+/** The slot of a projection's live build: what `replay`, `retry`, `skip` and `dead-letters NAME` act on. */
+export async function liveSlot(db: pg.Pool | pg.ClientBase, names: StoreNames, projection: string): Promise<string> {
+  const { rows } = await db.query<{ slot: string }>(`SELECT slot FROM ${names.q.builds} WHERE projection = $1 AND role = 'live'`, [
+    projection,
+  ]);
+  return rows[0]?.slot ?? projection;
+}

@@ -1,0 +1,159 @@
+import { VersionRequestError } from '../errors.js';
+import type { Projection, SwitchMode } from '../projection/projection.js';
+
+/**
+ * Versions of a projection's read model ("builds"), and the pure decisions about them: which build a deployment
+ * needs, which builds this instance runs, and what a switch does to the names the application reads.
+ *
+ * A build has a checkpoint row of its own, its `slot`. The first build of a projection keeps the projection's name as
+ * its slot and its tables where its setup created them (so a deployment from before versions carries on untouched);
+ * a later one is `name@vN`, built in schema `name_vN` through the search path of its transactions, so handler code
+ * never knows which version it writes. One build is `live`, at most one is `building`, the others are `kept`.
+ */
+
+export const BUILD_ROLES = ['live', 'building', 'kept'] as const;
+export type BuildRole = (typeof BUILD_ROLES)[number];
+
+export interface Build {
+  slot: string;
+  projection: string;
+  /** The number operators use (`switch --version`, `drop --version`); the module's version when it was free. */
+  version: number;
+  /** The module version whose code builds it (a `rebuild` builds the live code again under a new version). */
+  codeVersion: number;
+  /** Null: in place (the first build). */
+  schema: string | null;
+  role: BuildRole;
+  switchMode: SwitchMode;
+  /** H when the build started: what its progress is measured against. */
+  target: bigint;
+  switchError: string | null;
+}
+
+export type NewBuild = Omit<Build, 'target' | 'switchError'>;
+
+/** The module's version: `version`, default 1. */
+export const moduleVersion = (projection: Projection): number => projection.version ?? 1;
+
+/** The schema of a build other than the first. */
+export const buildSchema = (projection: string, version: number): string => `${projection}_v${version}`;
+
+function laterBuild(projection: string, version: number, codeVersion: number, switchMode: SwitchMode): NewBuild {
+  return {
+    slot: `${projection}@v${version}`,
+    projection,
+    version,
+    codeVersion,
+    schema: buildSchema(projection, version),
+    role: 'building',
+    switchMode,
+  };
+}
+
+export type BuildPlan =
+  /** This code's build exists (whatever its role): nothing to create. */
+  | { kind: 'none' }
+  /** No build yet: the first one, live at once, in place. */
+  | { kind: 'create'; build: NewBuild; supersedes?: string }
+  /** This code is older than the newest build's: it builds nothing (an old release during a blue/green overlap). */
+  | { kind: 'older'; newest: number };
+
+/**
+ * What a deployment of `projection` needs. A module version with no build yet, newer than every build's code, starts
+ * a new build beside the live one; one already building (from an older code or a rebuild) is superseded (kept).
+ */
+export function planBuild(projection: Projection, builds: Build[], switchMode: SwitchMode): BuildPlan {
+  const name = projection.name;
+  const version = moduleVersion(projection);
+  const mine = builds.filter((b) => b.projection === name);
+  if (mine.length === 0) {
+    return { kind: 'create', build: { slot: name, projection: name, version, codeVersion: version, schema: null, role: 'live', switchMode } };
+  }
+  if (mine.some((b) => b.codeVersion === version)) return { kind: 'none' };
+  const newest = Math.max(...mine.map((b) => b.codeVersion));
+  if (version < newest) return { kind: 'older', newest };
+  const number = Math.max(version, ...mine.map((b) => b.version + 1));
+  return { kind: 'create', build: laterBuild(name, number, version, switchMode), supersedes: mine.find((b) => b.role === 'building')?.slot };
+}
+
+/** `rebuild NAME`: the live build's code built again from zero, under the next free version. */
+export function planRebuild(projection: string, builds: Build[], switchMode: SwitchMode): NewBuild {
+  const mine = builds.filter((b) => b.projection === projection);
+  const live = mine.find((b) => b.role === 'live');
+  if (!live) throw new VersionRequestError(projection, 'it has no live version yet: start the daemon with it first');
+  const building = mine.find((b) => b.role === 'building');
+  if (building) {
+    throw new VersionRequestError(
+      projection,
+      `version ${building.version} is already being built; wait for it, or drop it once switched away (see \`projection-runner status\`)`,
+    );
+  }
+  return laterBuild(projection, Math.max(...mine.map((b) => b.version)) + 1, live.codeVersion, switchMode);
+}
+
+/** A unit of work for this instance: a build and the projection that runs it under its slot. */
+export interface BuildUnit {
+  build: Build;
+  projection: Projection;
+}
+
+/** The builds this instance runs: the live and building ones made by the code it loaded. */
+export function buildsToRun(projections: Projection[], builds: Build[]): Array<{ build: Build; module: Projection }> {
+  return builds.flatMap((build) => {
+    const module = projections.find((p) => p.name === build.projection);
+    if (!module || moduleVersion(module) !== build.codeVersion || build.role === 'kept') return [];
+    return [{ build, module }];
+  });
+}
+
+/** A relation in the read schema under a name the switch needs (see switchStatements). */
+export interface ReadRelation {
+  name: string;
+  /** A table (or partitioned table) as opposed to a view or anything else. */
+  table: boolean;
+  /** A view the runner made for this projection (projection_read_views). */
+  ours: boolean;
+}
+
+export interface SwitchPlan {
+  statements: string[];
+  /** The views the application reads after the switch. */
+  views: string[];
+  /** Where the previous build's tables went, when it was in place (its new schema); undefined: it stays where it is. */
+  movedTo: string | undefined;
+}
+
+/**
+ * The statements of a switch to `next`, all in one transaction: the application reads `readSchema.<name>` for every
+ * relation of the next build's schema. The runner's own views of the projection are dropped; the tables of a previous
+ * build that was in place (the first build) move into a schema of its own under the same names, so the names become
+ * views; any other relation in the way stops the switch (ReadNameTakenError), before anything changed.
+ */
+export function switchStatements(input: {
+  projection: string;
+  readSchema: string;
+  nextSchema: string;
+  nextRelations: string[];
+  previous: { version: number; inPlace: boolean } | undefined;
+  existing: ReadRelation[];
+  quote: (identifier: string) => string;
+  nameTaken: (relation: string) => Error;
+}): SwitchPlan {
+  const { quote, readSchema } = input;
+  const read = (name: string) => `${quote(readSchema)}.${quote(name)}`;
+  const statements: string[] = [];
+  const existing = new Map(input.existing.map((r) => [r.name, r]));
+  const movedTo = input.previous?.inPlace ? buildSchema(input.projection, input.previous.version) : undefined;
+  const moving = movedTo ? input.nextRelations.filter((name) => existing.get(name)?.table && !existing.get(name)?.ours) : [];
+  for (const name of input.nextRelations) {
+    const found = existing.get(name);
+    if (found && !found.ours && !moving.includes(name)) throw input.nameTaken(read(name));
+  }
+  if (movedTo) statements.push(`CREATE SCHEMA IF NOT EXISTS ${quote(movedTo)}`);
+  for (const name of moving) statements.push(`ALTER TABLE ${read(name)} SET SCHEMA ${quote(movedTo!)}`);
+  for (const r of input.existing.filter((r) => r.ours)) statements.push(`DROP VIEW ${read(r.name)}`);
+  for (const name of input.nextRelations) {
+    statements.push(`CREATE VIEW ${read(name)} AS SELECT * FROM ${quote(input.nextSchema)}.${quote(name)}`);
+  }
+  return { statements, views: input.nextRelations, movedTo };
+}

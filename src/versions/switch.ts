@@ -1,0 +1,119 @@
+import type pg from 'pg';
+import type { Logger } from 'pino';
+import { withTransaction } from '../db/connection.js';
+import { quoteIdentifier, type StoreNames } from '../db/identifiers.js';
+import { ReadNameTakenError } from '../errors.js';
+import { switchStatements, type ReadRelation } from './builds.js';
+import { lockBuilds, readBuilds } from './builds-sql.js';
+
+/**
+ * How long a switch waits for a lock (the builds' rows while a batch of either build runs, the read names while an
+ * application transaction reads them) before it gives up and is tried again after the next batch. Readers that
+ * arrive meanwhile queue behind the switch, so this bounds their wait too.
+ */
+export const SWITCH_LOCK_TIMEOUT_MS = 500;
+
+export type SwitchOutcome = { switched: true; views: string[] } | { switched: false; reason: string };
+
+/**
+ * Makes the building build `slot` live, in one transaction, at a batch boundary of both builds:
+ * 1. the builds of the projection are locked FOR UPDATE: every batch takes its build's row FOR SHARE when it begins
+ *    (beginBatch), so this waits for the batches in flight and holds the next ones until the switch is over; a batch
+ *    that then finds its build no longer live or building stops (BuildRetiredError) before its handler writes;
+ * 2. the new build must be at or past the live one's checkpoint: a reader never sees a balance go back;
+ * 3. the read names become views over the new build's relations (switchStatements): a reader sees the old read model
+ *    or the new one, never a mix (it holds its views until its transaction ends, and the switch needs them all);
+ * 4. roles: the new build live, the previous one kept (no longer updated); the instances are told (NOTIFY).
+ * Anything in the way (a lock not granted in time, a name taken) rolls it all back; the reason is recorded in the
+ * build's switch_error and the projector tries again after its next batch.
+ */
+export async function switchToBuild(pool: pg.Pool, names: StoreNames, slot: string, projection: string, log: Logger): Promise<SwitchOutcome> {
+  try {
+    return await withTransaction(pool, async (tx) => {
+      await tx.query(`SET LOCAL lock_timeout = ${SWITCH_LOCK_TIMEOUT_MS}`);
+      await lockBuilds(tx, names);
+      const builds = await readBuilds(tx, names, projection, true);
+      const next = builds.find((b) => b.slot === slot);
+      if (!next || next.role !== 'building' || !next.schema) return { switched: false, reason: `${slot} is not being built` };
+      if (next.switchMode !== 'auto') return { switched: false, reason: 'waiting for `projection-runner switch`' };
+      const previous = builds.find((b) => b.role === 'live');
+      const positions = await checkpointPositions(tx, names, [slot, ...(previous ? [previous.slot] : [])]);
+      const behind = previous ? (positions.get(previous.slot) ?? 0n) - (positions.get(slot) ?? 0n) : 0n;
+      if (behind > 0n) return { switched: false, reason: `${behind} events behind the live version` };
+
+      const readSchema = (await tx.query<{ s: string }>('SELECT current_schema() AS s')).rows[0]!.s;
+      const nextRelations = await relationsIn(tx, next.schema);
+      const plan = switchStatements({
+        projection,
+        readSchema,
+        nextSchema: next.schema,
+        nextRelations,
+        previous: previous && { version: previous.version, inPlace: previous.schema === null },
+        existing: await readRelations(tx, names, readSchema, projection, nextRelations),
+        quote: quoteIdentifier,
+        nameTaken: (relation) => new ReadNameTakenError(projection, relation),
+      });
+      for (const statement of plan.statements) await tx.query(statement);
+      await tx.query(`DELETE FROM ${names.q.readViews} WHERE projection = $1`, [projection]);
+      await tx.query(
+        `INSERT INTO ${names.q.readViews} (read_schema, view_name, projection) SELECT $1, v, $2 FROM unnest($3::text[]) AS v`,
+        [readSchema, projection, plan.views],
+      );
+      if (previous) {
+        await tx.query(`UPDATE ${names.q.builds} SET role = 'kept', schema_name = coalesce($2, schema_name) WHERE slot = $1`, [
+          previous.slot,
+          plan.movedTo ?? null,
+        ]);
+      }
+      await tx.query(`UPDATE ${names.q.builds} SET role = 'live', switched_at = now(), switch_error = NULL WHERE slot = $1`, [slot]);
+      await tx.query('SELECT pg_notify($1, $2)', [names.replayChannel, projection]);
+      return { switched: true, views: plan.views };
+    });
+  } catch (error) {
+    // 55P03: a lock not granted within the timeout (a long reader, a long batch); 40P01: a deadlock, same remedy.
+    const code = (error as { code?: string }).code;
+    if (!(error instanceof ReadNameTakenError) && code !== '55P03' && code !== '40P01') throw error;
+    const reason = error instanceof Error ? error.message : String(error);
+    log.warn({ slot, reason }, 'switch postponed: trying again after the next batch');
+    await pool.query(`UPDATE ${names.q.builds} SET switch_error = $2 WHERE slot = $1`, [slot, reason]).catch(() => {});
+    return { switched: false, reason };
+  }
+}
+
+async function checkpointPositions(tx: pg.ClientBase, names: StoreNames, slots: string[]): Promise<Map<string, bigint>> {
+  const { rows } = await tx.query<{ name: string; position: string }>(
+    `SELECT name, position::text FROM ${names.q.checkpoints} WHERE name = ANY($1)`,
+    [slots],
+  );
+  return new Map(rows.map((r) => [r.name, BigInt(r.position)]));
+}
+
+/** The relations a build's setup created in its schema (not partitions: their parent is what one reads). */
+async function relationsIn(tx: pg.ClientBase, schema: string): Promise<string[]> {
+  const { rows } = await tx.query<{ name: string }>(
+    `SELECT c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE n.nspname = $1 AND c.relkind IN ('r', 'p', 'v', 'm', 'f') AND NOT c.relispartition ORDER BY c.relname`,
+    [schema],
+  );
+  return rows.map((r) => r.name);
+}
+
+/** What occupies, in the read schema, the names the switch needs and the names of the projection's current views. */
+async function readRelations(
+  tx: pg.ClientBase,
+  names: StoreNames,
+  readSchema: string,
+  projection: string,
+  wanted: string[],
+): Promise<ReadRelation[]> {
+  const { rows } = await tx.query<ReadRelation>(
+    `SELECT c.relname AS name, c.relkind IN ('r', 'p') AS "table",
+            EXISTS (SELECT 1 FROM ${names.q.readViews} v
+                     WHERE v.read_schema = $1 AND v.view_name = c.relname AND v.projection = $2) AND c.relkind = 'v' AS ours
+       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE n.nspname = $1
+        AND (c.relname = ANY($3) OR c.relname IN (SELECT view_name FROM ${names.q.readViews} WHERE read_schema = $1 AND projection = $2))`,
+    [readSchema, projection, wanted],
+  );
+  return rows;
+}

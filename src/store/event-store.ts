@@ -1,11 +1,59 @@
 import type pg from 'pg';
-import { WrongExpectedVersionError } from '../errors.js';
+import { ConfigError, WrongExpectedVersionError } from '../errors.js';
 import { migrate } from '../db/migrate.js';
 import { storeNames, type StoreNames, type StoreNamesOptions } from '../db/identifiers.js';
 import { validateAppend } from './validate-append.js';
 import { EVENT_COLUMNS, toStoredEvent, type AppendResult, type EventRow, type NewEvent, type StoredEvent } from './types.js';
 
-export type EventStoreOptions = StoreNamesOptions;
+/**
+ * Where the native events table is. Only the native source: the writer appends through events_append, which migrate
+ * creates for the runner's own table and for no other store's (see FOREIGN_ONLY_OPTIONS).
+ */
+export type EventStoreOptions = Pick<StoreNamesOptions, 'schema' | 'table' | 'channel'> & { source?: 'native' };
+
+/** Options that name or describe a foreign source's table: they mean nothing to the native writer. */
+const FOREIGN_ONLY_OPTIONS = [
+  'eventsTable',
+  'columnPosition',
+  'columnStream',
+  'columnStreamPosition',
+  'columnType',
+  'columnData',
+  'columnMetadata',
+  'columnRecordedAt',
+  'noNotifyTrigger',
+] as const satisfies ReadonlyArray<keyof StoreNamesOptions>;
+
+/** How each foreign store is written instead. */
+const FOREIGN_WRITERS: Record<string, string> = {
+  'message-db': "message-db's own message_store.write_message",
+  emmett: "Emmett's own appendToStream",
+  custom: "the application's own INSERTs",
+};
+
+/**
+ * EventStore writes the runner's own table only. Pointed at another store (the options a runner with `--source`
+ * takes), it would call an `<table>_append` function that store does not have, or — when a native table of that name
+ * exists in the schema — append to the native table instead of the store it names, and read it with columns it does
+ * not have: refused here, before anything is built or written.
+ */
+function refuseForeignSource(options: EventStoreOptions): void {
+  const given = options as StoreNamesOptions;
+  const source = given.source ?? 'native';
+  if (source !== 'native') {
+    throw new ConfigError(
+      'EventStoreOptions.source',
+      `EventStore appends to the runner's native events table only, not to a ${String(source)} store: write it with ${FOREIGN_WRITERS[source] ?? 'its own writer'}; the runner reads it with --source ${String(source)}`,
+    );
+  }
+  const foreign = FOREIGN_ONLY_OPTIONS.filter((key) => given[key] !== undefined);
+  if (foreign.length > 0) {
+    throw new ConfigError(
+      `EventStoreOptions.${foreign[0]}`,
+      `${foreign.join(', ')} describe${foreign.length === 1 ? 's' : ''} a foreign source's table; EventStore appends to the runner's native events table only (schema, table, channel)`,
+    );
+  }
+}
 
 export interface AppendOptions {
   /** The stream's current number of events; 0 means the stream must not exist yet. */
@@ -26,6 +74,7 @@ export class EventStore {
     private readonly pool: pg.Pool,
     options: EventStoreOptions = {},
   ) {
+    refuseForeignSource(options);
     this.names = storeNames(options);
   }
 

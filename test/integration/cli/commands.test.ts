@@ -55,7 +55,7 @@ describe('status --json', () => {
     expect(report.projections[0].lagSeconds).toBeGreaterThanOrEqual(0);
     expect(report.openGaps[0].ageSeconds).toBeGreaterThanOrEqual(3);
     const table = await runCli(['status'], env());
-    expect(table.stdout).toMatch(/alpha\s+stopped\s+3\s+5\s+5\s+2/);
+    expect(table.stdout).toMatch(/alpha\s+-\s+stopped\s+3\s+5\s+5\s+2/);
     expect(table.stdout).toContain('open gaps: 9..10');
     await db.pool.query('TRUNCATE projection_checkpoints, projection_gaps');
   });

@@ -6,6 +6,7 @@ import { storeNames } from '../../../src/db/identifiers.js';
 import { prepareStore } from '../../../src/sources/prepare.js';
 import '../../../src/sources/prepare.js';
 import { createTestDatabase, waitFor, type TestDatabase } from '../../support/database.js';
+import { insertLedger, LEDGER_DDL, LEDGER_SOURCE } from '../../support/foreign/custom-ledger.js';
 import { expectExactlyOnceInOrder, positionLog, readLog } from '../../support/position-log.js';
 import { capturingLogger, startRunner } from '../../support/runner.js';
 
@@ -16,33 +17,11 @@ import { capturingLogger, startRunner } from '../../support/runner.js';
 let db: TestDatabase;
 const runners: Runner[] = [];
 
-const LEDGER = `
-  CREATE SCHEMA app;
-  CREATE TABLE app.ledger (
-    id      bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    stream  varchar(200) NOT NULL,
-    version int NOT NULL,
-    kind    text NOT NULL,
-    body    jsonb NOT NULL,
-    meta    json,
-    at      timestamptz NOT NULL DEFAULT now()
-  )`;
-
-const SOURCE: Partial<RunnerOptions> = {
-  source: 'custom',
-  eventsTable: 'app.ledger',
-  columnPosition: 'id',
-  columnStream: 'stream',
-  columnStreamPosition: 'version',
-  columnType: 'kind',
-  columnData: 'body',
-  columnMetadata: 'meta',
-  columnRecordedAt: 'at',
-};
+const SOURCE: Partial<RunnerOptions> = LEDGER_SOURCE;
 
 beforeAll(async () => {
   db = await createTestDatabase({ migrated: false });
-  await db.pool.query(LEDGER);
+  await db.pool.query(LEDGER_DDL);
 });
 afterAll(async () => {
   for (const r of runners) await r.stop();
@@ -56,16 +35,6 @@ const shape = defineProjection({
     fields.push(event);
   },
 });
-
-async function insert(client: pg.ClientBase | pg.Pool, stream: string, version: number, kind = 'Booked') {
-  await client.query(`INSERT INTO app.ledger (stream, version, kind, body, meta) VALUES ($1, $2, $3, $4, $5)`, [
-    stream,
-    version,
-    kind,
-    JSON.stringify({ stream, version }),
-    version % 2 ? JSON.stringify({ by: 'test' }) : null,
-  ]);
-}
 
 describe('--source custom', () => {
   it('migrate creates the runner tables and the NOTIFY trigger only, and says so', async () => {
@@ -111,7 +80,7 @@ describe('--source custom', () => {
 
     // The first event, through the NOTIFY trigger, well before the 5 s poll.
     const started = Date.now();
-    await insert(db.pool, 'first-1', 1, 'Opened');
+    await insertLedger(db.pool, 'first-1', 1, 'Opened');
     await waitFor('the first event applied', () => fields.length === 1, 3_000);
     expect(Date.now() - started).toBeLessThan(2_000);
     const first = fields[0]!;
@@ -126,8 +95,8 @@ describe('--source custom', () => {
       try {
         for (let i = 1; i <= 40; i++) {
           await client.query('BEGIN');
-          await insert(client, `w${w}-${i}`, 1);
-          if (i % 2 === 0) await insert(client, `w${w}-${i}`, 2);
+          await insertLedger(client, `w${w}-${i}`, 1);
+          if (i % 2 === 0) await insertLedger(client, `w${w}-${i}`, 2);
           await client.query(i % 7 === 3 ? 'ROLLBACK' : 'COMMIT');
         }
       } finally {
@@ -180,7 +149,7 @@ describe('a custom source that does not match its table', () => {
   ])('%s: a ConfigError naming the setting and its variable, and nothing created', async (_, bad, message) => {
     const fresh = await createTestDatabase({ migrated: false });
     try {
-      await fresh.pool.query(LEDGER);
+      await fresh.pool.query(LEDGER_DDL);
       await fresh.pool.query(`CREATE TABLE app.naive (LIKE app.ledger); ALTER TABLE app.naive ALTER COLUMN at TYPE timestamp`);
       const attempt = async () => {
         const runner = await startRunner(fresh, { ...SOURCE, ...bad, projections: [positionLog('never')] });

@@ -85,7 +85,19 @@ export async function readStatus(db: pg.Pool, names: StoreNames): Promise<Status
 }
 
 export function formatStatus(report: StatusReport): string {
-  const header = ['PROJECTION', 'VERSION', 'STATE', 'CHECKPOINT', 'HEAD', 'HIGH-WATER', 'LAG', 'LAG(s)', 'OWNER', 'DEAD LETTERS', 'LAST ERROR'];
+  const header = [
+    'PROJECTION',
+    'VERSION',
+    'STATE',
+    'CHECKPOINT',
+    'HEAD',
+    'HIGH-WATER',
+    'LAG',
+    'LAG(s)',
+    'OWNER',
+    'DEAD LETTERS',
+    'LAST ERROR',
+  ];
   const lines = report.projections.map((p) => [
     p.name,
     p.version === null ? '-' : `${p.version} ${p.role}`,

@@ -148,9 +148,12 @@ async function followBuild(pool: pg.Pool, names: StoreNames, name: string, slot:
       process.stdout.write(`${name}: version ${build.version} is live (checkpoint ${position})\n`);
       return;
     }
-    if (build.role === 'kept') throw new VersionRequestError(name, `version ${build.version} was superseded by a newer one before it went live`);
+    if (build.role === 'kept')
+      throw new VersionRequestError(name, `version ${build.version} was superseded by a newer one before it went live`);
     if (build.switchMode === 'manual' && position >= build.target && status?.state === 'rebuilding') {
-      process.stdout.write(`${name}: version ${build.version} has caught up (checkpoint ${position}); \`projection-runner switch ${name}\` makes it live\n`);
+      process.stdout.write(
+        `${name}: version ${build.version} has caught up (checkpoint ${position}); \`projection-runner switch ${name}\` makes it live\n`,
+      );
       return;
     }
     const line = `${formatProgress(progress)}${build.switchError ? `  (switch postponed: ${build.switchError})` : ''}`;

@@ -192,7 +192,11 @@ export class Projector {
   private async switchIfBuilt(): Promise<void> {
     const build = this.options.build;
     if (!build?.building || this.state === 'failed' || this.replay.rebuilding) return;
-    if ((await build.caughtUp())?.switched) this.setState('running');
+    const catchUpTo = async (position: bigint) => {
+      await this.applyUpTo(position);
+      return this.checkpoint;
+    };
+    if ((await build.caughtUp(catchUpTo))?.switched) this.setState('running');
   }
 
   /** What happens once the handler retries are spent: --on-error, else the module's onError, else stop. */
@@ -217,7 +221,8 @@ export class Projector {
         } catch (error) {
           if (signal.aborted) break;
           if (error instanceof OwnershipLostError || error instanceof BuildRetiredError) {
-            if (error instanceof BuildRetiredError) this.log.info({ reason: error.message }, 'this version is no longer updated: stopping it here');
+            if (error instanceof BuildRetiredError)
+              this.log.info({ reason: error.message }, 'this version is no longer updated: stopping it here');
             else this.log.error({ err: error }, 'lost ownership: stopping this projection here');
             this.setState('stopped');
             return;

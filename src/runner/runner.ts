@@ -220,7 +220,8 @@ export class Runner implements LagSource, HealthSource {
         'a new version: building it from position 0 beside the live one',
       );
     }
-    for (const slot of outcome.superseded) log.warn({ slot }, 'a version still being built was superseded by a newer one: kept, no longer built');
+    for (const slot of outcome.superseded)
+      log.warn({ slot }, 'a version still being built was superseded by a newer one: kept, no longer built');
     for (const { projection, newest } of outcome.older) {
       log.warn({ projection, newest }, 'this code is older than a version already built: it builds nothing (drop that version to go back)');
     }

@@ -14,9 +14,7 @@ import { switchToBuild, type SwitchOutcome } from './switch.js';
 export class BuildSlot {
   readonly projection: Projection;
 
-  constructor(
-    private readonly options: { pool: pg.Pool; names: StoreNames; build: Build; module: Projection; log: Logger },
-  ) {
+  constructor(private readonly options: { pool: pg.Pool; names: StoreNames; build: Build; module: Projection; log: Logger }) {
     this.projection = scopedProjection(options.module, options.build);
   }
 
@@ -51,11 +49,15 @@ export class BuildSlot {
     throw new BuildRetiredError(this.options.build.slot, role ?? null);
   }
 
-  /** A building build has caught up with H after a batch: the switch, if its mode is auto (switchToBuild). */
-  async caughtUp(): Promise<SwitchOutcome | undefined> {
+  /**
+   * A building build has caught up with H after a batch: the switch, if its mode is auto (switchToBuild). `catchUpTo`
+   * applies this build's events up to a position (the live build's checkpoint, frozen meanwhile) and returns where
+   * its checkpoint is then.
+   */
+  async caughtUp(catchUpTo: (position: bigint) => Promise<bigint>): Promise<SwitchOutcome | undefined> {
     const { pool, names, build, log } = this.options;
     if (!this.building) return undefined;
-    const outcome = await switchToBuild(pool, names, build.slot, build.projection, log);
+    const outcome = await switchToBuild(pool, names, build, catchUpTo, log);
     if (outcome.switched) {
       build.role = 'live';
       log.info({ projection: build.projection, version: build.version, views: outcome.views }, 'switched: this version is live now');

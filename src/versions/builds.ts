@@ -67,13 +67,20 @@ export function planBuild(projection: Projection, builds: Build[], switchMode: S
   const version = moduleVersion(projection);
   const mine = builds.filter((b) => b.projection === name);
   if (mine.length === 0) {
-    return { kind: 'create', build: { slot: name, projection: name, version, codeVersion: version, schema: null, role: 'live', switchMode } };
+    return {
+      kind: 'create',
+      build: { slot: name, projection: name, version, codeVersion: version, schema: null, role: 'live', switchMode },
+    };
   }
   if (mine.some((b) => b.codeVersion === version)) return { kind: 'none' };
   const newest = Math.max(...mine.map((b) => b.codeVersion));
   if (version < newest) return { kind: 'older', newest };
   const number = Math.max(version, ...mine.map((b) => b.version + 1));
-  return { kind: 'create', build: laterBuild(name, number, version, switchMode), supersedes: mine.find((b) => b.role === 'building')?.slot };
+  return {
+    kind: 'create',
+    build: laterBuild(name, number, version, switchMode),
+    supersedes: mine.find((b) => b.role === 'building')?.slot,
+  };
 }
 
 /** `rebuild NAME`: the live build's code built again from zero, under the next free version. */

@@ -17,29 +17,44 @@ export type SwitchOutcome = { switched: true; views: string[] } | { switched: fa
 
 /**
  * Makes the building build `slot` live, in one transaction, at a batch boundary of both builds:
- * 1. the builds of the projection are locked FOR UPDATE: every batch takes its build's row FOR SHARE when it begins
- *    (beginBatch), so this waits for the batches in flight and holds the next ones until the switch is over; a batch
- *    that then finds its build no longer live or building stops (BuildRetiredError) before its handler writes;
- * 2. the new build must be at or past the live one's checkpoint: a reader never sees a balance go back;
- * 3. the read names become views over the new build's relations (switchStatements): a reader sees the old read model
- *    or the new one, never a mix (it holds its views until its transaction ends, and the switch needs them all);
+ * 1. the live build's row is locked FOR UPDATE: every batch takes its build's row FOR SHARE when it begins
+ *    (beginBatch), so this waits for the live build's batch in flight and holds its next one until the switch is over
+ *    (a batch that then finds its build no longer live stops with BuildRetiredError before its handler writes);
+ * 2. the new build catches up with the live one's checkpoint, frozen now (`catchUpTo`: its own batches, in
+ *    transactions of their own): a reader never sees a balance go back. Without the freeze, under a steady stream of
+ *    appends the live build was nearly always a batch ahead when compared, and the switch never came;
+ * 3. the new build's row is locked too, and the read names become views over its relations (switchStatements): a
+ *    reader sees the old read model or the new one, never a mix (it holds its views until its transaction ends, and
+ *    the switch needs them all);
  * 4. roles: the new build live, the previous one kept (no longer updated); the instances are told (NOTIFY).
  * Anything in the way (a lock not granted in time, a name taken) rolls it all back; the reason is recorded in the
  * build's switch_error and the projector tries again after its next batch.
  */
-export async function switchToBuild(pool: pg.Pool, names: StoreNames, slot: string, projection: string, log: Logger): Promise<SwitchOutcome> {
+export async function switchToBuild(
+  pool: pg.Pool,
+  names: StoreNames,
+  build: { slot: string; projection: string },
+  catchUpTo: (position: bigint) => Promise<bigint>,
+  log: Logger,
+): Promise<SwitchOutcome> {
+  const { slot, projection } = build;
   try {
     return await withTransaction(pool, async (tx) => {
       await tx.query(`SET LOCAL lock_timeout = ${SWITCH_LOCK_TIMEOUT_MS}`);
       await lockBuilds(tx, names);
-      const builds = await readBuilds(tx, names, projection, true);
+      const builds = await readBuilds(tx, names, projection);
       const next = builds.find((b) => b.slot === slot);
       if (!next || next.role !== 'building' || !next.schema) return { switched: false, reason: `${slot} is not being built` };
       if (next.switchMode !== 'auto') return { switched: false, reason: 'waiting for `projection-runner switch`' };
       const previous = builds.find((b) => b.role === 'live');
-      const positions = await checkpointPositions(tx, names, [slot, ...(previous ? [previous.slot] : [])]);
-      const behind = previous ? (positions.get(previous.slot) ?? 0n) - (positions.get(slot) ?? 0n) : 0n;
-      if (behind > 0n) return { switched: false, reason: `${behind} events behind the live version` };
+      let livePosition = 0n;
+      if (previous) {
+        await lockBuildRow(tx, names, previous.slot);
+        livePosition = (await checkpointPositions(tx, names, [previous.slot])).get(previous.slot) ?? 0n;
+      }
+      const reached = await catchUpTo(livePosition);
+      if (reached < livePosition) return { switched: false, reason: `${livePosition - reached} events behind the live version` };
+      await lockBuildRow(tx, names, slot);
 
       const readSchema = (await tx.query<{ s: string }>('SELECT current_schema() AS s')).rows[0]!.s;
       const nextRelations = await relationsIn(tx, next.schema);
@@ -78,6 +93,10 @@ export async function switchToBuild(pool: pg.Pool, names: StoreNames, slot: stri
     await pool.query(`UPDATE ${names.q.builds} SET switch_error = $2 WHERE slot = $1`, [slot, reason]).catch(() => {});
     return { switched: false, reason };
   }
+}
+
+async function lockBuildRow(tx: pg.ClientBase, names: StoreNames, slot: string): Promise<void> {
+  await tx.query(`SELECT 1 FROM ${names.q.builds} WHERE slot = $1 FOR UPDATE`, [slot]);
 }
 
 async function checkpointPositions(tx: pg.ClientBase, names: StoreNames, slots: string[]): Promise<Map<string, bigint>> {

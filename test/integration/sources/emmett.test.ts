@@ -1,6 +1,3 @@
-import { execFile } from 'node:child_process';
-import path from 'node:path';
-import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PostgresEventStore } from '@event-driven-io/emmett-postgresql';
 import { defineProjection, type Runner, type RunnerOptions, type StoredEvent } from '../../../src/index.js';
@@ -8,9 +5,9 @@ import { readStatus } from '../../../src/cli/status.js';
 import { storeNames } from '../../../src/db/identifiers.js';
 import { prepareStore } from '../../../src/sources/prepare.js';
 import '../../../src/sources/prepare.js';
-import { REPO } from '../../support/child-runner.js';
 import { createTestDatabase, waitFor, type TestDatabase } from '../../support/database.js';
 import { appendEmmett, openEmmettStore } from '../../support/foreign/emmett.js';
+import { appendInChildProcess } from '../../support/foreign/emmett-process.js';
 import { capturingLogger, startRunner } from '../../support/runner.js';
 
 /**
@@ -37,16 +34,6 @@ afterAll(async () => {
   await db.drop();
 });
 
-function appender(prefix: string, count: number): Promise<string> {
-  const loader = pathToFileURL(path.join(REPO, 'node_modules/tsx/dist/loader.mjs')).href;
-  const script = path.join(REPO, 'test/support/foreign/emmett-appender.ts');
-  return new Promise((resolve, reject) =>
-    execFile(process.execPath, ['--import', loader, script, db.url, prefix, String(count)], { cwd: REPO }, (error, stdout, stderr) =>
-      error ? reject(new Error(`${error.message}\n${stderr}`)) : resolve(stdout.trim()),
-    ),
-  );
-}
-
 /** Counts deliveries per global position in a table (100,000 rows: no array in memory per event). */
 const counted = defineProjection({
   name: 'counted',
@@ -72,7 +59,7 @@ const shape = defineProjection({
 
 describe('--source emmett', () => {
   it(`${APPENDERS} appender processes × ${EACH} events with appendToStream, the index built while they write: every event applied exactly once`, async () => {
-    const writing = Array.from({ length: APPENDERS }, (_, w) => appender(`shop${w}`, EACH));
+    const writing = Array.from({ length: APPENDERS }, (_, w) => appendInChildProcess(db.url, `shop${w}`, EACH));
     // migrate while the appenders write: the index on global_position, built without blocking them, and the trigger.
     await waitFor(
       'appenders writing',

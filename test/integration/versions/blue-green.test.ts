@@ -41,8 +41,11 @@ async function deposit(n: number, amount = 1) {
 }
 
 const readModel = async () =>
-  (await fixture.db.pool.query<{ account: string; balance: string; version: number }>('SELECT account, balance, version FROM balances ORDER BY account'))
-    .rows;
+  (
+    await fixture.db.pool.query<{ account: string; balance: string; version: number }>(
+      'SELECT account, balance, version FROM balances ORDER BY account',
+    )
+  ).rows;
 const total = async () => (await readModel()).reduce((sum, r) => sum + Number(r.balance), 0);
 const roles = async () => (await readBuilds(fixture.db.pool, names, 'balances')).map((b) => `${b.version}:${b.role}`);
 

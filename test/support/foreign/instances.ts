@@ -4,7 +4,7 @@ import { heldLeaseCondition, leaseNamespace } from '../../../src/ownership/lease
 import { startDaemon } from '../child-runner.js';
 import { waitFor, type TestDatabase } from '../database.js';
 import { expectExactlyOnceInOrder, waitUntilAllApplied } from '../position-log.js';
-import { holdOneOpen, startWriters, type ForeignStore } from './workload.js';
+import { holdOneOpen, sourceFlags, startWriters, type ForeignStore, type HeldTransaction, type Writers } from './workload.js';
 
 /**
  * Several instances on a foreign source, as the chaos suite runs them on the native one: daemon processes (`run`
@@ -16,15 +16,6 @@ import { holdOneOpen, startWriters, type ForeignStore } from './workload.js';
 
 /** The projections every daemon runs (test/fixtures/projections). */
 export const DAEMON_LOGS = ['chaos_a', 'chaos_b'];
-
-/** `{ source: 'custom', eventsTable: 'app.ledger', columnPosition: 'id' }` → `--source custom --events-table …`. */
-export function daemonFlags(source: StoreNamesOptions): string[] {
-  return Object.entries(source).flatMap(([key, value]) => {
-    const flag = `--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
-    if (typeof value === 'boolean') return value ? [flag] : [];
-    return value === undefined ? [] : [flag, String(value)];
-  });
-}
 
 /** The owner (pid) of each projection whose lease is held right now, per PostgreSQL. */
 async function owners(db: TestDatabase, source: StoreNamesOptions): Promise<Map<string, number>> {
@@ -53,24 +44,27 @@ export interface SharedInstancesSummary {
  *    global order except the late ones, and the held one is late in both.
  */
 export async function expectExactlyOnceAcrossInstances(db: TestDatabase, store: ForeignStore): Promise<SharedInstancesSummary> {
-  const args = [...daemonFlags(store.source), '--gap-timeout', '1500ms', '--gap-evidence', 'auto', '--batch-size', '20', '--poll-interval', '250ms'];
+  const args = [...sourceFlags(store.source), '--gap-timeout', '1500ms', '--gap-evidence', 'auto', '--batch-size', '20', '--poll-interval', '250ms'];
   const daemons: Array<ReturnType<typeof startDaemon>> = [];
   const spawn = () => daemons.push(startDaemon(db.url, args));
   const alive = () => daemons.filter((d) => d.child.exitCode === null && d.child.signalCode === null);
-  const withOutput = (error: Error) =>
-    new Error(`${error.message}\n${daemons.map((d) => `--- daemon ${d.child.pid}:\n${d.output.join('').slice(-3_000)}`).join('\n')}`);
+  const printOutput = () =>
+    console.error(daemons.map((d) => `--- daemon ${d.child.pid}:\n${d.output.join('').slice(-3_000)}`).join('\n'));
   const balanced = async () => {
     const owned = await owners(db, store.source);
     const pids = new Set(owned.values());
     return owned.size === DAEMON_LOGS.length && pids.size === 2 && alive().every((d) => pids.has(d.child.pid!));
   };
 
-  spawn();
-  spawn();
-  const held = await holdOneOpen(store);
-  const writers = startWriters(store, 5);
+  let held: HeldTransaction | undefined;
+  let writers: Writers | undefined;
   try {
+    spawn();
+    spawn();
+    // (Writers start once the daemons have attached: the trigger's CREATE waits for the table's open transactions.)
     await waitFor('two instances sharing the projections', balanced, 45_000);
+    const open = (held = await holdOneOpen(store));
+    writers = startWriters(store, 5);
     await writers.committedMore(40);
 
     const victimPid = (await owners(db, store.source)).get('chaos_a')!;
@@ -89,26 +83,27 @@ export async function expectExactlyOnceAcrossInstances(db: TestDatabase, store: 
     spawn();
     await waitFor('the new instance took its share', balanced, 45_000);
 
-    await held.commitLate(db, DAEMON_LOGS);
+    await open.commitLate(db, DAEMON_LOGS);
     await writers.committedMore(30);
     await writers.stop();
 
     const committed = await store.committed();
-    expect(committed).toContain(held.position);
+    expect(committed).toContain(open.position);
     await waitUntilAllApplied(db.pool, committed, DAEMON_LOGS, 30_000);
     let late = 0;
     for (const name of DAEMON_LOGS) {
       const log = await expectExactlyOnceInOrder(db.pool, name, committed);
-      expect(log.find((r) => r.position === held.position)).toEqual({ position: held.position, applied: 1, late: true });
+      expect(log.find((r) => r.position === open.position)).toEqual({ position: open.position, applied: 1, late: true });
       late = Math.max(late, log.filter((r) => r.late).length);
     }
     expect(writers.rollbacks).toBeGreaterThan(0);
     return { committed: committed.length, rollbacks: writers.rollbacks, late };
   } catch (error) {
-    throw withOutput(error as Error);
+    printOutput();
+    throw error;
   } finally {
-    await writers.stop().catch(() => {});
-    await held.end();
+    await writers?.stop().catch(() => {});
+    await held?.end();
     for (const d of daemons) d.child.kill('SIGKILL');
     await Promise.all(daemons.map((d) => d.exited));
   }

@@ -11,7 +11,7 @@ import { waitFor, type TestDatabase } from '../database.js';
 
 /** A foreign store as a test writes and reads it. */
 export interface ForeignStore {
-  /** The source's settings (StoreNamesOptions: lease names, status; instances.ts daemonFlags: the daemons' flags). */
+  /** The source's settings (as StoreNamesOptions: lease names, status; through sourceFlags: the CLI's flags). */
   source: StoreNamesOptions;
   /** A writer session (message-db's needs its search_path). */
   connect(): Promise<pg.Client>;
@@ -19,6 +19,15 @@ export interface ForeignStore {
   write(client: pg.Client, stream: string, n: number): Promise<number>;
   /** Every committed position of the store, in order. */
   committed(): Promise<number[]>;
+}
+
+/** The command line's flags for a source's settings: `{ source: 'custom', eventsTable: 'app.ledger' }` → `--source custom --events-table app.ledger`. */
+export function sourceFlags(source: StoreNamesOptions): string[] {
+  return Object.entries(source).flatMap(([key, value]) => {
+    const flag = `--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+    if (typeof value === 'boolean') return value ? [flag] : [];
+    return value === undefined ? [] : [flag, String(value)];
+  });
 }
 
 /** The positions in `column` of `table` (as the test's role sees them), in order. */
@@ -38,7 +47,8 @@ export interface Writers {
 
 /**
  * `count` sessions writing until stopped: stream `w<writer>-<0..3>` (message-db: one category per writer, whose
- * lock no other writer waits for), one event per transaction and two in every third, every sixth rolled back.
+ * lock no other writer waits for), one event per transaction and two in every third, every sixth rolled back, every
+ * seventh through a savepoint rolled back after a failing statement.
  */
 export function startWriters(store: ForeignStore, count: number): Writers {
   const stopping = new AbortController();
@@ -49,6 +59,13 @@ export function startWriters(store: ForeignStore, count: number): Writers {
       for (let i = 0; !stopping.signal.aborted; i++) {
         await client.query('BEGIN');
         await store.write(client, `w${w}-${i % 4}`, i);
+        if (i % 7 === 3) {
+          // An ORM's nested transaction: a failing statement aborts the transaction, rolled back to the savepoint;
+          // the event written before it commits.
+          await client.query('SAVEPOINT nested');
+          await client.query('SELECT 1 / 0').catch(() => {});
+          await client.query('ROLLBACK TO SAVEPOINT nested');
+        }
         if (i % 3 === 0) await store.write(client, `w${w}-${i % 4}`, i);
         if (i % 6 === 5) {
           await client.query('ROLLBACK');

@@ -1,0 +1,173 @@
+import pg from 'pg';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { ConfigError, EventStore, Runner } from '../../../src/index.js';
+import { fitIdentifier, storeNames, type StoreNamesOptions } from '../../../src/db/identifiers.js';
+import { migrate } from '../../../src/db/migrate.js';
+import { readReplay, requestReplay } from '../../../src/replay/requests.js';
+import { prepareStore } from '../../../src/sources/prepare.js';
+import { createTestDatabase, waitFor, type TestDatabase } from '../../support/database.js';
+import { insertLedger, LEDGER_DDL, LEDGER_SOURCE } from '../../support/foreign/custom-ledger.js';
+import { positionsIn } from '../../support/foreign/workload.js';
+import { expectExactlyOnceInOrder, positionLog, waitUntilAllApplied } from '../../support/position-log.js';
+import { startRunner } from '../../support/runner.js';
+
+/**
+ * Names built from settings, against PostgreSQL's 63-byte limit on names (it cuts a longer one silently, or, for a
+ * channel in pg_notify(), refuses it), and the objects migrate puts on a foreign table when several runners (or
+ * schemas, or channels) attach to it.
+ */
+let db: TestDatabase;
+beforeEach(async () => {
+  db = await createTestDatabase({ migrated: false });
+});
+afterEach(() => db.drop());
+
+/** A session that LISTENs on `channels` and records every notification. */
+async function listen(channels: string[]) {
+  const client = await db.connect();
+  const received: Array<{ channel: string; payload: string | undefined }> = [];
+  client.on('notification', (n) => received.push({ channel: n.channel, payload: n.payload }));
+  for (const channel of channels) await client.query(`LISTEN "${channel}"`);
+  return received;
+}
+
+const triggersOn = async (table: string) => {
+  const { rows } = await db.pool.query<{ name: string; fn: string }>(
+    `SELECT t.tgname AS name, t.tgfoid::regproc::text AS fn FROM pg_trigger t
+      WHERE t.tgrelid = $1::regclass AND NOT t.tgisinternal ORDER BY 1`,
+    [table],
+  );
+  return rows;
+};
+
+describe('--channel: the runner notifies <channel>_high_water and <channel>_replay too', () => {
+  const long = 'c'.repeat(53);
+  it.each<[string, () => unknown]>([
+    ['storeNames', () => storeNames({ channel: long })],
+    ['new Runner', () => new Runner({ connectionString: 'postgres://nowhere/x', projections: [], channel: long })],
+    ['new EventStore', () => new EventStore({} as pg.Pool, { channel: long })],
+  ])('%s refuses a channel of 53 characters (pg_notify refuses a 64-byte <channel>_high_water) with a ConfigError naming --channel', (_, build) => {
+    expect(build).toThrow(ConfigError);
+    expect(build).toThrow(
+      /^invalid --channel \(PROJECTION_RUNNER_CHANNEL\): "c{53}" has 53 characters, at most 52: the runner also notifies c{53}_high_water/,
+    );
+  });
+
+  it('a channel of 52 characters works end to end on a custom table: the trigger (its name fitted) wakes the runner, H is published, a replay request is served', async () => {
+    const channel = `ledger_${'x'.repeat(45)}`;
+    expect(channel).toHaveLength(52);
+    await db.pool.query(LEDGER_DDL);
+    const source = { ...LEDGER_SOURCE, channel };
+    const heard = await listen([channel, `${channel}_high_water`]);
+    const runner = await startRunner(db, { ...source, projections: [positionLog('a'), positionLog('b')], pollIntervalMs: 60_000 });
+    try {
+      const [trigger] = await triggersOn('app.ledger');
+      expect(trigger!.name).toBe(fitIdentifier(`projection_runner_notify_${channel}`));
+      expect(trigger!.name).toMatch(/^projection_runner_notify_ledger_x{22}_[0-9a-f]{8}$/);
+      expect((await prepareStore(db.pool, storeNames(source))).attached).toEqual([]);
+
+      for (let i = 1; i <= 10; i++) await insertLedger(db.pool, `s-${i}`, 1);
+      const committed = await positionsIn(db.pool, 'app.ledger', 'id');
+      await waitUntilAllApplied(db.pool, committed, ['a', 'b'], 20_000);
+      await waitFor('H published on the 63-byte high-water channel', () => heard.some((n) => n.channel === `${channel}_high_water`));
+      await waitFor('every insert notified', () => heard.filter((n) => n.channel === channel).length === committed.length);
+      expect(heard.filter((n) => n.channel === channel).map((n) => Number(n.payload))).toEqual(committed);
+
+      const replay = await requestReplay(db.pool, storeNames(source), 'b', 'test');
+      await waitFor('replay of b done', async () => (await readReplay(db.pool, storeNames(source), replay)).status === 'done');
+      await expectExactlyOnceInOrder(db.pool, 'a', committed);
+      await expectExactlyOnceInOrder(db.pool, 'b', committed);
+    } finally {
+      await runner.stop();
+    }
+  });
+});
+
+describe('the NOTIFY trigger on a foreign table', () => {
+  it('two channels whose names agree on their first 38 characters get a trigger each (their names once cut to the same 63 bytes)', async () => {
+    await db.pool.query(LEDGER_DDL);
+    const prefix = `billing_${'y'.repeat(30)}`;
+    const one: StoreNamesOptions = { ...LEDGER_SOURCE, schema: 'runner_one', channel: `${prefix}_one` };
+    const two: StoreNamesOptions = { ...LEDGER_SOURCE, schema: 'runner_two', channel: `${prefix}_two` };
+    expect(`projection_runner_notify_${one.channel}`.slice(0, 63)).toBe(`projection_runner_notify_${two.channel}`.slice(0, 63));
+    await prepareStore(db.pool, storeNames(one));
+    await prepareStore(db.pool, storeNames(two));
+    const triggers = await triggersOn('app.ledger');
+    expect(triggers.map((t) => t.name).sort()).toEqual(
+      [fitIdentifier(`projection_runner_notify_${one.channel}`), fitIdentifier(`projection_runner_notify_${two.channel}`)].sort(),
+    );
+    expect(triggers.map((t) => t.fn.split('.')[0])).toEqual(expect.arrayContaining(['runner_one', 'runner_two']));
+
+    const heard = await listen([one.channel!, two.channel!]);
+    const position = await insertLedger(db.pool, 's-1', 1);
+    await waitFor('both channels notified', () => heard.length === 2);
+    expect(heard.sort((a, b) => a.channel.localeCompare(b.channel))).toEqual([
+      { channel: one.channel, payload: String(position) },
+      { channel: two.channel, payload: String(position) },
+    ]);
+  });
+
+  it("two tables attached in one schema with one channel keep a function each: the second never breaks the first table's INSERTs", async () => {
+    await db.pool.query(LEDGER_DDL);
+    await db.pool.query(`CREATE TABLE app.journal (LIKE app.ledger INCLUDING DEFAULTS); ALTER TABLE app.journal RENAME COLUMN id TO seq`);
+    await db.pool.query(`ALTER TABLE app.journal ALTER COLUMN seq ADD GENERATED ALWAYS AS IDENTITY`);
+    const ledger: StoreNamesOptions = { ...LEDGER_SOURCE, channel: 'store' };
+    const journal: StoreNamesOptions = { ...LEDGER_SOURCE, eventsTable: 'app.journal', columnPosition: 'seq', channel: 'store' };
+    await prepareStore(db.pool, storeNames(ledger));
+    await prepareStore(db.pool, storeNames(journal));
+
+    // (Sharing one function, the journal's attach made it read "seq": every INSERT into app.ledger failed.)
+    const heard = await listen(['store']);
+    const first = await insertLedger(db.pool, 'l-1', 1);
+    const { rows } = await db.pool.query<{ seq: number }>(
+      `INSERT INTO app.journal (stream, version, kind, body) VALUES ('j-1', 1, 'Noted', '{}') RETURNING seq::int`,
+    );
+    await waitFor('both tables notified', () => heard.length === 2);
+    expect(heard.map((n) => Number(n.payload))).toEqual([first, rows[0]!.seq]);
+    const [onLedger] = await triggersOn('app.ledger');
+    const [onJournal] = await triggersOn('app.journal');
+    expect([onLedger!.name, onJournal!.name]).toEqual(['projection_runner_notify_store', 'projection_runner_notify_store']);
+    expect(onLedger!.fn).toMatch(/^projection_runner_notify_store_[0-9a-f]{8}$/);
+    expect(onJournal!.fn).toMatch(/^projection_runner_notify_store_[0-9a-f]{8}$/);
+    expect(onLedger!.fn).not.toBe(onJournal!.fn);
+  });
+
+  it('four migrations at once on a table without a position index (instances starting together): all succeed, each object is made once', async () => {
+    await db.pool.query(`CREATE SCHEMA app; CREATE TABLE app.ledger (
+      id bigint GENERATED ALWAYS AS IDENTITY, stream text NOT NULL, version int NOT NULL, kind text NOT NULL,
+      body jsonb NOT NULL, meta jsonb, at timestamptz NOT NULL DEFAULT now())`);
+    const pools = Array.from({ length: 4 }, () => new pg.Pool({ connectionString: db.url, max: 1 }));
+    try {
+      const reports = await Promise.allSettled(pools.map((pool) => prepareStore(pool, storeNames(LEDGER_SOURCE))));
+      expect(reports.filter((r) => r.status === 'rejected')).toEqual([]);
+      const attached = reports.flatMap((r) => (r.status === 'fulfilled' ? r.value.attached : []));
+      expect(attached).toEqual([
+        expect.stringMatching(/^created the index "app"\."pr_position_\d+" on "app"\."ledger" \(id\) concurrently$/),
+        expect.stringMatching(/^created the trigger projection_runner_notify_events on "app"\."ledger"/),
+      ]);
+    } finally {
+      await Promise.all(pools.map((pool) => pool.end()));
+    }
+    const { rows } = await db.pool.query(
+      `SELECT c.relname AS name, i.indisvalid AS valid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+        WHERE i.indrelid = 'app.ledger'::regclass`,
+    );
+    expect(rows).toEqual([{ name: expect.stringMatching(/^pr_position_\d+$/), valid: true }]);
+    expect((await triggersOn('app.ledger')).map((t) => t.name)).toEqual(['projection_runner_notify_events']);
+  });
+});
+
+describe('the native table', () => {
+  it('of 61 characters migrates and notifies: its trigger name is fitted, not cut into events_next_position', async () => {
+    const table = `events_${'z'.repeat(54)}`;
+    expect(table).toHaveLength(61);
+    await migrate(db.pool, storeNames({ table, channel: 'long_table' }));
+    const [trigger] = await triggersOn(table);
+    expect(trigger!.name).toBe(fitIdentifier(`${table}_notify`));
+    expect(trigger!.name).toHaveLength(63);
+    const heard = await listen(['long_table']);
+    const { lastPosition } = await new EventStore(db.pool, { table, channel: 'long_table' }).append('s-1', [{ type: 'E', data: {} }]);
+    await waitFor('notified', () => heard.length === 1);
+    expect(heard).toEqual([{ channel: 'long_table', payload: String(lastPosition) }]);
+  });
+});

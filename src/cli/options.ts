@@ -1,5 +1,5 @@
 import { createInterface } from 'node:readline/promises';
-import { Option, type Command } from 'commander';
+import { InvalidArgumentError, Option, type Command } from 'commander';
 import type { Logger } from 'pino';
 import {
   resolveConfig,
@@ -62,6 +62,15 @@ export function inProcessRunner(config: RunnerConfig, connectionString: string, 
     ...runnerOptionsFrom(config, connectionString, [projection], log),
     pollIntervalMs: Math.min(config.pollIntervalMs, 250),
     gapEvidence: 'off',
+  });
+}
+
+/** `--version N`: which version of a projection's read model a command acts on (see src/versions/). */
+export function versionOption(description = 'act on this version of the read model (default: the live one)'): Option {
+  return new Option('--version <n>', description).argParser((text) => {
+    const n = Number(text);
+    if (!Number.isSafeInteger(n) || n < 1) throw new InvalidArgumentError(`a positive integer is expected (got ${JSON.stringify(text)})`);
+    return n;
   });
 }
 

@@ -10,9 +10,19 @@ import { instanceName } from '../ownership/leases.js';
 import { Runner } from '../runner/runner.js';
 import { waitUntil } from '../shared/time.js';
 import { withDatabasePool } from './database.js';
-import { addSettings, configFrom, confirm, CONNECTION_SETTINGS, runnerUnlessOwned, projectionNamed, COMMAND_SETTINGS } from './options.js';
+import {
+  addSettings,
+  configFrom,
+  confirm,
+  CONNECTION_SETTINGS,
+  runnerUnlessOwned,
+  projectionNamed,
+  COMMAND_SETTINGS,
+  versionOption,
+} from './options.js';
 import { readStatus } from './status.js';
 import { prepareStore } from '../sources/prepare.js';
+import { slotFor } from '../versions/builds-sql.js';
 
 /**
  * `retry`, `skip` and `dead-letters`: the way out for a projection stopped by an event its handler keeps failing on.
@@ -42,10 +52,15 @@ export function registerRecovery(program: Command): void {
         .command(command)
         .description(description)
         .argument('<name>', 'projection name')
-        .option(...flag),
+        .option(...flag)
+        .addOption(versionOption()),
       COMMAND_SETTINGS,
     ).action(async (name: string, options) => {
-      await runCommand(name, command, configFrom(options), { deadLetters: options.deadLetters === true, yes: options.yes === true });
+      await runCommand(name, command, configFrom(options), {
+        deadLetters: options.deadLetters === true,
+        yes: options.yes === true,
+        version: options.version as number | undefined,
+      });
     });
   }
 }
@@ -54,7 +69,7 @@ async function runCommand(
   name: string,
   command: CommandKind,
   config: RunnerConfig,
-  options: { deadLetters?: boolean; yes?: boolean },
+  options: { deadLetters?: boolean; yes?: boolean; version?: number },
 ): Promise<void> {
   const { projection, log } = await projectionNamed(name, config);
   if (command === 'skip' && !options.yes && !process.stdin.isTTY) {
@@ -70,7 +85,9 @@ async function runCommand(
       let id: bigint | undefined;
       try {
         await prepareStore(pool, names);
-        const status = (await readStatus(pool, names)).projections.find((p) => p.name === name);
+        // The live version's checkpoint, or --version's.
+        const slot = await slotFor(pool, names, name, options.version);
+        const status = (await readStatus(pool, names)).projections.find((p) => p.name === slot);
         let position: bigint | undefined;
         if (command === 'skip') {
           if (status?.state !== 'failed') throw new ProjectionNotFailedError(name, status?.state ?? 'never run');
@@ -85,7 +102,7 @@ async function runCommand(
           }
         }
         id = await requestCommand(pool, names, {
-          projection: name,
+          projection: slot,
           command,
           deadLetters: options.deadLetters,
           position,
@@ -104,7 +121,7 @@ async function runCommand(
         let result = row.result ?? {};
         if (runner) {
           // In this process the projection runs only as long as the command: take it to the head (or to its next failure).
-          const projector = await waitForSettled(runner, name);
+          const projector = await waitForSettled(runner, slot);
           if (projector.state === 'failed' && projector.failure) {
             const { fault } = projector.failure;
             throw new CommandFailedError(
@@ -160,7 +177,8 @@ export function registerDeadLetters(program: Command): void {
       .command('dead-letters')
       .description("list a projection's dead letters: events set aside because its handler kept failing on them")
       .argument('<name>', 'projection name')
-      .option('--json', 'print JSON'),
+      .option('--json', 'print JSON')
+      .addOption(versionOption()),
     CONNECTION_SETTINGS,
   ).action(async (name: string, options) => {
     const config = configFrom(options);
@@ -168,7 +186,7 @@ export function registerDeadLetters(program: Command): void {
     await withDatabasePool(config.databaseUrl, 'dead-letters', log, async (pool) => {
       const names = storeNames(config);
       await prepareStore(pool, names);
-      const letters = await listDeadLetters(pool, names, name);
+      const letters = await listDeadLetters(pool, names, await slotFor(pool, names, name, options.version as number | undefined));
       process.stdout.write(
         options.json ? `${JSON.stringify(letters.map(deadLetterJson), null, 2)}\n` : `${formatDeadLetters(name, letters)}\n`,
       );

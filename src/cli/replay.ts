@@ -11,7 +11,7 @@ import { formatProgress, formatSummary } from './progress.js';
 import { readStatus } from './status.js';
 import { instanceName } from '../ownership/leases.js';
 import { prepareStore } from '../sources/prepare.js';
-import { liveSlot } from '../versions/builds-sql.js';
+import { slotFor } from '../versions/builds-sql.js';
 
 export function registerReplay(program: Command): void {
   addSettings(
@@ -41,7 +41,7 @@ export function registerReplay(program: Command): void {
         try {
           await prepareStore(pool, names);
           // The live version's checkpoint (the projection's own name until a later version went live).
-          const slot = await liveSlot(pool, names, name);
+          const slot = await slotFor(pool, names, name);
           const replayId = await requestReplay(pool, names, slot, instanceName());
           const owner = (await readStatus(pool, names)).projections.find((p) => p.name === slot)?.owner;
           runner = await runnerUnlessOwned(

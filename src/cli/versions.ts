@@ -1,4 +1,4 @@
-import { Option, type Command } from 'commander';
+import type { Command } from 'commander';
 import type pg from 'pg';
 import { storeNames, type StoreNames } from '../db/identifiers.js';
 import { UsageError, VersionRequestError } from '../errors.js';
@@ -9,7 +9,16 @@ import { prepareStore } from '../sources/prepare.js';
 import { moduleVersion, type Build } from '../versions/builds.js';
 import { dropVersion, readBuilds, requestRebuild, requestSwitch } from '../versions/builds-sql.js';
 import { withDatabasePool } from './database.js';
-import { addSettings, COMMAND_SETTINGS, configFrom, confirm, CONNECTION_SETTINGS, projectionNamed, runnerUnlessOwned } from './options.js';
+import {
+  addSettings,
+  COMMAND_SETTINGS,
+  configFrom,
+  confirm,
+  CONNECTION_SETTINGS,
+  projectionNamed,
+  runnerUnlessOwned,
+  versionOption,
+} from './options.js';
 import { formatProgress } from './progress.js';
 import { readStatus } from './status.js';
 
@@ -40,7 +49,7 @@ export function registerVersions(program: Command): void {
       .command('switch')
       .description('make the version being built live once it has caught up, or go back to a kept version (--version)')
       .argument('<name>', 'projection name')
-      .addOption(new Option('--version <n>', 'the kept version to make live again (it catches up first)').argParser(versionNumber)),
+      .addOption(versionOption('the kept version to make live again (it catches up first)')),
     COMMAND_SETTINGS,
   ).action(async (name: string, options) => {
     const config = configFrom(options);
@@ -56,7 +65,7 @@ export function registerVersions(program: Command): void {
       .command('drop')
       .description('delete a kept version of a projection: its schema, tables and checkpoint')
       .argument('<name>', 'projection name')
-      .addOption(new Option('--version <n>', 'the kept version to drop').argParser(versionNumber).makeOptionMandatory())
+      .addOption(versionOption('the kept version to drop').makeOptionMandatory())
       .option('--yes', 'do not ask for confirmation (required without a terminal)'),
     CONNECTION_SETTINGS,
   ).action(async (name: string, options) => {
@@ -77,12 +86,6 @@ export function registerVersions(program: Command): void {
       process.stdout.write(`dropped version ${version} of ${name}${build.schema ? ` (schema ${build.schema})` : ''}\n`);
     });
   });
-}
-
-function versionNumber(text: string): number {
-  const n = Number(text);
-  if (!Number.isSafeInteger(n) || n < 1) throw new UsageError(`--version must be a positive integer (got ${JSON.stringify(text)})`);
-  return n;
 }
 
 /**
@@ -137,15 +140,21 @@ async function followBuild(pool: pg.Pool, names: StoreNames, name: string, slot:
   const started = Date.now();
   const tty = process.stderr.isTTY;
   let lastPrinted = 0;
+  let from: number | undefined;
   for (;;) {
     const build: Build | undefined = (await readBuilds(pool, names, name)).find((b) => b.slot === slot);
     if (!build) throw new VersionRequestError(name, `${slot} was dropped while it was being built`);
     const status = (await readStatus(pool, names)).projections.find((p) => p.name === slot);
     const position = status?.position ?? 0;
+    from ??= position;
     const progress = { applied: position, target: Number(build.target), elapsedMs: Date.now() - started };
     if (build.role === 'live') {
       if (tty) process.stderr.write(`\r${formatProgress({ ...progress, applied: Math.max(position, progress.target) })}\n`);
-      process.stdout.write(`${name}: version ${build.version} is live (checkpoint ${position})\n`);
+      const seconds = (Date.now() - started) / 1000;
+      const rate = Math.round((position - from) / Math.max(seconds, 0.001));
+      process.stdout.write(
+        `${name}: version ${build.version} is live (checkpoint ${position}; ${position - from} events applied in ${seconds.toFixed(1)}s, ${rate} events/s)\n`,
+      );
       return;
     }
     if (build.role === 'kept')

@@ -147,12 +147,12 @@ export { SOURCE_SETTING };
  * second CREATE OR REPLACE would make the first table's INSERTs fail on a column it does not have). Both names are
  * fitted to PostgreSQL's 63 bytes (fitIdentifier): two long channels never end up sharing one trigger.
  */
-export function foreignTrigger(
-  names: StoreNames,
-  t: Pick<EventTable, 'table' | 'columns'>,
-): { name: string; functionQualified: string } {
+export function foreignTrigger(names: StoreNames, t: Pick<EventTable, 'table' | 'columns'>): { name: string; functionQualified: string } {
   const name = fitIdentifier(`projection_runner_notify_${names.channel}`);
-  const reads = createHash('sha256').update(`${t.table}.${quoteIdentifier(t.columns.position.name)}`).digest('hex').slice(0, 8);
+  const reads = createHash('sha256')
+    .update(`${t.table}.${quoteIdentifier(t.columns.position.name)}`)
+    .digest('hex')
+    .slice(0, 8);
   const fn = fitIdentifier(`projection_runner_notify_${names.channel}_${reads}`);
   return { name, functionQualified: `${names.q.schema}.${quoteIdentifier(fn)}` };
 }

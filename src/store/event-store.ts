@@ -43,7 +43,7 @@ function refuseForeignSource(options: EventStoreOptions): void {
   if (source !== 'native') {
     throw new ConfigError(
       'EventStoreOptions.source',
-      `EventStore appends to the runner's native events table only, not to a ${String(source)} store: write it with ${FOREIGN_WRITERS[source] ?? 'its own writer'}; the runner reads it with --source ${String(source)}`,
+      `EventStore appends to the runner's native events table only, not to the ${String(source)} store: write it with ${FOREIGN_WRITERS[source] ?? 'its own writer'}; the runner reads it with --source ${String(source)}`,
     );
   }
   const foreign = FOREIGN_ONLY_OPTIONS.filter((key) => given[key] !== undefined);

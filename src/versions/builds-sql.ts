@@ -121,7 +121,7 @@ export async function requestSwitch(pool: pg.Pool, names: StoreNames, projection
         projection,
         version === undefined
           ? 'no version is being built: `projection-runner rebuild NAME`, or `switch NAME --version N` to go back to a kept one'
-          : `there is no version ${version} (versions: ${mine.map((b) => `${b.version} ${b.role}`).join(', ')})`,
+          : `there is no version ${version} (versions: ${describeVersions(mine)})`,
       );
     }
     if (target.role === 'live') throw new VersionRequestError(projection, `version ${target.version} is already live`);
@@ -169,10 +169,17 @@ export async function dropVersion(pool: pg.Pool, names: StoreNames, projection: 
   });
 }
 
-/** The slot of a projection's live build: what `replay`, `retry`, `skip` and `dead-letters NAME` act on. */
-export async function liveSlot(db: pg.Pool | pg.ClientBase, names: StoreNames, projection: string): Promise<string> {
-  const { rows } = await db.query<{ slot: string }>(`SELECT slot FROM ${names.q.builds} WHERE projection = $1 AND role = 'live'`, [
-    projection,
-  ]);
-  return rows[0]?.slot ?? projection;
+/**
+ * The checkpoint name (slot) a command about a projection acts on: its live version's, or version `version`'s
+ * (`retry`/`skip`/`dead-letters --version N`). A projection without versions yet is its own slot.
+ */
+export async function slotFor(db: pg.Pool | pg.ClientBase, names: StoreNames, projection: string, version?: number): Promise<string> {
+  const builds = await readBuilds(db, names, projection);
+  if (version === undefined) return builds.find((b) => b.role === 'live')?.slot ?? projection;
+  const build = builds.find((b) => b.version === version);
+  if (!build) throw new VersionRequestError(projection, `there is no version ${version} (versions: ${describeVersions(builds)})`);
+  return build.slot;
 }
+
+/** "1 kept, 2 live": a projection's versions for messages. */
+export const describeVersions = (builds: Build[]): string => builds.map((b) => `${b.version} ${b.role}`).join(', ') || 'none';

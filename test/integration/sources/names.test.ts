@@ -46,12 +46,15 @@ describe('--channel: the runner notifies <channel>_high_water and <channel>_repl
     ['storeNames', () => storeNames({ channel: long })],
     ['new Runner', () => new Runner({ connectionString: 'postgres://nowhere/x', projections: [], channel: long })],
     ['new EventStore', () => new EventStore({} as pg.Pool, { channel: long })],
-  ])('%s refuses a channel of 53 characters (pg_notify refuses a 64-byte <channel>_high_water) with a ConfigError naming --channel', (_, build) => {
-    expect(build).toThrow(ConfigError);
-    expect(build).toThrow(
-      /^invalid --channel \(PROJECTION_RUNNER_CHANNEL\): "c{53}" has 53 characters, at most 52: the runner also notifies c{53}_high_water/,
-    );
-  });
+  ])(
+    '%s refuses a channel of 53 characters (pg_notify refuses a 64-byte <channel>_high_water) with a ConfigError naming --channel',
+    (_, build) => {
+      expect(build).toThrow(ConfigError);
+      expect(build).toThrow(
+        /^invalid --channel \(PROJECTION_RUNNER_CHANNEL\): "c{53}" has 53 characters, at most 52: the runner also notifies c{53}_high_water/,
+      );
+    },
+  );
 
   it('a channel of 52 characters works end to end on a custom table: the trigger (its name fitted) wakes the runner, H is published, a replay request is served', async () => {
     const channel = `ledger_${'x'.repeat(45)}`;

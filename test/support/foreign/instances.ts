@@ -44,12 +44,21 @@ export interface SharedInstancesSummary {
  *    global order except the late ones, and the held one is late in both.
  */
 export async function expectExactlyOnceAcrossInstances(db: TestDatabase, store: ForeignStore): Promise<SharedInstancesSummary> {
-  const args = [...sourceFlags(store.source), '--gap-timeout', '1500ms', '--gap-evidence', 'auto', '--batch-size', '20', '--poll-interval', '250ms'];
+  const args = [
+    ...sourceFlags(store.source),
+    '--gap-timeout',
+    '1500ms',
+    '--gap-evidence',
+    'auto',
+    '--batch-size',
+    '20',
+    '--poll-interval',
+    '250ms',
+  ];
   const daemons: Array<ReturnType<typeof startDaemon>> = [];
   const spawn = () => daemons.push(startDaemon(db.url, args));
   const alive = () => daemons.filter((d) => d.child.exitCode === null && d.child.signalCode === null);
-  const printOutput = () =>
-    console.error(daemons.map((d) => `--- daemon ${d.child.pid}:\n${d.output.join('').slice(-3_000)}`).join('\n'));
+  const printOutput = () => console.error(daemons.map((d) => `--- daemon ${d.child.pid}:\n${d.output.join('').slice(-3_000)}`).join('\n'));
   const balanced = async () => {
     const owned = await owners(db, store.source);
     const pids = new Set(owned.values());

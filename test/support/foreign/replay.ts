@@ -7,7 +7,11 @@ import { sourceFlags } from './workload.js';
 
 /** `projection-runner replay NAME --yes` on a foreign source, as an operator runs it (fixture projections). */
 export function replayWithCli(db: TestDatabase, projection: string, source: StoreNamesOptions): Promise<CliResult> {
-  return runCli(['replay', projection, '--yes', '--projections', FIXTURE_PROJECTIONS, ...sourceFlags(source)], { DATABASE_URL: db.url }, 60_000);
+  return runCli(
+    ['replay', projection, '--yes', '--projections', FIXTURE_PROJECTIONS, ...sourceFlags(source)],
+    { DATABASE_URL: db.url },
+    60_000,
+  );
 }
 
 /** The last application (seq) in a position log; 0 when empty. TRUNCATE (a replay's reset) does not restart it. */
@@ -28,7 +32,10 @@ export async function expectRebuiltExactlyOnce(db: TestDatabase, name: string, c
 }
 
 /** The replay requests of a projection: all done, the last one's target the head at its reset or later. */
-export async function replayRequests(db: TestDatabase, projection: string): Promise<Array<{ status: string; target: number; applied: number }>> {
+export async function replayRequests(
+  db: TestDatabase,
+  projection: string,
+): Promise<Array<{ status: string; target: number; applied: number }>> {
   const { rows } = await db.pool.query(
     `SELECT status, target::int AS target, applied::int AS applied FROM projection_replays WHERE projection = $1 ORDER BY id`,
     [projection],

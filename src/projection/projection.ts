@@ -51,6 +51,7 @@ export function defineProjection<P extends Projection>(projection: P): P {
 }
 
 const NAME = /^[a-z][a-z0-9_]*$/;
+const MAX_NAME_LENGTH = 50;
 
 /** Checks the shape of a loaded module's default export; `source` names it in the error. */
 export function validateProjection(candidate: unknown, source: string): Projection {
@@ -60,6 +61,10 @@ export function validateProjection(candidate: unknown, source: string): Projecti
   const p = candidate as Partial<Projection>;
   if (typeof p.name !== 'string' || !NAME.test(p.name)) {
     throw new ProjectionLoadError(source, `name must match ${NAME} (got ${JSON.stringify(p.name)})`);
+  }
+  // A later version lives in schema <name>_v<N>: PostgreSQL cuts identifiers at 63 bytes, so leave room for it.
+  if (p.name.length > MAX_NAME_LENGTH) {
+    throw new ProjectionLoadError(source, `name must be at most ${MAX_NAME_LENGTH} characters (got ${p.name.length}: ${p.name})`);
   }
   if (typeof p.handle !== 'function' && typeof p.handleBatch !== 'function') {
     throw new ProjectionLoadError(source, `projection "${p.name}" has no handle(event, tx) function`);

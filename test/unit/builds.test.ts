@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { ReadNameTakenError, VersionRequestError } from '../../src/errors.js';
 import { quoteIdentifier } from '../../src/db/identifiers.js';
-import type { Projection } from '../../src/projection/projection.js';
+import { validateProjection, type Projection } from '../../src/projection/projection.js';
 import { buildsToRun, planBuild, planRebuild, switchStatements, type Build } from '../../src/versions/builds.js';
 
 const module = (version?: number): Projection => ({ name: 'p', version, handle: async () => {} });
@@ -108,5 +108,17 @@ describe('switchStatements', () => {
     const input = { ...base, previous: { version: 2, inPlace: false }, existing: [{ name: 'totals', table: true, ours: false }] };
     expect(() => switchStatements(input)).toThrow(ReadNameTakenError);
     expect(() => switchStatements(input)).toThrow(/"public"\."totals" exists and does not belong to it/);
+  });
+});
+
+describe('a versioned projection module', () => {
+  it('refuses a version that is not a positive integer, and a name too long for its version schemas', () => {
+    const p = { name: 'p', handle: async () => {} };
+    for (const version of [0, -1, 1.5, '2'] as unknown[]) {
+      expect(() => validateProjection({ ...p, version }, 'p.js')).toThrow(/version must be a positive integer/);
+    }
+    expect(validateProjection({ ...p, version: 3 }, 'p.js').version).toBe(3);
+    expect(() => validateProjection({ ...p, name: 'x'.repeat(51) }, 'p.js')).toThrow(/at most 50 characters/);
+    expect(validateProjection({ ...p, name: 'x'.repeat(50) }, 'p.js').name).toHaveLength(50);
   });
 });

@@ -26,6 +26,7 @@ export function quoteIdentifier(value: string): string {
 
 /** PostgreSQL keeps the first 63 bytes of a name (NAMEDATALEN - 1) and silently drops the rest. */
 export const MAX_IDENTIFIER_BYTES = 63;
+const MAX_NATIVE_TABLE_LENGTH = 61;
 
 /**
  * A name built from settings (a trigger named after a channel or a table), as PostgreSQL will store it: unchanged when
@@ -226,7 +227,15 @@ function sourceSettings(options: StoreNamesOptions, schema: string): SourceSetti
   };
   const notifyTrigger = options.noNotifyTrigger !== true;
   if (kind === 'native') {
-    return { kind, schema, table: validateIdentifier('table', options.table ?? 'events'), columns, notifyTrigger };
+    const table = validateIdentifier('table', options.table ?? 'events');
+    // Its derived names (<table>_migrations, <table>_global_position_seq) must stay apart once cut to 63 bytes.
+    if (table.length > MAX_NATIVE_TABLE_LENGTH) {
+      throw new ConfigError(
+        '--table (PROJECTION_RUNNER_TABLE)',
+        `"${table}" has ${table.length} characters, at most ${MAX_NATIVE_TABLE_LENGTH}: the names derived from it would meet`,
+      );
+    }
+    return { kind, schema, table, columns, notifyTrigger };
   }
   let where: [string, string];
   if (options.eventsTable !== undefined) where = parseQualifiedTable(EVENTS_TABLE, options.eventsTable);

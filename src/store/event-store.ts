@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import { ConfigError, WrongExpectedVersionError } from '../errors.js';
 import { migrate } from '../db/migrate.js';
-import { storeNames, type StoreNames, type StoreNamesOptions } from '../db/identifiers.js';
+import { storeNames, type SourceKind, type StoreNames, type StoreNamesOptions } from '../db/identifiers.js';
 import { validateAppend } from './validate-append.js';
 import { EVENT_COLUMNS, toStoredEvent, type AppendResult, type EventRow, type NewEvent, type StoredEvent } from './types.js';
 
@@ -11,21 +11,25 @@ import { EVENT_COLUMNS, toStoredEvent, type AppendResult, type EventRow, type Ne
  */
 export type EventStoreOptions = Pick<StoreNamesOptions, 'schema' | 'table' | 'channel'> & { source?: 'native' };
 
-/** Options that name or describe a foreign source's table: they mean nothing to the native writer. */
-const FOREIGN_ONLY_OPTIONS = [
-  'eventsTable',
-  'columnPosition',
-  'columnStream',
-  'columnStreamPosition',
-  'columnType',
-  'columnData',
-  'columnMetadata',
-  'columnRecordedAt',
-  'noNotifyTrigger',
-] as const satisfies ReadonlyArray<keyof StoreNamesOptions>;
+/**
+ * Options that name or describe a foreign source's table: they mean nothing to the native writer. Every option of
+ * StoreNamesOptions but the native ones (the compiler checks that none is forgotten when one is added).
+ */
+const FOREIGN_ONLY: Record<Exclude<keyof StoreNamesOptions, 'schema' | 'table' | 'channel' | 'source'>, true> = {
+  eventsTable: true,
+  columnPosition: true,
+  columnStream: true,
+  columnStreamPosition: true,
+  columnType: true,
+  columnData: true,
+  columnMetadata: true,
+  columnRecordedAt: true,
+  noNotifyTrigger: true,
+};
+const FOREIGN_ONLY_OPTIONS = Object.keys(FOREIGN_ONLY) as Array<keyof typeof FOREIGN_ONLY>;
 
 /** How each foreign store is written instead. */
-const FOREIGN_WRITERS: Record<string, string> = {
+const FOREIGN_WRITERS: Record<Exclude<SourceKind, 'native'>, string> = {
   'message-db': "message-db's own message_store.write_message",
   emmett: "Emmett's own appendToStream",
   custom: "the application's own INSERTs",
@@ -43,7 +47,7 @@ function refuseForeignSource(options: EventStoreOptions): void {
   if (source !== 'native') {
     throw new ConfigError(
       'EventStoreOptions.source',
-      `EventStore appends to the runner's native events table only, not to the ${String(source)} store: write it with ${FOREIGN_WRITERS[source] ?? 'its own writer'}; the runner reads it with --source ${String(source)}`,
+      `EventStore appends to the runner's native events table only, not to the ${String(source)} store: write it with ${FOREIGN_WRITERS[source as keyof typeof FOREIGN_WRITERS] ?? 'its own writer'}; the runner reads it with --source ${String(source)}`,
     );
   }
   const foreign = FOREIGN_ONLY_OPTIONS.filter((key) => given[key] !== undefined);

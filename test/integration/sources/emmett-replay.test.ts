@@ -50,12 +50,12 @@ describe('--source emmett: replay', () => {
     runner = undefined;
 
     // Nobody owns chaos_a: the CLI rebuilds it in its own process, up to the head at its reset, while Emmett appends.
-    const appending = appendInChildProcess(db.url, 'shop3', 500);
+    const appending = appendInChildProcess(db.url, 'shop3', 2_000);
     const result = await replayWithCli(db, 'chaos_a', SOURCE);
     expect(result.code, result.stderr).toBe(0);
     expect(result.stderr).toMatch(/no daemon runs chaos_a: rebuilding in this process/);
     expect(result.stdout).toMatch(/replayed chaos_a: \d+ events/);
-    expect(await appending).toBe('done 500');
+    expect(await appending).toBe('done 2000');
     const [request, ...more] = await replayRequests(db, 'chaos_a');
     expect(more).toEqual([]);
     expect(request!.status).toBe('done');
@@ -64,7 +64,7 @@ describe('--source emmett: replay', () => {
     // The daemon back: both projections at the head, chaos_a rebuilt from zero, each event once.
     runner = await start();
     const all = await committed();
-    expect(all).toHaveLength(2_000);
+    expect(all).toHaveLength(3_500);
     await waitUntilAllApplied(db.pool, all, DAEMON_LOGS, 30_000);
     await expectRebuiltExactlyOnce(db, 'chaos_a', all, lastBefore);
     await expectExactlyOnceInOrder(db.pool, 'chaos_b', all);

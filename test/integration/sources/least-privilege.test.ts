@@ -9,6 +9,7 @@ import { prepareStore } from '../../../src/sources/prepare.js';
 import '../../../src/sources/prepare.js';
 import { REPO } from '../../support/child-runner.js';
 import { createTestDatabase, waitFor, type TestDatabase } from '../../support/database.js';
+import { LEDGER_SOURCE } from '../../support/foreign/custom-ledger.js';
 import { appendEmmett, openEmmettStore } from '../../support/foreign/emmett.js';
 import { installMessageDb, messageDbClientConfig, writeMessage } from '../../support/foreign/message-db.js';
 import { capturingLogger, startRunner } from '../../support/runner.js';
@@ -97,17 +98,7 @@ const CASES: Case[] = [
   },
   {
     source: 'custom',
-    options: {
-      source: 'custom',
-      eventsTable: 'app.ledger',
-      columnPosition: 'id',
-      columnStream: 'stream',
-      columnStreamPosition: 'version',
-      columnType: 'kind',
-      columnData: 'body',
-      columnMetadata: 'none',
-      columnRecordedAt: 'at',
-    },
+    options: { ...LEDGER_SOURCE, columnMetadata: 'none' },
     install: async (db) =>
       void (await db.pool.query(`CREATE SCHEMA app;
         CREATE TABLE app.ledger (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, stream text NOT NULL, version int NOT NULL,

@@ -1,10 +1,9 @@
-import { randomUUID } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createTestDatabase, type TestDatabase } from '../../support/database.js';
 import { DAEMON_LOGS, expectExactlyOnceAcrossInstances } from '../../support/foreign/instances.js';
-import { connectMessageDb, installMessageDb, writeMessage } from '../../support/foreign/message-db.js';
+import { installMessageDb, messageDbStore } from '../../support/foreign/message-db.js';
 import { expectRebuiltExactlyOnce, lastApplication, replayRequests, replayWithCli } from '../../support/foreign/replay.js';
-import { holdOneOpen, positionsIn, startWriters, type ForeignStore } from '../../support/foreign/workload.js';
+import { holdOneOpen, startWriters } from '../../support/foreign/workload.js';
 import { expectExactlyOnceInOrder, positionLog, waitUntilAllApplied } from '../../support/position-log.js';
 import { startRunner } from '../../support/runner.js';
 
@@ -19,18 +18,7 @@ beforeEach(async () => {
 }, 120_000);
 afterEach(() => db.drop());
 
-/** message-db written with write_message; the position of a message read back by its id, in its own transaction. */
-const messageDb = (): ForeignStore => ({
-  source: { source: 'message-db', channel: 'message_store' },
-  connect: () => connectMessageDb(db.url),
-  async write(client, stream, n) {
-    const id = randomUUID();
-    await writeMessage(client, { id, streamName: stream, type: 'Ticked', data: { n }, metadata: n % 2 ? { n } : undefined });
-    const { rows } = await client.query<{ p: number }>('SELECT global_position::int AS p FROM message_store.messages WHERE id = $1', [id]);
-    return rows[0]!.p;
-  },
-  committed: () => positionsIn(db.pool, 'message_store.messages', 'global_position'),
-});
+const messageDb = () => messageDbStore(db);
 
 describe('--source message-db: replay and several instances', () => {
   it('replay NAME rebuilds the projection exactly once, its late event included, while writers write; the other projection is untouched', async () => {

@@ -1,4 +1,5 @@
 import pg from 'pg';
+import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ConfigError, EventStore, Runner } from '../../../src/index.js';
 import { fitIdentifier, storeNames, type StoreNamesOptions } from '../../../src/db/identifiers.js';
@@ -44,7 +45,10 @@ describe('--channel: the runner notifies <channel>_high_water and <channel>_repl
   const long = 'c'.repeat(53);
   it.each<[string, () => unknown]>([
     ['storeNames', () => storeNames({ channel: long })],
-    ['new Runner', () => new Runner({ connectionString: 'postgres://nowhere/x', projections: [], channel: long })],
+    [
+      'new Runner',
+      () => new Runner({ connectionString: 'postgres://nowhere/x', projections: [], channel: long, log: pino({ level: 'silent' }) }),
+    ],
     ['new EventStore', () => new EventStore({} as pg.Pool, { channel: long })],
   ])(
     '%s refuses a channel of 53 characters (pg_notify refuses a 64-byte <channel>_high_water) with a ConfigError naming --channel',
@@ -172,5 +176,11 @@ describe('the native table', () => {
     const { lastPosition } = await new EventStore(db.pool, { table, channel: 'long_table' }).append('s-1', [{ type: 'E', data: {} }]);
     await waitFor('notified', () => heard.length === 1);
     expect(heard).toEqual([{ channel: 'long_table', payload: String(lastPosition) }]);
+  });
+
+  it('of 62 characters is refused at start, naming the setting (its migrations table and sequence names would meet)', () => {
+    expect(() => storeNames({ table: `events_${'z'.repeat(55)}` })).toThrow(
+      /invalid --table \(PROJECTION_RUNNER_TABLE\): "events_z+" has 62 characters, at most 61/,
+    );
   });
 });

@@ -35,9 +35,10 @@ export interface SharedInstancesSummary {
 }
 
 /**
- * The scenario (20 to 30 s on 2 cores):
- * 1. two daemons start together (both prepare the foreign table at once) and share the projections, one each;
- * 2. a transaction writes one event and stays open; 5 writer sessions write (one in six transactions rolled back);
+ * The scenario (about 10 s on 2 cores):
+ * 1. two daemons start together and share the projections, one each;
+ * 2. a transaction writes one event and stays open; 5 writer sessions write (workload.ts startWriters: rollbacks,
+ *    savepoints);
  * 3. the owner of chaos_a is SIGKILLed: the survivor takes both over; a third daemon joins and takes one back;
  * 4. once the held position's gap has timed out and both projections have passed it, it commits (late);
  * 5. the writers write some more and stop; every committed event is applied exactly once by both projections, in

@@ -3,7 +3,9 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import pg from 'pg';
+import type { TestDatabase } from '../database.js';
 import { ensureRole, libpqEnvironment, run } from './postgres-tools.js';
+import { positionsIn, type ForeignStore } from './workload.js';
 
 /**
  * The real Eventide message-db (npm `@eventide/message-db`, pinned 1.3.1), installed by its own `install.sh` into an
@@ -82,4 +84,24 @@ export async function writeMessage(client: pg.ClientBase, message: MessageDbMess
     ],
   );
   return BigInt(rows[0]!.position);
+}
+
+/**
+ * message-db as the workload of a test (workload.ts): written with write_message on `--channel message_store`, the
+ * global position of a message read back by its id in the writer's own transaction.
+ */
+export function messageDbStore(db: TestDatabase): ForeignStore {
+  return {
+    source: { source: 'message-db', channel: 'message_store' },
+    connect: () => connectMessageDb(db.url),
+    async write(client, stream, n) {
+      const id = randomUUID();
+      await writeMessage(client, { id, streamName: stream, type: 'Ticked', data: { n }, metadata: n % 2 ? { n } : undefined });
+      const { rows } = await client.query<{ p: number }>('SELECT global_position::int AS p FROM message_store.messages WHERE id = $1', [
+        id,
+      ]);
+      return rows[0]!.p;
+    },
+    committed: () => positionsIn(db.pool, 'message_store.messages', 'global_position'),
+  };
 }

@@ -31,7 +31,7 @@ export async function expectRebuiltExactlyOnce(db: TestDatabase, name: string, c
   return log;
 }
 
-/** The replay requests of a projection: all done, the last one's target the head at its reset or later. */
+/** The replay requests of a projection, oldest first: status, target (the head at the reset) and events applied. */
 export async function replayRequests(
   db: TestDatabase,
   projection: string,

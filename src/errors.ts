@@ -75,15 +75,18 @@ export class ReplayInProgressError extends ProjectionRunnerError {
 }
 
 /**
- * The build (version) a projector runs is no longer live or building: it was switched away from, superseded or
- * dropped. The projector stops there; the build's checkpoint and read model stay as they are (kept).
+ * The build (version) a projector runs changed under it: switched away from (kept), superseded, dropped, or moved
+ * (its tables into a schema of their own, then made to build again). The projector stops before its handler writes;
+ * the runner starts the build again from the database's record if it is still one to run.
  */
 export class BuildRetiredError extends ProjectionRunnerError {
   constructor(
     readonly slot: string,
-    readonly role: string | null,
+    readonly now: { role: string; schema: string | null } | undefined,
   ) {
-    super(`"${slot}" is ${role ?? 'dropped'} now, no longer live or building: it stops being updated`);
+    super(
+      `"${slot}" ${now ? `is ${now.role}${now.schema ? ` in schema ${now.schema}` : ''} now` : 'was dropped'}: this projector stops before writing anything`,
+    );
   }
 }
 

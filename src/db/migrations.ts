@@ -420,6 +420,8 @@ export const migrations: Migration[] = [
       switched_at  timestamptz,
       -- why the last switch attempt could not happen (a name taken in the read schema, a lock not granted)
       switch_error text,
+      -- a build in place: the relations its setup creates (what a switch away from it moves into a schema of its own)
+      relations    text[],
       UNIQUE (projection, version)
     );
     CREATE UNIQUE INDEX ON ${q.builds} (projection) WHERE role = 'live';

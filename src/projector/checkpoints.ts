@@ -35,8 +35,8 @@ export interface BatchContext {
   highWater: bigint;
   /** Late notices this projection has not dealt with yet. */
   pendingLate: Array<{ id: bigint; position: bigint }>;
-  /** The build's role, read with the build scope (BuildSlot.scopeSql); undefined without one. */
-  buildRole?: string | null;
+  /** The build's role and schema (JSON), read with the build scope (BuildSlot.scopeSql); undefined without one. */
+  buildScope?: string | null;
 }
 
 /**
@@ -52,7 +52,7 @@ export async function beginBatch(tx: pg.ClientBase, names: StoreNames, lateSeenI
             (SELECT coalesce(array_agg(id || '-' || from_position ORDER BY id), '{}') FROM ${names.q.gaps}
               WHERE resolution = 'late' AND id > ${BigInt(lateSeenId).toString()}) AS late
             ${scope ? `, ${scope}` : ''}`,
-  )) as unknown as Array<pg.QueryResult<{ hw: string; late: string[]; build_role?: string | null }>>;
+  )) as unknown as Array<pg.QueryResult<{ hw: string; late: string[]; build_scope?: string | null }>>;
   const row = results[1]!.rows[0]!;
   const pair = (text: string): [bigint, bigint] => {
     const [a, b] = text.split('-');
@@ -61,7 +61,7 @@ export async function beginBatch(tx: pg.ClientBase, names: StoreNames, lateSeenI
   return {
     highWater: BigInt(row.hw),
     pendingLate: row.late.map(pair).map(([id, position]) => ({ id, position })),
-    buildRole: row.build_role,
+    buildScope: row.build_scope,
   };
 }
 

@@ -242,7 +242,7 @@ export class Runner implements LagSource, HealthSource {
     if (this.setUp.has(projection.name)) return;
     const client = await this.pool.connect();
     try {
-      await projection.setup?.(client);
+      await slot.setUp(client);
     } finally {
       client.release();
     }

@@ -18,6 +18,12 @@ export interface Page<E extends PageEvent = PageEvent> {
   /** The H the page was read under (its bound came from it): a published H, so any batch may go up to it. */
   highWater: bigint;
   events: readonly E[];
+  /**
+   * The read stopped at its size or byte bound (`coveredTo` is its last event), so a batch that reaches its end stops
+   * there, as after a read cut short. Not cut (false): the page holds every event up to the bound it was read with.
+   * Unknown (undefined) counts as cut.
+   */
+  cut?: boolean;
 }
 
 export interface SliceRequest {
@@ -67,6 +73,43 @@ export function slicePage<E extends PageEvent>(page: Page<E>, request: SliceRequ
   }
   const next = end > request.after ? end : request.after;
   return { events, full: next < request.highWater, next };
+}
+
+/**
+ * Whether a batch that took `slice` from `page` (`taken` events in all so far, at most `limit`) goes on into the page
+ * that follows, in the same batch: the slice stopped at the end of the page before H, with room left, and the page
+ * was read up to its bound (a page cut at its size or bytes ends the batch, as a read cut short would).
+ *
+ * Live, pages are as short as the steps of H: read up to the H of the batch that read them, while other batches began
+ * under a newer H. A batch that took one page and read again for the rest (the earlier rule) fell behind by as many
+ * steps as it had once been behind, and stayed there: each batch moved one step while H moved one step
+ * (16 projections at 500 appends/s: commit → read model p50 380 ms, against 27 ms reading alone).
+ */
+export function goesOn(page: Pick<Page, 'coveredTo' | 'cut'>, slice: Slice<PageEvent>, taken: number, limit: number): boolean {
+  return slice.full && slice.next === page.coveredTo && page.cut === false && taken < limit;
+}
+
+/**
+ * The part of a further page's `slice` (which starts after `after`) that fits what is left of the batch's byte bound,
+ * `budget`, by the estimated `size` of each event: all of it, or the events before the first one that does not fit,
+ * and then the batch ends there with more to read (full; at `after` when none fits).
+ */
+export function withinBudget<E extends PageEvent>(
+  slice: Slice<E>,
+  after: bigint,
+  size: (event: E) => number,
+  budget: number,
+): { slice: Slice<E>; used: number } {
+  let used = 0;
+  for (let i = 0; i < slice.events.length; i++) {
+    const bytes = size(slice.events[i]!);
+    if (used + bytes > budget) {
+      const events = slice.events.slice(0, i);
+      return { slice: { events, full: true, next: events.at(-1)?.globalPosition ?? after }, used };
+    }
+    used += bytes;
+  }
+  return { slice, used };
 }
 
 /**

@@ -2,13 +2,16 @@ import type pg from 'pg';
 import type { StoreNames } from '../db/identifiers.js';
 import type { StoredEvent } from '../store/types.js';
 import { readEvents } from './native.js';
-import { covers, pageBound, pagesToDrop, slicePage, type Page, type Slice } from './pages.js';
+import { covers, goesOn, pageBound, pagesToDrop, slicePage, withinBudget, type Page, type Slice } from './pages.js';
 
 /**
  * One read for many projections (as Emmett's consumer fans a batch out to its processors): the projections of an
  * instance whose checkpoints lie in the same page share that page's read, each applying it in its own transaction
- * with its own checkpoint compare-and-set, so isolation is unchanged. Only projections more than a batch behind H read
- * through it (Projector.readNext): a live wake-up reads on its own, measured faster than waiting on each other.
+ * with its own checkpoint compare-and-set, so isolation is unchanged. Every batch of the normal path reads through it,
+ * catching up and live: a live wake-up is read once, by the first batch that needs the new stretch (up to the newest H
+ * any batch has brought), and the others take it from there.
+ * A batch takes its events from as many consecutive pages as its H and size allow (goesOn), reading only what no page
+ * holds yet: live, pages are as short as the steps of H, and one page per batch left a projection behind for good.
  * A full page starts the read of the next one at once (the read-ahead), which the others find read when they get there.
  *
  * Why it is safe across transactions: events at or below H never change (a commit that comes later is late, and a
@@ -38,10 +41,23 @@ interface HeldPage {
   page?: Page<StoredEvent>;
 }
 
+/**
+ * About the stored size of an event (its JSON text and names; pg_column_size differs by jsonb's headers and by
+ * compression), for the byte bound of a batch that spans pages. Computed only then: live, for a few events.
+ */
+function estimatedBytes(event: StoredEvent): number {
+  return JSON.stringify(event.data).length + JSON.stringify(event.metadata).length + event.type.length + event.streamName.length + 40;
+}
+
 export class SharedReader {
   private readonly held = new Map<bigint, HeldPage>();
   /** The checkpoint of every projection reading through this reader now. */
   private readonly readers = new Map<string, bigint>();
+  /**
+   * The newest H a batch has brought (read from the published row): a new page reads up to it, so that batches that
+   * began a moment apart, under different values of H, share one read.
+   */
+  private newestHighWater = 0n;
 
   constructor(private readonly options: SharedReaderOptions) {}
 
@@ -56,21 +72,41 @@ export class SharedReader {
   }
 
   /**
-   * The events a projection's batch takes: at most `limit` of them after `after`, up to `highWater`, from a page
-   * held here or read now on `tx` (the batch's own transaction).
+   * The events a projection's batch takes: at most `limit` of them after `after`, up to `highWater` (or the H of a page
+   * it takes, when newer), from the pages held here, one after the other, and what none holds yet read now on `tx`
+   * (the batch's own transaction). Beyond its first page a batch keeps to the byte bound by estimated sizes.
    */
   async read(tx: pg.ClientBase, request: { after: bigint; highWater: bigint; limit: number }): Promise<Slice<StoredEvent>> {
     if (request.highWater <= request.after) return { events: [], full: false, next: request.after };
-    const page = await this.pageFor(tx, request);
-    const shared = slicePage(page, request);
+    if (request.highWater > this.newestHighWater) this.newestHighWater = request.highWater;
+    let highWater = request.highWater;
+    let slice: Slice<StoredEvent> = { events: [], full: false, next: request.after };
+    /** What is left of the byte bound once the batch goes beyond its first page. */
+    let budget: number | undefined;
+    let page: Page<StoredEvent>;
+    for (;;) {
+      const after = slice.next;
+      page = await this.pageFor(tx, { after, highWater, limit: request.limit });
+      // Both are published values of H, and the page was read after its own was published (see slicePage).
+      if (page.highWater > highWater) highWater = page.highWater;
+      let piece = slicePage(page, { after, highWater, limit: request.limit - slice.events.length });
+      if (budget !== undefined) {
+        const fitted = withinBudget(piece, after, estimatedBytes, budget);
+        piece = fitted.slice;
+        budget -= fitted.used;
+      }
+      const events = slice.events.length === 0 ? piece.events : slice.events.concat(piece.events);
+      slice = { events, full: piece.full, next: piece.next };
+      if (!goesOn(page, piece, events.length, request.limit)) break;
+      // One page is within the byte bound (it was read under it); beyond it, the batch counts.
+      budget ??= this.options.batchBytes - events.reduce((sum, e) => sum + estimatedBytes(e), 0);
+      if (budget <= 0) break;
+    }
+    // A page read full means more follows: read the next one ahead, for whoever gets there first.
+    if (slice.full && slice.next === page.coveredTo && page.coveredTo < highWater) this.readAhead(page.coveredTo, highWater, request.limit);
     // Each projection gets event objects of its own (data and metadata are shared, frozen: see native.ts), and a Date
     // of its own: freezing cannot stop Date.prototype.setTime.
-    const slice = { ...shared, events: shared.events.map((e) => ({ ...e, recordedAt: new Date(e.recordedAt.getTime()) })) };
-    // A page read full means more follows: read the next one ahead, for whoever gets there first.
-    if (page.coveredTo < request.highWater && shared.next === page.coveredTo) {
-      this.readAhead(page.coveredTo, request.highWater, request.limit);
-    }
-    return slice;
+    return { ...slice, events: slice.events.map((e) => ({ ...e, recordedAt: new Date(e.recordedAt.getTime()) })) };
   }
 
   /**
@@ -96,8 +132,12 @@ export class SharedReader {
     return undefined;
   }
 
-  /** Reads the page starting at `after` on the asker's own transaction; the others at `after` wait for it. */
-  private async readPage(tx: pg.ClientBase, after: bigint, highWater: bigint, limit: number): Promise<Page<StoredEvent>> {
+  /**
+   * Reads the page starting at `after` on the asker's own transaction, up to the newest H known (published: any batch
+   * may go up to it); the others at `after` wait for it.
+   */
+  private async readPage(tx: pg.ClientBase, after: bigint, requested: bigint, limit: number): Promise<Page<StoredEvent>> {
+    const highWater = this.newestHighWater > requested ? this.newestHighWater : requested;
     const held = this.hold(tx, after, pageBound(after, highWater, [...this.held.keys()]), highWater, limit);
     try {
       return await held.read;
@@ -128,7 +168,7 @@ export class SharedReader {
     const held = { after, bound } as HeldPage;
     held.read = readEvents(db, names, after, bound, limit, undefined, batchBytes).then((read) => {
       const cut = read.events.length === limit || read.truncated;
-      held.page = { after, coveredTo: cut ? read.events.at(-1)!.globalPosition : bound, highWater, events: read.events };
+      held.page = { after, coveredTo: cut ? read.events.at(-1)!.globalPosition : bound, highWater, events: read.events, cut };
       return held.page;
     });
     this.held.set(after, held);

@@ -5,6 +5,7 @@ import { BuildRetiredError } from '../errors.js';
 import type { Projection } from '../projection/projection.js';
 import type { Build } from './builds.js';
 import { switchToBuild, type SwitchOutcome } from './switch.js';
+import { recordRelations } from './builds-sql.js';
 
 /**
  * One build as its projector sees it: the projection under the build's slot, the SQL that scopes each batch
@@ -39,14 +40,43 @@ export class BuildSlot {
    */
   scopeSql(): string {
     const { names, build } = this.options;
-    const role = `(SELECT role FROM ${names.q.builds} WHERE slot = ${quoteLiteral(build.slot)} FOR SHARE) AS build_role`;
-    return build.schema === null ? role : `${role}, ${searchPathSql(build.schema, true)} AS build_path`;
+    const scope = `(SELECT json_build_object('role', role, 'schema', schema_name)::text FROM ${names.q.builds}
+                     WHERE slot = ${quoteLiteral(build.slot)} FOR SHARE) AS build_scope`;
+    return build.schema === null ? scope : `${scope}, ${searchPathSql(build.schema, true)} AS build_path`;
   }
 
-  /** The role scopeSql found: a build that is neither live nor building any more stops here (BuildRetiredError). */
-  check(role: string | null | undefined): void {
-    if (role === 'live' || role === 'building') return;
-    throw new BuildRetiredError(this.options.build.slot, role ?? null);
+  /**
+   * The build as scopeSql found it must be the one this projector was started with: the same role and schema. A
+   * switch away from it (kept), a drop, or a move of the first build's tables followed by a switch back (building in
+   * its new schema) before this instance's ownership pass noticed: the projector stops here (BuildRetiredError),
+   * before its handler writes through names that are not its own any more; the runner starts it again if it is
+   * still to run.
+   */
+  check(found: string | null | undefined): void {
+    const { build } = this.options;
+    const now = found ? (JSON.parse(found) as { role: string; schema: string | null }) : undefined;
+    if (now && now.role === build.role && now.schema === build.schema) return;
+    throw new BuildRetiredError(build.slot, now);
+  }
+
+  /**
+   * The build's setup, on a connection of its own (scopedProjection: in the build's schema). A build in place (the
+   * first) also has its setup run once more in a scratch schema, rolled back, to learn which relations it creates:
+   * what a switch away from it moves (probeSetupRelations). A setup that cannot run in a transaction (CREATE INDEX
+   * CONCURRENTLY) or in a temporary schema leaves them unknown (the switch then moves the names the new build uses).
+   */
+  async setUp(client: pg.ClientBase): Promise<void> {
+    const { names, build, module, log } = this.options;
+    await this.projection.setup?.(client);
+    if (build.schema !== null || !module.setup) return;
+    const relations = await probeSetupRelations(client, (db) => module.setup!.call(module, db));
+    if (relations.ok) await recordRelations(client, names, build.slot, relations.names);
+    else {
+      log.warn(
+        { projection: build.slot, reason: relations.reason },
+        "could not learn which relations setup creates: a switch away from this version moves only the next version's names",
+      );
+    }
   }
 
   /**
@@ -97,4 +127,32 @@ export function scopedProjection(module: Projection, build: Build): Projection {
       await module.reset?.call(scoped, db);
     },
   });
+}
+
+/**
+ * The relations `setup` creates, learned by running it again in a transaction that is rolled back, with the session's
+ * temporary schema first in the search path: its CREATE … IF NOT EXISTS statements find nothing there and create
+ * every relation again, as temporary ones (no privilege needed beyond TEMP, which every role has by default).
+ */
+export async function probeSetupRelations(
+  client: pg.ClientBase,
+  setup: (db: pg.ClientBase) => Promise<void>,
+): Promise<{ ok: true; names: string[] } | { ok: false; reason: string }> {
+  await client.query('BEGIN');
+  try {
+    await client.query(`SELECT set_config('search_path', 'pg_temp, ' || current_setting('search_path'), true)`);
+    await setup(client);
+    const { rows } = await client.query<{ name: string }>(
+      `SELECT relname AS name FROM pg_class WHERE relnamespace = pg_my_temp_schema() AND relkind IN ('r', 'p', 'v', 'm', 'f')
+        ORDER BY relname`,
+    );
+    return { ok: true, names: rows.map((r) => r.name) };
+  } catch (error) {
+    return { ok: false, reason: error instanceof Error ? error.message : String(error) };
+  } finally {
+    await client.query('ROLLBACK').catch(() => {});
+    // A setup that committed by itself (its own COMMIT) would leave temporary relations in this pooled session, and
+    // pg_temp is searched first by default: they must never shadow the read model in a later batch.
+    await client.query('DISCARD TEMP').catch(() => {});
+  }
 }

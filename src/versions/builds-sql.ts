@@ -7,7 +7,7 @@ import { planBuild, planRebuild, type Build, type NewBuild } from './builds.js';
 
 /** All the SQL of projection_builds: reading, creating, the operators' requests (rebuild, switch, drop). */
 
-const COLUMNS = `slot, projection, version, code_version, schema_name, role, switch_mode, target::text AS target, switch_error`;
+const COLUMNS = `slot, projection, version, code_version, schema_name, role, switch_mode, target::text AS target, switch_error, relations`;
 
 interface BuildRow {
   slot: string;
@@ -19,6 +19,7 @@ interface BuildRow {
   switch_mode: SwitchMode;
   target: string;
   switch_error: string | null;
+  relations: string[] | null;
 }
 
 const toBuild = (r: BuildRow): Build => ({
@@ -31,7 +32,13 @@ const toBuild = (r: BuildRow): Build => ({
   switchMode: r.switch_mode,
   target: BigInt(r.target),
   switchError: r.switch_error,
+  relations: r.relations,
 });
+
+/** A build in place: the relations its setup creates (probeSetupRelations), for the switch away from it. */
+export async function recordRelations(db: pg.Pool | pg.ClientBase, names: StoreNames, slot: string, relations: string[]): Promise<void> {
+  await db.query(`UPDATE ${names.q.builds} SET relations = $2 WHERE slot = $1 AND schema_name IS NULL`, [slot, relations]);
+}
 
 /** Every build, or one projection's; `lock` takes them FOR UPDATE (a switch, a drop). */
 export async function readBuilds(db: pg.ClientBase | pg.Pool, names: StoreNames, projection?: string, lock = false): Promise<Build[]> {

@@ -28,9 +28,11 @@ export interface Build {
   /** H when the build started: what its progress is measured against. */
   target: bigint;
   switchError: string | null;
+  /** A first build (in place): the relations its setup creates, what a switch away from it moves; null: unknown. */
+  relations: string[] | null;
 }
 
-export type NewBuild = Omit<Build, 'target' | 'switchError'>;
+export type NewBuild = Omit<Build, 'target' | 'switchError' | 'relations'>;
 
 /** The module's version: `version`, default 1. */
 export const moduleVersion = (projection: Projection): number => projection.version ?? 1;
@@ -116,11 +118,14 @@ export function buildsToRun(projections: Projection[], builds: Build[]): Array<{
 /** A relation in the read schema under a name the switch needs (see switchStatements). */
 export interface ReadRelation {
   name: string;
-  /** A table (or partitioned table) as opposed to a view or anything else. */
-  table: boolean;
+  /** pg_class.relkind: r table, p partitioned table, v view, m materialized view, f foreign table, others. */
+  kind: string;
   /** A view the runner made for this projection (projection_read_views). */
   ours: boolean;
 }
+
+/** The ALTER … SET SCHEMA of each kind of relation a setup may create (others are never moved). */
+const MOVABLE: Record<string, string> = { r: 'TABLE', p: 'TABLE', v: 'VIEW', m: 'MATERIALIZED VIEW', f: 'FOREIGN TABLE' };
 
 export interface SwitchPlan {
   statements: string[];
@@ -132,16 +137,19 @@ export interface SwitchPlan {
 
 /**
  * The statements of a switch to `next`, all in one transaction: the application reads `readSchema.<name>` for every
- * relation of the next build's schema. The runner's own views of the projection are dropped; the tables of a previous
- * build that was in place (the first build) move into a schema of its own under the same names, so the names become
- * views; any other relation in the way stops the switch (ReadNameTakenError), before anything changed.
+ * relation of the next build's schema. The runner's own views of the projection are dropped; the relations of a
+ * previous build that was in place (the first build) move into a schema of its own under the same names — all those
+ * its setup creates (`previous.relations`, found by running it in a scratch schema: probeSetupRelations), each
+ * partition too, so a switch back finds them all there; when they are unknown, the tables under the new build's names
+ * — so the names become views; any other relation in the way stops the switch (ReadNameTakenError), before anything
+ * changed.
  */
 export function switchStatements(input: {
   projection: string;
   readSchema: string;
   nextSchema: string;
   nextRelations: string[];
-  previous: { version: number; inPlace: boolean } | undefined;
+  previous: { version: number; inPlace: boolean; relations: string[] | null } | undefined;
   existing: ReadRelation[];
   quote: (identifier: string) => string;
   nameTaken: (relation: string) => Error;
@@ -151,13 +159,17 @@ export function switchStatements(input: {
   const statements: string[] = [];
   const existing = new Map(input.existing.map((r) => [r.name, r]));
   const movedTo = input.previous?.inPlace ? buildSchema(input.projection, input.previous.version) : undefined;
-  const moving = movedTo ? input.nextRelations.filter((name) => existing.get(name)?.table && !existing.get(name)?.ours) : [];
+  const movable = (name: string) => {
+    const found = existing.get(name);
+    return found !== undefined && !found.ours && MOVABLE[found.kind] !== undefined;
+  };
+  const moving = movedTo ? (input.previous?.relations ?? input.nextRelations).filter(movable) : [];
   for (const name of input.nextRelations) {
     const found = existing.get(name);
     if (found && !found.ours && !moving.includes(name)) throw input.nameTaken(read(name));
   }
   if (movedTo) statements.push(`CREATE SCHEMA IF NOT EXISTS ${quote(movedTo)}`);
-  for (const name of moving) statements.push(`ALTER TABLE ${read(name)} SET SCHEMA ${quote(movedTo!)}`);
+  for (const name of moving) statements.push(`ALTER ${MOVABLE[existing.get(name)!.kind]} ${read(name)} SET SCHEMA ${quote(movedTo!)}`);
   for (const r of input.existing.filter((r) => r.ours)) statements.push(`DROP VIEW ${read(r.name)}`);
   for (const name of input.nextRelations) {
     statements.push(`CREATE VIEW ${read(name)} AS SELECT * FROM ${quote(input.nextSchema)}.${quote(name)}`);

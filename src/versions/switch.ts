@@ -63,8 +63,8 @@ export async function switchToBuild(
         readSchema,
         nextSchema: next.schema,
         nextRelations,
-        previous: previous && { version: previous.version, inPlace: previous.schema === null },
-        existing: await readRelations(tx, names, readSchema, projection, nextRelations),
+        previous: previous && { version: previous.version, inPlace: previous.schema === null, relations: previous.relations },
+        existing: await readRelations(tx, names, readSchema, projection, [...nextRelations, ...(previous?.relations ?? [])]),
         quote: quoteIdentifier,
         nameTaken: (relation) => new ReadNameTakenError(projection, relation),
       });
@@ -126,7 +126,7 @@ async function readRelations(
   wanted: string[],
 ): Promise<ReadRelation[]> {
   const { rows } = await tx.query<ReadRelation>(
-    `SELECT c.relname AS name, c.relkind IN ('r', 'p') AS "table",
+    `SELECT c.relname AS name, c.relkind::text AS kind,
             EXISTS (SELECT 1 FROM ${names.q.readViews} v
                      WHERE v.read_schema = $1 AND v.view_name = c.relname AND v.projection = $2) AND c.relkind = 'v' AS ours
        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace

@@ -15,6 +15,7 @@ const build = (version: number, role: Build['role'], codeVersion = version): Bui
   switchMode: 'auto',
   target: 0n,
   switchError: null,
+  relations: null,
 });
 
 describe('planBuild: what a deployment of a module needs', () => {
@@ -72,10 +73,10 @@ describe('switchStatements', () => {
   it('from a build in place: its tables move to a schema of their own, then the names become views', () => {
     const plan = switchStatements({
       ...base,
-      previous: { version: 1, inPlace: true },
+      previous: { version: 1, inPlace: true, relations: null },
       existing: [
-        { name: 'balances', table: true, ours: false },
-        { name: 'totals', table: true, ours: false },
+        { name: 'balances', kind: 'r', ours: false },
+        { name: 'totals', kind: 'p', ours: false },
       ],
     });
     expect(plan.statements).toEqual([
@@ -87,14 +88,35 @@ describe('switchStatements', () => {
     ]);
     expect(plan).toMatchObject({ views: ['balances', 'totals'], movedTo: 'p_v1' });
   });
+  it('from a build in place whose setup is known: every relation it creates moves, also those the new one lacks', () => {
+    const plan = switchStatements({
+      ...base,
+      nextRelations: ['accounts'],
+      previous: { version: 1, inPlace: true, relations: ['balances', 'entries', 'entries_rest', 'summary', 'gone'] },
+      existing: [
+        { name: 'balances', kind: 'r', ours: false },
+        { name: 'entries', kind: 'p', ours: false },
+        { name: 'entries_rest', kind: 'r', ours: false },
+        { name: 'summary', kind: 'm', ours: false },
+      ],
+    });
+    expect(plan.statements).toEqual([
+      'CREATE SCHEMA IF NOT EXISTS "p_v1"',
+      'ALTER TABLE "public"."balances" SET SCHEMA "p_v1"',
+      'ALTER TABLE "public"."entries" SET SCHEMA "p_v1"',
+      'ALTER TABLE "public"."entries_rest" SET SCHEMA "p_v1"',
+      'ALTER MATERIALIZED VIEW "public"."summary" SET SCHEMA "p_v1"',
+      'CREATE VIEW "public"."accounts" AS SELECT * FROM "p_v2"."accounts"',
+    ]);
+  });
   it("from a build with a schema: the runner's views are replaced (also one the new version no longer has)", () => {
     const plan = switchStatements({
       ...base,
       nextRelations: ['balances'],
-      previous: { version: 2, inPlace: false },
+      previous: { version: 2, inPlace: false, relations: null },
       existing: [
-        { name: 'balances', table: false, ours: true },
-        { name: 'old_only', table: false, ours: true },
+        { name: 'balances', kind: 'v', ours: true },
+        { name: 'old_only', kind: 'v', ours: true },
       ],
     });
     expect(plan.statements).toEqual([
@@ -105,7 +127,11 @@ describe('switchStatements', () => {
     expect(plan.movedTo).toBeUndefined();
   });
   it('a name taken by something else stops the switch before any statement', () => {
-    const input = { ...base, previous: { version: 2, inPlace: false }, existing: [{ name: 'totals', table: true, ours: false }] };
+    const input = {
+      ...base,
+      previous: { version: 2, inPlace: false, relations: null },
+      existing: [{ name: 'totals', kind: 'p', ours: false }],
+    };
     expect(() => switchStatements(input)).toThrow(ReadNameTakenError);
     expect(() => switchStatements(input)).toThrow(/"public"\."totals" exists and does not belong to it/);
   });

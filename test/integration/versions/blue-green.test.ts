@@ -110,6 +110,6 @@ describe('versioned read models (blue/green)', () => {
     await deposit(1);
     await waitFor('the projector stops', () => fixture.runner!.ownedProjections().length === 0);
     expect(await total()).toBe(5);
-    expect(new BuildRetiredError('balances', 'kept').message).toMatch(/kept now/);
+    expect(new BuildRetiredError('balances', { role: 'kept', schema: null }).message).toMatch(/is kept now/);
   });
 });

@@ -37,7 +37,8 @@ export function registerVersions(program: Command): void {
     COMMAND_SETTINGS,
   ).action(async (name: string, options) => {
     const config = configFrom(options);
-    await acting(name, config, 'rebuild', async (pool, names) => {
+    const live = (builds: Build[]) => builds.find((b) => b.role === 'live');
+    await acting(name, config, 'rebuild', live, async (pool, names) => {
       const build = await requestRebuild(pool, names, name, config.switchMode);
       process.stderr.write(`building version ${build.version} of ${name} in schema ${build.schema} beside the live version\n`);
       return build.slot;
@@ -53,8 +54,10 @@ export function registerVersions(program: Command): void {
     COMMAND_SETTINGS,
   ).action(async (name: string, options) => {
     const config = configFrom(options);
-    await acting(name, config, 'switch', async (pool, names) => {
-      const build = await requestSwitch(pool, names, name, options.version as number | undefined);
+    const version = options.version as number | undefined;
+    const target = (builds: Build[]) => builds.find((b) => (version === undefined ? b.role === 'building' : b.version === version));
+    await acting(name, config, 'switch', target, async (pool, names) => {
+      const build = await requestSwitch(pool, names, name, version);
       process.stderr.write(`switching ${name} to version ${build.version} once it has caught up\n`);
       return build.slot;
     });
@@ -91,12 +94,14 @@ export function registerVersions(program: Command): void {
 /**
  * A rebuild or switch: the request (`request`, returning the slot of the build that will go live), then the work by
  * the daemon that runs the projection, or by a runner in this process when none does, followed until the build is live
- * (or, switching manually, has caught up).
+ * (or, switching manually, has caught up). Without a daemon, this process must have the code that builds it (the
+ * code of `actedOn`, the build the request will act on): checked before the request, so a refusal changes nothing.
  */
 async function acting(
   name: string,
   config: ReturnType<typeof configFrom>,
   what: 'rebuild' | 'switch',
+  actedOn: (builds: Build[]) => Build | undefined,
   request: (pool: pg.Pool, names: StoreNames) => Promise<string>,
 ): Promise<void> {
   const { projection, log } = await projectionNamed(name, config);
@@ -109,15 +114,15 @@ async function acting(
       let runner: Runner | undefined;
       try {
         await prepareStore(pool, names);
-        const slot = await request(pool, names);
-        const build = (await readBuilds(pool, names, name)).find((b) => b.slot === slot)!;
         const owner = (await readStatus(pool, names)).projections.find((p) => p.projection === name && p.owner)?.owner;
-        if (!owner && build.codeVersion !== moduleVersion(projection)) {
+        const build = actedOn(await readBuilds(pool, names, name));
+        if (!owner && build && build.codeVersion !== moduleVersion(projection)) {
           throw new VersionRequestError(
             name,
-            `version ${build.version} is built by the code of module version ${build.codeVersion}, and --projections has version ${moduleVersion(projection)}: run it with that code`,
+            `version ${build.version} is built by the code of module version ${build.codeVersion}, and --projections has version ${moduleVersion(projection)}, with no daemon running it: run this command with that code (nothing was changed)`,
           );
         }
+        const slot = await request(pool, names);
         runner = await runnerUnlessOwned(
           owner,
           { config, connectionString, projection, log },

@@ -12,7 +12,11 @@ import type { StoreNames } from '../db/identifiers.js';
  * Lock keys are (hashtext('<schema>.<table>:<kind>'), hashtext(name)) so they never meet the writer's stream locks.
  */
 
-export type LeaseKind = 'projection' | 'high-water' | 'instance';
+/**
+ * `release:<key>`: the presence of an instance among those that loaded the same projection code (see Runner): the N
+ * of its share when releases with different code overlap (a blue/green deployment).
+ */
+export type LeaseKind = 'projection' | 'high-water' | 'instance' | `release:${string}`;
 
 export const instanceName = (): string => `${os.hostname()}/${process.pid}`;
 
@@ -111,11 +115,11 @@ export class LeaseSession {
     if (this.client) await this.client.query('SELECT 1').catch(() => this.client?.end().catch(() => {}));
   }
 
-  /** How many instances hold their presence lease right now: the N of "ceil(P/N) projections each". */
-  async liveInstances(): Promise<number> {
+  /** How many instances hold their presence lease (of this kind) right now: the N of "ceil(P/N) projections each". */
+  async liveInstances(kind: 'instance' | `release:${string}` = 'instance'): Promise<number> {
     const client = await this.session();
     const { rows } = await client.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_locks k WHERE ${heldLeaseCondition('k', '$1')}`, [
-      this.namespace('instance'),
+      this.namespace(kind),
     ]);
     return rows[0]!.n;
   }

@@ -221,9 +221,10 @@ export class Projector {
         } catch (error) {
           if (signal.aborted) break;
           if (error instanceof OwnershipLostError || error instanceof BuildRetiredError) {
-            if (error instanceof BuildRetiredError)
-              this.log.info({ reason: error.message }, 'this version is no longer updated: stopping it here');
-            else this.log.error({ err: error }, 'lost ownership: stopping this projection here');
+            if (error instanceof BuildRetiredError) {
+              this.retired = error;
+              this.log.info({ reason: error.message }, 'this version changed under it: stopping it here');
+            } else this.log.error({ err: error }, 'lost ownership: stopping this projection here');
             this.setState('stopped');
             return;
           }
@@ -244,6 +245,8 @@ export class Projector {
   }
 
   private running = false;
+  /** Why the loop stopped when its build changed under it (switched away from, dropped, moved). */
+  retired: BuildRetiredError | undefined;
 
   /** Hands an operator command to the loop; resolves once it is carried out (see execute). */
   submit(row: CommandRow): Promise<CommandResult> {
@@ -540,12 +543,9 @@ export class Projector {
     }
   }
 
-  /** A transaction that runs this build's handlers outside a batch (a re-delivery): scoped as a batch is. */
+  /** A transaction that runs this build's handlers outside a batch (a re-delivery, handleBatch's one-at-a-time). */
   private async enterBuild(tx: pg.ClientBase): Promise<void> {
-    const build = this.options.build;
-    if (!build) return;
-    const { rows } = await tx.query<{ build_scope: string | null }>(`SELECT ${build.scopeSql()}`);
-    build.check(rows[0]?.build_scope);
+    await this.options.build?.enter(tx);
   }
 
   /**
@@ -698,6 +698,8 @@ export class Projector {
     // Which event? call() rolled the batch back; try them one at a time in a transaction that is never committed
     // (this batch ends in a retry or the error policy either way, so nothing written before deliver is lost).
     await tx.query('BEGIN');
+    // The rollback ended the batch's scope (its search path and its build row lock): the same scope again.
+    await this.enterBuild(tx);
     for (const event of events) await this.call(event, tx, () => handleBatch([event], tx));
     // Each one alone is fine: the batch fails only as a whole (a multi-row upsert meeting one key twice: 21000).
     // Still the handler's fault, attributed to the batch's first event.

@@ -129,16 +129,17 @@ export class Replay {
   }
 
   /**
-   * The projection failed while serving the request: it ends failed with the error the projection recorded (its
-   * checkpoint row), so that `replay` stops following it and says why. Nothing happens when no request is served.
+   * The projection failed while serving the request: it ends failed with `reason`, else the error the projection
+   * recorded (its checkpoint row), so that `replay` stops following it and says why. Nothing happens when no request
+   * is served.
    */
-  async fail(): Promise<void> {
+  async fail(reason?: string): Promise<void> {
     const request = this.request;
     if (!request) return;
     // Forgotten before the write: a request is failed once, even if that write fails.
     this.request = undefined;
     const { pool, names, projection, log } = this.options;
-    const error = await failReplay(pool, names, request.id, request.unreported);
+    const error = await failReplay(pool, names, request.id, request.unreported, reason);
     log.error({ projection, replay: request.id.toString(), error }, 'replay failed: the projection failed while rebuilding');
   }
 

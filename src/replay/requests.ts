@@ -140,14 +140,14 @@ export async function findRunningReplay(
  * The projection failed (its handler kept failing) while rebuilding: the request ends `failed` with the error the
  * projection recorded, so that `replay` stops following it and says why, and a new replay can be requested.
  */
-export async function failReplay(db: pg.Pool, names: StoreNames, replayId: bigint, applied: number): Promise<string> {
+export async function failReplay(db: pg.Pool, names: StoreNames, replayId: bigint, applied: number, reason?: string): Promise<string> {
   const { rows } = await db.query<{ error: string }>(
     `WITH failure AS (
        SELECT c.last_error AS e FROM ${names.q.replays} r JOIN ${names.q.checkpoints} c ON c.name = r.projection WHERE r.id = $1
      )
      UPDATE ${names.q.replays}
         SET applied = applied + $2, status = 'failed', finished_at = now(),
-            error = coalesce(
+            error = coalesce($3,
               (SELECT CASE WHEN e ? 'position'
                            THEN format('handler failed at position %s (%s): %s', e->>'position', e->>'type', coalesce(e->>'message', e::text))
                            ELSE coalesce(e->>'message', e::text) END
@@ -155,7 +155,7 @@ export async function failReplay(db: pg.Pool, names: StoreNames, replayId: bigin
               'the projection failed (no error recorded)')
       WHERE id = $1 AND status IN ('pending', 'running')
       RETURNING error`,
-    [replayId.toString(), applied],
+    [replayId.toString(), applied, reason ?? null],
   );
   return rows[0]?.error ?? 'the projection failed';
 }

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import { resolveRunnerSettings, type RunnerSettings } from '../config.js';
@@ -13,7 +14,7 @@ import { HighWaterTracker } from '../high-water/tracker.js';
 import { claimOrder, excess, fairShare } from '../ownership/balancing.js';
 import { LeaseSession } from '../ownership/leases.js';
 import { claimCommands, finishCommand } from '../projector/commands.js';
-import type { Projection } from '../projection/projection.js';
+import { checkUniqueNames, validateProjection, type Projection } from '../projection/projection.js';
 import { Projector } from '../projector/projector.js';
 import { Replay, type ReplayRequest } from '../replay/replay.js';
 import { claimReplays, recordReplayProgress, resetForReplay } from '../replay/requests.js';
@@ -21,7 +22,7 @@ import { isRetryableDatabaseError, withRetries } from '../db/retry.js';
 import { WakeSignal } from '../shared/wake-signal.js';
 import { NotificationListener } from './listener.js';
 import { prepareStore } from '../sources/prepare.js';
-import { buildsToRun, type Build } from '../versions/builds.js';
+import { buildsToRun, moduleVersion, type Build } from '../versions/builds.js';
 import { readBuilds, syncBuilds } from '../versions/builds-sql.js';
 import { BuildSlot } from '../versions/build-slot.js';
 
@@ -77,12 +78,23 @@ export class Runner implements LagSource, HealthSource {
   private stopping: Promise<void> | undefined;
   private readonly settings: RunnerSettings;
   private lastOwnershipPassAt = Date.now();
+  /** The presence lease among instances with the same projection code: names and versions of the loaded modules. */
+  private readonly release: `release:${string}`;
   /** Slots whose setup ran in this process (setup is idempotent, but it runs once per build and process). */
   private readonly setUp = new Set<string>();
 
   constructor(private readonly options: RunnerOptions) {
     this.settings = resolveRunnerSettings(options);
+    // The same checks as the CLI's loader: a library user's projections too (names become schemas of versions).
+    checkUniqueNames(
+      options.projections.map((p) => ({
+        projection: validateProjection(p, `RunnerOptions.projections "${p.name}"`),
+        source: 'RunnerOptions.projections',
+      })),
+    );
     this.names = storeNames(this.settings);
+    const code = options.projections.map((p) => `${p.name}@${moduleVersion(p)}`).sort();
+    this.release = `release:${createHash('sha256').update(code.join(',')).digest('hex').slice(0, 16)}`;
     this.metrics = options.metrics ?? new RunnerMetrics();
     // Asynchronous commit on every runner session: what the runner writes is either derived from the events table
     // (H, gaps: found again after a crash) or committed atomically with a checkpoint (read models, replay progress),
@@ -283,7 +295,11 @@ export class Runner implements LagSource, HealthSource {
     const { leases } = this;
     await leases.verify();
     await leases.tryAcquire('instance', leases.owner);
-    const instances = Math.max(1, await leases.liveInstances());
+    // The share is counted among the instances that loaded the same code (this release): during a blue/green
+    // overlap each release can run only its own versions, and counting the other release's instances too left the
+    // live version of one of them unrun.
+    await leases.tryAcquire(this.release, leases.owner);
+    const instances = Math.max(1, await leases.liveInstances(this.release));
     const all = await this.units();
     // A build switched away from (kept) or dropped is no longer this instance's to run.
     for (const slot of [...this.owned.keys()].filter((slot) => !all.some((u) => u.build.slot === slot))) {
@@ -345,8 +361,9 @@ export class Runner implements LagSource, HealthSource {
         this.metrics.forgetProjection(projection.name);
         await this.leases.release('projection', projection.name).catch(() => {});
       }
-      // Failed while rebuilding: the request ends failed (also when a future path stops the loop without a batch).
-      if (projector.state === 'failed') await replay.fail().catch(() => {});
+      // Failed while rebuilding, or its version switched away from meanwhile: the request ends failed (also when a
+      // future path stops the loop without a batch), so that `replay` does not follow it for ever.
+      if (projector.state === 'failed' || projector.retired) await replay.fail(projector.retired?.message).catch(() => {});
     });
     this.owned.set(projection.name, entry);
     await replay.finishIfNothingToRebuild(projector.checkpoint); // the empty store
@@ -406,7 +423,7 @@ export class Runner implements LagSource, HealthSource {
       const projection = slot.projection;
       // A database fault throws out of the pass with the lease still held: the next pass starts the projection
       // again and claims this row again (no target yet), so the reset is redone.
-      const target = await this.resetForReplay(projection, request.id);
+      const target = await this.resetForReplay(slot, request.id);
       // The lease session died meanwhile: another instance may own the projection now, and it finishes the replay.
       if (!this.leases.holds('projection', projection.name)) continue;
       const unit = { build: slot.build, module: slot.module };
@@ -423,11 +440,16 @@ export class Runner implements LagSource, HealthSource {
    * The projection's own `reset` failing ends the request `failed` with its error and returns undefined: nothing was
    * reset, the projection carries on from its checkpoint. A database fault is thrown (retried by the next pass).
    */
-  private async resetForReplay(projection: Projection, replayId: bigint): Promise<bigint | undefined> {
+  private async resetForReplay(slot: BuildSlot, replayId: bigint): Promise<bigint | undefined> {
+    const { projection } = slot;
+    // The reset runs in the build's scope, as a batch does: a version switched away from meanwhile is refused
+    // (BuildRetiredError) before its reset could reach the live version through the names.
+    const reset = async (tx: pg.ClientBase) => {
+      await slot.enter(tx);
+      await projection.reset?.(tx);
+    };
     try {
-      return await withTransaction(this.pool, (tx) =>
-        resetForReplay(tx, this.names, projection.name, replayId, projection.reset?.bind(projection)),
-      );
+      return await withTransaction(this.pool, (tx) => resetForReplay(tx, this.names, projection.name, replayId, () => reset(tx)));
     } catch (error) {
       if (isRetryableDatabaseError(error)) throw error;
       const message = error instanceof Error ? error.message : String(error);

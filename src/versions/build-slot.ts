@@ -59,6 +59,12 @@ export class BuildSlot {
     throw new BuildRetiredError(build.slot, now);
   }
 
+  /** Scopes a transaction that runs this build's code outside a batch (a re-delivery, a replay's reset), as a batch is. */
+  async enter(tx: pg.ClientBase): Promise<void> {
+    const { rows } = await tx.query<{ build_scope: string | null }>(`SELECT ${this.scopeSql()}`);
+    this.check(rows[0]?.build_scope);
+  }
+
   /**
    * The build's setup, on a connection of its own (scopedProjection: in the build's schema). A build in place (the
    * first) also has its setup run once more in a scratch schema, rolled back, to learn which relations it creates:
@@ -96,9 +102,14 @@ export class BuildSlot {
   }
 }
 
-/** `set_config('search_path', '"schema", ' || the current path, local)`: the build's schema first, the rest unchanged. */
+/**
+ * The search path of a version with a schema of its own: that schema, then pg_catalog, then pg_temp (named last, so a
+ * temporary table never shadows the read model). Nothing else: an unqualified name the version did not create is an
+ * error, never the live version's table found further along the path (a setup that checks `to_regclass('totals')`
+ * would otherwise find the live one, create nothing, and write into it).
+ */
 function searchPathSql(schema: string, local: boolean): string {
-  return `set_config('search_path', ${quoteLiteral(`${quoteIdentifier(schema)}, `)} || current_setting('search_path'), ${local})`;
+  return `set_config('search_path', ${quoteLiteral(`${quoteIdentifier(schema)}, pg_catalog, pg_temp`)}, ${local})`;
 }
 
 /**
@@ -140,11 +151,17 @@ export async function probeSetupRelations(
 ): Promise<{ ok: true; names: string[] } | { ok: false; reason: string }> {
   await client.query('BEGIN');
   try {
-    await client.query(`SELECT set_config('search_path', 'pg_temp, ' || current_setting('search_path'), true)`);
+    // Only the temporary schema: whatever the setup would find elsewhere (its existing tables) it must create here.
+    await client.query(`SELECT set_config('search_path', 'pg_temp, pg_catalog', true)`);
     await setup(client);
+    // Relations, and sequences of their own (not those a serial or identity column owns: they move with their table).
     const { rows } = await client.query<{ name: string }>(
-      `SELECT relname AS name FROM pg_class WHERE relnamespace = pg_my_temp_schema() AND relkind IN ('r', 'p', 'v', 'm', 'f')
-        ORDER BY relname`,
+      `SELECT c.relname AS name FROM pg_class c
+        WHERE c.relnamespace = pg_my_temp_schema()
+          AND (c.relkind IN ('r', 'p', 'v', 'm', 'f')
+               OR (c.relkind = 'S' AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                                                    WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype IN ('a', 'i'))))
+        ORDER BY c.relname`,
     );
     return { ok: true, names: rows.map((r) => r.name) };
   } catch (error) {

@@ -125,10 +125,18 @@ export interface ReadRelation {
 }
 
 /** The ALTER … SET SCHEMA of each kind of relation a setup may create (others are never moved). */
-const MOVABLE: Record<string, string> = { r: 'TABLE', p: 'TABLE', v: 'VIEW', m: 'MATERIALIZED VIEW', f: 'FOREIGN TABLE' };
+const MOVABLE: Record<string, string> = { r: 'TABLE', p: 'TABLE', v: 'VIEW', m: 'MATERIALIZED VIEW', f: 'FOREIGN TABLE', S: 'SEQUENCE' };
+
+/** A statement of a switch; `orElse`: what to run instead when it fails (a view whose columns changed). */
+export interface SwitchStep {
+  sql: string;
+  orElse?: string[];
+}
 
 export interface SwitchPlan {
-  statements: string[];
+  /** The relations in the read schema the statements change (tables and views), locked all at once first. */
+  locks: string[];
+  statements: SwitchStep[];
   /** The views the application reads after the switch. */
   views: string[];
   /** Where the previous build's tables went, when it was in place (its new schema); undefined: it stays where it is. */
@@ -147,7 +155,8 @@ export interface SwitchPlan {
 export function switchStatements(input: {
   projection: string;
   readSchema: string;
-  nextSchema: string;
+  /** Null: the next build is in place (a first build switched back to without a move): it needs no views. */
+  nextSchema: string | null;
   nextRelations: string[];
   previous: { version: number; inPlace: boolean; relations: string[] | null } | undefined;
   existing: ReadRelation[];
@@ -156,23 +165,39 @@ export function switchStatements(input: {
 }): SwitchPlan {
   const { quote, readSchema } = input;
   const read = (name: string) => `${quote(readSchema)}.${quote(name)}`;
-  const statements: string[] = [];
+  const statements: SwitchStep[] = [];
   const existing = new Map(input.existing.map((r) => [r.name, r]));
-  const movedTo = input.previous?.inPlace ? buildSchema(input.projection, input.previous.version) : undefined;
+  // Unknown relations (a setup the probe could not run): nothing moves, the previous build stays in place, and a name
+  // the new build needs that is taken stops the switch — never a guess that could move an application's table.
+  const movedTo =
+    input.previous?.inPlace && input.previous.relations !== null ? buildSchema(input.projection, input.previous.version) : undefined;
   const movable = (name: string) => {
     const found = existing.get(name);
     return found !== undefined && !found.ours && MOVABLE[found.kind] !== undefined;
   };
-  const moving = movedTo ? (input.previous?.relations ?? input.nextRelations).filter(movable) : [];
+  const moving = movedTo ? (input.previous?.relations ?? []).filter(movable) : [];
   for (const name of input.nextRelations) {
     const found = existing.get(name);
     if (found && !found.ours && !moving.includes(name)) throw input.nameTaken(read(name));
   }
-  if (movedTo) statements.push(`CREATE SCHEMA IF NOT EXISTS ${quote(movedTo)}`);
-  for (const name of moving) statements.push(`ALTER ${MOVABLE[existing.get(name)!.kind]} ${read(name)} SET SCHEMA ${quote(movedTo!)}`);
-  for (const r of input.existing.filter((r) => r.ours)) statements.push(`DROP VIEW ${read(r.name)}`);
-  for (const name of input.nextRelations) {
-    statements.push(`CREATE VIEW ${read(name)} AS SELECT * FROM ${quote(input.nextSchema)}.${quote(name)}`);
+  const nextSchema = input.nextSchema;
+  const views = nextSchema === null ? [] : input.nextRelations;
+  const ours = input.existing.filter((r) => r.ours).map((r) => r.name);
+  if (movedTo) statements.push({ sql: `CREATE SCHEMA IF NOT EXISTS ${quote(movedTo)}` });
+  for (const name of moving)
+    statements.push({ sql: `ALTER ${MOVABLE[existing.get(name)!.kind]} ${read(name)} SET SCHEMA ${quote(movedTo!)}` });
+  // A view of ours the next build no longer has goes; one it keeps is replaced in place (its grants and the
+  // application's objects on it stay), or dropped and made again when its columns changed.
+  for (const name of ours.filter((n) => !views.includes(n))) statements.push({ sql: `DROP VIEW ${read(name)}` });
+  for (const name of views) {
+    const create = `VIEW ${read(name)} AS SELECT * FROM ${quote(nextSchema!)}.${quote(name)}`;
+    statements.push(
+      ours.includes(name)
+        ? { sql: `CREATE OR REPLACE ${create}`, orElse: [`DROP VIEW ${read(name)}`, `CREATE ${create}`] }
+        : { sql: `CREATE ${create}` },
+    );
   }
-  return { statements, views: input.nextRelations, movedTo };
+  const lockable = (name: string) => ['r', 'p', 'v'].includes(existing.get(name)?.kind ?? '');
+  const locks = [...new Set([...moving, ...ours])].filter(lockable).map(read);
+  return { locks, statements, views, movedTo };
 }

@@ -3,7 +3,8 @@ import type { Logger } from 'pino';
 import { withTransaction } from '../db/connection.js';
 import { quoteIdentifier, type StoreNames } from '../db/identifiers.js';
 import { ReadNameTakenError } from '../errors.js';
-import { switchStatements, type ReadRelation } from './builds.js';
+import { switchStatements, type ReadRelation, type SwitchStep } from './builds.js';
+import { sleep } from '../shared/time.js';
 import { lockBuilds, readBuilds } from './builds-sql.js';
 
 /**
@@ -44,20 +45,25 @@ export async function switchToBuild(
       await lockBuilds(tx, names);
       const builds = await readBuilds(tx, names, projection);
       const next = builds.find((b) => b.slot === slot);
-      if (!next || next.role !== 'building' || !next.schema) return { switched: false, reason: `${slot} is not being built` };
+      if (!next || next.role !== 'building') return { switched: false, reason: `${slot} is not being built` };
       if (next.switchMode !== 'auto') return { switched: false, reason: 'waiting for `projection-runner switch`' };
       const previous = builds.find((b) => b.role === 'live');
-      let livePosition = 0n;
+      let live = { position: 0n, lateSeenId: 0n };
       if (previous) {
         await lockBuildRow(tx, names, previous.slot);
-        livePosition = (await checkpointPositions(tx, names, [previous.slot])).get(previous.slot) ?? 0n;
+        live = (await checkpointsOf(tx, names, [previous.slot])).get(previous.slot) ?? live;
       }
-      const reached = await catchUpTo(livePosition);
-      if (reached < livePosition) return { switched: false, reason: `${livePosition - reached} events behind the live version` };
+      const reached = await catchUpTo(live.position);
+      if (reached < live.position) return { switched: false, reason: `${live.position - reached} events behind the live version` };
+      // Late deliveries too: the live version may have applied a late event that this one has not dealt with yet (its
+      // next normal batch does); switching now would take that event away from the application for a moment.
+      const own = (await checkpointsOf(tx, names, [slot])).get(slot);
+      if (!own || own.lateSeenId < live.lateSeenId)
+        return { switched: false, reason: 'late deliveries the live version applied are pending here' };
       await lockBuildRow(tx, names, slot);
 
       const readSchema = (await tx.query<{ s: string }>('SELECT current_schema() AS s')).rows[0]!.s;
-      const nextRelations = await relationsIn(tx, next.schema);
+      const nextRelations = next.schema === null ? [] : await relationsIn(tx, next.schema);
       const plan = switchStatements({
         projection,
         readSchema,
@@ -68,7 +74,8 @@ export async function switchToBuild(
         quote: quoteIdentifier,
         nameTaken: (relation) => new ReadNameTakenError(projection, relation),
       });
-      for (const statement of plan.statements) await tx.query(statement);
+      await lockAll(tx, plan.locks);
+      for (const step of plan.statements) await run(tx, step);
       await tx.query(`DELETE FROM ${names.q.readViews} WHERE projection = $1`, [projection]);
       await tx.query(
         `INSERT INTO ${names.q.readViews} (read_schema, view_name, projection) SELECT $1, v, $2 FROM unnest($3::text[]) AS v`,
@@ -85,9 +92,10 @@ export async function switchToBuild(
       return { switched: true, views: plan.views };
     });
   } catch (error) {
-    // 55P03: a lock not granted within the timeout (a long reader, a long batch); 40P01: a deadlock, same remedy.
+    // 55P03: a lock not granted within the timeout (a long reader, a long batch); 40P01: a deadlock, same remedy;
+    // 2BP01: an object of the application depends on a view the switch must drop (its columns changed).
     const code = (error as { code?: string }).code;
-    if (!(error instanceof ReadNameTakenError) && code !== '55P03' && code !== '40P01') throw error;
+    if (!(error instanceof ReadNameTakenError) && !['55P03', '40P01', '2BP01'].includes(code ?? '')) throw error;
     const reason = error instanceof Error ? error.message : String(error);
     log.warn({ slot, reason }, 'switch postponed: trying again after the next batch');
     await pool.query(`UPDATE ${names.q.builds} SET switch_error = $2 WHERE slot = $1`, [slot, reason]).catch(() => {});
@@ -95,16 +103,59 @@ export async function switchToBuild(
   }
 }
 
+/**
+ * The read names the switch changes, locked ACCESS EXCLUSIVE all at once and without queueing (NOWAIT), tried again
+ * every few milliseconds within SWITCH_LOCK_TIMEOUT_MS: a reader never waits behind a switch that is itself waiting
+ * (lock_timeout bounds each wait, not their sum, and readers queue behind a waiting lock). Then the DDL waits for
+ * nothing. Past the budget: 55P03, the switch is postponed.
+ */
+async function lockAll(tx: pg.ClientBase, relations: string[]): Promise<void> {
+  if (relations.length === 0) return;
+  const deadline = Date.now() + SWITCH_LOCK_TIMEOUT_MS;
+  for (;;) {
+    await tx.query('SAVEPOINT pr_switch_locks');
+    try {
+      await tx.query(`LOCK TABLE ${relations.join(', ')} IN ACCESS EXCLUSIVE MODE NOWAIT`);
+      await tx.query('RELEASE SAVEPOINT pr_switch_locks');
+      return;
+    } catch (error) {
+      await tx.query('ROLLBACK TO SAVEPOINT pr_switch_locks');
+      if ((error as { code?: string }).code !== '55P03' || Date.now() > deadline) throw error;
+      await sleep(5);
+    }
+  }
+}
+
+/** One step of the plan; a failing one with `orElse` (CREATE OR REPLACE VIEW on changed columns) runs that instead. */
+async function run(tx: pg.ClientBase, step: SwitchStep): Promise<void> {
+  if (!step.orElse) {
+    await tx.query(step.sql);
+    return;
+  }
+  await tx.query('SAVEPOINT pr_switch_step');
+  try {
+    await tx.query(step.sql);
+    await tx.query('RELEASE SAVEPOINT pr_switch_step');
+  } catch {
+    await tx.query('ROLLBACK TO SAVEPOINT pr_switch_step');
+    for (const sql of step.orElse) await tx.query(sql);
+  }
+}
+
 async function lockBuildRow(tx: pg.ClientBase, names: StoreNames, slot: string): Promise<void> {
   await tx.query(`SELECT 1 FROM ${names.q.builds} WHERE slot = $1 FOR UPDATE`, [slot]);
 }
 
-async function checkpointPositions(tx: pg.ClientBase, names: StoreNames, slots: string[]): Promise<Map<string, bigint>> {
-  const { rows } = await tx.query<{ name: string; position: string }>(
-    `SELECT name, position::text FROM ${names.q.checkpoints} WHERE name = ANY($1)`,
+async function checkpointsOf(
+  tx: pg.ClientBase,
+  names: StoreNames,
+  slots: string[],
+): Promise<Map<string, { position: bigint; lateSeenId: bigint }>> {
+  const { rows } = await tx.query<{ name: string; position: string; late_seen_id: string }>(
+    `SELECT name, position::text, late_seen_id::text FROM ${names.q.checkpoints} WHERE name = ANY($1)`,
     [slots],
   );
-  return new Map(rows.map((r) => [r.name, BigInt(r.position)]));
+  return new Map(rows.map((r) => [r.name, { position: BigInt(r.position), lateSeenId: BigInt(r.late_seen_id) }]));
 }
 
 /** The relations a build's setup created in its schema (not partitions: their parent is what one reads). */

@@ -73,13 +73,13 @@ describe('switchStatements', () => {
   it('from a build in place: its tables move to a schema of their own, then the names become views', () => {
     const plan = switchStatements({
       ...base,
-      previous: { version: 1, inPlace: true, relations: null },
+      previous: { version: 1, inPlace: true, relations: ['balances', 'totals'] },
       existing: [
         { name: 'balances', kind: 'r', ours: false },
         { name: 'totals', kind: 'p', ours: false },
       ],
     });
-    expect(plan.statements).toEqual([
+    expect(plan.statements.map((s) => s.sql)).toEqual([
       'CREATE SCHEMA IF NOT EXISTS "p_v1"',
       'ALTER TABLE "public"."balances" SET SCHEMA "p_v1"',
       'ALTER TABLE "public"."totals" SET SCHEMA "p_v1"',
@@ -87,6 +87,14 @@ describe('switchStatements', () => {
       'CREATE VIEW "public"."totals" AS SELECT * FROM "p_v2"."totals"',
     ]);
     expect(plan).toMatchObject({ views: ['balances', 'totals'], movedTo: 'p_v1' });
+    // Unknown relations (a setup the probe could not run): nothing is moved on a guess, the taken name stops it.
+    expect(() =>
+      switchStatements({
+        ...base,
+        previous: { version: 1, inPlace: true, relations: null },
+        existing: [{ name: 'balances', kind: 'r', ours: false }],
+      }),
+    ).toThrow(ReadNameTakenError);
   });
   it('from a build in place whose setup is known: every relation it creates moves, also those the new one lacks', () => {
     const plan = switchStatements({
@@ -100,7 +108,7 @@ describe('switchStatements', () => {
         { name: 'summary', kind: 'm', ours: false },
       ],
     });
-    expect(plan.statements).toEqual([
+    expect(plan.statements.map((s) => s.sql)).toEqual([
       'CREATE SCHEMA IF NOT EXISTS "p_v1"',
       'ALTER TABLE "public"."balances" SET SCHEMA "p_v1"',
       'ALTER TABLE "public"."entries" SET SCHEMA "p_v1"',
@@ -120,10 +128,13 @@ describe('switchStatements', () => {
       ],
     });
     expect(plan.statements).toEqual([
-      'DROP VIEW "public"."balances"',
-      'DROP VIEW "public"."old_only"',
-      'CREATE VIEW "public"."balances" AS SELECT * FROM "p_v2"."balances"',
+      { sql: 'DROP VIEW "public"."old_only"' },
+      {
+        sql: 'CREATE OR REPLACE VIEW "public"."balances" AS SELECT * FROM "p_v2"."balances"',
+        orElse: ['DROP VIEW "public"."balances"', 'CREATE VIEW "public"."balances" AS SELECT * FROM "p_v2"."balances"'],
+      },
     ]);
+    expect(plan.locks).toEqual(['"public"."balances"', '"public"."old_only"']);
     expect(plan.movedTo).toBeUndefined();
   });
   it('a name taken by something else stops the switch before any statement', () => {

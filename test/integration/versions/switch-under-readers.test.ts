@@ -163,7 +163,7 @@ describe('a rebuild beside the live version, under a polling reader', () => {
     // Version 2 is built meanwhile, but its switch cannot take the names this transaction reads: postponed.
     const next = await startRunner(db, { projections: [ledger(2)] });
     const build = async () => (await readBuilds(db.pool, names, 'ledger')).find((b) => b.version === 2);
-    await waitFor('the switch postponed by the reader', async () => /lock timeout/.test((await build())?.switchError ?? ''));
+    await waitFor('the switch postponed by the reader', async () => /could not obtain lock/.test((await build())?.switchError ?? ''));
     expect((await build())?.role).toBe('building');
     expect((await reader.query('SELECT version FROM totals')).rows).toEqual([{ version: 1 }]);
     await reader.query('COMMIT');

@@ -8,6 +8,8 @@
  *   --live-rate R      appends per second in the live-latency run (default 500)
  *   --append-seconds S duration of each append-throughput run (default 10)
  *   --scaling-events N store size for the P-scaling figures (default 200,000)
+ *   --only LIST        only these figures (numbers, comma-separated; `live`: 5, 9, 11, 12), written to
+ *                      bench-results-partial.json (for example `--only live --events 100000 --live-seconds 10`)
  */
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
@@ -40,6 +42,18 @@ const LIVE_SECONDS = flag('live-seconds', 30);
 const LIVE_RATE = flag('live-rate', 500);
 const APPEND_SECONDS = flag('append-seconds', 10);
 const SCALING_EVENTS = flag('scaling-events', 200_000);
+/** `--only 5,9,11,12` (figure numbers) or `--only live` (the live-latency figures 5, 9, 11, 12): those figures alone. */
+const ONLY = ((): Set<number> | undefined => {
+  const i = process.argv.indexOf('--only');
+  if (i < 0) return undefined;
+  const text = process.argv[i + 1] ?? '';
+  const figures = text === 'live' ? [5, 9, 11, 12] : text.split(',').map(Number);
+  if (figures.length === 0 || figures.some((n) => !Number.isInteger(n) || n < 1 || n > 12)) {
+    throw new Error(`--only takes figure numbers 1..12 separated by commas, or "live" (got "${text}")`);
+  }
+  return new Set(figures);
+})();
+const runs = (figure: number) => ONLY === undefined || ONLY.has(figure);
 
 const log = (message: string) => process.stderr.write(`[bench] ${message}\n`);
 const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
@@ -182,6 +196,8 @@ interface LatencyRun {
   args?: string[];
   /** Projections that must have caught up before the writes start. */
   caughtUp: string[];
+  /** The written table's highest position (one row, column `m`): the daemon's H must have reached it first. */
+  headSql: string;
   rate: number;
   /** Writes ping number i; resolves to its global position and when its commit returned. */
   write: (i: number) => Promise<{ position: string; committedAt: number }>;
@@ -189,25 +205,24 @@ interface LatencyRun {
   countReads?: boolean;
 }
 
+const NATIVE_HEAD = 'SELECT coalesce(max(global_position), 0) AS m FROM events';
+
 /** Commit → read model latency of the `latency` projection (bench_latency) for pings written at `rate`/s. */
 async function measureLatency(pool: pg.Pool, url: string, run: LatencyRun) {
   const metricsPort = await freePort();
+  // Everything written before this daemon starts must be applied before the writes start. The persisted H and
+  // checkpoints are no proof of that: they are the previous daemon's, and events appended while no daemon ran (the
+  // append figures) lie above them. Waiting on them started (9) while this daemon was still starting and catching up
+  // ~47,000 events, which every ping of the first ~0.8 s waited for (p99 548.6 ms = max 841.2 ms less the 300 ms
+  // of pings, 1 % at 200/s, written in that ramp). So: this daemon's own gauges, H at the table's head as it is now.
+  const target = Number((await pool.query(run.headSql)).rows[0].m);
   const daemon = startDaemon(url, [...(run.args ?? []), '--metrics-port', String(metricsPort)], run.projections);
-  // Until the daemon has migrated (a fresh foreign store), its tables are not there: not caught up.
-  const head = async () =>
-    Number((await pool.query(`SELECT position AS h FROM projection_high_water`).catch(() => ({ rows: [] }))).rows[0]?.h ?? Number.NaN);
-  const checkpoint = async (name: string) =>
-    Number(
-      (await pool.query('SELECT position FROM projection_checkpoints WHERE name = $1', [name]).catch(() => ({ rows: [] }))).rows[0]
-        ?.position ?? -1,
-    );
   await waitOrThrow(
     async () => {
       daemon.check();
-      const h = await head();
-      if (Number.isNaN(h)) return false;
-      for (const name of run.caughtUp) if ((await checkpoint(name)) < h) return false;
-      return true;
+      const gauges = await positions(metricsPort).catch(() => undefined);
+      if (!gauges || gauges.highWater < target) return false;
+      return run.caughtUp.every((name) => (gauges.checkpoints.get(name) ?? -1) >= gauges.highWater);
     },
     600_000,
     'daemon caught up',
@@ -247,6 +262,16 @@ async function measureLatency(pool: pg.Pool, url: string, run: LatencyRun) {
     max: latencies.at(-1)!,
     readsPerWakeUp: reads,
   };
+}
+
+/** The daemon's own H and the checkpoints of its projections (its gauges: not the previous daemon's rows). */
+async function positions(port: number): Promise<{ highWater: number; checkpoints: Map<string, number> }> {
+  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  const highWater = Number(/^projection_runner_high_water_position (\S+)$/m.exec(text)?.[1] ?? Number.NaN);
+  const checkpoints = new Map(
+    [...text.matchAll(/^projection_runner_checkpoint_position\{projection="([^"]+)"\} (\S+)$/gm)].map((m) => [m[1]!, Number(m[2])]),
+  );
+  return { highWater: Number.isNaN(highWater) ? -1 : highWater, checkpoints };
 }
 
 /** The daemon's own counters: reads of the event table, and batches of the latency projection (its wake-ups with work). */
@@ -386,6 +411,9 @@ async function gapResolution(pool: pg.Pool, url: string, daemonArgs: string[], s
   return { samples, p50: percentile(waits, 50), max: waits.at(-1)! };
 }
 
+/** A figure's table row: label, value, baseline or target. */
+type Row = [string, string, string];
+
 async function main() {
   const db = await startDatabase();
   const pool = new pg.Pool({ connectionString: db.url, max: 10 });
@@ -395,7 +423,15 @@ async function main() {
     node: process.version,
     cpus: os.cpus().length,
     date: new Date().toISOString(),
+    only: ONLY ? [...ONLY] : undefined,
   };
+  const table: Row[] = [['figure', 'value', 'baseline / target']];
+  const fmt = (n: number) => Math.round(n).toLocaleString('en-US');
+  const latencyRow = (label: string, l: { p50: number; p99: number; max: number }, note: string): Row => [
+    label,
+    `p50 ${l.p50.toFixed(1)} ms, p99 ${l.p99.toFixed(1)} ms, max ${l.max.toFixed(1)} ms`,
+    note,
+  ];
   try {
     await migrate(pool, storeNames());
     log(`generating ${EVENTS} events`);
@@ -403,180 +439,205 @@ async function main() {
     const { rows: size } = await pool.query('SELECT avg(pg_column_size(data))::int AS bytes FROM (SELECT data FROM events LIMIT 10000) s');
     results.eventJsonBytes = size[0].bytes;
 
-    log('(1) raw scan');
-    await rawScan(pool); // warm the cache: both sides then read from memory
-    const scan = await rawScan(pool);
-    const scanRate = scan.events / scan.seconds;
-    log('(2) replay, no-op projection');
-    const noop = await replay('noop', db.url);
-    log('(3) replay, account-balance projection');
-    const balances = await replay('account_balances', db.url);
-    log('(4) append throughput');
-    const append1 = await appendThroughput(db.url, 1);
-    const append10 = await appendThroughput(db.url, 10);
-    log('(5) live latency');
-    const live = await measureLatency(pool, db.url, {
-      caughtUp: ['latency', 'account_balances'],
-      rate: LIVE_RATE,
-      write: appendPings(pool),
-    });
-    log('(6) gap resolution: evidence (10 s gap timeout), then timeout path (2 s)');
-    const gapDead = await gapResolution(pool, db.url, [], 10);
-    const gapTimeout = await gapResolution(pool, db.url, ['--gap-evidence', 'off', '--gap-timeout', '2s'], 3);
-    log('(8) trigger cost: appends with the NOTIFY trigger disabled');
-    await pool.query('ALTER TABLE events DISABLE TRIGGER events_notify');
-    const append1NoTrigger = await appendThroughput(db.url, 1);
-    await pool.query('ALTER TABLE events ENABLE TRIGGER events_notify');
-    log('(9) live latency of plain INSERTs (woken by the trigger) at 200/s');
-    const liveInsert = await measureLatency(pool, db.url, {
-      caughtUp: ['latency', 'account_balances'],
-      rate: 200,
-      write: insertPings(pool),
-    });
-
-    log(`(10) P-scaling: catch-up of ${SCALING_EVENTS} events by P = 1, 4, 16 projections`);
-    const scalingDb = await secondDatabase(pool, db.url, 'bench_scaling', SCALING_EVENTS);
-    const scalingRows: Array<{ kind: 'noop' | 'balances'; p: number; seconds: number }> = [];
-    for (const kind of ['noop', 'balances'] as const) {
-      for (const p of [1, 4, 16]) scalingRows.push({ kind, p, seconds: await catchUp(scalingDb.pool, scalingDb.url, kind, p) });
+    let scanRate: number | undefined;
+    if (runs(1)) {
+      log('(1) raw scan');
+      await rawScan(pool); // warm the cache: both sides then read from memory
+      const scan = await rawScan(pool);
+      scanRate = scan.events / scan.seconds;
+      results.rawScan = { ...scan, rate: scanRate };
+      table.push(['(1) raw scan', `${fmt(scanRate)} events/s`, 'baseline']);
     }
-    log('(11) live latency with 16 projections at 500/s, reads per wake-up');
-    const live16Dir = projectionCopies('noop', 16, true);
-    const live16 = await measureLatency(scalingDb.pool, scalingDb.url, {
-      projections: live16Dir,
-      caughtUp: ['latency', ...Array.from({ length: 16 }, (_, i) => `noop_${i + 1}`)],
-      rate: LIVE_RATE,
-      write: appendPings(scalingDb.pool),
-      countReads: true,
-    });
-    rmSync(live16Dir, { recursive: true, force: true });
-    await scalingDb.pool.end();
-
-    log('(12) message-db: live latency of write_message at 200/s (the runner on --source message-db)');
-    const mdb = await secondDatabase(pool, db.url, 'bench_message_db', 0, { native: false });
-    await installMessageDb(mdb.url);
-    const writers = new pg.Pool({ connectionString: mdb.url, max: 8, options: '-c search_path=message_store,public' });
-    writers.on('error', () => {});
-    const mdbDir = projectionCopies('noop', 0, true);
-    const liveMessageDb = await measureLatency(mdb.pool, mdb.url, {
-      projections: mdbDir,
-      args: ['--source', 'message-db'],
-      caughtUp: ['latency'],
-      rate: 200,
-      write: async (i) => {
-        const client = await writers.connect();
-        try {
-          const id = randomUUID();
-          await writeMessage(client, { id, streamName: `ping-${i % 100}`, type: 'Ping', data: { i } });
-          const committedAt = Date.now();
-          const { rows } = await client.query('SELECT global_position::text AS p FROM message_store.messages WHERE id = $1', [id]);
-          return { position: rows[0].p as string, committedAt };
-        } finally {
-          client.release();
-        }
-      },
-    });
-    rmSync(mdbDir, { recursive: true, force: true });
-    await writers.end();
-    await mdb.pool.end();
-
-    let bigNoop: { events: number; seconds: number; peakRssMb: number } | undefined;
-    if (MEMORY_EVENTS > EVENTS) {
-      log(`(7) memory: growing the store to ${MEMORY_EVENTS} events`);
-      const { rows } = await pool.query('SELECT max(global_position)::bigint AS m FROM events');
-      await generate(pool, Number(rows[0].m) + 1, Number(rows[0].m) + MEMORY_EVENTS - EVENTS);
-      bigNoop = await replay('noop', db.url);
+    const ofScan = (rate: number, target: string) =>
+      scanRate === undefined ? `(1) not run (target ${target})` : `${((rate / scanRate) * 100).toFixed(0)} % of (1) (target ${target})`;
+    let noop: { events: number; seconds: number; peakRssMb: number } | undefined;
+    if (runs(2)) {
+      log('(2) replay, no-op projection');
+      noop = await replay('noop', db.url);
+      const rate = noop.events / noop.seconds;
+      results.replayNoop = { ...noop, rate, ratioToRawScan: scanRate === undefined ? undefined : rate / scanRate };
+      table.push(['(2) replay, no-op', `${fmt(rate)} events/s`, ofScan(rate, '>= 70 %')]);
     }
-
-    Object.assign(results, {
-      rawScan: { ...scan, rate: scanRate },
-      replayNoop: { ...noop, rate: noop.events / noop.seconds, ratioToRawScan: noop.events / noop.seconds / scanRate },
-      replayBalances: {
-        ...balances,
-        rate: balances.events / balances.seconds,
-        ratioToRawScan: balances.events / balances.seconds / scanRate,
-      },
-      append: { perAppend1: append1, perAppend10: append10, perAppend1WithoutTrigger: append1NoTrigger },
-      liveLatencyPlainInsertMs: liveInsert,
-      scaling: { events: SCALING_EVENTS, rows: scalingRows },
-      liveLatency16Ms: live16,
-      liveLatencyMessageDbMs: liveMessageDb,
-      liveLatencyMs: live,
-      gapResolutionMs: { dead: gapDead, timedOut: gapTimeout },
-      memory: { peakRssMbAt1: noop.peakRssMb, peakRssMbAt2: bigNoop?.peakRssMb, eventsAt2: bigNoop ? MEMORY_EVENTS : undefined },
-    });
-    const fmt = (n: number) => Math.round(n).toLocaleString('en-US');
-    const table = [
-      ['figure', 'value', 'baseline / target'],
-      ['(1) raw scan', `${fmt(scanRate)} events/s`, 'baseline'],
-      [
-        '(2) replay, no-op',
-        `${fmt(noop.events / noop.seconds)} events/s`,
-        `${((noop.events / noop.seconds / scanRate) * 100).toFixed(0)} % of (1) (target >= 70 %)`,
-      ],
-      [
-        '(3) replay, account balances',
-        `${fmt(balances.events / balances.seconds)} events/s`,
-        `${((balances.events / balances.seconds / scanRate) * 100).toFixed(0)} % of (1) (target >= 40 %)`,
-      ],
-      ['(4) append, 8 writers x 1 event', `${fmt(append1.rate)} events/s`, ''],
-      ['(4) append, 8 writers x 10 events', `${fmt(append10.rate)} events/s`, ''],
-      [
-        '(8) append, 8 x 1, trigger disabled',
-        `${fmt(append1NoTrigger.rate)} events/s`,
-        `the NOTIFY trigger costs ${(((append1NoTrigger.rate - append1.rate) / append1NoTrigger.rate) * 100).toFixed(1)} % of (4) 8 x 1`,
-      ],
-      [
-        '(9) live latency, plain INSERTs',
-        `p50 ${liveInsert.p50.toFixed(1)} ms, p99 ${liveInsert.p99.toFixed(1)} ms, max ${liveInsert.max.toFixed(1)} ms`,
-        `${liveInsert.samples} INSERTs at 200/s (target p99 <= 20 ms)`,
-      ],
-      ...(['noop', 'balances'] as const).flatMap((kind) => {
-        const one = scalingRows.find((r) => r.kind === kind && r.p === 1)!.seconds;
-        return scalingRows
-          .filter((r) => r.kind === kind)
-          .map((r) => [
-            `(10) catch-up, ${r.p} x ${kind}`,
-            `${r.seconds.toFixed(2)} s`,
-            r.p === 1
-              ? `baseline (${fmt(SCALING_EVENTS)} events)`
-              : `${(r.seconds / one).toFixed(2)} x of 1 (target <= ${kind === 'noop' ? 2 : 3} x at 16)`,
-          ]);
-      }),
-      [
-        '(11) live latency, 16 projections',
-        `p50 ${live16.p50.toFixed(1)} ms, p99 ${live16.p99.toFixed(1)} ms, max ${live16.max.toFixed(1)} ms`,
-        `${live16.samples} events at ${LIVE_RATE}/s (target p99 <= 20 ms)`,
-      ],
-      ['(11) reads per live wake-up, 16 projections', `${live16.readsPerWakeUp?.toFixed(2)}`, 'target 1'],
-      [
-        '(12) live latency, message-db write_message',
-        `p50 ${liveMessageDb.p50.toFixed(1)} ms, p99 ${liveMessageDb.p99.toFixed(1)} ms, max ${liveMessageDb.max.toFixed(1)} ms`,
-        `${liveMessageDb.samples} messages at 200/s (target p99 <= 20 ms)`,
-      ],
-      [
-        '(5) live latency commit -> read model',
-        `p50 ${live.p50.toFixed(1)} ms, p99 ${live.p99.toFixed(1)} ms, max ${live.max.toFixed(1)} ms`,
-        `${live.samples} events at ${LIVE_RATE}/s (target p99 <= 20 ms)`,
-      ],
-      [
+    if (runs(3)) {
+      log('(3) replay, account-balance projection');
+      const balances = await replay('account_balances', db.url);
+      const rate = balances.events / balances.seconds;
+      results.replayBalances = { ...balances, rate, ratioToRawScan: scanRate === undefined ? undefined : rate / scanRate };
+      table.push(['(3) replay, account balances', `${fmt(rate)} events/s`, ofScan(rate, '>= 40 %')]);
+    }
+    const append: Record<string, unknown> = {};
+    if (runs(4)) {
+      log('(4) append throughput');
+      const append1 = await appendThroughput(db.url, 1);
+      const append10 = await appendThroughput(db.url, 10);
+      Object.assign(append, { perAppend1: append1, perAppend10: append10 });
+      table.push(['(4) append, 8 writers x 1 event', `${fmt(append1.rate)} events/s`, '']);
+      table.push(['(4) append, 8 writers x 10 events', `${fmt(append10.rate)} events/s`, '']);
+    }
+    if (runs(5)) {
+      log('(5) live latency');
+      const live = await measureLatency(pool, db.url, {
+        caughtUp: ['latency', 'account_balances'],
+        headSql: NATIVE_HEAD,
+        rate: LIVE_RATE,
+        write: appendPings(pool),
+      });
+      results.liveLatencyMs = live;
+      table.push(
+        latencyRow('(5) live latency commit -> read model', live, `${live.samples} events at ${LIVE_RATE}/s (target p99 <= 20 ms)`),
+      );
+    }
+    if (runs(6)) {
+      log('(6) gap resolution: evidence (10 s gap timeout), then timeout path (2 s)');
+      const gapDead = await gapResolution(pool, db.url, [], 10);
+      const gapTimeout = await gapResolution(pool, db.url, ['--gap-evidence', 'off', '--gap-timeout', '2s'], 3);
+      results.gapResolutionMs = { dead: gapDead, timedOut: gapTimeout };
+      table.push([
         '(6) rollback -> gap dead (evidence)',
         `p50 ${fmt(gapDead.p50)} ms, max ${fmt(gapDead.max)} ms`,
         'gap timeout 10 s (target <= 100 ms)',
-      ],
-      ['(6) rollback -> gap timed out', `p50 ${fmt(gapTimeout.p50)} ms, max ${fmt(gapTimeout.max)} ms`, 'gap timeout 2 s, evidence off'],
-      [
+      ]);
+      table.push([
+        '(6) rollback -> gap timed out',
+        `p50 ${fmt(gapTimeout.p50)} ms, max ${fmt(gapTimeout.max)} ms`,
+        'gap timeout 2 s, evidence off',
+      ]);
+    }
+    if (runs(8)) {
+      log('(8) trigger cost: appends with the NOTIFY trigger disabled');
+      await pool.query('ALTER TABLE events DISABLE TRIGGER events_notify');
+      const append1NoTrigger = await appendThroughput(db.url, 1);
+      await pool.query('ALTER TABLE events ENABLE TRIGGER events_notify');
+      append.perAppend1WithoutTrigger = append1NoTrigger;
+      const withTrigger = (append.perAppend1 as { rate: number } | undefined)?.rate;
+      table.push([
+        '(8) append, 8 x 1, trigger disabled',
+        `${fmt(append1NoTrigger.rate)} events/s`,
+        withTrigger === undefined
+          ? '(4) not run'
+          : `the NOTIFY trigger costs ${(((append1NoTrigger.rate - withTrigger) / append1NoTrigger.rate) * 100).toFixed(1)} % of (4) 8 x 1`,
+      ]);
+    }
+    if (Object.keys(append).length > 0) results.append = append;
+    if (runs(9)) {
+      log('(9) live latency of plain INSERTs (woken by the trigger) at 200/s');
+      const liveInsert = await measureLatency(pool, db.url, {
+        caughtUp: ['latency', 'account_balances'],
+        headSql: NATIVE_HEAD,
+        rate: 200,
+        write: insertPings(pool),
+      });
+      results.liveLatencyPlainInsertMs = liveInsert;
+      table.push(latencyRow('(9) live latency, plain INSERTs', liveInsert, `${liveInsert.samples} INSERTs at 200/s (target p99 <= 20 ms)`));
+    }
+
+    if (runs(10) || runs(11)) {
+      const scalingDb = await secondDatabase(pool, db.url, 'bench_scaling', SCALING_EVENTS);
+      if (runs(10)) {
+        log(`(10) P-scaling: catch-up of ${SCALING_EVENTS} events by P = 1, 4, 16 projections`);
+        const scalingRows: Array<{ kind: 'noop' | 'balances'; p: number; seconds: number }> = [];
+        for (const kind of ['noop', 'balances'] as const) {
+          for (const p of [1, 4, 16]) scalingRows.push({ kind, p, seconds: await catchUp(scalingDb.pool, scalingDb.url, kind, p) });
+        }
+        results.scaling = { events: SCALING_EVENTS, rows: scalingRows };
+        for (const kind of ['noop', 'balances'] as const) {
+          const one = scalingRows.find((r) => r.kind === kind && r.p === 1)!.seconds;
+          for (const r of scalingRows.filter((r) => r.kind === kind)) {
+            table.push([
+              `(10) catch-up, ${r.p} x ${kind}`,
+              `${r.seconds.toFixed(2)} s`,
+              r.p === 1
+                ? `baseline (${fmt(SCALING_EVENTS)} events)`
+                : `${(r.seconds / one).toFixed(2)} x of 1 (target <= ${kind === 'noop' ? 2 : 3} x at 16)`,
+            ]);
+          }
+        }
+      }
+      if (runs(11)) {
+        log('(11) live latency with 16 projections at 500/s, reads per wake-up');
+        const live16Dir = projectionCopies('noop', 16, true);
+        const live16 = await measureLatency(scalingDb.pool, scalingDb.url, {
+          projections: live16Dir,
+          caughtUp: ['latency', ...Array.from({ length: 16 }, (_, i) => `noop_${i + 1}`)],
+          headSql: NATIVE_HEAD,
+          rate: LIVE_RATE,
+          write: appendPings(scalingDb.pool),
+          countReads: true,
+        });
+        rmSync(live16Dir, { recursive: true, force: true });
+        results.liveLatency16Ms = live16;
+        table.push(
+          latencyRow('(11) live latency, 16 projections', live16, `${live16.samples} events at ${LIVE_RATE}/s (target p99 <= 20 ms)`),
+        );
+        table.push(['(11) reads per live wake-up, 16 projections', `${live16.readsPerWakeUp?.toFixed(2)}`, 'target 1']);
+      }
+      await scalingDb.pool.end();
+    }
+
+    if (runs(12)) {
+      log('(12) message-db: live latency of write_message at 200/s (the runner on --source message-db)');
+      const mdb = await secondDatabase(pool, db.url, 'bench_message_db', 0, { native: false });
+      await installMessageDb(mdb.url);
+      const writers = new pg.Pool({ connectionString: mdb.url, max: 8, options: '-c search_path=message_store,public' });
+      writers.on('error', () => {});
+      const mdbDir = projectionCopies('noop', 0, true);
+      const liveMessageDb = await measureLatency(mdb.pool, mdb.url, {
+        projections: mdbDir,
+        args: ['--source', 'message-db'],
+        caughtUp: ['latency'],
+        headSql: 'SELECT coalesce(max(global_position), 0) AS m FROM message_store.messages',
+        rate: 200,
+        write: async (i) => {
+          const client = await writers.connect();
+          try {
+            const id = randomUUID();
+            await writeMessage(client, { id, streamName: `ping-${i % 100}`, type: 'Ping', data: { i } });
+            const committedAt = Date.now();
+            const { rows } = await client.query('SELECT global_position::text AS p FROM message_store.messages WHERE id = $1', [id]);
+            return { position: rows[0].p as string, committedAt };
+          } finally {
+            client.release();
+          }
+        },
+      });
+      rmSync(mdbDir, { recursive: true, force: true });
+      await writers.end();
+      await mdb.pool.end();
+      results.liveLatencyMessageDbMs = liveMessageDb;
+      table.push(
+        latencyRow(
+          '(12) live latency, message-db write_message',
+          liveMessageDb,
+          `${liveMessageDb.samples} messages at 200/s (target p99 <= 20 ms)`,
+        ),
+      );
+    }
+
+    if (runs(7)) {
+      let bigNoop: { events: number; seconds: number; peakRssMb: number } | undefined;
+      if (MEMORY_EVENTS > EVENTS) {
+        log(`(7) memory: growing the store to ${MEMORY_EVENTS} events`);
+        const { rows } = await pool.query('SELECT max(global_position)::bigint AS m FROM events');
+        await generate(pool, Number(rows[0].m) + 1, Number(rows[0].m) + MEMORY_EVENTS - EVENTS);
+        bigNoop = await replay('noop', db.url);
+      }
+      results.memory = { peakRssMbAt1: noop?.peakRssMb, peakRssMbAt2: bigNoop?.peakRssMb, eventsAt2: bigNoop ? MEMORY_EVENTS : undefined };
+      const at1 = noop ? `${noop.peakRssMb} MB at ${fmt(EVENTS)}` : '(2) not run';
+      table.push([
         '(7) peak RSS during (2)',
-        `${noop.peakRssMb} MB at ${fmt(EVENTS)}` + (bigNoop ? `, ${bigNoop.peakRssMb} MB at ${fmt(MEMORY_EVENTS)}` : ''),
-        bigNoop
+        at1 + (bigNoop ? `, ${bigNoop.peakRssMb} MB at ${fmt(MEMORY_EVENTS)}` : ''),
+        bigNoop && noop
           ? `${(((bigNoop.peakRssMb - noop.peakRssMb) / noop.peakRssMb) * 100).toFixed(1)} % growth (target <= 200 MB, within 10 %)`
           : 'target <= 200 MB',
-      ],
-    ];
+      ]);
+    }
+
     const widths = table[0]!.map((_, i) => Math.max(...table.map((r) => r[i]!.length)));
     process.stdout.write(`\n${table.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ')).join('\n')}\n\n`);
-    writeFileSync(path.join(REPO, 'bench-results.json'), `${JSON.stringify(results, null, 2)}\n`);
-    log('figures written to bench-results.json');
+    // A partial run (--only) keeps the full run's figures: it writes its own file.
+    const file = ONLY ? 'bench-results-partial.json' : 'bench-results.json';
+    writeFileSync(path.join(REPO, file), `${JSON.stringify(results, null, 2)}\n`);
+    log(`figures written to ${file}`);
   } finally {
     await pool.end();
     await db.stop();

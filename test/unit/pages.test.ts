@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { covers, pageBound, pagesToDrop, slicePage } from '../../src/sources/pages.js';
+import { covers, goesOn, pageBound, pagesToDrop, slicePage, withinBudget } from '../../src/sources/pages.js';
 
 /** A page; its H defaults to its end (read up to H, not cut short). */
 const page = (after: number, coveredTo: number, positions: number[], highWater = coveredTo) => ({
@@ -87,5 +87,55 @@ describe('pagesToDrop', () => {
 
   it('without readers (all failed or stopped), holds nothing', () => {
     expect(drop([], 3)).toEqual([0, 10, 20, 30]);
+  });
+});
+
+describe('goesOn', () => {
+  const read = (after: number, coveredTo: number, positions: number[], cut: boolean | undefined, highWater = coveredTo) => ({
+    ...page(after, coveredTo, positions, highWater),
+    cut,
+  });
+  const goes = (p: ReturnType<typeof read>, after: number, highWater: number, limit: number, takenBefore = 0) => {
+    const s = slicePage(p, { after: BigInt(after), highWater: BigInt(highWater), limit: limit - takenBefore });
+    return goesOn(p, s, takenBefore + s.events.length, limit);
+  };
+
+  it('a batch whose H lies beyond the page it took goes on into the next one (live: pages as short as the steps of H)', () => {
+    expect(goes(read(0, 10, [1, 2, 10], false), 0, 20, 100)).toBe(true);
+    expect(goes(read(0, 10, [1, 2, 10], false), 5, 20, 100, 40)).toBe(true);
+    // A page that ends before its own H (it stopped where the next page held starts): the batch goes on up to that H.
+    expect(goes(read(0, 10, [1, 2, 10], false, 20), 0, 15, 100)).toBe(true);
+  });
+
+  it('stops at H, at its limit, and at a page cut at its size or bytes (or not known not to be)', () => {
+    expect(goes(read(0, 10, [1, 2, 10], false), 0, 10, 100)).toBe(false); // reached H
+    expect(goes(read(0, 10, [1, 2, 10], false), 0, 8, 100)).toBe(false); // the page's H (10) is newer than the batch's: reached
+    expect(goes(read(0, 10, [1, 2, 10], false), 0, 20, 3)).toBe(false); // limit reached at the page's end
+    expect(goes(read(0, 10, [1, 2, 10], false), 0, 20, 2)).toBe(false); // limit reached inside the page
+    expect(goes(read(0, 10, [1, 2, 10], false), 0, 20, 5, 2)).toBe(false); // 2 + 3 = 5: the limit
+    expect(goes(read(0, 10, [1, 2, 10], true), 0, 20, 100)).toBe(false); // cut: more may follow inside its bound
+    expect(goes(read(0, 10, [1, 2, 10], undefined), 0, 20, 100)).toBe(false);
+  });
+});
+
+describe('withinBudget', () => {
+  const events = [1, 2, 4, 5].map((p) => ({ globalPosition: BigInt(p) }));
+  const fit = (budget: number, full = false, next = 6) => {
+    const r = withinBudget({ events, full, next: BigInt(next) }, 0n, () => 10, budget);
+    return { events: r.slice.events.map((e) => Number(e.globalPosition)), full: r.slice.full, next: Number(r.slice.next), used: r.used };
+  };
+
+  it('keeps a slice that fits as it is', () => {
+    expect(fit(40)).toEqual({ events: [1, 2, 4, 5], full: false, next: 6, used: 40 });
+    expect(fit(100, true, 6)).toEqual({ events: [1, 2, 4, 5], full: true, next: 6, used: 40 });
+  });
+
+  it('cuts before the first event that does not fit: the batch ends at the last one taken, with more to read', () => {
+    expect(fit(35)).toEqual({ events: [1, 2, 4], full: true, next: 4, used: 30 });
+    expect(fit(10)).toEqual({ events: [1], full: true, next: 1, used: 10 });
+  });
+
+  it('when nothing fits, the batch ends where the slice started', () => {
+    expect(fit(5)).toEqual({ events: [], full: true, next: 0, used: 0 });
   });
 });

@@ -145,9 +145,9 @@ async function replay(name: string, url: string) {
 /** `rebuild NAME`: a new version built from zero beside the live one, then switched to; its own rate line. */
 async function rebuild(name: string, url: string) {
   const result = await runCli(['rebuild', name, '--projections', PROJECTIONS], url);
-  const match = /is live \(checkpoint \d+; (\d+) events applied in ([\d.]+)s/.exec(result.stdout);
+  const match = /version (\d+) is live \(checkpoint \d+; (\d+) events applied in ([\d.]+)s/.exec(result.stdout);
   if (!match || result.code !== 0) throw new Error(`rebuild ${name} failed: ${result.stdout}\n${result.stderr.slice(-2000)}`);
-  return { events: Number(match[1]), seconds: Number(match[2]), peakRssMb: result.peakRssMb };
+  return { version: Number(match[1]), events: Number(match[2]), seconds: Number(match[3]), peakRssMb: result.peakRssMb };
 }
 
 async function appendThroughput(url: string, perAppend: number) {
@@ -466,6 +466,7 @@ async function main() {
       results.replayNoop = { ...noop, rate, ratioToRawScan: scanRate === undefined ? undefined : rate / scanRate };
       table.push(['(2) replay, no-op', `${fmt(rate)} events/s`, ofScan(rate, '>= 70 %')]);
     }
+    let balancesSlot = 'account_balances';
     if (runs(3)) {
       log('(3) replay, account-balance projection');
       const balances = await replay('account_balances', db.url);
@@ -474,6 +475,8 @@ async function main() {
       table.push(['(3) replay, account balances', `${fmt(rate)} events/s`, ofScan(rate, '>= 40 %')]);
       log('(3) rebuild of the same projection beside its live version (blue/green), then the switch');
       const rebuilt = await rebuild('account_balances', db.url);
+      // Its checkpoint (what the later figures wait on) is the new version's now.
+      balancesSlot = `account_balances@v${rebuilt.version}`;
       const rebuildRate = rebuilt.events / rebuilt.seconds;
       results.rebuildBalances = { ...rebuilt, rate: rebuildRate, ratioToReplay: rebuildRate / rate };
       table.push([
@@ -494,7 +497,7 @@ async function main() {
     if (runs(5)) {
       log('(5) live latency');
       const live = await measureLatency(pool, db.url, {
-        caughtUp: ['latency', 'account_balances'],
+        caughtUp: ['latency', balancesSlot],
         headSql: NATIVE_HEAD,
         rate: LIVE_RATE,
         write: appendPings(pool),
@@ -539,7 +542,7 @@ async function main() {
     if (runs(9)) {
       log('(9) live latency of plain INSERTs (woken by the trigger) at 200/s');
       const liveInsert = await measureLatency(pool, db.url, {
-        caughtUp: ['latency', 'account_balances'],
+        caughtUp: ['latency', balancesSlot],
         headSql: NATIVE_HEAD,
         rate: 200,
         write: insertPings(pool),

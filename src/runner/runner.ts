@@ -48,6 +48,7 @@ interface Unit {
 interface OwnedProjection {
   projector: Projector;
   slot: BuildSlot;
+  replay: Replay;
   controller: AbortController;
   done: Promise<void>;
 }
@@ -304,7 +305,10 @@ export class Runner implements LagSource, HealthSource {
     // A build switched away from (kept) or dropped is no longer this instance's to run.
     for (const slot of [...this.owned.keys()].filter((slot) => !all.some((u) => u.build.slot === slot))) {
       this.options.log.info({ projection: slot }, 'this version is no longer live or building: giving it up');
+      const replay = this.owned.get(slot)?.replay;
       await this.releaseProjection(slot);
+      // A replay it was serving has nobody to finish it now: it ends failed, so that `replay` stops following it.
+      await replay?.fail(`"${slot}" was switched away from or dropped during the replay`).catch(() => {});
     }
     const share = fairShare(all.length, instances);
     // Give back the excess first, gracefully (the projector finishes its batch), so a new instance gets its share.
@@ -350,7 +354,7 @@ export class Runner implements LagSource, HealthSource {
     const controller = new AbortController();
     const onParentAbort = () => controller.abort();
     parent.addEventListener('abort', onParentAbort, { once: true });
-    const entry: OwnedProjection = { projector, slot, controller, done: Promise.resolve() };
+    const entry: OwnedProjection = { projector, slot, replay, controller, done: Promise.resolve() };
     entry.done = projector.run(controller.signal).finally(async () => {
       parent.removeEventListener('abort', onParentAbort);
       // Stopped by itself (ownership lost): forget it and give the lease back, so the next balance pass can start

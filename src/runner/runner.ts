@@ -22,7 +22,7 @@ import { isRetryableDatabaseError, withRetries } from '../db/retry.js';
 import { WakeSignal } from '../shared/wake-signal.js';
 import { NotificationListener } from './listener.js';
 import { prepareStore } from '../sources/prepare.js';
-import { buildsToRun, moduleVersion, type Build } from '../versions/builds.js';
+import { buildsToRun, moduleVersion, type BuildUnit } from '../versions/builds.js';
 import { readBuilds, syncBuilds } from '../versions/builds-sql.js';
 import { BuildSlot } from '../versions/build-slot.js';
 
@@ -37,12 +37,6 @@ export interface RunnerOptions extends Partial<RunnerSettings> {
   metrics?: RunnerMetrics;
   /** How often the leader audits settled gaps and prunes the gap history (default 60 s; tests shorten it). */
   maintenanceIntervalMs?: number;
-}
-
-/** A build this instance may run, and the loaded module whose code builds it. */
-interface Unit {
-  build: Build;
-  module: Projection;
 }
 
 interface OwnedProjection {
@@ -241,7 +235,7 @@ export class Runner implements LagSource, HealthSource {
   }
 
   /** What this instance may run now: the live and building builds of the loaded code (buildsToRun). */
-  private async units(): Promise<Unit[]> {
+  private async units(): Promise<BuildUnit[]> {
     return buildsToRun(this.options.projections, await readBuilds(this.pool, this.names));
   }
 
@@ -324,7 +318,7 @@ export class Runner implements LagSource, HealthSource {
     }
   }
 
-  private async startProjection(unit: Unit, parent: AbortSignal, request?: ReplayRequest): Promise<Projector> {
+  private async startProjection(unit: BuildUnit, parent: AbortSignal, request?: ReplayRequest): Promise<Projector> {
     const slot = new BuildSlot({ ...this.slotOptions(), ...unit });
     const { projection } = slot;
     await this.setup(slot);
@@ -430,8 +424,11 @@ export class Runner implements LagSource, HealthSource {
       const target = await this.resetForReplay(slot, request.id);
       // The lease session died meanwhile: another instance may own the projection now, and it finishes the replay.
       if (!this.leases.holds('projection', projection.name)) continue;
-      const unit = { build: slot.build, module: slot.module };
-      const projector = await this.startProjection(unit, signal, target === undefined ? undefined : { id: request.id, target });
+      const projector = await this.startProjection(
+        { build: slot.build, module: slot.module },
+        signal,
+        target === undefined ? undefined : { id: request.id, target },
+      );
       if (target !== undefined) {
         this.options.log.info({ projection: projection.name, target: target.toString() }, 'replay: rebuilding from position 0');
       }

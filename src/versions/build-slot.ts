@@ -114,8 +114,8 @@ function searchPathSql(schema: string, local: boolean): string {
 
 /**
  * The module as the projector runs it for `build`: named by the build's slot (its checkpoint, leases, metrics), with
- * `setup` creating the build's schema and running with it first in the search path, and `reset` (replay) likewise.
- * Handlers get it through the batch's scopeSql. The first build, in place, is the module itself.
+ * `setup` creating the build's schema and running in it. Handlers and a replay's `reset` run in transactions scoped by
+ * scopeSql/enter. The first build, in place, is the module itself.
  */
 export function scopedProjection(module: Projection, build: Build): Projection {
   const schema = build.schema;
@@ -133,17 +133,14 @@ export function scopedProjection(module: Projection, build: Build): Projection {
         await db.query('RESET search_path');
       }
     },
-    async reset(db: pg.ClientBase) {
-      if (schema !== null) await db.query(`SELECT ${searchPathSql(schema, true)}`);
-      await module.reset?.call(scoped, db);
-    },
   });
 }
 
 /**
  * The relations `setup` creates, learned by running it again in a transaction that is rolled back, with the session's
- * temporary schema first in the search path: its CREATE … IF NOT EXISTS statements find nothing there and create
- * every relation again, as temporary ones (no privilege needed beyond TEMP, which every role has by default).
+ * temporary schema as the only schema of the search path (and pg_catalog): its CREATE … IF NOT EXISTS statements find
+ * nothing there and create every relation again, as temporary ones (no privilege needed beyond TEMP, which every role
+ * has by default). A setup that needs another schema fails here: its relations stay unknown.
  */
 export async function probeSetupRelations(
   client: pg.ClientBase,

@@ -100,14 +100,14 @@ export function planRebuild(projection: string, builds: Build[], switchMode: Swi
   return laterBuild(projection, Math.max(...mine.map((b) => b.version)) + 1, live.codeVersion, switchMode);
 }
 
-/** A unit of work for this instance: a build and the projection that runs it under its slot. */
+/** A unit of work for an instance: a build and the loaded module whose code builds it. */
 export interface BuildUnit {
   build: Build;
-  projection: Projection;
+  module: Projection;
 }
 
 /** The builds this instance runs: the live and building ones made by the code it loaded. */
-export function buildsToRun(projections: Projection[], builds: Build[]): Array<{ build: Build; module: Projection }> {
+export function buildsToRun(projections: Projection[], builds: Build[]): BuildUnit[] {
   return builds.flatMap((build) => {
     const module = projections.find((p) => p.name === build.projection);
     if (!module || moduleVersion(module) !== build.codeVersion || build.role === 'kept') return [];

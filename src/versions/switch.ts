@@ -8,9 +8,9 @@ import { sleep } from '../shared/time.js';
 import { lockBuilds, readBuilds } from './builds-sql.js';
 
 /**
- * How long a switch waits for a lock (the builds' rows while a batch of either build runs, the read names while an
- * application transaction reads them) before it gives up and is tried again after the next batch. Readers that
- * arrive meanwhile queue behind the switch, so this bounds their wait too.
+ * How long a switch tries for its locks before it gives up and is tried again after the next batch: each wait for a
+ * builds row (a batch of either build in flight), and the budget for taking all the read names at once NOWAIT (an
+ * application transaction reading them), so readers never queue behind a waiting switch (lockAll).
  */
 export const SWITCH_LOCK_TIMEOUT_MS = 500;
 

@@ -1,9 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import { defineProjection, type Projection } from '../../../src/index.js';
+import { type Projection } from '../../../src/index.js';
 import { storeNames } from '../../../src/db/identifiers.js';
 import { readBuilds, requestRebuild } from '../../../src/versions/builds-sql.js';
 import { waitFor } from '../../support/database.js';
 import { startRunner, useRunnerFixture } from '../../support/runner.js';
+import { versionedBalances, versionRoles } from '../../support/versioned.js';
 
 /**
  * Attack: the README tells applications to "recreate such objects on the names" (a view of their own over the read
@@ -15,24 +16,10 @@ import { startRunner, useRunnerFixture } from '../../support/runner.js';
 const fixture = useRunnerFixture();
 const names = storeNames();
 
-function acct(version: number): Projection {
-  return defineProjection({
-    name: 'acct',
-    version,
-    async setup(db) {
-      await db.query(`CREATE TABLE IF NOT EXISTS balances (account text PRIMARY KEY, balance bigint NOT NULL, version int NOT NULL)`);
-    },
-    async handle(event, tx) {
-      await tx.query(
-        `INSERT INTO balances (account, balance, version) VALUES ($1, 1, $2) ON CONFLICT (account) DO UPDATE SET balance = balances.balance + 1`,
-        [event.streamName, version],
-      );
-    },
-  });
-}
+const acct = (version: number): Projection => versionedBalances(version);
 
 const builds = async () => readBuilds(fixture.db.pool, names, 'acct');
-const roles = async () => (await builds()).map((b) => `${b.version}:${b.role}`).join();
+const roles = () => versionRoles(fixture.db.pool, 'acct');
 
 describe('attack: an application view on the names', () => {
   it('a later switch goes through (or at least says why not) when the application has a view over the names', async () => {

@@ -8,36 +8,25 @@ import { REPO, startDaemon, useDaemonFixture } from '../../support/child-runner.
 import { waitFor } from '../../support/database.js';
 import { committedPositions, expectExactlyOnceInOrder } from '../../support/position-log.js';
 import { startRunner } from '../../support/runner.js';
+import { slotCheckpoint, versionedBalances, versionRoles } from '../../support/versioned.js';
 
 /** Attacks that held (kept as regression tests): they pass on the current code. */
 const fixture = useDaemonFixture();
 const names = storeNames();
 const VERSIONED = path.join(REPO, 'test/fixtures/versioned-projections');
 
-const roles = async (projection: string) =>
-  (await readBuilds(fixture.db.pool, names, projection)).map((b) => `${b.version}:${b.role}`).join();
-const checkpoint = async (slot: string) =>
-  Number((await fixture.db.pool.query('SELECT position FROM projection_checkpoints WHERE name = $1', [slot])).rows[0]?.position ?? -1);
+const roles = (projection: string) => versionRoles(fixture.db.pool, projection);
+const checkpoint = (slot: string) => slotCheckpoint(fixture.db.pool, slot);
 const relkind = async (qualified: string) =>
   (await fixture.db.pool.query(`SELECT (SELECT relkind::text FROM pg_class WHERE oid = to_regclass($1)) AS k`, [qualified])).rows[0].k as
     string | null;
 
-function acct(version: number, poison = false): Projection {
-  return defineProjection({
-    name: 'acct',
-    version,
-    async setup(db) {
-      await db.query(`CREATE TABLE IF NOT EXISTS balances (account text PRIMARY KEY, balance bigint NOT NULL, version int NOT NULL)`);
-    },
-    async handle(event, tx) {
+const acct = (version: number, poison = false): Projection =>
+  versionedBalances(version, {
+    before: async (event) => {
       if (poison && event.type === 'Poison') throw new Error('cannot handle Poison');
-      await tx.query(
-        `INSERT INTO balances (account, balance, version) VALUES ($1, 1, $2) ON CONFLICT (account) DO UPDATE SET balance = balances.balance + 1`,
-        [event.streamName, version],
-      );
     },
   });
-}
 
 describe('attacks that held', () => {
   it('SIGKILL of the instance in the middle of its switch transaction changes nothing; the next owner switches, exactly once', async () => {

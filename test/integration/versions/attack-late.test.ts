@@ -1,9 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { defineProjection, type Projection } from '../../../src/index.js';
-import { storeNames } from '../../../src/db/identifiers.js';
-import { readBuilds } from '../../../src/versions/builds-sql.js';
+import { type Projection } from '../../../src/index.js';
 import { waitFor } from '../../support/database.js';
 import { startRunner, useRunnerFixture } from '../../support/runner.js';
+import { slotCheckpoint, versionedBalances, versionRoles } from '../../support/versioned.js';
 
 /**
  * Attack: a late event (its transaction held past --gap-timeout) that commits while the new version is in its last
@@ -13,33 +12,20 @@ import { startRunner, useRunnerFixture } from '../../support/runner.js';
  * The application sees the late deposit vanish, then come back.
  */
 const fixture = useRunnerFixture();
-const names = storeNames();
 
 /** Same amounts in both versions (so a reader can compare across the switch); v2 sleeps on a `Slow` event. */
-function acct(version: number): Projection {
-  return defineProjection({
-    name: 'acct',
-    version,
-    async setup(db) {
-      await db.query(`CREATE TABLE IF NOT EXISTS balances (account text PRIMARY KEY, balance bigint NOT NULL, version int NOT NULL)`);
-    },
-    async handle(event, tx) {
-      if (event.type === 'Slow') {
-        if (version === 2) await tx.query('SELECT pg_sleep(3) /* attack-late-slow */');
-        return;
-      }
-      await tx.query(
-        `INSERT INTO balances (account, balance, version) VALUES ($1, $2, $3)
-         ON CONFLICT (account) DO UPDATE SET balance = balances.balance + EXCLUDED.balance`,
-        [event.streamName, Number(event.data.amount), version],
-      );
+const acct = (version: number): Projection =>
+  versionedBalances(version, {
+    amount: (event) => Number(event.data.amount),
+    before: async (event, tx) => {
+      if (event.type !== 'Slow') return;
+      if (version === 2) await tx.query('SELECT pg_sleep(3) /* attack-late-slow */');
+      return 'skip';
     },
   });
-}
 
-const checkpoint = async (slot: string) =>
-  Number((await fixture.db.pool.query('SELECT position FROM projection_checkpoints WHERE name = $1', [slot])).rows[0]?.position ?? -1);
-const roles = async () => (await readBuilds(fixture.db.pool, names, 'acct')).map((b) => `${b.version}:${b.role}`).join();
+const checkpoint = (slot: string) => slotCheckpoint(fixture.db.pool, slot);
+const roles = () => versionRoles(fixture.db.pool, 'acct');
 
 describe('attack: a late event and the switch', () => {
   it('the switch never shows a read model that lacks a late event the live version had applied', async () => {

@@ -1,10 +1,11 @@
 import { describe, expect, it } from 'vitest';
-import { defineProjection, type Projection } from '../../../src/index.js';
+import { type Projection } from '../../../src/index.js';
 import { storeNames } from '../../../src/db/identifiers.js';
 import { readReplay, requestReplay } from '../../../src/replay/requests.js';
-import { readBuilds, requestSwitch } from '../../../src/versions/builds-sql.js';
+import { requestSwitch } from '../../../src/versions/builds-sql.js';
 import { waitFor } from '../../support/database.js';
 import { startRunner, useRunnerFixture } from '../../support/runner.js';
+import { slotCheckpoint, versionedBalances, versionRoles } from '../../support/versioned.js';
 
 /**
  * Attacks: `replay` of the live version while a new version is built beside it. The replay's reset runs outside the
@@ -14,32 +15,20 @@ import { startRunner, useRunnerFixture } from '../../support/runner.js';
 const fixture = useRunnerFixture();
 const names = storeNames();
 
-function acct(version: number, options: { resetDelay?: number; perEventSleep?: number } = {}): Projection {
-  return defineProjection({
-    name: 'acct',
-    version,
-    async setup(db) {
-      await db.query(`CREATE TABLE IF NOT EXISTS balances (account text PRIMARY KEY, balance bigint NOT NULL, version int NOT NULL)`);
-    },
-    async reset(db) {
-      // A reset that takes a moment before it deletes (it archives first, or empties a big table first).
+const acct = (version: number, options: { resetDelay?: number; perEventSleep?: number } = {}): Projection =>
+  versionedBalances(version, {
+    // A reset that takes a moment before it deletes (it archives first, or empties a big table first).
+    reset: async (db) => {
       if (options.resetDelay) await db.query(`SELECT pg_sleep(${options.resetDelay}) /* attack-reset-sleep */`);
       await db.query('DELETE FROM balances');
     },
-    async handle(event, tx) {
+    before: async (_event, tx) => {
       if (options.perEventSleep) await tx.query(`SELECT pg_sleep(${options.perEventSleep})`);
-      await tx.query(
-        `INSERT INTO balances (account, balance, version) VALUES ($1, 1, $2)
-         ON CONFLICT (account) DO UPDATE SET balance = balances.balance + 1`,
-        [event.streamName, version],
-      );
     },
   });
-}
 
-const checkpoint = async (slot: string) =>
-  Number((await fixture.db.pool.query('SELECT position FROM projection_checkpoints WHERE name = $1', [slot])).rows[0]?.position ?? -1);
-const roles = async () => (await readBuilds(fixture.db.pool, names, 'acct')).map((b) => `${b.version}:${b.role}`).join();
+const checkpoint = (slot: string) => slotCheckpoint(fixture.db.pool, slot);
+const roles = () => versionRoles(fixture.db.pool, 'acct');
 const sum = async (table: string) => Number((await fixture.db.pool.query(`SELECT coalesce(sum(balance), 0) AS s FROM ${table}`)).rows[0].s);
 
 describe('attack: replay of the live version racing the switch', () => {

@@ -1,9 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import { defineProjection, type Projection, type Runner } from '../../../src/index.js';
+import { type Projection, type Runner } from '../../../src/index.js';
 import { storeNames } from '../../../src/db/identifiers.js';
-import { readBuilds, requestSwitch } from '../../../src/versions/builds-sql.js';
+import { requestSwitch } from '../../../src/versions/builds-sql.js';
 import { waitFor } from '../../support/database.js';
 import { startRunner, useRunnerFixture } from '../../support/runner.js';
+import { versionedBalances, versionRoles } from '../../support/versioned.js';
 
 /**
  * Attack: the old release's projector of the first version keeps the Build it was started with (role live, schema
@@ -24,25 +25,9 @@ import { startRunner, useRunnerFixture } from '../../support/runner.js';
 const fixture = useRunnerFixture();
 const names = storeNames();
 
-function acct(version: number): Projection {
-  const scale = version === 1 ? 1 : 100;
-  return defineProjection({
-    name: 'acct',
-    version,
-    async setup(db) {
-      await db.query(`CREATE TABLE IF NOT EXISTS balances (account text PRIMARY KEY, balance bigint NOT NULL, version int NOT NULL)`);
-    },
-    async handle(event, tx) {
-      await tx.query(
-        `INSERT INTO balances (account, balance, version) VALUES ($1, $2, $3)
-         ON CONFLICT (account) DO UPDATE SET balance = balances.balance + EXCLUDED.balance`,
-        [event.streamName, scale, version],
-      );
-    },
-  });
-}
+const acct = (version: number): Projection => versionedBalances(version, { scale: version === 1 ? 1 : 100 });
 
-const roles = async () => (await readBuilds(fixture.db.pool, names, 'acct')).map((b) => `${b.version}:${b.role}`).join();
+const roles = () => versionRoles(fixture.db.pool, 'acct');
 const table = async (qualified: string) =>
   (
     await fixture.db.pool.query(

@@ -1,10 +1,11 @@
 import { describe, expect, it } from 'vitest';
-import { defineProjection, type Projection } from '../../../src/index.js';
+import type { Projection } from '../../../src/index.js';
 import { storeNames } from '../../../src/db/identifiers.js';
 import { BuildRetiredError, VersionRequestError } from '../../../src/errors.js';
 import { dropVersion, readBuilds, requestRebuild, requestSwitch } from '../../../src/versions/builds-sql.js';
 import { waitFor } from '../../support/database.js';
 import { startRunner, useRunnerFixture } from '../../support/runner.js';
+import { versionedBalances } from '../../support/versioned.js';
 
 /**
  * Blue/green versions of a read model: a version 2 module built beside version 1 (run by another runner: an old and a
@@ -15,26 +16,8 @@ const fixture = useRunnerFixture();
 const names = storeNames();
 
 /** Balances per account; `version` scales the amounts (v1: units, v2: cents), so a reader can tell them apart. */
-function balances(version: number): Projection {
-  const scale = version === 1 ? 1 : 100;
-  return defineProjection({
-    name: 'balances',
-    version,
-    async setup(db) {
-      await db.query(`CREATE TABLE IF NOT EXISTS balances (account text PRIMARY KEY, balance bigint NOT NULL, version int NOT NULL)`);
-    },
-    async reset(db) {
-      await db.query('TRUNCATE balances');
-    },
-    async handle(event, tx) {
-      await tx.query(
-        `INSERT INTO balances (account, balance, version) VALUES ($1, $2, $3)
-         ON CONFLICT (account) DO UPDATE SET balance = balances.balance + EXCLUDED.balance`,
-        [event.streamName, Number(event.data.amount) * scale, version],
-      );
-    },
-  });
-}
+const balances = (version: number): Projection =>
+  versionedBalances(version, { name: 'balances', scale: version === 1 ? 1 : 100, amount: (event) => Number(event.data.amount) });
 
 async function deposit(n: number, amount = 1) {
   for (let i = 0; i < n; i++) await fixture.store.append(`acct-${i % 5}`, [{ type: 'Deposited', data: { amount } }]);

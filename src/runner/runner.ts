@@ -21,6 +21,7 @@ import { claimReplays, recordReplayProgress, resetForReplay } from '../replay/re
 import { isRetryableDatabaseError, withRetries } from '../db/retry.js';
 import { WakeSignal } from '../shared/wake-signal.js';
 import { NotificationListener } from './listener.js';
+import { withSessionLock } from '../db/session-lock.js';
 import { prepareStore } from '../sources/prepare.js';
 import { buildsToRun, moduleVersion, type BuildUnit } from '../versions/builds.js';
 import { readBuilds, syncBuilds } from '../versions/builds-sql.js';
@@ -243,16 +244,15 @@ export class Runner implements LagSource, HealthSource {
     return { pool: this.pool, names: this.names, log: this.options.log };
   }
 
-  /** A build's setup, once per process, on a connection of its own (scopedProjection puts it in the build's schema). */
+  /**
+   * A build's setup, once per process, on a connection of its own (scopedProjection puts it in the build's schema),
+   * one instance at a time: instances starting together would otherwise race on the setup's CREATE … IF NOT EXISTS.
+   */
   private async setup(slot: BuildSlot): Promise<void> {
     const { projection } = slot;
     if (this.setUp.has(projection.name)) return;
-    const client = await this.pool.connect();
-    try {
-      await slot.setUp(client);
-    } finally {
-      client.release();
-    }
+    const { schema, table } = this.names;
+    await withSessionLock(this.pool, `${schema}.${table}:setup:${projection.name}`, (client) => slot.setUp(client));
     this.setUp.add(projection.name);
   }
 

@@ -5,6 +5,7 @@ import { quoteIdentifier } from '../db/identifiers.js';
 import { migrate, type MigrationReport } from '../db/migrate.js';
 import { notifyTriggerSql } from '../db/migrations.js';
 import { sleep } from '../shared/time.js';
+import { withSessionLock } from '../db/session-lock.js';
 import { checkEventTable, hasPositionIndex, hasTrigger, partitionsOf, relation } from './catalog.js';
 import { eventTable } from './event-table.js';
 
@@ -113,33 +114,14 @@ async function withShortLocks(db: pg.ClientBase, sql: string): Promise<void> {
 }
 
 /**
- * Runs `fn` on a connection of its own that holds the attach lock of the table: a session-level advisory lock keyed
- * on the foreign table (not on the runner's schema: two runner schemas may read one store). Without it, two
- * instances starting together both find the index or the trigger missing and both build it: one fails (the index
- * name exists, pg_proc's unique key under two CREATE OR REPLACE FUNCTION, a deadlock of two CREATE TRIGGER), and the
- * start with it. The lock is polled (pg_try_advisory_lock), never waited for inside a statement: CREATE INDEX
- * CONCURRENTLY waits for every transaction with an older snapshot, and a waiter blocked in a statement would be one.
- * The work runs on the same connection (a command's pool may have one), so what is missing is looked at again under
- * the lock. PostgreSQL frees the lock if the process dies.
+ * One process at a time attaches to a given table (db/session-lock.ts): the lock is keyed on the foreign table, not
+ * on the runner's schema (two runner schemas may read one store). Without it, two instances starting together both
+ * find the index or the trigger missing and both build it: one fails (the index name exists, pg_proc's unique key
+ * under two CREATE OR REPLACE FUNCTION, a deadlock of two CREATE TRIGGER), and the start with it. What is missing is
+ * looked at again under the lock.
  */
-async function withAttachLock<T>(pool: pg.Pool, names: StoreNames, fn: (db: pg.ClientBase) => Promise<T>): Promise<T> {
-  const key = `projection-runner:attach:${eventTable(names).table}`;
-  const client = await pool.connect();
-  let broken: Error | undefined;
-  try {
-    for (;;) {
-      const { rows } = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock(hashtext($1), 0) AS ok', [key]);
-      if (rows[0]!.ok) break;
-      await sleep(50 + Math.random() * 100);
-    }
-    try {
-      return await fn(client);
-    } finally {
-      await client.query('SELECT pg_advisory_unlock(hashtext($1), 0)', [key]).catch((error: Error) => (broken = error));
-    }
-  } finally {
-    client.release(broken);
-  }
+function withAttachLock<T>(pool: pg.Pool, names: StoreNames, fn: (db: pg.ClientBase) => Promise<T>): Promise<T> {
+  return withSessionLock(pool, `projection-runner:attach:${eventTable(names).table}`, fn);
 }
 
 /**

@@ -16,8 +16,13 @@ export function validateIdentifier(setting: string, value: string): string {
 }
 
 /** A SQL string literal (standard_conforming_strings, the default since PostgreSQL 9.1). */
+/**
+ * A string literal, as PostgreSQL's quote_literal makes it: with a backslash in the value, an E'' literal with the
+ * backslashes doubled, so that the value means the same whatever standard_conforming_strings says.
+ */
 export function quoteLiteral(value: string): string {
-  return `'${value.replaceAll("'", "''")}'`;
+  const quoted = value.replaceAll("'", "''");
+  return value.includes('\\') ? `E'${quoted.replaceAll('\\', '\\\\')}'` : `'${quoted}'`;
 }
 
 export function quoteIdentifier(value: string): string {

@@ -1,4 +1,5 @@
 import type { ProjectionState } from '../projection/projection.js';
+import type { GivenUpSnapshot } from './checkpoints.js';
 
 /** The pure decisions of a projector's batch (see Projector.runBatch), apart from the SQL and the handlers. */
 
@@ -41,4 +42,16 @@ export function batchState(batch: { failing: boolean; rebuilding: boolean; full:
   if (batch.failing) return 'failed';
   if (batch.rebuilding) return 'replaying';
   return batch.full ? 'catching_up' : 'running';
+}
+
+/**
+ * The given-up ranges a batch passes in (after, upTo], clipped to it, from those its BEGIN read (`known`): undefined
+ * when the batch went beyond what that snapshot holds complete (its page was read under a newer H, or there were more
+ * ranges than BEGIN brings), and then the batch asks the database.
+ */
+export function knownGivenUp(known: GivenUpSnapshot, after: bigint, upTo: bigint): Array<[bigint, bigint]> | undefined {
+  if (upTo > known.completeTo) return undefined;
+  return known.ranges
+    .filter(([from, to]) => from <= upTo && to > after)
+    .map(([from, to]): [bigint, bigint] => [from > after ? from : after + 1n, to < upTo ? to : upTo]);
 }

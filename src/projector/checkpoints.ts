@@ -1,5 +1,7 @@
 import type pg from 'pg';
-import type { StoreNames } from '../db/identifiers.js';
+import { quoteLiteral, type StoreNames } from '../db/identifiers.js';
+import { executePrepared, preparedStatement, type PreparedStatement } from '../db/prepared.js';
+import { buildScopeColumns, type BuildScope } from '../versions/build-slot.js';
 import type { ProjectionState } from '../projection/projection.js';
 
 /**
@@ -37,31 +39,86 @@ export interface BatchContext {
   pendingLate: Array<{ id: bigint; position: bigint }>;
   /** The build's role and schema (JSON), read with the build scope (BuildSlot.scopeSql); undefined without one. */
   buildScope?: string | null;
+  /** The given-up ranges above the checkpoint in this snapshot (batch.ts knownGivenUp decides when they suffice). */
+  givenUp: GivenUpSnapshot;
 }
 
 /**
- * Starts the batch transaction and reads its context in one round trip, one snapshot: H and the pending late notices,
- * and with `scope` (a build's select-list, BuildSlot.scopeSql) its role and search path.
- * The number is inlined (the simple protocol takes no parameters with several statements): an integer of our own,
- * never user input.
+ * Given-up ranges (dead or timed out) that end above a checkpoint, in order, as one snapshot saw them: every one that
+ * starts at or below `completeTo`. A range is given up in the same transaction that moves H past it, so the snapshot
+ * that read H = h holds all of them up to h; fewer are fetched when there are many (a replay from 0 passes them all).
  */
-export async function beginBatch(tx: pg.ClientBase, names: StoreNames, lateSeenId: bigint, scope?: string): Promise<BatchContext> {
-  const results = (await tx.query(
-    `BEGIN;
-     SELECT (SELECT position::text FROM ${names.q.highWater}) AS hw,
-            (SELECT coalesce(array_agg(id || '-' || from_position ORDER BY id), '{}') FROM ${names.q.gaps}
-              WHERE resolution = 'late' AND id > ${BigInt(lateSeenId).toString()}) AS late
-            ${scope ? `, ${scope}` : ''}`,
-  )) as unknown as Array<pg.QueryResult<{ hw: string; late: string[]; build_scope?: string | null }>>;
-  const row = results[1]!.rows[0]!;
+export interface GivenUpSnapshot {
+  ranges: Array<[bigint, bigint]>;
+  completeTo: bigint;
+}
+
+/** At most this many given-up ranges ride along with BEGIN; beyond them a batch asks (givenUpRanges). */
+const GIVEN_UP_AT_BEGIN = 32;
+
+/**
+ * The batch path's two statements, prepared once per session (db/prepared.ts): its context (H, the pending late
+ * notices, the given-up ranges above the checkpoint, the build's scope) and its checkpoint's compare-and-set.
+ */
+function batchStatements(names: StoreNames): { begin: PreparedStatement; move: PreparedStatement } {
+  const key = `${names.q.checkpoints} ${names.q.gaps} ${names.q.highWater} ${names.q.builds}`;
+  let statements = statementsByStore.get(key);
+  if (!statements) {
+    const begin = preparedStatement(`
+      SELECT (SELECT position::text FROM ${names.q.highWater}) AS hw,
+             (SELECT coalesce(array_agg(id || '-' || from_position ORDER BY id), '{}') FROM ${names.q.gaps}
+               WHERE resolution = 'late' AND id > $2::bigint) AS late,
+             (SELECT coalesce(array_agg(f || '-' || t ORDER BY f), '{}')
+                FROM (SELECT from_position AS f, to_position AS t FROM ${names.q.gaps}
+                       WHERE resolution IN ('timed_out', 'dead') AND to_position > $1::bigint
+                       ORDER BY from_position LIMIT ${GIVEN_UP_AT_BEGIN + 1}) g) AS given_up,
+             ${buildScopeColumns(names, '$3::text', '$4::text')}`);
+    // Zero rows moved must not let the COMMIT that follows through (the handlers' writes would be kept without the
+    // checkpoint: applied twice later): it divides by the rows moved, and PostgreSQL runs none of the statements
+    // that follow a failed one in the same query string.
+    const move = preparedStatement(`
+      WITH moved AS (${checkpointUpdate(names, ['$1::text', '$2::bigint', '$3::bigint', '$4::bigint', '$5::text', '$6::jsonb', '$7::text'])} RETURNING 1)
+      SELECT 1 / count(*)::int AS moved FROM moved`);
+    statements = { begin, move };
+    statementsByStore.set(key, statements);
+  }
+  return statements;
+}
+const statementsByStore = new Map<string, { begin: PreparedStatement; move: PreparedStatement }>();
+
+/**
+ * Starts the batch transaction and reads its context in one round trip, one snapshot: H, the pending late notices,
+ * the given-up ranges above the checkpoint `after`, and with `scope` the build's role, its row FOR SHARE and search
+ * path (BuildSlot.scopeSql). Values are inlined as literals (the simple protocol takes no parameters).
+ */
+export async function beginBatch(
+  tx: pg.ClientBase,
+  names: StoreNames,
+  progress: { after: bigint; lateSeenId: bigint },
+  scope?: BuildScope,
+): Promise<BatchContext> {
+  const { begin, move } = batchStatements(names);
+  const text = (v: string | null | undefined) => (v === null || v === undefined ? 'NULL' : quoteLiteral(v));
+  const result = await executePrepared(
+    tx,
+    begin,
+    [progress.after.toString(), progress.lateSeenId.toString(), text(scope?.slot), text(scope?.searchPath)],
+    { before: 'BEGIN', alsoPrepare: [move] },
+  );
+  const row = result.rows[0] as { hw: string; late: string[]; given_up: string[]; build_scope: string | null };
   const pair = (text: string): [bigint, bigint] => {
     const [a, b] = text.split('-');
     return [BigInt(a!), BigInt(b!)];
   };
+  const highWater = BigInt(row.hw);
+  const givenUp = row.given_up.map(pair);
+  // One more than kept was fetched: when it is there, the list is complete only below where it starts.
+  const beyond = givenUp.length > GIVEN_UP_AT_BEGIN ? givenUp.pop()! : undefined;
   return {
-    highWater: BigInt(row.hw),
+    highWater,
     pendingLate: row.late.map(pair).map(([id, position]) => ({ id, position })),
     buildScope: row.build_scope,
+    givenUp: { ranges: givenUp, completeTo: beyond ? beyond[0] - 1n : highWater },
   };
 }
 
@@ -115,8 +172,37 @@ export async function claimLateDeliveries(
   return rows.map((r) => BigInt(r.position));
 }
 
+/** A checkpoint row's progress as a batch or a dead letter commits it (the whole of it: unchanged fields too). */
+export interface CheckpointMove {
+  position: bigint;
+  lateSeenId: bigint;
+  state: ProjectionState;
+  lastError?: FailureRecord | null;
+  owner: string;
+}
+
+/** The compare-and-set of a checkpoint: `v` gives each value's SQL (a parameter or a literal), in this order. */
+function checkpointUpdate(names: StoreNames, v: [name: string, expected: string, ...CheckpointValues]): string {
+  const [name, expected, position, lateSeenId, state, lastError, owner] = v;
+  return `UPDATE ${names.q.checkpoints}
+             SET position = ${position}, late_seen_id = ${lateSeenId}, state = ${state}, last_error = ${lastError},
+                 owner = ${owner}, updated_at = now()
+           WHERE name = ${name} AND position = ${expected}`;
+}
+type CheckpointValues = [position: string, lateSeenId: string, state: string, lastError: string, owner: string];
+
+function moveValues(next: CheckpointMove): [string, string, string, string | null, string] {
+  return [
+    next.position.toString(),
+    next.lateSeenId.toString(),
+    next.state,
+    next.lastError ? JSON.stringify(next.lastError) : null,
+    next.owner,
+  ];
+}
+
 /**
- * Moves the checkpoint: a compare-and-set on the previous position, inside the batch's transaction. Zero rows means
+ * Moves the checkpoint: a compare-and-set on the previous position, inside the caller's transaction. Zero rows means
  * another instance moved it (we lost ownership): the caller rolls back.
  */
 export async function saveCheckpoint(
@@ -124,25 +210,38 @@ export async function saveCheckpoint(
   names: StoreNames,
   name: string,
   expected: bigint,
-  next: { position: bigint; lateSeenId: bigint; state: ProjectionState; lastError?: FailureRecord | null; owner: string },
+  next: CheckpointMove,
 ): Promise<boolean> {
   const result = await tx.query({
     name: `pr_checkpoint_${names.schema}_${names.table}`,
-    text: `UPDATE ${names.q.checkpoints}
-              SET position = $3, late_seen_id = $4, state = $5, last_error = $6, owner = $7, updated_at = now()
-            WHERE name = $1 AND position = $2`,
-    values: [
-      name,
-      expected.toString(),
-      next.position.toString(),
-      next.lateSeenId.toString(),
-      next.state,
-      next.lastError ? JSON.stringify(next.lastError) : null,
-      next.owner,
-    ],
+    text: checkpointUpdate(names, ['$1', '$2', '$3', '$4', '$5', '$6', '$7']),
+    values: [name, expected.toString(), ...moveValues(next)],
   });
   return result.rowCount === 1;
 }
+
+/**
+ * saveCheckpoint and COMMIT in one round trip (the batch's last), through the prepared statement of batchStatements.
+ * Returns false when no row moved (another instance moved the checkpoint): nothing was committed, the transaction
+ * is aborted and the caller rolls it back.
+ */
+export async function commitWithCheckpoint(
+  tx: pg.ClientBase,
+  names: StoreNames,
+  name: string,
+  expected: bigint,
+  next: CheckpointMove,
+): Promise<boolean> {
+  const values = [name, expected.toString(), ...moveValues(next)].map((v) => (v === null ? 'NULL' : quoteLiteral(v)));
+  try {
+    await executePrepared(tx, batchStatements(names).move, values, { after: 'COMMIT' });
+    return true;
+  } catch (error) {
+    if ((error as { code?: string }).code === DIVISION_BY_ZERO) return false;
+    throw error;
+  }
+}
+const DIVISION_BY_ZERO = '22012';
 
 export async function setProjectionState(
   db: pg.ClientBase | pg.Pool,

@@ -23,7 +23,8 @@ import {
   type BatchContext,
   givenUpRanges,
   recordSkipped,
-  saveCheckpoint,
+  commitWithCheckpoint,
+  type CheckpointMove,
   setProjectionState,
   type FailureRecord,
 } from './checkpoints.js';
@@ -36,7 +37,7 @@ import { sleep } from '../shared/time.js';
 import { WakeSignal } from '../shared/wake-signal.js';
 import type { Replay } from '../replay/replay.js';
 import type { SharedReader } from '../sources/shared-reader.js';
-import { batchState, endOfRead, readAgainAtOnce, type BatchOutcome } from './batch.js';
+import { batchState, endOfRead, knownGivenUp, readAgainAtOnce, type BatchOutcome } from './batch.js';
 import type { BuildSlot } from '../versions/build-slot.js';
 
 /**
@@ -488,9 +489,9 @@ export class Projector {
       if (context.highWater <= this.checkpoint && context.pendingLate.length === 0) return undefined;
       const read = await this.readNext(tx, context.highWater);
       await this.deliver(read.events, tx);
-      await this.recordSkippedPositions(tx, read);
+      await this.recordSkippedPositions(tx, read, context);
       const late = await this.applyLate(tx, context.pendingLate, read.next);
-      return this.saveBatch(tx, read, late);
+      return this.toSave(read, late);
     });
     if (!batch) return this.idle();
     await this.committed(batch, started);
@@ -510,28 +511,33 @@ export class Projector {
     const batch = await this.inBatchTransaction(async (tx, context) => {
       const read = await this.readRange(tx, upTo < context.highWater ? upTo : context.highWater, this.options.batchSize);
       await this.deliver(read.events, tx);
-      await this.recordSkippedPositions(tx, read);
-      return this.saveBatch(tx, read, { applied: 0, lateSeenId: this.lateSeenId }, failure);
+      await this.recordSkippedPositions(tx, read, context);
+      return this.toSave(read, { applied: 0, lateSeenId: this.lateSeenId }, failure);
     });
     await this.committed(batch, started);
   }
 
   /**
    * The batch transaction around `body`: a connection, then BEGIN and the batch context in one round trip
-   * (beginBatch: the hot path), then COMMIT. On any error the read-ahead is dropped and the error rethrown; a
-   * statement refused because a handler had aborted the transaction is blamed on that handler
-   * (blameAbortedTransaction).
+   * (beginBatch), then the checkpoint `body` returns moved and COMMIT in one more (commitWithCheckpoint; nothing to
+   * save: COMMIT alone). Two round trips of the runner's own per batch: live, every projection of an instance runs one
+   * per wake-up, and their statements, not the events, are then most of the work. On any error the transaction is
+   * rolled back and the error rethrown; a statement refused because a handler had aborted the transaction is blamed on
+   * that handler (blameAbortedTransaction).
    */
-  private async inBatchTransaction<T>(body: (tx: pg.PoolClient, context: BatchContext) => Promise<T>): Promise<T> {
+  private async inBatchTransaction<T extends { move: CheckpointMove } | undefined>(
+    body: (tx: pg.PoolClient, context: BatchContext) => Promise<T>,
+  ): Promise<T> {
     const { pool, names } = this.options;
     this.delivered = undefined; // a new batch: nothing delivered in it yet
     const tx = await pool.connect();
     let broken: Error | undefined;
     try {
-      const context = await beginBatch(tx, names, this.lateSeenId, this.options.build?.scopeSql());
+      const context = await beginBatch(tx, names, { after: this.checkpoint, lateSeenId: this.lateSeenId }, this.options.build?.scope);
       this.options.build?.check(context.buildScope);
       const result = await body(tx, context);
-      await tx.query('COMMIT');
+      if (result === undefined) await tx.query('COMMIT');
+      else if (!(await commitWithCheckpoint(tx, names, this.name, this.checkpoint, result.move))) throw new OwnershipLostError(this.name);
       return result;
     } catch (error) {
       // A broken connection must not go back to the pool; a healthy one is rolled back and reused.
@@ -591,10 +597,12 @@ export class Projector {
    * in a year) is what this projection must apply. Events of other types count as skipped too; their late notice is
    * filtered out by type like the event itself would have been.
    */
-  private async recordSkippedPositions(tx: pg.ClientBase, read: BatchRead): Promise<void> {
+  private async recordSkippedPositions(tx: pg.ClientBase, read: BatchRead, context: BatchContext): Promise<void> {
     if (read.next <= this.checkpoint) return;
     const { names } = this.options;
-    const givenUp = await givenUpRanges(tx, names, this.checkpoint, read.next);
+    // Those BEGIN brought when they suffice (the common case: none); a read beyond them asks.
+    const givenUp =
+      knownGivenUp(context.givenUp, this.checkpoint, read.next) ?? (await givenUpRanges(tx, names, this.checkpoint, read.next));
     if (givenUp.length === 0) return;
     const seen = read.events.map((e): [bigint, bigint] => [e.globalPosition, e.globalPosition]);
     await recordSkipped(
@@ -630,21 +638,15 @@ export class Projector {
   }
 
   /**
-   * The last step in the transaction: the checkpoint moved by compare-and-set, with the batch's state (batchState) and
-   * `failure` as the error. Zero rows: another instance owns the projection now (OwnershipLostError: rolled back).
+   * What the batch commits: the checkpoint moved by compare-and-set (inBatchTransaction sends it with COMMIT), with
+   * the batch's state (batchState) and `failure` as the error. Zero rows moved: another instance owns the projection
+   * now (OwnershipLostError: rolled back).
    */
-  private async saveBatch(tx: pg.ClientBase, read: BatchRead, late: LateApplied, failure?: FailureRecord): Promise<SavedBatch> {
+  private toSave(read: BatchRead, late: LateApplied, failure?: FailureRecord): SavedBatch & { move: CheckpointMove } {
     const rebuilding = this.replay.rebuilding && !this.replay.reachedBy(read.next);
     const state = this.asBuildState(batchState({ failing: failure !== undefined, rebuilding, full: read.full }));
-    const saved = await saveCheckpoint(tx, this.options.names, this.name, this.checkpoint, {
-      position: read.next,
-      lateSeenId: late.lateSeenId,
-      state,
-      lastError: failure ?? null,
-      owner: this.options.owner,
-    });
-    if (!saved) throw new OwnershipLostError(this.name);
-    return { ...read, applied: read.events.length + late.applied, lateSeenId: late.lateSeenId, state };
+    const move = { position: read.next, lateSeenId: late.lateSeenId, state, lastError: failure ?? null, owner: this.options.owner };
+    return { ...read, applied: read.events.length + late.applied, lateSeenId: late.lateSeenId, state, move };
   }
 
   /**

@@ -39,10 +39,14 @@ export class BuildSlot {
    * transaction's search path, so the handler's unqualified names are this build's tables.
    */
   scopeSql(): string {
-    const { names, build } = this.options;
-    const scope = `(SELECT json_build_object('role', role, 'schema', schema_name)::text FROM ${names.q.builds}
-                     WHERE slot = ${quoteLiteral(build.slot)} FOR SHARE) AS build_scope`;
-    return build.schema === null ? scope : `${scope}, ${searchPathSql(build.schema, true)} AS build_path`;
+    const { slot, searchPath } = this.scope;
+    return buildScopeColumns(this.options.names, quoteLiteral(slot), searchPath === null ? 'NULL' : quoteLiteral(searchPath));
+  }
+
+  /** What scopeSql inlines, as values: for the batch's prepared statement (checkpoints.ts beginBatch). */
+  get scope(): BuildScope {
+    const { build } = this.options;
+    return { slot: build.slot, searchPath: build.schema === null ? null : searchPath(build.schema) };
   }
 
   /**
@@ -108,8 +112,29 @@ export class BuildSlot {
  * error, never the live version's table found further along the path (a setup that checks `to_regclass('totals')`
  * would otherwise find the live one, create nothing, and write into it).
  */
+function searchPath(schema: string): string {
+  return `${quoteIdentifier(schema)}, pg_catalog, pg_temp`;
+}
+
 function searchPathSql(schema: string, local: boolean): string {
-  return `set_config('search_path', ${quoteLiteral(`${quoteIdentifier(schema)}, pg_catalog, pg_temp`)}, ${local})`;
+  return `set_config('search_path', ${quoteLiteral(searchPath(schema))}, ${local})`;
+}
+
+/** A build's slot and the search path of its transactions (null: a build in place keeps the session's). */
+export interface BuildScope {
+  slot: string;
+  searchPath: string | null;
+}
+
+/**
+ * The select-list of scopeSql, over SQL expressions of the slot and the search path (literals or a prepared
+ * statement's parameters): the build's role and schema as JSON, its row FOR SHARE, and the search path set for the
+ * transaction when there is one.
+ */
+export function buildScopeColumns(names: StoreNames, slot: string, path: string): string {
+  return `(SELECT json_build_object('role', role, 'schema', schema_name)::text FROM ${names.q.builds}
+            WHERE slot = ${slot} FOR SHARE) AS build_scope,
+          CASE WHEN ${path} IS NULL THEN NULL ELSE set_config('search_path', ${path}, true) END AS build_path`;
 }
 
 /**

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { batchState, endOfRead, readAgainAtOnce, type BatchOutcome } from '../../src/projector/batch.js';
+import { batchState, endOfRead, knownGivenUp, readAgainAtOnce, type BatchOutcome } from '../../src/projector/batch.js';
 import { replayStep, REPLAY_REPORT_INTERVAL_MS } from '../../src/replay/replay.js';
 
 const events = (...positions: number[]) => positions.map((p) => ({ globalPosition: BigInt(p) }));
@@ -51,5 +51,33 @@ describe('replayStep: what a committed batch does to the replay request', () => 
     ['and kept for later before that', { failed: false, rebuilt: false, sinceReportMs: REPLAY_REPORT_INTERVAL_MS - 1 }, 'wait'],
   ] as const)('%s', (_label, batch, step) => {
     expect(replayStep(batch)).toBe(step);
+  });
+});
+
+describe('knownGivenUp: the given-up ranges a batch passes, from what its BEGIN read', () => {
+  const known = {
+    ranges: [
+      [3n, 4n],
+      [8n, 12n],
+      [20n, 20n],
+    ] as Array<[bigint, bigint]>,
+    completeTo: 30n,
+  };
+
+  it('clips the ranges that overlap (after, upTo] to it', () => {
+    expect(knownGivenUp(known, 2n, 30n)).toEqual([
+      [3n, 4n],
+      [8n, 12n],
+      [20n, 20n],
+    ]);
+    expect(knownGivenUp(known, 9n, 10n)).toEqual([[10n, 10n]]);
+    expect(knownGivenUp(known, 4n, 7n)).toEqual([]);
+    expect(knownGivenUp(known, 12n, 20n)).toEqual([[20n, 20n]]);
+  });
+
+  it('is undefined past what the snapshot holds complete (a page read under a newer H, or more ranges than it brings)', () => {
+    expect(knownGivenUp(known, 2n, 31n)).toBeUndefined();
+    expect(knownGivenUp({ ranges: [], completeTo: 7n }, 0n, 7n)).toEqual([]);
+    expect(knownGivenUp({ ranges: [], completeTo: 7n }, 0n, 8n)).toBeUndefined();
   });
 });

@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import { resolveRunnerSettings, type RunnerSettings } from '../config.js';
@@ -89,6 +90,9 @@ export class Runner implements LagSource, HealthSource {
       })),
     );
     this.names = storeNames(this.settings);
+    // Every projection loop (a live and a building version each) and every retried operation listens to the stop
+    // signal: Node's default of 10 printed a "possible memory leak" warning from 6 projections on.
+    setMaxListeners(4 * options.projections.length + 16, this.controller.signal);
     const code = options.projections.map((p) => `${p.name}@${moduleVersion(p)}`).sort();
     this.release = `release:${createHash('sha256').update(code.join(',')).digest('hex').slice(0, 16)}`;
     this.metrics = options.metrics ?? new RunnerMetrics();
@@ -311,14 +315,32 @@ export class Runner implements LagSource, HealthSource {
       this.options.log.info({ projection: name }, `giving up ownership to balance ${all.length} projections over ${instances} instances`);
       await this.releaseProjection(name!);
     }
-    for (const unit of claimOrder(all, leases.owner)) {
-      if (this.owned.size >= share || signal.aborted) break;
-      if (this.owned.has(unit.build.slot)) continue;
-      if (await leases.tryAcquire('projection', unit.build.slot)) await this.startProjection(unit, signal);
+    // Those claimed in one pass start together (loaded first, then launched in one go): projections catching up
+    // from the same place then read their first pages together and share them from there. Started one after the
+    // other, the first was tens of milliseconds ahead, the pages behind it were gone, and the others read on their
+    // own at its pace, never catching up (4 no-op projections catching up 200,000 events: 1.6 s or 5 s, by luck).
+    const launches: Array<() => Promise<Projector>> = [];
+    try {
+      for (const unit of claimOrder(all, leases.owner)) {
+        if (this.owned.size + launches.length >= share || signal.aborted) break;
+        if (this.owned.has(unit.build.slot)) continue;
+        if (await leases.tryAcquire('projection', unit.build.slot)) launches.push(await this.loadProjection(unit, signal));
+      }
+    } finally {
+      // Those loaded run even when loading the next one failed (the pass is retried for the rest).
+      await Promise.all(launches.map((launch) => launch()));
     }
   }
 
   private async startProjection(unit: BuildUnit, parent: AbortSignal, request?: ReplayRequest): Promise<Projector> {
+    return (await this.loadProjection(unit, parent, request))();
+  }
+
+  /**
+   * Everything a projection needs before its loop runs (setup, its checkpoint, a replay to resume), and the function
+   * that launches the loop: its first steps (the state, its place in the shared reader) run at once when called.
+   */
+  private async loadProjection(unit: BuildUnit, parent: AbortSignal, request?: ReplayRequest): Promise<() => Promise<Projector>> {
     const slot = new BuildSlot({ ...this.slotOptions(), ...unit });
     const { projection } = slot;
     await this.setup(slot);
@@ -345,7 +367,14 @@ export class Runner implements LagSource, HealthSource {
     // A replay to serve: the one just requested, or the one a previous owner was running when it died.
     if (request) replay.serve(request);
     else await replay.resumeRunning();
+    return () => this.launch(projector, slot, replay, parent);
+  }
+
+  private async launch(projector: Projector, slot: BuildSlot, replay: Replay, parent: AbortSignal): Promise<Projector> {
+    const { projection } = slot;
     const controller = new AbortController();
+    // Stopped while it was being loaded: it stops at once too.
+    if (parent.aborted) controller.abort();
     const onParentAbort = () => controller.abort();
     parent.addEventListener('abort', onParentAbort, { once: true });
     const entry: OwnedProjection = { projector, slot, replay, controller, done: Promise.resolve() };

@@ -626,8 +626,9 @@ export class Projector {
     const passed = pending.filter((l) => l.position <= passedUpTo).map((l) => l.position);
     const toApply = await claimLateDeliveries(tx, names, this.name, passed);
     const types = projection.eventTypes;
-    const lateEvents = toApply.length === 0 ? [] : (await readEventsAt(tx, names, toApply)).filter((e) => !types || types.includes(e.type));
-    for (const e of lateEvents) e.late = true;
+    const lateEvents = (toApply.length === 0 ? [] : await readEventsAt(tx, names, toApply))
+      .filter((e) => !types || types.includes(e.type))
+      .map((e) => Object.freeze({ ...e, late: true }));
     await this.deliver(lateEvents, tx);
     for (const e of lateEvents) {
       this.log.error({ position: e.globalPosition.toString(), type: e.type }, 'applied a late event out of global order');

@@ -80,16 +80,34 @@ export async function oldestUnappliedAges(
 }
 
 /**
- * An event as projections get it: its data and metadata frozen (deeply), on every path (a batch, the failure path, a
- * late delivery). A page of events is shared by the projections at its place (shared-reader.ts), so a handler that
- * changed `data` would change it for the others: frozen, the write throws (a handler fault, said at once) instead of
- * silently reaching another read model. The event object itself is each projection's own (see SharedReader.read).
+ * An event as projections get it: read-only, on every path (a batch, the failure path, a late delivery). A page of
+ * events is shared by the projections at its place (shared-reader.ts), one object per event for all of them, so a
+ * handler that changed its event would change it for the others: the event, its data and metadata are frozen
+ * (deeply) and its recordedAt is a ReadOnlyDate, so the write throws (a handler fault, said at once) instead of
+ * silently reaching another read model.
  */
 function toReadOnlyEvent(row: EventRow): StoredEvent {
   const event = toStoredEvent(row);
   deepFreeze(event.data);
   deepFreeze(event.metadata);
-  return event;
+  event.recordedAt = new ReadOnlyDate(event.recordedAt.getTime());
+  return Object.freeze(event);
+}
+
+/**
+ * A Date whose setters throw: freezing cannot protect a Date (setTime() changes its internal slot through a frozen
+ * object). Everything else is Date's: instanceof Date, getters, toISOString, a query parameter. A handler that needs
+ * to change it takes a copy: `new Date(event.recordedAt)`.
+ */
+export class ReadOnlyDate extends Date {}
+for (const name of Object.getOwnPropertyNames(Date.prototype).filter((n) => n.startsWith('set'))) {
+  Object.defineProperty(ReadOnlyDate.prototype, name, {
+    value() {
+      throw new TypeError(
+        `Cannot call ${name}() on an event's recordedAt: events are read-only (shared by the projections at one place); copy it with new Date(event.recordedAt)`,
+      );
+    },
+  });
 }
 
 function deepFreeze(value: unknown): void {

@@ -110,10 +110,10 @@ describe('shared reader attacks', () => {
     expect(log.find((r) => r.position === 20)).toEqual({ position: 20, applied: 1, late: false });
   });
 
-  it('projections sharing a page: a handler that changes the recordedAt of its event (a Date, which freezing cannot protect) changes its own copy only', async () => {
-    // Freezing stops writes to the event and to data/metadata, but recordedAt is a Date: setTime() mutates its
-    // internal slot through the frozen event. `observer` waits at event 1 (holding its slice of the shared page)
-    // until `mutator` has handled every event, then records the recordedAt it is given.
+  it('projections sharing a page: a handler that changes the recordedAt of its event (a Date, which freezing cannot protect) fails at once, and the others see the time unchanged', async () => {
+    // Freezing stops writes to the event and to data/metadata, but recordedAt is a Date: setTime() would change its
+    // internal slot through the frozen event, and the event objects are shared. `observer` waits at event 1 (holding
+    // its slice of the shared page) until `mutator` has tried, then records the recordedAt it is given.
     for (let i = 1; i <= 10; i++) await t.store.append(`s-${i}`, [{ type: 'E', data: { i } }]);
     let release: () => void = () => {};
     const released = new Promise<void>((resolve) => (release = resolve));
@@ -122,13 +122,9 @@ describe('shared reader attacks', () => {
     let sharedWithMutator = 0;
     const mutator = defineProjection({
       name: 'mutator',
-      async setup(db) {
-        await db.query(`CREATE TABLE IF NOT EXISTS mutated (position bigint PRIMARY KEY)`);
-      },
-      async handle(event, tx) {
+      async handle(event) {
         mutatorData.set(event.globalPosition, event.data);
         event.recordedAt.setTime(0); // a handler normalising a timestamp in place
-        await tx.query(`INSERT INTO mutated VALUES ($1)`, [event.globalPosition.toString()]);
       },
     });
     const observer = defineProjection({
@@ -143,13 +139,21 @@ describe('shared reader attacks', () => {
       },
     });
     // Batches of 5: more than a batch behind H, both read through the shared reader.
-    t.runner = await startRunner(t.db, { ...options, batchSize: 5, projections: [observer, mutator] });
-    await waitFor('mutator at 10', async () => (await checkpointOf('mutator')) === '10');
+    t.runner = await startRunner(t.db, { ...options, batchSize: 5, handlerRetries: 0, projections: [observer, mutator] });
+    const failure = async () =>
+      (await t.db.pool.query(`SELECT state, last_error FROM projection_checkpoints WHERE name = 'mutator'`)).rows[0] as
+        { state: string; last_error: { message: string; position: string } | null } | undefined;
+    await waitFor('mutator failed', async () => (await failure())?.state === 'failed');
+    expect((await failure())!.last_error).toMatchObject({ position: '1', message: expect.stringContaining('events are read-only') });
     release();
     await waitFor('observer at 10', async () => (await checkpointOf('observer')) === '10');
     const { rows } = await t.db.pool.query(`SELECT position::int, recorded_ms FROM observed WHERE recorded_ms = 0 ORDER BY position`);
     expect(sharedWithMutator).toBeGreaterThan(0);
     expect(rows).toEqual([]);
+    // recordedAt is still a Date to everything that reads it.
+    const { rows: times } = await t.db.pool.query(`SELECT count(*)::int AS n FROM observed o JOIN events e ON e.global_position = o.position
+                                                     WHERE abs(o.recorded_ms - extract(epoch FROM e.recorded_at)::float8 * 1000) < 1`);
+    expect(times[0].n).toBe(10);
   });
 
   it('held: typed projections, pages cut by --batch-bytes, late commits of both types: each applies exactly its types, once', async () => {
@@ -219,11 +223,22 @@ describe('shared reader attacks', () => {
         await new Promise((r) => setTimeout(r, 15));
       }
     })();
+    // Appends go on while the killer kills: projections that caught up would leave it nothing active to kill.
+    const writer = (async () => {
+      for (let i = 0; killing; i++) {
+        await t.store.append(
+          `w-${i % 5}`,
+          Array.from({ length: 20 }, (_, k) => ({ type: 'E', data: { i, k } })),
+        );
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    })();
     try {
       await waitFor('some reads killed', () => kills >= 20, 30_000);
     } finally {
       killing = false;
       await killer;
+      await writer;
     }
     const committed = await committedPositions(t.db.pool);
     await waitUntilAllApplied(t.db.pool, committed, three, 60_000);

@@ -90,6 +90,10 @@ export class RunnerMetrics {
     'projection_runner_event_reads_total',
     'Reads of the event table: pages of the shared reader (each serves every projection at its place; read-aheads included) and the own reads of caught-up projections.',
   );
+  readonly wakeUps = this.counter(
+    'projection_runner_wakeups_total',
+    "Times this instance woke its projectors because H moved (its own tracker, or the leader's NOTIFY): with event_reads_total, the reads per live wake-up.",
+  );
   readonly notifications = this.counter('projection_runner_notifications_total', 'NOTIFY wake-ups received.');
   readonly polls = this.counter('projection_runner_polls_total', 'Fallback polls (wake-ups by the poll interval).');
   readonly dbErrors = this.counter('projection_runner_db_errors_total', 'Database errors that were retried, by operation.', ['operation']);

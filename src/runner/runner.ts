@@ -184,6 +184,7 @@ export class Runner implements LagSource, HealthSource {
   }
 
   private wakeProjectors(): void {
+    this.metrics.wakeUps.inc();
     for (const { projector } of this.owned.values()) projector.wake.notify();
   }
 

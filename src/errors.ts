@@ -127,6 +127,21 @@ export class OwnershipLostError extends ProjectionRunnerError {
  * (whose String() conversion itself throws). The error path must never fail on a badly behaved handler.
  */
 export function describeThrown(thrown: unknown): string {
+  return storable(describe(thrown));
+}
+
+/**
+ * Text PostgreSQL can store, in a text or a jsonb column: no NUL (text refuses the byte, jsonb the escape \u0000) and no
+ * lone surrogate (a NUL is written as the visible escape \u0000, a lone surrogate as U+FFFD). A handler's message with either made every write of its failure fail,
+ * and the failure path retried it for ever: the projection never reached `failed` nor went past the event.
+ */
+export function storable(text: string): string {
+  return text.replaceAll('\u0000', '\\u0000').replace(LONE_SURROGATE, '\uFFFD');
+}
+
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
+
+function describe(thrown: unknown): string {
   if (thrown instanceof Error) return thrown.message || thrown.name;
   if (typeof thrown === 'string') return thrown;
   try {

@@ -12,14 +12,21 @@ import { sleep } from '../shared/time.js';
  * snapshot: a waiter would deadlock it. PostgreSQL frees the lock if the process dies. A client whose unlock failed
  * is reported as broken to its pool (`release(broken)`), since it may still hold the lock.
  */
-export async function withSessionLock<T>(pool: pg.Pool, key: string, fn: (db: pg.ClientBase) => Promise<T>): Promise<T> {
+export async function withSessionLock<T>(
+  pool: pg.Pool,
+  key: string,
+  fn: (db: pg.ClientBase) => Promise<T>,
+  signal?: AbortSignal,
+): Promise<T> {
   const client = await pool.connect();
   let broken: Error | undefined;
   try {
     for (;;) {
       const { rows } = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock(hashtext($1), 0) AS ok', [key]);
       if (rows[0]!.ok) break;
-      await sleep(50 + Math.random() * 100);
+      // A stop while another instance holds the lock (a long setup) ends the wait: the stop must not wait for it.
+      if (signal?.aborted) throw new Error(`stopped while waiting for the lock "${key}"`);
+      await sleep(50 + Math.random() * 100, signal);
     }
     try {
       return await fn(client);

@@ -74,11 +74,16 @@ function batchStatements(names: StoreNames): { begin: PreparedStatement; move: P
                        ORDER BY from_position LIMIT ${GIVEN_UP_AT_BEGIN + 1}) g) AS given_up,
              ${buildScopeColumns(names, '$3::text', '$4::text')}`);
     // Zero rows moved must not let the COMMIT that follows through (the handlers' writes would be kept without the
-    // checkpoint: applied twice later): it divides by the rows moved, and PostgreSQL runs none of the statements
-    // that follow a failed one in the same query string.
+    // checkpoint: applied twice later): it raises, with a message of its own (a division by zero could as well come
+    // from a handler's deferred trigger at COMMIT), and PostgreSQL runs none of the statements that follow a failed
+    // one in the same query string. The ELSE branch depends on the row count, so it is never folded at plan time.
+    // Names from pg_catalog are qualified: this statement may be planned again under a version's search path.
+    const t = (type: string) => `pg_catalog.${type}`;
     const move = preparedStatement(`
-      WITH moved AS (${checkpointUpdate(names, ['$1::text', '$2::bigint', '$3::bigint', '$4::bigint', '$5::text', '$6::jsonb', '$7::text'])} RETURNING 1)
-      SELECT 1 / count(*)::int AS moved FROM moved`);
+      WITH moved AS (${checkpointUpdate(names, [`$1::${t('text')}`, `$2::${t('int8')}`, `$3::${t('int8')}`, `$4::${t('int8')}`, `$5::${t('text')}`, `$6::${t('jsonb')}`, `$7::${t('text')}`])} RETURNING 1)
+      SELECT CASE WHEN pg_catalog.count(*) = 1 THEN 1
+                  ELSE (pg_catalog.count(*)::${t('text')} || ' ${CHECKPOINT_MOVED}')::${t('int4')} END AS moved
+        FROM moved`);
     statements = { begin, move };
     statementsByStore.set(key, statements);
   }
@@ -103,7 +108,9 @@ export async function beginBatch(
     tx,
     begin,
     [progress.after.toString(), progress.lateSeenId.toString(), text(scope?.slot), text(scope?.searchPath)],
-    { before: 'BEGIN', alsoPrepare: [move] },
+    // READ COMMITTED whatever the session's default (a handler's SET on a pooled connection, the database's): a page
+    // read on this transaction must see what its H saw, not a snapshot older than it.
+    { before: 'BEGIN ISOLATION LEVEL READ COMMITTED', alsoPrepare: [move] },
   );
   const row = result.rows[0] as { hw: string; late: string[]; given_up: string[]; build_scope: string | null };
   const pair = (text: string): [bigint, bigint] => {
@@ -186,7 +193,7 @@ function checkpointUpdate(names: StoreNames, v: [name: string, expected: string,
   const [name, expected, position, lateSeenId, state, lastError, owner] = v;
   return `UPDATE ${names.q.checkpoints}
              SET position = ${position}, late_seen_id = ${lateSeenId}, state = ${state}, last_error = ${lastError},
-                 owner = ${owner}, updated_at = now()
+                 owner = ${owner}, updated_at = pg_catalog.now()
            WHERE name = ${name} AND position = ${expected}`;
 }
 type CheckpointValues = [position: string, lateSeenId: string, state: string, lastError: string, owner: string];
@@ -237,11 +244,15 @@ export async function commitWithCheckpoint(
     await executePrepared(tx, batchStatements(names).move, values, { after: 'COMMIT' });
     return true;
   } catch (error) {
-    if ((error as { code?: string }).code === DIVISION_BY_ZERO) return false;
+    if ((error as { code?: string }).code === INVALID_TEXT_REPRESENTATION && String((error as Error).message).includes(CHECKPOINT_MOVED)) {
+      return false;
+    }
     throw error;
   }
 }
-const DIVISION_BY_ZERO = '22012';
+const INVALID_TEXT_REPRESENTATION = '22P02';
+/** The words of the compare-and-set's own error (see batchStatements). */
+const CHECKPOINT_MOVED = 'rows moved: the checkpoint was moved by another session';
 
 export async function setProjectionState(
   db: pg.ClientBase | pg.Pool,

@@ -257,7 +257,8 @@ export class Runner implements LagSource, HealthSource {
     const { projection } = slot;
     if (this.setUp.has(projection.name)) return;
     const { schema, table } = this.names;
-    await withSessionLock(this.pool, `${schema}.${table}:setup:${projection.name}`, (client) => slot.setUp(client));
+    const signal = this.controller.signal;
+    await withSessionLock(this.pool, `${schema}.${table}:setup:${projection.name}`, (client) => slot.setUp(client), signal);
     this.setUp.add(projection.name);
   }
 
@@ -320,16 +321,20 @@ export class Runner implements LagSource, HealthSource {
     // from the same place then read their first pages together and share them from there. Started one after the
     // other, the first was tens of milliseconds ahead, the pages behind it were gone, and the others read on their
     // own at its pace, never catching up (4 no-op projections catching up 200,000 events: 1.6 s or 5 s, by luck).
-    const launches: Array<() => Promise<Projector>> = [];
+    const launches: Array<{ slot: string; launch: () => Promise<Projector> }> = [];
     try {
       for (const unit of claimOrder(all, leases.owner)) {
         if (this.owned.size + launches.length >= share || signal.aborted) break;
         if (this.owned.has(unit.build.slot)) continue;
-        if (await leases.tryAcquire('projection', unit.build.slot)) launches.push(await this.loadProjection(unit, signal));
+        if (await leases.tryAcquire('projection', unit.build.slot)) {
+          launches.push({ slot: unit.build.slot, launch: await this.loadProjection(unit, signal) });
+        }
       }
     } finally {
-      // Those loaded run even when loading the next one failed (the pass is retried for the rest).
-      await Promise.all(launches.map((launch) => launch()));
+      // Those loaded run even when loading the next one failed (the pass is retried for the rest), but only while
+      // their lease is still held: a lease session lost during the pass dropped the owned projections only, and one
+      // launched without its lease would run beside the instance that takes it.
+      await Promise.all(launches.filter((l) => leases.holds('projection', l.slot)).map((l) => l.launch()));
     }
   }
 

@@ -58,26 +58,35 @@ async function deposit(n: number) {
   for (let i = 0; i < n; i++) await fixture.store.append(`acct-${i % 3}`, [{ type: 'Deposited', data: {} }]);
 }
 
+/**
+ * Version 1 built over 6 deposited, then version 2 started with a read-model table called `name`; resolves once its
+ * switch is decided (done, or refused with a reason). Both runners are the caller's to stop.
+ */
+async function switchToVersionNaming(name: string) {
+  const { db } = fixture;
+  await deposit(6);
+  const old = await startRunner(db, { projections: [crm(1, null)] });
+  await waitFor(
+    'v1 built',
+    async () => Number((await db.pool.query('SELECT coalesce(sum(balance),0) AS s FROM balances')).rows[0].s) === 6,
+  );
+  const next = await startRunner(db, { projections: [crm(2, name)] });
+  await waitFor(
+    'the switch decided (done or refused)',
+    async () => (await roles('crm')) === '1:kept,2:live' || (await switchError('crm')) !== null,
+    30_000,
+  );
+  return { old, next };
+}
+
 describe('attack: the first switch and names it does not own', () => {
   it("never moves an application's own table that merely has the name of one of the new version's tables", async () => {
     const { db } = fixture;
     // The application's own table, in the read schema, with its own data (nothing to do with the projection).
     await db.pool.query(`CREATE TABLE customers (id int PRIMARY KEY, name text NOT NULL)`);
     await db.pool.query(`INSERT INTO customers VALUES (1, 'Alice'), (2, 'Bob')`);
-    await deposit(6);
-    const old = await startRunner(db, { projections: [crm(1, null)] });
-    await waitFor(
-      'v1 built',
-      async () => Number((await db.pool.query('SELECT coalesce(sum(balance),0) AS s FROM balances')).rows[0].s) === 6,
-    );
-
     // Version 2 adds a read-model table that happens to be called like the application's table.
-    const next = await startRunner(db, { projections: [crm(2, 'customers')] });
-    await waitFor(
-      'the switch decided (done or refused)',
-      async () => (await roles('crm')) === '1:kept,2:live' || (await switchError('crm')) !== null,
-      30_000,
-    );
+    const { old, next } = await switchToVersionNaming('customers');
     const after = {
       roles: await roles('crm'),
       switchError: await switchError('crm'),
@@ -97,19 +106,7 @@ describe('attack: the first switch and names it does not own', () => {
   });
 
   it("never moves the event store's own table when the new version has a read-model table named `events`", async () => {
-    const { db } = fixture;
-    await deposit(6);
-    const old = await startRunner(db, { projections: [crm(1, null)] });
-    await waitFor(
-      'v1 built',
-      async () => Number((await db.pool.query('SELECT coalesce(sum(balance),0) AS s FROM balances')).rows[0].s) === 6,
-    );
-    const next = await startRunner(db, { projections: [crm(2, 'events')] });
-    await waitFor(
-      'the switch decided (done or refused)',
-      async () => (await roles('crm')) === '1:kept,2:live' || (await switchError('crm')) !== null,
-      30_000,
-    );
+    const { old, next } = await switchToVersionNaming('events');
     const after = {
       roles: await roles('crm'),
       eventsKind: await relkind('public.events'),

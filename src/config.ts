@@ -102,6 +102,7 @@ export interface RunnerConfig {
   pollIntervalMs: number;
   batchSize: number;
   batchBytes: number;
+  maxConcurrentBatches: number;
   handlerRetries: number;
   /** Undefined: each projection's own onError (default stop). */
   onError: ErrorPolicy | undefined;
@@ -187,6 +188,9 @@ export const SETTINGS = [
   setting({ key: 'batchBytes', flag: 'batch-bytes', env: 'PROJECTION_RUNNER_BATCH_BYTES', default: '16777216',
     description: 'stored bytes (data + metadata) per batch read, whatever the count; at least one event is read',
     ...integer(1_024) }),
+  setting({ key: 'maxConcurrentBatches', flag: 'max-concurrent-batches', env: 'PROJECTION_RUNNER_MAX_CONCURRENT_BATCHES', default: '4',
+    description: "batch transactions this instance runs at once, all projections together; the others wait their turn in order (raise it when the database's cores outnumber the projections' writes)",
+    ...integer(1, 1_000) }),
   setting({ key: 'handlerRetries', flag: 'handler-retries', env: 'PROJECTION_RUNNER_HANDLER_RETRIES', default: '3',
     description: 'retries of a failing batch before the projection is marked failed', ...integer(0, 100) }),
   // No default here: without the flag, each projection module's own onError applies (and 'stop' without one).
@@ -266,6 +270,7 @@ export const RUNNER_SETTINGS = [
   'pollIntervalMs',
   'batchSize',
   'batchBytes',
+  'maxConcurrentBatches',
   'handlerRetries',
   'onError',
   'switchMode',

@@ -94,6 +94,10 @@ export class RunnerMetrics {
     'projection_runner_wakeups_total',
     "Times this instance woke its projectors because H moved (its own tracker, or the leader's NOTIFY): with event_reads_total, the reads per live wake-up.",
   );
+  readonly batchesWaiting = this.gauge(
+    'projection_runner_batches_waiting',
+    'Batches waiting for a slot (--max-concurrent-batches): above zero most of the time, the bound holds the projections back.',
+  );
   readonly notifications = this.counter('projection_runner_notifications_total', 'NOTIFY wake-ups received.');
   readonly polls = this.counter('projection_runner_polls_total', 'Fallback polls (wake-ups by the poll interval).');
   readonly dbErrors = this.counter('projection_runner_db_errors_total', 'Database errors that were retried, by operation.', ['operation']);

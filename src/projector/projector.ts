@@ -33,6 +33,7 @@ import { claimDeadLetter, deadLetterAndAdvance, markRedelivered, pendingDeadLett
 import type { CommandRow } from './commands.js';
 import type { ErrorPolicy, Projection } from '../projection/projection.js';
 import { backoffDelay, isRetryableDatabaseError, withRetries } from '../db/retry.js';
+import type { Slots } from '../shared/slots.js';
 import { sleep } from '../shared/time.js';
 import { WakeSignal } from '../shared/wake-signal.js';
 import type { Replay } from '../replay/replay.js';
@@ -112,6 +113,8 @@ export interface ProjectorOptions {
   reader: SharedReader;
   /** The build (version) this projector runs: scopes each batch to it, switches it live once built (src/versions/). */
   build?: BuildSlot;
+  /** The instance's batch slots (--max-concurrent-batches): each batch transaction holds one; none: unbounded. */
+  slots?: Slots;
 }
 
 /** A batch's read (see readNext and readRange): its events, and where the checkpoint ends up (endOfRead). */
@@ -194,7 +197,13 @@ export class Projector {
     const build = this.options.build;
     if (!build?.building || this.state === 'failed' || this.replay.rebuilding) return;
     const catchUpTo = async (position: bigint) => {
-      await this.applyUpTo(position);
+      // The batches in the switch run without a slot (inBatchTransaction): the switch holds the lock they would wait on.
+      this.switching = true;
+      try {
+        await this.applyUpTo(position);
+      } finally {
+        this.switching = false;
+      }
       return this.checkpoint;
     };
     if ((await build.caughtUp(catchUpTo))?.switched) this.setState('running');
@@ -211,6 +220,7 @@ export class Projector {
    * race a batch of the same projection.
    */
   async run(signal: AbortSignal): Promise<void> {
+    this.stopSignal = signal;
     this.setState(this.replay.rebuilding ? 'replaying' : 'catching_up');
     this.running = true;
     try {
@@ -246,6 +256,10 @@ export class Projector {
   }
 
   private running = false;
+  /** The loop's signal: a batch waiting for a slot stops waiting when it aborts. */
+  private stopSignal: AbortSignal | undefined;
+  /** True while a switch's catch-up runs its batches (they take no slot: see inBatchTransaction). */
+  private switching = false;
   /** Why the loop stopped when its build changed under it (switched away from, dropped, moved). */
   retired: BuildRetiredError | undefined;
 
@@ -518,14 +532,25 @@ export class Projector {
   }
 
   /**
-   * The batch transaction around `body`: a connection, then BEGIN and the batch context in one round trip
+   * The batch transaction around `body`, in one of the instance's batch slots: a connection, then BEGIN and the batch context in one round trip
    * (beginBatch), then the checkpoint `body` returns moved and COMMIT in one more (commitWithCheckpoint; nothing to
    * save: COMMIT alone). Two round trips of the runner's own per batch: live, every projection of an instance runs one
    * per wake-up, and their statements, not the events, are then most of the work. On any error the transaction is
    * rolled back and the error rethrown; a statement refused because a handler had aborted the transaction is blamed on
    * that handler (blameAbortedTransaction).
    */
-  private async inBatchTransaction<T extends { move: CheckpointMove } | undefined>(
+  private inBatchTransaction<T extends { move: CheckpointMove } | undefined>(
+    body: (tx: pg.PoolClient, context: BatchContext) => Promise<T>,
+  ): Promise<T> {
+    const { slots } = this.options;
+    const transaction = () => this.batchTransaction(body);
+    // A switch's catch-up runs while its transaction holds the live build's row FOR UPDATE, which the live build's
+    // next batch waits for while holding a slot: waiting for a slot there could wait for ever (see switchIfBuilt).
+    return slots && !this.switching ? slots.run(transaction, this.stopSignal) : transaction();
+  }
+
+  /** inBatchTransaction's transaction, once it has its slot. */
+  private async batchTransaction<T extends { move: CheckpointMove } | undefined>(
     body: (tx: pg.PoolClient, context: BatchContext) => Promise<T>,
   ): Promise<T> {
     const { pool, names } = this.options;

@@ -20,6 +20,7 @@ import { Projector } from '../projector/projector.js';
 import { Replay, type ReplayRequest } from '../replay/replay.js';
 import { claimReplays, recordReplayProgress, resetForReplay } from '../replay/requests.js';
 import { isRetryableDatabaseError, withRetries } from '../db/retry.js';
+import { Slots } from '../shared/slots.js';
 import { WakeSignal } from '../shared/wake-signal.js';
 import { NotificationListener } from './listener.js';
 import { withSessionLock } from '../db/session-lock.js';
@@ -65,6 +66,8 @@ export class Runner implements LagSource, HealthSource {
   private readonly tracker: HighWaterTracker;
   /** One read of the event table for all the projections of this instance at the same place (issue 15). */
   private readonly reader: SharedReader;
+  /** The batch transactions running at once, all projections together (--max-concurrent-batches). */
+  private readonly slots: Slots;
   private readonly listener: NotificationListener;
   private readonly owned = new Map<string, OwnedProjection>();
   private readonly draining = new Map<string, Promise<void>>();
@@ -111,6 +114,7 @@ export class Runner implements LagSource, HealthSource {
       batchBytes: this.settings.batchBytes,
       onRead: () => this.metrics.eventReads.inc(),
     });
+    this.slots = new Slots(this.settings.maxConcurrentBatches, (waiting) => this.metrics.batchesWaiting.set(waiting));
     this.tracker = new HighWaterTracker({
       pool: this.trackerPool,
       names: this.names,
@@ -366,6 +370,7 @@ export class Runner implements LagSource, HealthSource {
       replay,
       reader: this.reader,
       build: slot,
+      slots: this.slots,
     });
     // A projector dropped with a lost lease session may still be finishing its batch: never run two at once.
     await this.draining.get(projection.name);

@@ -10,10 +10,13 @@
  *   --scaling-events N store size for the P-scaling figures (default 200,000)
  *   --only LIST        only these figures (numbers, comma-separated; `live`: 5, 9, 11, 12), written to
  *                      bench-results-partial.json (for example `--only live --events 100000 --live-seconds 10`)
+ *
+ * BENCH_NODE_FLAGS adds Node flags to the daemons and CLI runs it starts (a profile: `--cpu-prof --cpu-prof-dir=DIR`).
+ * The daemon's settings come from the environment too (PROJECTION_RUNNER_MAX_CONCURRENT_BATCHES=16, say).
  */
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -28,7 +31,7 @@ import { installMessageDb, writeMessage } from '../support/foreign/message-db.js
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 // The daemon and the CLI run compiled and with the image's Node flags, as in production (`npm run bench` builds first).
-const NODE_FLAGS = ['--max-semi-space-size=32'];
+const NODE_FLAGS = ['--max-semi-space-size=32', ...(process.env.BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean)];
 const PROJECTIONS = path.join(REPO, 'dist/test/bench/projections');
 const CLI = path.join(REPO, 'dist/src/cli/main.js');
 
@@ -185,12 +188,38 @@ function startDaemon(url: string, args: string[] = [], projections = PROJECTIONS
   let stderr = '';
   child.stderr.on('data', (d) => (stderr = (stderr + String(d)).slice(-4000)));
   return {
+    pid: child.pid!,
     stop: () => new Promise<void>((resolve) => (child.once('exit', () => resolve()), child.kill('SIGTERM'))),
     /** Throws with the daemon's last words when it has exited: a wait on it must not last its whole timeout. */
     check: () => {
       if (child.exitCode !== null) throw new Error(`the daemon exited with ${child.exitCode}:\n${stderr}`);
     },
   };
+}
+
+/** CPU seconds (user + system) a process has used so far; 0 once it is gone. */
+function cpuSecondsOf(pid: number): number {
+  try {
+    // Fields after the command's closing parenthesis: utime and stime are the 12th and 13th (clock ticks, 100/s).
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return 0;
+  }
+}
+
+/** CPU seconds used so far by every PostgreSQL process on the machine (the server and its backends). */
+function postgresCpuSeconds(): number {
+  let total = 0;
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      if (readFileSync(`/proc/${entry}/comm`, 'utf8').trim() === 'postgres') total += cpuSecondsOf(Number(entry));
+    } catch {
+      /* exited */
+    }
+  }
+  return total;
 }
 
 async function waitOrThrow(check: () => Promise<boolean>, timeoutMs: number, what: string, intervalMs = 50) {
@@ -237,6 +266,7 @@ async function measureLatency(pool: pg.Pool, url: string, run: LatencyRun) {
   );
   await pool.query('TRUNCATE bench_latency');
   const before = run.countReads ? await scrape(metricsPort) : undefined;
+  const cpuBefore = { daemon: cpuSecondsOf(daemon.pid), postgres: postgresCpuSeconds(), writer: process.cpuUsage() };
   const commits = new Map<string, number>();
   const interval = 1000 / run.rate;
   const started = performance.now();
@@ -255,6 +285,12 @@ async function measureLatency(pool: pg.Pool, url: string, run: LatencyRun) {
     60_000,
     'pings applied',
   );
+  const seconds = (performance.now() - started) / 1000;
+  const cpu = {
+    daemon: (cpuSecondsOf(daemon.pid) - cpuBefore.daemon) / seconds,
+    postgres: (postgresCpuSeconds() - cpuBefore.postgres) / seconds,
+    writer: ((u) => (u.user + u.system) / 1e6 / seconds)(process.cpuUsage(cpuBefore.writer)),
+  };
   const after = run.countReads ? await scrape(metricsPort) : undefined;
   const { rows } = await pool.query('SELECT position::text AS p, (extract(epoch FROM applied_at) * 1000)::float8 AS at FROM bench_latency');
   const latencies = rows
@@ -272,6 +308,9 @@ async function measureLatency(pool: pg.Pool, url: string, run: LatencyRun) {
     max: latencies.at(-1)!,
     readsPerWakeUp: reads,
     readsPerLatencyBatch: readsPerBatch,
+    /** Cores busy on average while the pings were written and applied: daemon, PostgreSQL, this process (writer). */
+    cpu,
+    batchesPerSecond: before && after ? (after.batches - before.batches) / seconds : undefined,
   };
 }
 
@@ -286,13 +325,17 @@ async function positions(port: number): Promise<{ highWater: number; checkpoints
 }
 
 /** The daemon's own counters: reads of the event table, its wake-ups (H moved), and batches of the latency projection. */
-async function scrape(port: number): Promise<{ reads: number; latencyBatches: number; wakeUps: number }> {
+async function scrape(port: number): Promise<{ reads: number; latencyBatches: number; wakeUps: number; batches: number }> {
   const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
   const value = (pattern: RegExp) => Number(pattern.exec(text)?.[1] ?? 0);
   return {
     reads: value(/^projection_runner_event_reads_total (\S+)$/m),
     wakeUps: value(/^projection_runner_wakeups_total (\S+)$/m),
     latencyBatches: value(/^projection_runner_batch_duration_seconds_count\{projection="latency"\} (\S+)$/m),
+    batches: [...text.matchAll(/^projection_runner_batch_duration_seconds_count\{[^}]*\} (\S+)$/gm)].reduce(
+      (sum, m) => sum + Number(m[1]),
+      0,
+    ),
   };
 }
 
@@ -340,8 +383,15 @@ function projectionCopies(kind: 'noop' | 'balances', count: number, withLatency 
   return dir;
 }
 
+interface CatchUp {
+  seconds: number;
+  /** CPU seconds over the same span: the daemon's process, and PostgreSQL's (server and every backend). */
+  daemonCpu: number;
+  postgresCpu: number;
+}
+
 /** Catch-up from zero of `count` copies of a projection over the whole store: seconds from start to all at the head. */
-async function catchUp(pool: pg.Pool, url: string, kind: 'noop' | 'balances', count: number): Promise<number> {
+async function catchUp(pool: pg.Pool, url: string, kind: 'noop' | 'balances', count: number): Promise<CatchUp> {
   const dir = projectionCopies(kind, count);
   const names = Array.from({ length: count }, (_, i) => `${kind}_${i + 1}`);
   await pool.query('DELETE FROM projection_checkpoints');
@@ -355,6 +405,8 @@ async function catchUp(pool: pg.Pool, url: string, kind: 'noop' | 'balances', co
   // From the moment the first projection starts (the daemon is up): the others' start-up counts, as it does in production.
   await waitOrThrow(async () => (daemon.check(), (await progress()).n >= 1), 60_000, 'projections started', 5);
   const started = performance.now();
+  const daemonCpuBefore = cpuSecondsOf(daemon.pid);
+  const postgresCpuBefore = postgresCpuSeconds();
   await waitOrThrow(
     async () => (await progress()).n === count && Number((await progress()).p) >= head,
     1_200_000,
@@ -362,9 +414,11 @@ async function catchUp(pool: pg.Pool, url: string, kind: 'noop' | 'balances', co
     20,
   );
   const seconds = (performance.now() - started) / 1000;
+  const daemonCpu = cpuSecondsOf(daemon.pid) - daemonCpuBefore;
+  const postgresCpu = postgresCpuSeconds() - postgresCpuBefore;
   await daemon.stop();
   rmSync(dir, { recursive: true, force: true });
-  return seconds;
+  return { seconds, daemonCpu, postgresCpu };
 }
 
 /** A second database on the same server, migrated, with `events` generated events. */
@@ -559,9 +613,9 @@ async function main() {
       const scalingDb = await secondDatabase(pool, db.url, 'bench_scaling', SCALING_EVENTS);
       if (runs(10)) {
         log(`(10) P-scaling: catch-up of ${SCALING_EVENTS} events by P = 1, 4, 16 projections`);
-        const scalingRows: Array<{ kind: 'noop' | 'balances'; p: number; seconds: number }> = [];
+        const scalingRows: Array<{ kind: 'noop' | 'balances'; p: number } & CatchUp> = [];
         for (const kind of ['noop', 'balances'] as const) {
-          for (const p of [1, 4, 16]) scalingRows.push({ kind, p, seconds: await catchUp(scalingDb.pool, scalingDb.url, kind, p) });
+          for (const p of [1, 4, 16]) scalingRows.push({ kind, p, ...(await catchUp(scalingDb.pool, scalingDb.url, kind, p)) });
         }
         results.scaling = { events: SCALING_EVENTS, rows: scalingRows };
         for (const kind of ['noop', 'balances'] as const) {
@@ -570,9 +624,10 @@ async function main() {
             table.push([
               `(10) catch-up, ${r.p} x ${kind}`,
               `${r.seconds.toFixed(2)} s`,
-              r.p === 1
+              (r.p === 1
                 ? `baseline (${fmt(SCALING_EVENTS)} events)`
-                : `${(r.seconds / one).toFixed(2)} x of 1 (target <= ${kind === 'noop' ? 2 : 3} x at 16)`,
+                : `${(r.seconds / one).toFixed(2)} x of 1 (target <= ${kind === 'noop' ? 2 : 3} x at 16)`) +
+                `; CPU s: daemon ${r.daemonCpu.toFixed(1)}, PostgreSQL ${r.postgresCpu.toFixed(1)}`,
             ]);
           }
         }
@@ -597,6 +652,11 @@ async function main() {
           '(11) reads per live wake-up, 16 projections',
           `${live16.readsPerWakeUp?.toFixed(2)} (per batch of one projection: ${live16.readsPerLatencyBatch?.toFixed(2)})`,
           'target 1 (wake-ups: projection_runner_wakeups_total)',
+        ]);
+        table.push([
+          '(11) CPU while live, 16 projections',
+          `daemon ${live16.cpu.daemon.toFixed(2)}, PostgreSQL ${live16.cpu.postgres.toFixed(2)}, writer ${live16.cpu.writer.toFixed(2)} cores`,
+          `${fmt(live16.batchesPerSecond ?? 0)} batches/s (2 cores in all)`,
         ]);
       }
       await scalingDb.pool.end();

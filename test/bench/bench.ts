@@ -24,7 +24,9 @@ import pg from 'pg';
 import { freePort, PostgresServer } from '../../src/db/postgres-server.js';
 import { storeNames } from '../../src/db/identifiers.js';
 import { migrate } from '../../src/db/migrate.js';
-import { EventStore } from '../../src/index.js';
+import { EventStore, type StoredEvent } from '../../src/index.js';
+import { readEvents } from '../../src/sources/native.js';
+import { accountBalances } from '../../projections/account-balances.js';
 import { EVENT_COLUMNS } from '../../src/store/types.js';
 import { sleep, waitUntil } from '../../src/shared/time.js';
 import { installMessageDb, writeMessage } from '../support/foreign/message-db.js';
@@ -264,9 +266,36 @@ async function measureLatency(pool: pg.Pool, url: string, run: LatencyRun) {
     600_000,
     'daemon caught up',
   );
-  await pool.query('TRUNCATE bench_latency');
   const before = run.countReads ? await scrape(metricsPort) : undefined;
-  const cpuBefore = { daemon: cpuSecondsOf(daemon.pid), postgres: postgresCpuSeconds(), writer: process.cpuUsage() };
+  const daemonCpuBefore = cpuSecondsOf(daemon.pid);
+  const pinged = await pingLatencies(pool, run);
+  const after = run.countReads ? await scrape(metricsPort) : undefined;
+  const { latencies, seconds } = pinged;
+  const cpu = { ...pinged.cpu, daemon: (cpuSecondsOf(daemon.pid) - daemonCpuBefore) / seconds };
+  await daemon.stop();
+  const delta = (key: 'reads' | 'latencyBatches' | 'wakeUps') => (before && after ? after[key] - before[key] : Number.NaN);
+  const reads = before && after ? delta('reads') / Math.max(1, delta('wakeUps')) : undefined;
+  const readsPerBatch = before && after ? delta('reads') / Math.max(1, delta('latencyBatches')) : undefined;
+  return {
+    samples: latencies.length,
+    p50: percentile(latencies, 50),
+    p99: percentile(latencies, 99),
+    max: latencies.at(-1)!,
+    readsPerWakeUp: reads,
+    readsPerLatencyBatch: readsPerBatch,
+    /** Cores busy on average while the pings were written and applied: daemon, PostgreSQL, this process (writer). */
+    cpu,
+    batchesPerSecond: before && after ? (after.batches - before.batches) / seconds : undefined,
+  };
+}
+
+/**
+ * Writes LIVE_SECONDS of pings at `run.rate` and waits until the `latency` read model (bench_latency) has them all:
+ * each one's commit -> read model time, sorted, with the CPU PostgreSQL and this process (the writer) used meanwhile.
+ */
+async function pingLatencies(pool: pg.Pool, run: Pick<LatencyRun, 'rate' | 'write'>) {
+  await pool.query('TRUNCATE bench_latency');
+  const cpuBefore = { postgres: postgresCpuSeconds(), writer: process.cpuUsage() };
   const commits = new Map<string, number>();
   const interval = 1000 / run.rate;
   const started = performance.now();
@@ -287,30 +316,81 @@ async function measureLatency(pool: pg.Pool, url: string, run: LatencyRun) {
   );
   const seconds = (performance.now() - started) / 1000;
   const cpu = {
-    daemon: (cpuSecondsOf(daemon.pid) - cpuBefore.daemon) / seconds,
     postgres: (postgresCpuSeconds() - cpuBefore.postgres) / seconds,
     writer: ((u) => (u.user + u.system) / 1e6 / seconds)(process.cpuUsage(cpuBefore.writer)),
   };
-  const after = run.countReads ? await scrape(metricsPort) : undefined;
   const { rows } = await pool.query('SELECT position::text AS p, (extract(epoch FROM applied_at) * 1000)::float8 AS at FROM bench_latency');
   const latencies = rows
     .filter((r) => commits.has(r.p))
     .map((r) => Math.max(0, r.at - commits.get(r.p)!))
     .sort((a, b) => a - b);
-  await daemon.stop();
-  const delta = (key: 'reads' | 'latencyBatches' | 'wakeUps') => (before && after ? after[key] - before[key] : Number.NaN);
-  const reads = before && after ? delta('reads') / Math.max(1, delta('wakeUps')) : undefined;
-  const readsPerBatch = before && after ? delta('reads') / Math.max(1, delta('latencyBatches')) : undefined;
+  return { latencies, seconds, cpu };
+}
+
+/**
+ * The floor under (11): what one transaction per projection per wake-up costs with nothing else of a runner. On each
+ * NOTIFY from the writer (one round at a time; those during a round make one more), the new events are read once,
+ * then `projections` sessions each commit their own transaction in one round trip (BEGIN, a checkpoint UPDATE, the
+ * latency rows for the first, COMMIT): no high-water mark (it reads past gaps, unsafe), no context, no
+ * compare-and-set, no handler call, no gap handling (a read looks back for late commits). Runs in this process, beside
+ * the writer.
+ */
+async function bareTransactionsLatency(pool: pg.Pool, url: string, projections: number) {
+  await pool.query('CREATE TABLE IF NOT EXISTS bench_floor_checkpoints (name text PRIMARY KEY, position bigint NOT NULL)');
+  await pool.query('TRUNCATE bench_floor_checkpoints');
+  const connect = async () => {
+    const client = new pg.Client({ connectionString: url, options: '-c synchronous_commit=off' });
+    client.on('error', () => {}); // the server stopping under a failed run: the run's own error is the one to see
+    await client.connect();
+    return client;
+  };
+  const sessions = await Promise.all(Array.from({ length: projections }, connect));
+  const reader = await connect();
+  const listener = await connect();
+  let after = (await reader.query('SELECT coalesce(max(global_position), 0)::text AS m FROM events')).rows[0].m as string;
+  for (let i = 0; i < projections; i++) await pool.query('INSERT INTO bench_floor_checkpoints VALUES ($1, $2)', [`p${i}`, after]);
+  let running: Promise<void> | undefined;
+  let again = false;
+  // Commits arrive out of position order: each read looks back 1,000 positions for those committed since.
+  const seen = new Set<string>();
+  const round = async (): Promise<void> => {
+    const { rows } = await reader.query(
+      'SELECT global_position::text AS p FROM events WHERE global_position > $1 - 1000 ORDER BY global_position',
+      [after],
+    );
+    const fresh = rows.map((r) => r.p as string).filter((p) => !seen.has(p));
+    if (fresh.length > 0) {
+      for (const p of fresh) seen.add(p);
+      after = rows.at(-1).p;
+      const latency = `INSERT INTO bench_latency (position, applied_at) SELECT unnest('{${fresh.join(',')}}'::bigint[]), clock_timestamp() ON CONFLICT DO NOTHING;`;
+      await Promise.all(
+        sessions.map((session, i) =>
+          session.query(
+            `BEGIN; UPDATE bench_floor_checkpoints SET position = ${after} WHERE name = 'p${i}'; ${i === 0 ? latency : ''} COMMIT`,
+          ),
+        ),
+      );
+    }
+    if (again) {
+      again = false;
+      return round();
+    }
+  };
+  listener.on('notification', () => {
+    if (running) again = true;
+    else running = round().finally(() => (running = undefined));
+  });
+  await listener.query('LISTEN events');
+  const { latencies, seconds, cpu } = await pingLatencies(pool, { rate: LIVE_RATE, write: appendPings(pool) });
+  await running;
+  await Promise.all([...sessions, reader, listener].map((c) => c.end()));
   return {
     samples: latencies.length,
     p50: percentile(latencies, 50),
     p99: percentile(latencies, 99),
     max: latencies.at(-1)!,
-    readsPerWakeUp: reads,
-    readsPerLatencyBatch: readsPerBatch,
-    /** Cores busy on average while the pings were written and applied: daemon, PostgreSQL, this process (writer). */
     cpu,
-    batchesPerSecond: before && after ? (after.batches - before.batches) / seconds : undefined,
+    seconds,
   };
 }
 
@@ -419,6 +499,53 @@ async function catchUp(pool: pg.Pool, url: string, kind: 'noop' | 'balances', co
   await daemon.stop();
   rmSync(dir, { recursive: true, force: true });
   return { seconds, daemonCpu, postgresCpu };
+}
+
+/**
+ * The floor under the runner for `count` account-balance copies: the same handler code (projections/account-balances)
+ * over the same events in batches of the runner's catch-up size, one transaction per batch and copy, the copies in
+ * parallel sessions, with nothing of the runner (no context, checkpoint, reader): the events are read before the
+ * clock starts. Whatever a runner does, the copies' own writes take this long on this machine.
+ */
+async function handlersAlone(pool: pg.Pool, url: string, count: number, batchSize: number): Promise<CatchUp> {
+  const names = storeNames();
+  const batches: StoredEvent[][] = [];
+  for (let after = 0n; ;) {
+    const { events } = await readEvents(pool, names, after, BigInt(Number.MAX_SAFE_INTEGER), batchSize, undefined);
+    if (events.length === 0) break;
+    batches.push(events);
+    after = events.at(-1)!.globalPosition;
+  }
+  const copies = Array.from({ length: count }, (_, i) => accountBalances({ name: `floor_${i + 1}` }));
+  // Sessions of their own, as the runner's would be (asynchronous commit, as the runner's are).
+  const sessions = await Promise.all(
+    copies.map(async (copy) => {
+      const client = new pg.Client({ connectionString: url, options: '-c synchronous_commit=off' });
+      await client.connect();
+      await client.query(`DROP TABLE IF EXISTS ${copy.name}`);
+      await copy.setup!(client);
+      return client;
+    }),
+  );
+  const started = performance.now();
+  const postgresCpuBefore = postgresCpuSeconds();
+  const ownCpuBefore = process.cpuUsage();
+  await Promise.all(
+    copies.map(async (copy, i) => {
+      const client = sessions[i]!;
+      for (const events of batches) {
+        await client.query('BEGIN');
+        await copy.handleBatch!(events, client);
+        await client.query('COMMIT');
+      }
+    }),
+  );
+  const seconds = (performance.now() - started) / 1000;
+  const own = process.cpuUsage(ownCpuBefore);
+  const result = { seconds, daemonCpu: (own.user + own.system) / 1e6, postgresCpu: postgresCpuSeconds() - postgresCpuBefore };
+  await Promise.all(sessions.map((c) => c.end()));
+  for (const copy of copies) await pool.query(`DROP TABLE IF EXISTS ${copy.name}`);
+  return result;
 }
 
 /** A second database on the same server, migrated, with `events` generated events. */
@@ -617,7 +744,12 @@ async function main() {
         for (const kind of ['noop', 'balances'] as const) {
           for (const p of [1, 4, 16]) scalingRows.push({ kind, p, ...(await catchUp(scalingDb.pool, scalingDb.url, kind, p)) });
         }
-        results.scaling = { events: SCALING_EVENTS, rows: scalingRows };
+        // The floor: the balances handlers alone, at the runner's catch-up batch size (10 x --batch-size's default).
+        const floor = {
+          one: await handlersAlone(scalingDb.pool, scalingDb.url, 1, 5_000),
+          sixteen: await handlersAlone(scalingDb.pool, scalingDb.url, 16, 5_000),
+        };
+        results.scaling = { events: SCALING_EVENTS, rows: scalingRows, handlersAlone: floor };
         for (const kind of ['noop', 'balances'] as const) {
           const one = scalingRows.find((r) => r.kind === kind && r.p === 1)!.seconds;
           for (const r of scalingRows.filter((r) => r.kind === kind)) {
@@ -630,6 +762,17 @@ async function main() {
                 `; CPU s: daemon ${r.daemonCpu.toFixed(1)}, PostgreSQL ${r.postgresCpu.toFixed(1)}`,
             ]);
           }
+        }
+        const oneBalances = scalingRows.find((r) => r.kind === 'balances' && r.p === 1)!.seconds;
+        for (const [p, f] of [
+          [1, floor.one],
+          [16, floor.sixteen],
+        ] as const) {
+          table.push([
+            `(10) the handlers alone, ${p} x balances`,
+            `${f.seconds.toFixed(2)} s`,
+            `${(f.seconds / oneBalances).toFixed(2)} x of 1 x balances run by the runner (no runner: the floor); CPU s: handlers ${f.daemonCpu.toFixed(1)}, PostgreSQL ${f.postgresCpu.toFixed(1)}`,
+          ]);
         }
       }
       if (runs(11)) {
@@ -653,6 +796,15 @@ async function main() {
           `${live16.readsPerWakeUp?.toFixed(2)} (per batch of one projection: ${live16.readsPerLatencyBatch?.toFixed(2)})`,
           'target 1 (wake-ups: projection_runner_wakeups_total)',
         ]);
+        const floor = await bareTransactionsLatency(scalingDb.pool, scalingDb.url, 17);
+        results.liveLatencyBareTransactionsMs = floor;
+        table.push(
+          latencyRow(
+            '(11) floor: 17 bare transactions per wake-up',
+            floor,
+            `no runner: one read, then 17 sessions each BEGIN/UPDATE/COMMIT in one round trip; PostgreSQL ${floor.cpu.postgres.toFixed(2)}, writer + this floor ${floor.cpu.writer.toFixed(2)} cores`,
+          ),
+        );
         table.push([
           '(11) CPU while live, 16 projections',
           `daemon ${live16.cpu.daemon.toFixed(2)}, PostgreSQL ${live16.cpu.postgres.toFixed(2)}, writer ${live16.cpu.writer.toFixed(2)} cores`,

@@ -188,7 +188,7 @@ export const SETTINGS = [
   setting({ key: 'batchBytes', flag: 'batch-bytes', env: 'PROJECTION_RUNNER_BATCH_BYTES', default: '16777216',
     description: 'stored bytes (data + metadata) per batch read, whatever the count; at least one event is read',
     ...integer(1_024) }),
-  setting({ key: 'maxConcurrentBatches', flag: 'max-concurrent-batches', env: 'PROJECTION_RUNNER_MAX_CONCURRENT_BATCHES', default: '4',
+  setting({ key: 'maxConcurrentBatches', flag: 'max-concurrent-batches', env: 'PROJECTION_RUNNER_MAX_CONCURRENT_BATCHES', default: '8',
     description: "batch transactions this instance runs at once, all projections together; the others wait their turn in order (raise it when the database's cores outnumber the projections' writes)",
     ...integer(1, 1_000) }),
   setting({ key: 'handlerRetries', flag: 'handler-retries', env: 'PROJECTION_RUNNER_HANDLER_RETRIES', default: '3',

@@ -333,9 +333,10 @@ async function pingLatencies(pool: pg.Pool, run: Pick<LatencyRun, 'rate' | 'writ
  * then `projections` sessions each commit their own transaction in one round trip (BEGIN, a checkpoint UPDATE, the
  * latency rows for the first, COMMIT): no high-water mark (it reads past gaps, unsafe), no context, no
  * compare-and-set, no handler call, no gap handling (a read looks back for late commits). Runs in this process, beside
- * the writer.
+ * the writer. With `roundTrips` 2, each transaction first sends BEGIN and a one-row read and waits for it, as a batch
+ * sends BEGIN and its context before its handler runs.
  */
-async function bareTransactionsLatency(pool: pg.Pool, url: string, projections: number) {
+async function bareTransactionsLatency(pool: pg.Pool, url: string, projections: number, roundTrips: 1 | 2) {
   await pool.query('CREATE TABLE IF NOT EXISTS bench_floor_checkpoints (name text PRIMARY KEY, position bigint NOT NULL)');
   await pool.query('TRUNCATE bench_floor_checkpoints');
   const connect = async () => {
@@ -363,12 +364,14 @@ async function bareTransactionsLatency(pool: pg.Pool, url: string, projections: 
       for (const p of fresh) seen.add(p);
       after = rows.at(-1).p;
       const latency = `INSERT INTO bench_latency (position, applied_at) SELECT unnest('{${fresh.join(',')}}'::bigint[]), clock_timestamp() ON CONFLICT DO NOTHING;`;
+      const commit = (i: number) =>
+        `UPDATE bench_floor_checkpoints SET position = ${after} WHERE name = 'p${i}'; ${i === 0 ? latency : ''} COMMIT`;
       await Promise.all(
-        sessions.map((session, i) =>
-          session.query(
-            `BEGIN; UPDATE bench_floor_checkpoints SET position = ${after} WHERE name = 'p${i}'; ${i === 0 ? latency : ''} COMMIT`,
-          ),
-        ),
+        sessions.map(async (session, i) => {
+          if (roundTrips === 1) return session.query(`BEGIN; ${commit(i)}`);
+          await session.query(`BEGIN; SELECT position FROM bench_floor_checkpoints WHERE name = 'p${i}'`);
+          return session.query(commit(i));
+        }),
       );
     }
     if (again) {
@@ -796,15 +799,19 @@ async function main() {
           `${live16.readsPerWakeUp?.toFixed(2)} (per batch of one projection: ${live16.readsPerLatencyBatch?.toFixed(2)})`,
           'target 1 (wake-ups: projection_runner_wakeups_total)',
         ]);
-        const floor = await bareTransactionsLatency(scalingDb.pool, scalingDb.url, 17);
-        results.liveLatencyBareTransactionsMs = floor;
-        table.push(
-          latencyRow(
-            '(11) floor: 17 bare transactions per wake-up',
-            floor,
-            `no runner: one read, then 17 sessions each BEGIN/UPDATE/COMMIT in one round trip; PostgreSQL ${floor.cpu.postgres.toFixed(2)}, writer + this floor ${floor.cpu.writer.toFixed(2)} cores`,
-          ),
-        );
+        const floors = [];
+        for (const roundTrips of [1, 2] as const) {
+          const floor = await bareTransactionsLatency(scalingDb.pool, scalingDb.url, 17, roundTrips);
+          floors.push({ roundTrips, ...floor });
+          table.push(
+            latencyRow(
+              `(11) floor: 17 bare transactions per wake-up, ${roundTrips} round trip${roundTrips === 1 ? '' : 's'} each`,
+              floor,
+              `no runner: one read, then 17 sessions each BEGIN/UPDATE/COMMIT; PostgreSQL ${floor.cpu.postgres.toFixed(2)}, writer + this floor ${floor.cpu.writer.toFixed(2)} cores`,
+            ),
+          );
+        }
+        results.liveLatencyBareTransactionsMs = floors;
         table.push([
           '(11) CPU while live, 16 projections',
           `daemon ${live16.cpu.daemon.toFixed(2)}, PostgreSQL ${live16.cpu.postgres.toFixed(2)}, writer ${live16.cpu.writer.toFixed(2)} cores`,

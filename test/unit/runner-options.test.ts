@@ -44,6 +44,7 @@ describe('new Runner({...}) takes the settings through the same door as the CLI'
       pollIntervalMs: 1_000,
       batchSize: 500,
       batchBytes: 16 * 1024 * 1024,
+      maxConcurrentBatches: 8,
       handlerRetries: 3,
       switchMode: 'auto',
     });

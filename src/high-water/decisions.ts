@@ -248,6 +248,26 @@ export function observe(
 }
 
 /**
+ * Whether the observation may move H in its own statement (readObservation's `move`): only with no gap open, since
+ * then a run of visible positions right above H is all a pass can move it over, and nothing about gaps changes
+ * unless the run has a hole (then the statement moves nothing and the pass persists as before).
+ */
+export function mayMoveInObservation(state: HighWaterState): boolean {
+  return state.openGaps.length === 0;
+}
+
+/**
+ * Whether `decision` is all persisted once the observation's statement moved H to `movedTo`: nothing but H and the
+ * head changed, and H to what that statement wrote (it wrote the head as observe does, the higher of the two).
+ * Otherwise persistDecision writes it (H again, to the same value or a higher one, and the gap rows).
+ */
+export function writtenByObservation(decision: Decision, movedTo: Position | undefined): boolean {
+  const gapsChanged =
+    decision.opened.length + decision.resolved.length + decision.late.length + decision.fenced.length + decision.settled.length > 0;
+  return movedTo !== undefined && !gapsChanged && decision.state.highWater === movedTo;
+}
+
+/**
  * Fences and settles watched gaps (see the header). `watched` must already exclude the positions visible in this
  * observation, so what remains of a gap whose fence is at or below the snapshot's xmin was rolled back.
  */

@@ -2,6 +2,7 @@ import type pg from 'pg';
 import { withTransaction } from '../db/connection.js';
 import { NotLeaderError } from '../errors.js';
 import type { StoreNames } from '../db/identifiers.js';
+import { preparedStatement } from '../db/prepared.js';
 import type { SequenceSample } from './evidence-rules.js';
 import { eventTable, positionSql } from '../sources/event-table.js';
 import {
@@ -35,6 +36,14 @@ const range = (text: string): [bigint, bigint] => {
  * statement samples it for the gap evidence (gap-evidence-rules.ts); it needs SELECT or USAGE on the sequence, which
  * a least-privilege role may lack (then H still moves, without samples).
  * Every position counts here, including rows a source does not deliver (its filter): a position left out would be a gap.
+ *
+ * With `move` (the tracker has no open gap), the same statement also persists the common pass: when the positions
+ * visible right above H run on without a hole and none is a late commit, it moves H to the last of them (and the
+ * head), leader-checked like persistDecision, with its NOTIFY. That is H's own definition (committed positions,
+ * seen in this snapshot), so it is right whatever the pure decision adds; the tracker still decides with `observe`
+ * and writes what this did not (movedTo says what it did: see writtenByObservation). It takes the second round trip
+ * off the path of every event: commit -> NOTIFY -> this statement -> projectors.
+ * Named (prepared once per session): planning its CTEs cost more than running them, on every pass.
  */
 export async function readObservation(
   db: pg.ClientBase | pg.Pool,
@@ -43,9 +52,9 @@ export async function readObservation(
   windowSize: number,
   watched: WatchedGap[],
   sequence: string | undefined,
-): Promise<{ observation: Observation; sample: SequenceSample | undefined }> {
-  const t = eventTable(names);
-  const position = positionSql(t, 'e');
+  move?: { leader: string },
+): Promise<{ observation: Observation; sample: SequenceSample | undefined; movedTo: bigint | undefined }> {
+  const text = observationSql(names, sequence);
   const { rows } = await db.query<{
     now_ms: number;
     started_ms: number;
@@ -56,28 +65,19 @@ export async function readObservation(
     last: string | null;
     holes: string[];
     late: string[];
-  }>(
-    `WITH win AS (
-       SELECT ${position}::int8 AS gp FROM ${t.table} e
-        WHERE ${position} > $1 ORDER BY ${position} LIMIT $2
-     ), steps AS (
-       SELECT gp, lead(gp) OVER (ORDER BY gp) AS nxt FROM win
-     )
-     SELECT (extract(epoch FROM clock_timestamp()) * 1000)::float8 AS now_ms,
-            (extract(epoch FROM statement_timestamp()) * 1000)::float8 AS started_ms,
-            -- A sequence never called has no last value: nothing handed out yet (positions start at 1).
-            ${sequence ? `coalesce(pg_sequence_last_value(${sequence}), 0)::text` : 'NULL::text'} AS last_value,
-            pg_snapshot_xmin(pg_current_snapshot())::text AS xmin,
-            (SELECT max(${position})::text FROM ${t.table} e) AS head,
-            (SELECT min(gp)::text FROM win) AS first,
-            (SELECT max(gp)::text FROM win) AS last,
-            (SELECT coalesce(array_agg((gp + 1)::text || '-' || (nxt - 1)::text ORDER BY gp), '{}')
-               FROM steps WHERE nxt > gp + 1) AS holes,
-            (SELECT coalesce(array_agg(${position}::text), '{}')
-               FROM unnest($3::bigint[], $4::bigint[]) AS w(f, t)
-               JOIN ${t.table} e ON ${position} BETWEEN w.f AND w.t) AS late`,
-    [highWater.toString(), windowSize, watched.map((w) => w.from.toString()), watched.map((w) => w.to.toString())],
-  );
+    moved_to: string | null;
+  }>({
+    name: preparedStatement(text).name,
+    text,
+    values: [
+      highWater.toString(),
+      windowSize,
+      watched.map((w) => w.from.toString()),
+      watched.map((w) => w.to.toString()),
+      move?.leader ?? null,
+      names.highWaterChannel,
+    ],
+  });
   const row = rows[0]!;
   return {
     observation: {
@@ -89,7 +89,46 @@ export async function readObservation(
     },
     // statement_timestamp() precedes the read of the sequence: values above last_value were not handed out then.
     sample: row.last_value === null ? undefined : { at: row.started_ms, lastValue: BigInt(row.last_value) },
+    movedTo: row.moved_to === null ? undefined : BigInt(row.moved_to),
   };
+}
+
+/** readObservation's statement: $1 H, $2 window, $3/$4 watched ranges, $5 the leader moving H (or NULL), $6 channel. */
+function observationSql(names: StoreNames, sequence: string | undefined): string {
+  const t = eventTable(names);
+  const position = positionSql(t, 'e');
+  return `WITH win AS (
+       SELECT ${position}::int8 AS gp FROM ${t.table} e
+        WHERE ${position} > $1 ORDER BY ${position} LIMIT $2
+     ), steps AS (
+       SELECT gp, lead(gp) OVER (ORDER BY gp) AS nxt FROM win
+     ), seen AS (
+       SELECT (SELECT max(${position})::int8 FROM ${t.table} e) AS head,
+              (SELECT min(gp) FROM win) AS first,
+              (SELECT max(gp) FROM win) AS last,
+              (SELECT coalesce(array_agg((gp + 1)::text || '-' || (nxt - 1)::text ORDER BY gp), '{}')
+                 FROM steps WHERE nxt > gp + 1) AS holes,
+              (SELECT coalesce(array_agg(${position}::text), '{}')
+                 FROM unnest($3::bigint[], $4::bigint[]) AS w(f, t)
+                 JOIN ${t.table} e ON ${position} BETWEEN w.f AND w.t) AS late
+     ), moved AS (
+       -- The common pass persisted here (see readObservation): a run without holes right above H, no late commit.
+       UPDATE ${names.q.highWater} hw SET position = s.last, head = greatest(hw.head, s.head), updated_at = now()
+         FROM seen s
+        WHERE $5::text IS NOT NULL AND hw.leader = $5::text AND hw.position = $1::int8
+          AND s.first = $1::int8 + 1 AND s.holes = '{}' AND s.late = '{}'
+       RETURNING hw.position
+     ), notified AS (
+       SELECT position, pg_notify($6::text, position::text) FROM moved
+     )
+     SELECT (extract(epoch FROM clock_timestamp()) * 1000)::float8 AS now_ms,
+            (extract(epoch FROM statement_timestamp()) * 1000)::float8 AS started_ms,
+            -- A sequence never called has no last value: nothing handed out yet (positions start at 1).
+            ${sequence ? `coalesce(pg_sequence_last_value(${sequence}), 0)::text` : 'NULL::text'} AS last_value,
+            pg_snapshot_xmin(pg_current_snapshot())::text AS xmin,
+            s.head::text, s.first::text, s.last::text, s.holes, s.late,
+            (SELECT position::text FROM notified) AS moved_to
+       FROM seen s`;
 }
 
 /**

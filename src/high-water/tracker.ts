@@ -11,7 +11,16 @@ import {
   readPersistedHighWater,
   takeFence,
 } from './tracker-sql.js';
-import { needsFence, nextPassDelay, observe, type HighWaterSettings, type HighWaterState, type OpenGap } from './decisions.js';
+import {
+  mayMoveInObservation,
+  needsFence,
+  nextPassDelay,
+  observe,
+  writtenByObservation,
+  type HighWaterSettings,
+  type HighWaterState,
+  type OpenGap,
+} from './decisions.js';
 import type { SequenceSample } from './evidence-rules.js';
 import type { LeaseSession } from '../ownership/leases.js';
 import { withRetries } from '../db/retry.js';
@@ -136,19 +145,21 @@ export class HighWaterTracker {
     const isProvenDead = state.openGaps.length > 0 ? await evidence?.collect(state) : undefined;
     // The fence is taken before the observation, so the observation's snapshot is the later one (high-water.ts).
     const fence = needsFence(state, this.serverNow, settings) ? await takeFence(pool) : undefined;
-    const { observation, sample } = await readObservation(
+    const { observation, sample, movedTo } = await readObservation(
       pool,
       names,
       state.highWater,
       this.options.windowSize ?? 100_000,
       state.watched,
       evidence?.sampledSequence,
+      mayMoveInObservation(state) ? { leader: leases.owner } : undefined,
     );
     observation.fence = fence;
     this.serverNow = observation.now;
     if (sample) evidence?.recordSample(sample, state.openGaps);
     const decision = observe(state, observation, settings, isProvenDead);
-    if (decision.changed && (await persistDecision(pool, names, decision, leases.owner)) === 'not_leader') {
+    const persisted = !decision.changed || writtenByObservation(decision, movedTo);
+    if (!persisted && (await persistDecision(pool, names, decision, leases.owner)) === 'not_leader') {
       log.warn('another instance leads the high-water tracker now; standing down');
       this.leader = false;
       this.state = undefined;

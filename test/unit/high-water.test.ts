@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import {
   initialState,
+  mayMoveInObservation,
   missingRanges,
   needsFence,
   nextDeadline,
@@ -8,6 +9,7 @@ import {
   observe,
   settle,
   subtractRanges,
+  writtenByObservation,
   type HighWaterState,
   type Observation,
 } from '../../src/high-water/decisions.js';
@@ -300,5 +302,36 @@ describe('nextPassDelay', () => {
   it('rechecks evidence no later than its interval while gaps are open', () => {
     expect(nextPassDelay(open, settings, 2_000, 1_000, 50)).toBe(50);
     expect(nextPassDelay(open, settings, 10_990, 1_000, 50)).toBe(11);
+  });
+});
+
+describe('the pass persisted by its own observation (readObservation move)', () => {
+  const watched = { from: 3n, to: 3n, firstSeenAt: 0, fence: null };
+
+  it('is asked for only with no gap open', () => {
+    expect(mayMoveInObservation(initialState(5n))).toBe(true);
+    expect(mayMoveInObservation({ ...initialState(5n), watched: [watched] })).toBe(true);
+    expect(mayMoveInObservation({ ...initialState(5n), openGaps: [{ from: 7n, to: 7n, firstSeenAt: 0 }] })).toBe(false);
+  });
+
+  it('covers a decision that moved H over a run without holes to where the statement moved it', () => {
+    const decision = observe(initialState(5n), seen(100, [6, 7, 8]), settings);
+    expect(decision.state.highWater).toBe(8n);
+    expect(writtenByObservation(decision, 8n)).toBe(true);
+    // The statement moved nothing (a hole, another leader, a late commit): the pass persists as before.
+    expect(writtenByObservation(decision, undefined)).toBe(false);
+    expect(writtenByObservation(decision, 7n)).toBe(false);
+  });
+
+  it('leaves the rest to persistDecision: gaps opened, late positions, fences and settlements', () => {
+    const opened = observe(initialState(5n), seen(100, [6, 8]), settings);
+    expect(opened.opened).toHaveLength(1);
+    expect(writtenByObservation(opened, opened.state.highWater)).toBe(false);
+    const late = observe({ ...initialState(5n), watched: [watched] }, seen(100, [6], [3]), settings);
+    expect(late.late).toEqual([3n]);
+    expect(writtenByObservation(late, 6n)).toBe(false);
+    const settled = observe({ ...initialState(5n), watched: [{ ...watched, fence: 10n }] }, seen(100, [6], [], 11n), settings);
+    expect(settled.settled).toHaveLength(1);
+    expect(writtenByObservation(settled, 6n)).toBe(false);
   });
 });

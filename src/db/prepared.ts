@@ -70,3 +70,21 @@ export async function executePrepared(
     }
   }
 }
+
+/**
+ * PREPAREs on `client` whichever of `statements` its session has not prepared yet (a round trip each, once per
+ * session), outside any transaction (so that a later round trip inside one never needs a PREPARE: one failing there would abort it).
+ */
+export async function prepareOn(client: pg.ClientBase, statements: PreparedStatement[]): Promise<void> {
+  const done = preparedOn.get(client) ?? new Set<string>();
+  preparedOn.set(client, done);
+  for (const s of statements.filter((s) => !done.has(s.name))) {
+    try {
+      await client.query(s.prepare);
+    } catch (error) {
+      // Prepared already by a round trip that failed after its PREPARE had run (see executePrepared).
+      if ((error as { code?: string }).code !== '42P05') throw error;
+    }
+    done.add(s.name);
+  }
+}

@@ -55,8 +55,12 @@ export interface HighWaterTrackerOptions {
   gapHistoryMs: number;
   /** How often the leader audits settled gaps and prunes the history. */
   maintenanceIntervalMs?: number;
-  /** H moved (or the leader announced it): wake the projectors. */
-  onAdvance: (highWater: bigint) => void;
+  /**
+   * H moved (or the leader announced it, or a late commit was recorded): wake the projectors. `onlyHighWater`: this
+   * leader's pass changed nothing but H (and the head) since the last call: no gap given up, no late notice, so what
+   * projectors knew of those still holds (BatchContexts.advance).
+   */
+  onAdvance: (highWater: bigint, onlyHighWater: boolean) => void;
 }
 
 /**
@@ -158,8 +162,8 @@ export class HighWaterTracker {
     this.serverNow = observation.now;
     if (sample) evidence?.recordSample(sample, state.openGaps);
     const decision = observe(state, observation, settings, isProvenDead);
-    const persisted = !decision.changed || writtenByObservation(decision, movedTo);
-    if (!persisted && (await persistDecision(pool, names, decision, leases.owner)) === 'not_leader') {
+    const onlyHighWater = writtenByObservation(decision, movedTo);
+    if (decision.changed && !onlyHighWater && (await persistDecision(pool, names, decision, leases.owner)) === 'not_leader') {
       log.warn('another instance leads the high-water tracker now; standing down');
       this.leader = false;
       this.state = undefined;
@@ -206,8 +210,9 @@ export class HighWaterTracker {
       decision.state.head,
       openGaps.length,
       openGaps.length > 0 ? Math.max(0, (observation.now - oldest) / 1000) : 0,
+      onlyHighWater,
     );
-    if (decision.late.length > 0) this.options.onAdvance(this.highWater);
+    if (decision.late.length > 0) this.options.onAdvance(this.highWater, false);
 
     return nextPassDelay(decision.state, settings, observation.now, this.options.pollIntervalMs, evidence?.recheckMs);
   }
@@ -224,12 +229,13 @@ export class HighWaterTracker {
         'event found inside a gap proven unfillable (its writer held a position without a transaction id, or chose its own position): recorded late and delivered to projections that passed it',
       );
     }
-    if (found.length > 0) this.options.onAdvance(this.highWater);
+    if (found.length > 0) this.options.onAdvance(this.highWater, false);
     const removed = await pruneGapHistory(pool, names, this.options.gapHistoryMs);
     if (removed > 0) log.debug({ removed }, 'pruned gap history');
   }
 
-  private publish(highWater: bigint, head: bigint, openGaps: number, oldestAgeSeconds: number): void {
+  /** `onlyHighWater`: see onAdvance; false where H was read rather than decided here (another instance leads). */
+  private publish(highWater: bigint, head: bigint, openGaps: number, oldestAgeSeconds: number, onlyHighWater = false): void {
     const { metrics } = this.options;
     this.highWater = highWater;
     this.head = head;
@@ -239,7 +245,7 @@ export class HighWaterTracker {
     metrics.gapOldestAge.set(oldestAgeSeconds);
     if (this.announced === undefined || highWater > this.announced) {
       this.announced = highWater;
-      this.options.onAdvance(highWater);
+      this.options.onAdvance(highWater, onlyHighWater);
     }
   }
 }

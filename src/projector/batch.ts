@@ -1,5 +1,5 @@
 import type { ProjectionState } from '../projection/projection.js';
-import type { GivenUpSnapshot } from './checkpoints.js';
+import type { BatchContext, CheckpointMove, GivenUpSnapshot } from './checkpoints.js';
 
 /** The pure decisions of a projector's batch (see Projector.runBatch), apart from the SQL and the handlers. */
 
@@ -54,4 +54,77 @@ export function knownGivenUp(known: GivenUpSnapshot, after: bigint, upTo: bigint
   return known.ranges
     .filter(([from, to]) => from <= upTo && to > after)
     .map(([from, to]): [bigint, bigint] => [from > after ? from : after + 1n, to < upTo ? to : upTo]);
+}
+
+/** What a batch's context was read for: the checkpoint its given-up ranges lie above, the late notices it has seen. */
+export interface ContextRequest {
+  after: bigint;
+  lateSeenId: bigint;
+}
+
+/** Whether a context read for `read` holds all that `request` needs (see contextFor). */
+export function serves(read: ContextRequest, request: ContextRequest): boolean {
+  return read.after <= request.after && read.lateSeenId <= request.lateSeenId;
+}
+
+/**
+ * A context read for one request, as another request sees it (BatchContexts shares one read among the projectors of
+ * a wake-up): undefined when the read holds less than the request needs (ranges above a higher checkpoint, notices
+ * after a later one), else the read narrowed to the request. The narrowing keeps every fact the read had: its H, the
+ * notices after the request's own, and the ranges above its checkpoint, complete to the same position (a range
+ * starting at or below it that ends above the request's checkpoint also ends above the read's, lower one).
+ */
+export function contextFor(read: { request: ContextRequest; context: BatchContext }, request: ContextRequest): BatchContext | undefined {
+  if (!serves(read.request, request)) return undefined;
+  const { context } = read;
+  return {
+    highWater: context.highWater,
+    pendingLate: context.pendingLate.filter((l) => l.id > request.lateSeenId),
+    givenUp: { ranges: context.givenUp.ranges.filter(([, to]) => to > request.after), completeTo: context.givenUp.completeTo },
+  };
+}
+
+/**
+ * A context as it stands once the high-water leader moved H to `highWater` in a pass that gave up no range and
+ * recorded no late commit (BatchContexts.advance): the same notices and ranges, H raised, and the ranges complete up
+ * to the new H where they were complete up to the old one (none lies between: a range is given up only in a pass
+ * that changes gaps). A context that already has that H (read after the move) is kept as it is.
+ */
+export function raiseHighWater(context: BatchContext, highWater: bigint): BatchContext {
+  if (context.highWater >= highWater) return context;
+  const { givenUp } = context;
+  return {
+    ...context,
+    highWater,
+    givenUp: { ranges: givenUp.ranges, completeTo: givenUp.completeTo >= context.highWater ? highWater : givenUp.completeTo },
+  };
+}
+
+/** How long a checkpoint move may stay in memory at most (see mayDeferCheckpoint). */
+export const DEFERRED_CHECKPOINT_MS = 1_000;
+
+/**
+ * Whether a batch that sent no statement (its transaction never began: the handler wrote nothing, no skipped
+ * position, no late event) may leave its checkpoint move in memory instead of committing it: it wrote nothing that
+ * must commit with it, so a crash or a hand-off before the move is written only hands these events to the handler
+ * again, which writes nothing for them again. Live, that is what a wake-up means to most projections of a deployment
+ * (none of their types came in, or nothing to write for them): a transaction per projection per wake-up was most of
+ * the work of an instance (see README, Performance). Not when the move changes what the row says besides the
+ * position (its state, an error), nor while a replay or a new version is being built (their progress is reported and
+ * switched on), nor once a move has waited `maxMs`: the checkpoint row lags the projection by at most that (an idle
+ * projection writes it when that time is up, and before a command, the failure path and at stop).
+ */
+export function mayDeferCheckpoint(
+  batch: { began: boolean; move: CheckpointMove },
+  persistedState: ProjectionState,
+  options: { rebuilding: boolean; building: boolean; deferredForMs: number | undefined; maxMs: number },
+): boolean {
+  return (
+    !batch.began &&
+    (batch.move.lastError ?? null) === null &&
+    batch.move.state === persistedState &&
+    !options.rebuilding &&
+    !options.building &&
+    (options.deferredForMs === undefined || options.deferredForMs < options.maxMs)
+  );
 }

@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import { quoteLiteral, type StoreNames } from '../db/identifiers.js';
-import { executePrepared, preparedStatement, type PreparedStatement } from '../db/prepared.js';
-import { buildScopeColumns, type BuildScope } from '../versions/build-slot.js';
+import { executePrepared, prepareOn, preparedStatement, type PreparedStatement } from '../db/prepared.js';
+import { buildCheckColumns, buildScopeColumns, type BuildScope } from '../versions/build-slot.js';
 import type { ProjectionState } from '../projection/projection.js';
 
 /**
@@ -60,7 +60,7 @@ const GIVEN_UP_AT_BEGIN = 32;
  * The batch path's two statements, prepared once per session (db/prepared.ts): its context (H, the pending late
  * notices, the given-up ranges above the checkpoint, the build's scope) and its checkpoint's compare-and-set.
  */
-function batchStatements(names: StoreNames): { begin: PreparedStatement; move: PreparedStatement } {
+function batchStatements(names: StoreNames): BatchStatements {
   const key = `${names.q.checkpoints} ${names.q.gaps} ${names.q.highWater} ${names.q.builds}`;
   let statements = statementsByStore.get(key);
   if (!statements) {
@@ -84,17 +84,26 @@ function batchStatements(names: StoreNames): { begin: PreparedStatement; move: P
       SELECT CASE WHEN pg_catalog.count(*) = 1 THEN 1
                   ELSE (pg_catalog.count(*)::${t('text')} || ' ${CHECKPOINT_MOVED}')::${t('int4')} END AS moved
         FROM moved`);
-    statements = { begin, move };
+    // A lazily begun batch's check of its build (BatchTransaction): the same scope, raising when it is not the build's.
+    const check = preparedStatement(`SELECT ${buildCheckColumns(names, '$1::text', '$2::text', '$3::text')}`);
+    statements = { begin, move, check };
     statementsByStore.set(key, statements);
   }
   return statements;
 }
-const statementsByStore = new Map<string, { begin: PreparedStatement; move: PreparedStatement }>();
+interface BatchStatements {
+  begin: PreparedStatement;
+  move: PreparedStatement;
+  check: PreparedStatement;
+}
+const statementsByStore = new Map<string, BatchStatements>();
 
 /**
  * Starts the batch transaction and reads its context in one round trip, one snapshot: H, the pending late notices,
  * the given-up ranges above the checkpoint `after`, and with `scope` the build's role, its row FOR SHARE and search
- * path (BuildSlot.scopeSql). Values are inlined as literals (the simple protocol takes no parameters).
+ * path (BuildSlot.scopeSql). Values are inlined as literals (the simple protocol takes no parameters). The failure
+ * path's batches begin so (runBoundedBatch); the normal path reads its context once per wake-up for all projections
+ * (readBatchContext, BatchContexts) and begins its transaction only when it has a statement to send (BatchTransaction).
  */
 export async function beginBatch(
   tx: pg.ClientBase,
@@ -103,16 +112,58 @@ export async function beginBatch(
   scope?: BuildScope,
 ): Promise<BatchContext> {
   const { begin, move } = batchStatements(names);
-  const text = (v: string | null | undefined) => (v === null || v === undefined ? 'NULL' : quoteLiteral(v));
   const result = await executePrepared(
     tx,
     begin,
-    [progress.after.toString(), progress.lateSeenId.toString(), text(scope?.slot), text(scope?.searchPath)],
+    contextArguments(progress, scope),
     // READ COMMITTED whatever the session's default (a handler's SET on a pooled connection, the database's): a page
     // read on this transaction must see what its H saw, not a snapshot older than it.
-    { before: 'BEGIN ISOLATION LEVEL READ COMMITTED', alsoPrepare: [move] },
+    { before: BEGIN_BATCH, alsoPrepare: [move] },
   );
-  const row = result.rows[0] as { hw: string; late: string[]; given_up: string[]; build_scope: string | null };
+  return toBatchContext(result.rows[0] as ContextRow);
+}
+
+/** How every batch transaction begins: READ COMMITTED whatever the session's default (see beginBatch). */
+export const BEGIN_BATCH = 'BEGIN ISOLATION LEVEL READ COMMITTED';
+
+/**
+ * The batch context alone, outside any transaction: the same statement as beginBatch's with no build (its row is
+ * checked by the batch's own BEGIN, batchBeginSql), in one statement, one snapshot. Any later batch may use
+ * it: H only rises, a range is given up in the transaction that moves H past it, and late notices commit in id order,
+ * so an older snapshot only knows less, never something false; the batch reads no further than its H.
+ */
+export async function readBatchContext(db: pg.ClientBase, names: StoreNames, progress: { after: bigint; lateSeenId: bigint }): Promise<BatchContext> {
+  const result = await executePrepared(db, batchStatements(names).begin, contextArguments(progress, undefined));
+  return toBatchContext(result.rows[0] as ContextRow);
+}
+
+/** Prepares the batch statements on a session that has not yet (once per session, outside a transaction). */
+export async function prepareBatchStatements(db: pg.ClientBase, names: StoreNames): Promise<void> {
+  const { begin, move, check } = batchStatements(names);
+  await prepareOn(db, [begin, move, check]);
+}
+
+/**
+ * BEGIN of a lazily begun batch (BatchTransaction), and with `build` its check (buildCheckColumns): one string that
+ * starts with BEGIN, for a session that has the batch statements prepared (prepareBatchStatements).
+ */
+export function batchBeginSql(names: StoreNames, build: { checkArguments(): string[] } | undefined): string {
+  return build ? `${BEGIN_BATCH}; EXECUTE ${batchStatements(names).check.name}(${build.checkArguments().join(', ')})` : BEGIN_BATCH;
+}
+
+interface ContextRow {
+  hw: string;
+  late: string[];
+  given_up: string[];
+  build_scope: string | null;
+}
+
+function contextArguments(progress: { after: bigint; lateSeenId: bigint }, scope: BuildScope | undefined): string[] {
+  const text = (v: string | null | undefined) => (v === null || v === undefined ? 'NULL' : quoteLiteral(v));
+  return [progress.after.toString(), progress.lateSeenId.toString(), text(scope?.slot), text(scope?.searchPath)];
+}
+
+function toBatchContext(row: ContextRow): BatchContext {
   const pair = (text: string): [bigint, bigint] => {
     const [a, b] = text.split('-');
     return [BigInt(a!), BigInt(b!)];
@@ -229,8 +280,10 @@ export async function saveCheckpoint(
 
 /**
  * saveCheckpoint and COMMIT in one round trip (the batch's last), through the prepared statement of batchStatements.
- * Returns false when no row moved (another instance moved the checkpoint): nothing was committed, the transaction
- * is aborted and the caller rolls it back.
+ * `begin`: the transaction has not begun (nothing of the batch needed a statement: a handler that sent none, no
+ * skipped position, no late event): it begins in the same round trip, so such a batch costs one. Returns false when
+ * no row moved (another instance moved the checkpoint): nothing was committed, the transaction is aborted and the
+ * caller rolls it back.
  */
 export async function commitWithCheckpoint(
   tx: pg.ClientBase,
@@ -238,10 +291,11 @@ export async function commitWithCheckpoint(
   name: string,
   expected: bigint,
   next: CheckpointMove,
+  begin?: string,
 ): Promise<boolean> {
   const values = [name, expected.toString(), ...moveValues(next)].map((v) => (v === null ? 'NULL' : quoteLiteral(v)));
   try {
-    await executePrepared(tx, batchStatements(names).move, values, { after: 'COMMIT' });
+    await executePrepared(tx, batchStatements(names).move, values, { before: begin, after: 'COMMIT' });
     return true;
   } catch (error) {
     if ((error as { code?: string }).code === INVALID_TEXT_REPRESENTATION && String((error as Error).message).includes(CHECKPOINT_MOVED)) {

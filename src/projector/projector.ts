@@ -17,8 +17,10 @@ import type { ProjectionState } from '../projection/projection.js';
 import { readEvents, readEventsAt } from '../sources/native.js';
 import type { StoredEvent } from '../store/types.js';
 import {
+  batchBeginSql,
   ensureCheckpoint,
   beginBatch,
+  prepareBatchStatements,
   claimLateDeliveries,
   type BatchContext,
   givenUpRanges,
@@ -38,8 +40,18 @@ import { sleep } from '../shared/time.js';
 import { WakeSignal } from '../shared/wake-signal.js';
 import type { Replay } from '../replay/replay.js';
 import type { SharedReader } from '../sources/shared-reader.js';
-import { batchState, endOfRead, knownGivenUp, readAgainAtOnce, type BatchOutcome } from './batch.js';
+import {
+  batchState,
+  DEFERRED_CHECKPOINT_MS,
+  endOfRead,
+  knownGivenUp,
+  mayDeferCheckpoint,
+  readAgainAtOnce,
+  type BatchOutcome,
+} from './batch.js';
 import type { BuildSlot } from '../versions/build-slot.js';
+import type { BatchContexts } from './batch-contexts.js';
+import { BatchTransaction, batchTransactionOf } from './batch-transaction.js';
 
 /**
  * One projection's loop. States (the projection_runner_projection_state metric and the checkpoint row):
@@ -115,6 +127,21 @@ export interface ProjectorOptions {
   build?: BuildSlot;
   /** The instance's batch slots (--max-concurrent-batches): each batch transaction holds one; none: unbounded. */
   slots?: Slots;
+  /** The instance's batch contexts: read once per wake-up for all its projectors. */
+  contexts: BatchContexts;
+}
+
+/** What runs inside a batch transaction: the transaction, the connection to read events on, and beginBatch's context. */
+type BatchBody<T> = (tx: pg.ClientBase, reads: pg.ClientBase, context: BatchContext | undefined) => Promise<T>;
+
+/**
+ * `lazily`: the transaction begins with its first statement and the caller has its context (the normal path, a
+ * deferred move's write); else it begins at once with its context (beginBatch: the failure path). `mayDefer`: a
+ * lazily begun batch that sent nothing may leave its move in memory.
+ */
+interface BatchMode<T> {
+  lazily?: boolean;
+  mayDefer?: (result: T & { move: CheckpointMove }) => boolean;
 }
 
 /** A batch's read (see readNext and readRange): its events, and where the checkpoint ends up (endOfRead). */
@@ -141,6 +168,13 @@ export class Projector {
   readonly wake = new WakeSignal();
   checkpoint = 0n;
   private lateSeenId = 0n;
+  /**
+   * The checkpoint row as this projector last wrote it (every compare-and-set expects it) and its state: behind
+   * `checkpoint` while moves of batches that wrote nothing wait in memory (mayDeferCheckpoint), since `deferredSince`.
+   */
+  private persisted = 0n;
+  private persistedState: ProjectionState = 'catching_up';
+  private deferredSince: number | undefined;
   state: ProjectionState = 'stopped';
   lastPassAt = Date.now();
   private batchSize: number;
@@ -162,12 +196,14 @@ export class Projector {
   async load(): Promise<void> {
     const checkpoint = await ensureCheckpoint(this.options.pool, this.options.names, this.name);
     this.checkpoint = checkpoint.position;
+    this.persisted = checkpoint.position;
     this.lateSeenId = checkpoint.lateSeenId;
     if (checkpoint.state === 'failed') {
       this.log.warn({ position: this.checkpoint.toString(), lastError: checkpoint.lastError }, 'retrying a projection that had failed');
     }
     // Claim the row for `status` right away (the lease is what really decides ownership).
-    await setProjectionState(this.options.pool, this.options.names, this.name, this.asBuildState('catching_up'), this.options.owner);
+    this.persistedState = this.asBuildState('catching_up');
+    await setProjectionState(this.options.pool, this.options.names, this.name, this.persistedState, this.options.owner);
     const { metrics } = this.options;
     metrics.checkpointPosition.set({ projection: this.name }, Number(this.checkpoint));
     // Zero-valued series from the start, so rate() and alert rules see the projection before its first event/error.
@@ -232,6 +268,7 @@ export class Projector {
         } catch (error) {
           if (signal.aborted) break;
           if (error instanceof OwnershipLostError || error instanceof BuildRetiredError) {
+            this.deferredSince = undefined; // not this projector's row to write any more
             if (error instanceof BuildRetiredError) {
               this.retired = error;
               this.log.info({ reason: error.message }, 'this version changed under it: stopping it here');
@@ -244,15 +281,43 @@ export class Projector {
           this.log.error({ err: error }, 'projection loop error; trying again after a poll interval');
         }
         this.lastPassAt = Date.now();
-        if (!more && this.commands.length === 0) await this.wake.wait(this.options.pollIntervalMs, signal);
+        if (!more && this.commands.length === 0) await this.wake.wait(this.idleWaitMs(), signal);
       }
     } finally {
       this.running = false;
+      // Stopping (a stop, a hand-off): what waits in memory is written, as a batch in flight would be; if this
+      // instance may not any more, the next owner hands those events to the handler again, which wrote nothing for them.
+      await this.flushDeferred({ slot: false }).catch(() => {});
       // Handed off or stopping: a command not served here fails now, so that the CLI says so instead of waiting.
       for (const c of this.commands.splice(0)) {
         c.reject(new CommandFailedError(`this instance stopped running "${this.name}" before serving the command: run it again`));
       }
     }
+  }
+
+  /** How long the loop sleeps unless woken: the poll interval, less when a deferred checkpoint move is due sooner. */
+  private idleWaitMs(): number {
+    const { pollIntervalMs } = this.options;
+    if (this.deferredSince === undefined) return pollIntervalMs;
+    return Math.max(1, Math.min(pollIntervalMs, DEFERRED_CHECKPOINT_MS - (performance.now() - this.deferredSince)));
+  }
+
+  /**
+   * Writes the checkpoint moves waiting in memory (see mayDeferCheckpoint), in one round trip. `slot: false` at stop:
+   * the stop signal has aborted the wait for a slot.
+   */
+  private async flushDeferred({ slot = true } = {}): Promise<void> {
+    if (this.deferredSince === undefined) return;
+    const move = { position: this.checkpoint, lateSeenId: this.lateSeenId, state: this.persistedState, lastError: null, owner: this.options.owner };
+    const write = () => this.batchTransaction(async () => ({ move }), { lazily: true });
+    await (slot ? this.inBatchTransaction(async () => ({ move }), { lazily: true }) : write());
+    this.markPersisted(move.position, move.state);
+  }
+
+  private markPersisted(position: bigint, state: ProjectionState): void {
+    this.persisted = position;
+    this.persistedState = state;
+    this.deferredSince = undefined;
   }
 
   private running = false;
@@ -290,6 +355,8 @@ export class Projector {
    * projection with one batch, so the result says whether the handler now gets past the event.
    */
   private async execute(row: CommandRow, signal: AbortSignal): Promise<CommandResult> {
+    // Commands read and write the checkpoint row: it must say where this projector is.
+    await this.withDatabaseRetries(() => this.flushDeferred(), signal);
     const result: Record<string, unknown> = {};
     const wasFailed = this.state === 'failed';
     if (row.command === 'skip') {
@@ -451,6 +518,7 @@ export class Projector {
       at: new Date().toISOString(),
       attempts,
     } satisfies FailureRecord & { attempts: number };
+    await this.flushDeferred();
     await this.applyUpTo(fault.event.globalPosition - 1n, failure);
     this.failure = { fault, attempts };
     this.log.error(
@@ -468,6 +536,8 @@ export class Projector {
     const { pool, names, metrics, owner } = this.options;
     const event = fault.event;
     const before = event.globalPosition - 1n;
+    // The dead letter's own compare-and-set expects the row where this projector is.
+    await this.flushDeferred();
     await this.applyUpTo(before);
     // Never jump over an event that was not applied: the checkpoint must stand right before the dead letter.
     if (this.checkpoint < before) throw new Error(`checkpoint ${this.checkpoint} did not reach ${before} before dead-lettering`);
@@ -479,10 +549,11 @@ export class Projector {
       attempts,
       reason,
       owner,
-      expected: this.checkpoint,
+      expected: this.persisted,
       state,
       lateSeenId: this.lateSeenId,
     });
+    this.markPersisted(this.checkpoint, state);
     this.failure = undefined;
     this.setState(state);
     metrics.deadLetters.inc({ projection: this.name });
@@ -499,16 +570,29 @@ export class Projector {
    */
   async runBatch(): Promise<BatchOutcome> {
     const started = performance.now();
-    const batch = await this.inBatchTransaction(async (tx, context) => {
-      if (context.highWater <= this.checkpoint && context.pendingLate.length === 0) return undefined;
-      const read = await this.readNext(tx, context.highWater);
-      await this.deliver(read.events, tx);
-      await this.recordSkippedPositions(tx, read, context);
-      const late = await this.applyLate(tx, context.pendingLate, read.next);
-      return this.toSave(read, late);
-    });
-    if (!batch) return this.idle();
-    await this.committed(batch, started);
+    // The context of every projection of the wake-up, read once (BatchContexts): nothing to do costs no round trip.
+    const context = await this.options.contexts.get({ after: this.checkpoint, lateSeenId: this.lateSeenId });
+    if (context.highWater <= this.checkpoint && context.pendingLate.length === 0) return this.idle();
+    const { value: batch, persisted } = await this.inBatchTransaction(
+      async (tx, reads) => {
+        const read = await this.readNext(reads, context.highWater);
+        await this.deliver(read.events, tx);
+        await this.recordSkippedPositions(tx, read, context);
+        const late = await this.applyLate(tx, context.pendingLate, read.next);
+        return this.toSave(read, late);
+      },
+      {
+        lazily: true,
+        mayDefer: (saved) =>
+          mayDeferCheckpoint({ began: false, move: saved.move }, this.persistedState, {
+            rebuilding: this.replay.rebuilding,
+            building: this.options.build?.building ?? false,
+            deferredForMs: this.deferredSince === undefined ? undefined : performance.now() - this.deferredSince,
+            maxMs: DEFERRED_CHECKPOINT_MS,
+          }),
+      },
+    );
+    await this.committed(batch, started, persisted);
     if (!batch.full) await this.switchIfBuilt();
     // Late notices never call for another batch: those the batch passed are applied, those above its checkpoint stay
     // pending until a batch passes them.
@@ -522,28 +606,34 @@ export class Projector {
    */
   private async runBoundedBatch(upTo: bigint, failure?: FailureRecord): Promise<void> {
     const started = performance.now();
-    const batch = await this.inBatchTransaction(async (tx, context) => {
-      const read = await this.readRange(tx, upTo < context.highWater ? upTo : context.highWater, this.options.batchSize);
+    const { value: batch } = await this.inBatchTransaction(async (tx, _reads, context) => {
+      const read = await this.readRange(tx, upTo < context!.highWater ? upTo : context!.highWater, this.options.batchSize);
       await this.deliver(read.events, tx);
-      await this.recordSkippedPositions(tx, read, context);
+      await this.recordSkippedPositions(tx, read, context!);
       return this.toSave(read, { applied: 0, lateSeenId: this.lateSeenId }, failure);
     });
-    await this.committed(batch, started);
+    await this.committed(batch, started, true);
   }
 
   /**
-   * The batch transaction around `body`, in one of the instance's batch slots: a connection, then BEGIN and the batch context in one round trip
-   * (beginBatch), then the checkpoint `body` returns moved and COMMIT in one more (commitWithCheckpoint; nothing to
-   * save: COMMIT alone). Two round trips of the runner's own per batch: live, every projection of an instance runs one
-   * per wake-up, and their statements, not the events, are then most of the work. On any error the transaction is
-   * rolled back and the error rethrown; a statement refused because a handler had aborted the transaction is blamed on
-   * that handler (blameAbortedTransaction).
+   * The batch transaction around `body`, in one of the instance's batch slots, then the checkpoint `body` returns
+   * moved and COMMIT in one round trip (commitWithCheckpoint; nothing to save: COMMIT alone). On any error the
+   * transaction is rolled back and the error rethrown; a statement refused because a handler had aborted the
+   * transaction is blamed on that handler (blameAbortedTransaction).
+   *
+   * The normal path hands in the `context` it read (BatchContexts) and its transaction begins with its first statement
+   * (BatchTransaction): a batch none of whose steps sends one costs a single round trip, BEGIN, the build's check, the
+   * compare-and-set and COMMIT (live, every projection of an instance runs one per wake-up, and their statements, not
+   * the events, are then most of the work). The failure path's bounded batches begin at once and read their context
+   * with their BEGIN (beginBatch). `body` gets the transaction, the connection to read events on (the transaction's,
+   * begun or not), and the context.
    */
   private inBatchTransaction<T extends { move: CheckpointMove } | undefined>(
-    body: (tx: pg.PoolClient, context: BatchContext) => Promise<T>,
-  ): Promise<T> {
+    body: BatchBody<T>,
+    mode: BatchMode<T> = {},
+  ): Promise<{ value: T; persisted: boolean }> {
     const { slots } = this.options;
-    const transaction = () => this.batchTransaction(body);
+    const transaction = () => this.batchTransaction(body, mode);
     // A switch's catch-up runs while its transaction holds the live build's row FOR UPDATE, which the live build's
     // next batch waits for while holding a slot: waiting for a slot there could wait for ever (see switchIfBuilt).
     return slots && !this.switching ? slots.run(transaction, this.stopSignal) : transaction();
@@ -551,26 +641,54 @@ export class Projector {
 
   /** inBatchTransaction's transaction, once it has its slot. */
   private async batchTransaction<T extends { move: CheckpointMove } | undefined>(
-    body: (tx: pg.PoolClient, context: BatchContext) => Promise<T>,
-  ): Promise<T> {
-    const { pool, names } = this.options;
+    body: BatchBody<T>,
+    mode: BatchMode<T>,
+  ): Promise<{ value: T; persisted: boolean }> {
+    const { pool, names, build } = this.options;
     this.delivered = undefined; // a new batch: nothing delivered in it yet
-    const tx = await pool.connect();
+    const connection = await pool.connect();
+    let lazy: BatchTransaction | undefined;
+    let tx: pg.ClientBase = connection;
     let broken: Error | undefined;
     try {
-      const context = await beginBatch(tx, names, { after: this.checkpoint, lateSeenId: this.lateSeenId }, this.options.build?.scope);
-      this.options.build?.check(context.buildScope);
-      const result = await body(tx, context);
-      if (result === undefined) await tx.query('COMMIT');
-      else if (!(await commitWithCheckpoint(tx, names, this.name, this.checkpoint, result.move))) throw new OwnershipLostError(this.name);
-      return result;
-    } catch (error) {
+      let context: BatchContext | undefined;
+      if (mode.lazily) {
+        // Prepared outside any transaction, so that none of this batch's round trips needs a PREPARE (once per session).
+        await prepareBatchStatements(connection, names);
+        lazy = new BatchTransaction(connection, batchBeginSql(names, build), (error) => build?.retiredBy(error) ?? error);
+        tx = lazy.tx;
+      } else {
+        context = await beginBatch(connection, names, { after: this.checkpoint, lateSeenId: this.lateSeenId }, build?.scope);
+        build?.check(context.buildScope);
+      }
+      const result = await body(tx, connection, context);
+      // A failed BEGIN or build check is the batch's failure, whichever statement met it (see beginFailure below).
+      if (lazy?.started) await lazy.begin();
+      const begin = lazy && !lazy.started ? lazy.beginSql : undefined;
+      // Nothing began: nothing to commit with the move, which may then wait in memory (mayDeferCheckpoint).
+      if (begin && (result === undefined || mode.mayDefer?.(result))) return { value: result, persisted: false };
+      if (result === undefined) await connection.query('COMMIT');
+      else if (!(await this.commit(connection, result.move, begin))) throw new OwnershipLostError(this.name);
+      return { value: result, persisted: true };
+    } catch (caught) {
+      // A statement refused because BEGIN or the build check had failed: that failure is the batch's, not the handler's.
+      const error = (await lazy?.beginFailure()) ?? caught;
       // A broken connection must not go back to the pool; a healthy one is rolled back and reused.
+      // On the connection itself, begun or not (a commit that began the transaction may have failed in it).
       if (error instanceof ConnectionLostError || isRetryableDatabaseError(error)) broken = error as Error;
-      else await tx.query('ROLLBACK').catch(() => {});
+      else await connection.query('ROLLBACK').catch(() => {});
       throw this.blameAbortedTransaction(error, tx);
     } finally {
-      tx.release(broken);
+      connection.release(broken);
+    }
+  }
+
+  /** The compare-and-set and COMMIT (with `begin` first when the transaction has not begun): false when no row moved. */
+  private async commit(connection: pg.PoolClient, move: CheckpointMove, begin: string | undefined): Promise<boolean> {
+    try {
+      return await commitWithCheckpoint(connection, this.options.names, this.name, this.persisted, move, begin);
+    } catch (error) {
+      throw (begin && this.options.build?.retiredBy(error)) || error;
     }
   }
 
@@ -585,6 +703,8 @@ export class Projector {
    * replay still waits for H to reach its target.
    */
   private async idle(): Promise<BatchOutcome> {
+    // Caught up: a move waiting in memory is written once its time is up (the loop sleeps until then).
+    if (this.deferredSince !== undefined && performance.now() - this.deferredSince >= DEFERRED_CHECKPOINT_MS) await this.flushDeferred();
     if (this.replay.reachedBy(this.checkpoint)) {
       await this.replay.recordBatch({ applied: 0, checkpoint: this.checkpoint, failed: false });
     }
@@ -679,9 +799,11 @@ export class Projector {
    * Once the batch committed: the checkpoint and metrics here, the adaptive batch size, the state, and the replay told
    * (which may end its request: a failed write of that throws, the batch itself stays committed).
    */
-  private async committed(batch: SavedBatch, started: number): Promise<void> {
+  private async committed(batch: SavedBatch, started: number, persisted: boolean): Promise<void> {
     const { metrics, batchSize } = this.options;
     this.checkpoint = batch.next;
+    if (persisted) this.markPersisted(batch.next, batch.state);
+    else this.deferredSince ??= performance.now();
     this.lateSeenId = batch.lateSeenId;
     metrics.eventsApplied.inc({ projection: this.name }, batch.applied);
     metrics.checkpointPosition.set({ projection: this.name }, Number(batch.next));
@@ -725,9 +847,13 @@ export class Projector {
     }
     // Which event? call() rolled the batch back; try them one at a time in a transaction that is never committed
     // (this batch ends in a retry or the error policy either way, so nothing written before deliver is lost).
-    await tx.query('BEGIN');
     // The rollback ended the batch's scope (its search path and its build row lock): the same scope again.
-    await this.enterBuild(tx);
+    const lazy = batchTransactionOf(tx);
+    if (lazy) await lazy.begin();
+    else {
+      await tx.query('BEGIN');
+      await this.enterBuild(tx);
+    }
     for (const event of events) await this.call(event, tx, () => handleBatch([event], tx));
     // Each one alone is fine: the batch fails only as a whole (a multi-row upsert meeting one key twice: 21000).
     // Still the handler's fault, attributed to the batch's first event.
@@ -763,6 +889,11 @@ export class Projector {
       thrown = { value: error };
     }
     if (!thrown) await untilIdle(tx);
+    // A transaction begun by the handler's first statement whose BEGIN or build check failed: the handler's statements
+    // failed because of it (the batch's failure: batchTransaction rolls back and rethrows it).
+    const lazy = batchTransactionOf(tx);
+    const beginFailure = await lazy?.beginFailure();
+    if (beginFailure !== undefined) throw beginFailure;
     if (!thrown && tx.getTransactionStatus() !== 'E') {
       this.delivered = { tx, event };
       return;
@@ -770,7 +901,7 @@ export class Projector {
     this.delivered = undefined;
     // The runner's own statement on the same connection: if even that fails, the connection is broken.
     try {
-      await tx.query('ROLLBACK');
+      await (lazy ? lazy.rollback() : tx.query('ROLLBACK'));
     } catch (error) {
       throw new ConnectionLostError(thrown ? thrown.value : error);
     }

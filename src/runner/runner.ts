@@ -9,6 +9,7 @@ import { RunnerMetrics, type LagSource } from '../metrics/registry.js';
 import type { HealthSource } from '../metrics/server.js';
 import { setProjectionState } from '../projector/checkpoints.js';
 import { oldestUnappliedAges } from '../sources/native.js';
+import { BatchContexts } from '../projector/batch-contexts.js';
 import { SharedReader } from '../sources/shared-reader.js';
 import { createGapEvidence } from '../high-water/evidence.js';
 import { HighWaterTracker } from '../high-water/tracker.js';
@@ -68,6 +69,8 @@ export class Runner implements LagSource, HealthSource {
   private readonly reader: SharedReader;
   /** The batch transactions running at once, all projections together (--max-concurrent-batches). */
   private readonly slots: Slots;
+  /** The batch contexts of its projectors, read once per wake-up (BatchContexts). */
+  private readonly contexts: BatchContexts;
   private readonly listener: NotificationListener;
   private readonly owned = new Map<string, OwnedProjection>();
   private readonly draining = new Map<string, Promise<void>>();
@@ -114,6 +117,7 @@ export class Runner implements LagSource, HealthSource {
       batchBytes: this.settings.batchBytes,
       onRead: () => this.metrics.eventReads.inc(),
     });
+    this.contexts = new BatchContexts({ pool: this.pool, names: this.names, maxAgeMs: this.settings.pollIntervalMs });
     this.slots = new Slots(this.settings.maxConcurrentBatches, (waiting) => this.metrics.batchesWaiting.set(waiting));
     this.tracker = new HighWaterTracker({
       pool: this.trackerPool,
@@ -125,7 +129,7 @@ export class Runner implements LagSource, HealthSource {
       leases: this.leases,
       log: options.log.child({ component: 'high-water' }),
       metrics: this.metrics,
-      onAdvance: () => this.wakeProjectors(),
+      onAdvance: (highWater, onlyHighWater) => this.wakeProjectors(onlyHighWater ? highWater : undefined),
     });
     this.listener = new NotificationListener({
       connectionString: options.connectionString,
@@ -187,8 +191,11 @@ export class Runner implements LagSource, HealthSource {
     return [...this.owned.values()].map((o) => o.projector);
   }
 
-  private wakeProjectors(): void {
+  /** `highWater`: this instance's tracker moved H there and changed nothing else (BatchContexts.advance). */
+  private wakeProjectors(highWater?: bigint): void {
     this.metrics.wakeUps.inc();
+    // Before the projectors wake: the context each of them gets now must be one that sees the new H.
+    this.contexts.advance(highWater);
     for (const { projector } of this.owned.values()) projector.wake.notify();
   }
 
@@ -371,6 +378,7 @@ export class Runner implements LagSource, HealthSource {
       reader: this.reader,
       build: slot,
       slots: this.slots,
+      contexts: this.contexts,
     });
     // A projector dropped with a lost lease session may still be finishing its batch: never run two at once.
     await this.draining.get(projection.name);

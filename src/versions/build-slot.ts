@@ -63,6 +63,30 @@ export class BuildSlot {
     throw new BuildRetiredError(build.slot, now);
   }
 
+  /**
+   * The arguments of the batch's build check (checkpoints.ts batchBeginSql, over buildCheckColumns), as SQL literals:
+   * the slot, the role and schema this projector was started with (JSON), the search path.
+   */
+  checkArguments(): [slot: string, expected: string, path: string] {
+    const { build } = this.options;
+    const { slot, searchPath } = this.scope;
+    return [
+      quoteLiteral(slot),
+      quoteLiteral(JSON.stringify({ role: build.role, schema: build.schema })),
+      searchPath === null ? 'NULL' : quoteLiteral(searchPath),
+    ];
+  }
+
+  /** The BuildRetiredError that buildCheckColumns raised as `error`, with what it found; undefined for any other error. */
+  retiredBy(error: unknown): BuildRetiredError | undefined {
+    const message = (error as { code?: string; message?: string } | undefined)?.message;
+    if ((error as { code?: string } | undefined)?.code !== '22P02' || !message?.includes(BUILD_CHANGED)) return undefined;
+    // The value the cast refused, quoted in the message: what the row held (JSON), then the words.
+    const found = message.slice(message.indexOf('"') + 1, message.lastIndexOf(` ${BUILD_CHANGED}`));
+    const now = JSON.parse(found) as { role: string; schema: string | null } | null;
+    return new BuildRetiredError(this.options.build.slot, now ?? undefined);
+  }
+
   /** Scopes a transaction that runs this build's code outside a batch (a re-delivery, a replay's reset), as a batch is. */
   async enter(tx: pg.ClientBase): Promise<void> {
     const { rows } = await tx.query<{ build_scope: string | null }>(`SELECT ${this.scopeSql()}`);
@@ -106,6 +130,9 @@ export class BuildSlot {
   }
 }
 
+/** The words of buildCheckColumns' error. */
+const BUILD_CHANGED = 'build changed: the batch stops before its handler writes';
+
 /**
  * The search path of a version with a schema of its own: that schema, then pg_catalog, then pg_temp (named last, so a
  * temporary table never shadows the read model). Nothing else: an unqualified name the version did not create is an
@@ -135,6 +162,21 @@ export function buildScopeColumns(names: StoreNames, slot: string, path: string)
   return `(SELECT json_build_object('role', role, 'schema', schema_name)::text FROM ${names.q.builds}
             WHERE slot = ${slot} FOR SHARE) AS build_scope,
           CASE WHEN ${path} IS NULL THEN NULL ELSE set_config('search_path', ${path}, true) END AS build_path`;
+}
+
+/**
+ * buildScopeColumns as a check on the server, over SQL expressions of the slot, the role and schema expected (JSON)
+ * and the search path: a batch's transaction begins with it and its handler's first statement follows in the same
+ * connection's queue (BatchTransaction), so a row that is no longer the build's must stop the transaction there: the
+ * statement raises (BuildSlot.retiredBy reads it), the transaction is aborted, nothing of the handler's runs. A check
+ * in the projector, after the round trip, would come after the handler's statements had run.
+ */
+export function buildCheckColumns(names: StoreNames, slot: string, expected: string, path: string): string {
+  return `CASE WHEN s.found::jsonb = ${expected}::jsonb THEN 1
+               ELSE (coalesce(s.found, 'null') || ${quoteLiteral(` ${BUILD_CHANGED}`)})::int4 END AS build_checked,
+          CASE WHEN ${path} IS NULL THEN NULL ELSE set_config('search_path', ${path}, true) END AS build_path
+     FROM (SELECT (SELECT json_build_object('role', role, 'schema', schema_name)::text FROM ${names.q.builds}
+                    WHERE slot = ${slot} FOR SHARE) AS found) s`;
 }
 
 /**

@@ -1,0 +1,88 @@
+import type pg from 'pg';
+
+/**
+ * A normal batch's transaction, begun by its first statement. Live, most batches send none of their own: a handler
+ * that writes nothing for these events (or is given none of its types), no given-up position passed, no late event.
+ * Such a batch then begins, checks its build and moves its checkpoint in one round trip at its end
+ * (commitWithCheckpoint with `begin`), instead of a BEGIN round trip first and a COMMIT one last.
+ *
+ * What handlers get (`tx`) is the connection, except that a query begins the transaction first when it has not
+ * begun: BEGIN and the build's check (`beginSql`, checkpoints.ts batchBeginSql) are queued on the connection before the
+ * handler's statement, in the same call, and node-postgres sends a connection's queries one after the other in the
+ * order they were queued. The string starts with BEGIN, so whatever fails in it fails inside the transaction, which is
+ * then aborted: the handler's statement after it can fail, never run outside a transaction.
+ *
+ * The events the batch reads come through the shared reader on the connection itself (`connection`): an autocommit
+ * read before the transaction begins sees everything committed up to the batch's H, as the transaction would.
+ */
+export class BatchTransaction {
+  /** The connection as handlers and the batch's own statements use it: any query begins the transaction first. */
+  readonly tx: pg.ClientBase;
+  private begun: Promise<void> | undefined;
+
+  constructor(
+    readonly connection: pg.PoolClient,
+    /** BEGIN and the build's check, one string starting with BEGIN. */
+    readonly beginSql: string,
+    /** What a failure of beginSql means (a retired build: BuildSlot.retiredBy). */
+    private readonly classify: (error: unknown) => unknown,
+  ) {
+    this.tx = new Proxy(connection, {
+      get: (target, property) => {
+        if (property === 'query') {
+          return (...args: unknown[]) => {
+            void this.begin();
+            return (target.query as (...a: unknown[]) => unknown).apply(target, args);
+          };
+        }
+        const value: unknown = Reflect.get(target, property, target);
+        return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+      },
+    });
+    transactions.set(this.tx, this);
+  }
+
+  get started(): boolean {
+    return this.begun !== undefined;
+  }
+
+  /**
+   * Queues BEGIN and the build's check unless they are (synchronously: before anything queued after this call).
+   * Resolves once they ran; rejects with their failure, classified.
+   */
+  begin(): Promise<void> {
+    if (!this.begun) {
+      const begun = this.connection.query(this.beginSql).then(
+        () => undefined,
+        (error: unknown) => {
+          throw this.classify(error);
+        },
+      );
+      begun.catch(() => {}); // whoever needs the outcome awaits it (begun, call, the batch's commit)
+      this.begun = begun;
+    }
+    return this.begun;
+  }
+
+  /** The failure of the transaction's BEGIN and check, once they ran; undefined when they succeeded or never ran. */
+  async beginFailure(): Promise<Error | undefined> {
+    return this.begun?.then(
+      () => undefined,
+      (error: unknown) => (error instanceof Error ? error : new Error(String(error))),
+    );
+  }
+
+  /** Rolls back what began (nothing when nothing did); the next statement begins a new transaction. */
+  async rollback(): Promise<void> {
+    if (!this.begun) return;
+    this.begun = undefined;
+    await this.connection.query('ROLLBACK');
+  }
+}
+
+const transactions = new WeakMap<object, BatchTransaction>();
+
+/** The BatchTransaction whose `tx` this is; undefined for a plain connection (the failure path, a re-delivery). */
+export function batchTransactionOf(tx: pg.ClientBase): BatchTransaction | undefined {
+  return transactions.get(tx);
+}

@@ -37,7 +37,11 @@ export class BatchContexts {
       this.reads = [];
       return;
     }
-    for (const held of this.reads) held.read = held.read.then((context) => raiseHighWater(context, highWater));
+    for (const held of this.reads) {
+      held.read = held.read.then((context) => raiseHighWater(context, highWater));
+      // Its askers see a failure (and send() drops the read); nobody may be asking.
+      held.read.catch(() => {});
+    }
   }
 
   async get(request: ContextRequest): Promise<BatchContext> {

@@ -132,7 +132,11 @@ export const BEGIN_BATCH = 'BEGIN ISOLATION LEVEL READ COMMITTED';
  * it: H only rises, a range is given up in the transaction that moves H past it, and late notices commit in id order,
  * so an older snapshot only knows less, never something false; the batch reads no further than its H.
  */
-export async function readBatchContext(db: pg.ClientBase, names: StoreNames, progress: { after: bigint; lateSeenId: bigint }): Promise<BatchContext> {
+export async function readBatchContext(
+  db: pg.ClientBase,
+  names: StoreNames,
+  progress: { after: bigint; lateSeenId: bigint },
+): Promise<BatchContext> {
   const result = await executePrepared(db, batchStatements(names).begin, contextArguments(progress, undefined));
   return toBatchContext(result.rows[0] as ContextRow);
 }

@@ -308,7 +308,13 @@ export class Projector {
    */
   private async flushDeferred({ slot = true } = {}): Promise<void> {
     if (this.deferredSince === undefined) return;
-    const move = { position: this.checkpoint, lateSeenId: this.lateSeenId, state: this.persistedState, lastError: null, owner: this.options.owner };
+    const move = {
+      position: this.checkpoint,
+      lateSeenId: this.lateSeenId,
+      state: this.persistedState,
+      lastError: null,
+      owner: this.options.owner,
+    };
     const write = () => this.batchTransaction(async () => ({ move }), { lazily: true });
     await (slot ? this.inBatchTransaction(async () => ({ move }), { lazily: true }) : write());
     this.markPersisted(move.position, move.state);

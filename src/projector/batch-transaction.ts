@@ -19,6 +19,8 @@ export class BatchTransaction {
   /** The connection as handlers and the batch's own statements use it: any query begins the transaction first. */
   readonly tx: pg.ClientBase;
   private begun: Promise<void> | undefined;
+  /** Whether a statement went through `tx` (the handler's or the batch's own), not only a BEGIN sent ahead. */
+  used = false;
 
   constructor(
     readonly connection: pg.PoolClient,
@@ -31,6 +33,7 @@ export class BatchTransaction {
       get: (target, property) => {
         if (property === 'query') {
           return (...args: unknown[]) => {
+            this.used = true;
             void this.begin();
             return (target.query as (...a: unknown[]) => unknown).apply(target, args);
           };

@@ -132,16 +132,26 @@ export interface ProjectorOptions {
 }
 
 /** What runs inside a batch transaction: the transaction, the connection to read events on, and beginBatch's context. */
-type BatchBody<T> = (tx: pg.ClientBase, reads: pg.ClientBase, context: BatchContext | undefined) => Promise<T>;
+type BatchBody<T> = (tx: pg.ClientBase, reads: pg.ClientBase | pg.Pool, context: BatchContext | undefined) => Promise<T>;
 
 /**
  * `lazily`: the transaction begins with its first statement and the caller has its context (the normal path, a
  * deferred move's write); else it begins at once with its context (beginBatch: the failure path). `mayDefer`: a
- * lazily begun batch that sent nothing may leave its move in memory.
+ * lazily begun batch that sent nothing may leave its move in memory. `beginAhead`: a lazily begun batch sends its
+ * BEGIN at once, without waiting for it, and reads its events on the pool meanwhile (a projection whose last batch
+ * wrote: its handler's first statement then finds the transaction begun, a round trip off the path of its events).
  */
 interface BatchMode<T> {
   lazily?: boolean;
   mayDefer?: (result: T & { move: CheckpointMove }) => boolean;
+  beginAhead?: boolean;
+}
+
+/** A batch transaction's outcome: its body's value, whether its move was written, whether it sent a statement. */
+interface BatchDone<T> {
+  value: T;
+  persisted: boolean;
+  began: boolean;
 }
 
 /** A batch's read (see readNext and readRange): its events, and where the checkpoint ends up (endOfRead). */
@@ -329,6 +339,8 @@ export class Projector {
   private running = false;
   /** The loop's signal: a batch waiting for a slot stops waiting when it aborts. */
   private stopSignal: AbortSignal | undefined;
+  /** Whether the last normal batch sent a statement (the next one then begins ahead: BatchMode.beginAhead). */
+  private lastBatchBegan = false;
   /** True while a switch's catch-up runs its batches (they take no slot: see inBatchTransaction). */
   private switching = false;
   /** Why the loop stopped when its build changed under it (switched away from, dropped, moved). */
@@ -579,7 +591,11 @@ export class Projector {
     // The context of every projection of the wake-up, read once (BatchContexts): nothing to do costs no round trip.
     const context = await this.options.contexts.get({ after: this.checkpoint, lateSeenId: this.lateSeenId });
     if (context.highWater <= this.checkpoint && context.pendingLate.length === 0) return this.idle();
-    const { value: batch, persisted } = await this.inBatchTransaction(
+    const {
+      value: batch,
+      persisted,
+      began,
+    } = await this.inBatchTransaction(
       async (tx, reads) => {
         const read = await this.readNext(reads, context.highWater);
         await this.deliver(read.events, tx);
@@ -589,6 +605,7 @@ export class Projector {
       },
       {
         lazily: true,
+        beginAhead: this.lastBatchBegan,
         mayDefer: (saved) =>
           mayDeferCheckpoint({ began: false, move: saved.move }, this.persistedState, {
             rebuilding: this.replay.rebuilding,
@@ -598,6 +615,7 @@ export class Projector {
           }),
       },
     );
+    this.lastBatchBegan = began;
     await this.committed(batch, started, persisted);
     if (!batch.full) await this.switchIfBuilt();
     // Late notices never call for another batch: those the batch passed are applied, those above its checkpoint stay
@@ -631,13 +649,13 @@ export class Projector {
    * (BatchTransaction): a batch none of whose steps sends one costs a single round trip, BEGIN, the build's check, the
    * compare-and-set and COMMIT (live, every projection of an instance runs one per wake-up, and their statements, not
    * the events, are then most of the work). The failure path's bounded batches begin at once and read their context
-   * with their BEGIN (beginBatch). `body` gets the transaction, the connection to read events on (the transaction's,
-   * begun or not), and the context.
+   * with their BEGIN (beginBatch). `body` gets the transaction, where to read events (the transaction's connection,
+   * begun or not, or the pool while a BEGIN sent ahead keeps it busy), and the context.
    */
   private inBatchTransaction<T extends { move: CheckpointMove } | undefined>(
     body: BatchBody<T>,
     mode: BatchMode<T> = {},
-  ): Promise<{ value: T; persisted: boolean }> {
+  ): Promise<BatchDone<T>> {
     const { slots } = this.options;
     const transaction = () => this.batchTransaction(body, mode);
     // A switch's catch-up runs while its transaction holds the live build's row FOR UPDATE, which the live build's
@@ -649,7 +667,7 @@ export class Projector {
   private async batchTransaction<T extends { move: CheckpointMove } | undefined>(
     body: BatchBody<T>,
     mode: BatchMode<T>,
-  ): Promise<{ value: T; persisted: boolean }> {
+  ): Promise<BatchDone<T>> {
     const { pool, names, build } = this.options;
     this.delivered = undefined; // a new batch: nothing delivered in it yet
     const connection = await pool.connect();
@@ -663,19 +681,21 @@ export class Projector {
         await prepareBatchStatements(connection, names);
         lazy = new BatchTransaction(connection, batchBeginSql(names, build), (error) => build?.retiredBy(error) ?? error);
         tx = lazy.tx;
+        if (mode.beginAhead) void lazy.begin();
       } else {
         context = await beginBatch(connection, names, { after: this.checkpoint, lateSeenId: this.lateSeenId }, build?.scope);
         build?.check(context.buildScope);
       }
-      const result = await body(tx, connection, context);
+      // Events are read on the batch's connection, unless it is busy with a BEGIN sent ahead.
+      const result = await body(tx, lazy?.started ? pool : connection, context);
       // A failed BEGIN or build check is the batch's failure, whichever statement met it (see beginFailure below).
       if (lazy?.started) await lazy.begin();
       const begin = lazy && !lazy.started ? lazy.beginSql : undefined;
       // Nothing began: nothing to commit with the move, which may then wait in memory (mayDeferCheckpoint).
-      if (begin && (result === undefined || mode.mayDefer?.(result))) return { value: result, persisted: false };
+      if (begin && (result === undefined || mode.mayDefer?.(result))) return { value: result, persisted: false, began: false };
       if (result === undefined) await connection.query('COMMIT');
       else if (!(await this.commit(connection, result.move, begin))) throw new OwnershipLostError(this.name);
-      return { value: result, persisted: true };
+      return { value: result, persisted: true, began: lazy?.used ?? true };
     } catch (caught) {
       // A statement refused because BEGIN or the build check had failed: that failure is the batch's, not the handler's.
       const error = (await lazy?.beginFailure()) ?? caught;
@@ -726,7 +746,7 @@ export class Projector {
    * pages hold every type, this projection's eventTypes filter them here (the events of other types it passes count as
    * passed, as when the database filtered them).
    */
-  private async readNext(tx: pg.ClientBase, highWater: bigint): Promise<BatchRead> {
+  private async readNext(tx: pg.ClientBase | pg.Pool, highWater: bigint): Promise<BatchRead> {
     const slice = await this.options.reader.read(tx, { after: this.checkpoint, highWater, limit: this.batchSize });
     const types = this.options.projection.eventTypes;
     return types ? { ...slice, events: slice.events.filter((e) => types.includes(e.type)) } : slice;

@@ -74,9 +74,9 @@ export class SharedReader {
   /**
    * The events a projection's batch takes: at most `limit` of them after `after`, up to `highWater` (or the H of a page
    * it takes, when newer), from the pages held here, one after the other, and what none holds yet read now on `tx`
-   * (the batch's own transaction). Beyond its first page a batch keeps to the byte bound by estimated sizes.
+   * (the batch's own connection, or the pool while that one is busy). Beyond its first page a batch keeps to the byte bound by estimated sizes.
    */
-  async read(tx: pg.ClientBase, request: { after: bigint; highWater: bigint; limit: number }): Promise<Slice<StoredEvent>> {
+  async read(tx: pg.ClientBase | pg.Pool, request: { after: bigint; highWater: bigint; limit: number }): Promise<Slice<StoredEvent>> {
     if (request.highWater <= request.after) return { events: [], full: false, next: request.after };
     if (request.highWater > this.newestHighWater) this.newestHighWater = request.highWater;
     let highWater = request.highWater;
@@ -114,7 +114,10 @@ export class SharedReader {
    * now. Finding and registering a page happen without an await in between, so two projections asking at once for
    * the same position share one read.
    */
-  private async pageFor(tx: pg.ClientBase, request: { after: bigint; highWater: bigint; limit: number }): Promise<Page<StoredEvent>> {
+  private async pageFor(
+    tx: pg.ClientBase | pg.Pool,
+    request: { after: bigint; highWater: bigint; limit: number },
+  ): Promise<Page<StoredEvent>> {
     for (;;) {
       const held = this.findHeld(request.after);
       if (!held) return this.readPage(tx, request.after, request.highWater, request.limit);
@@ -136,7 +139,7 @@ export class SharedReader {
    * Reads the page starting at `after` on the asker's own transaction, up to the newest H known (published: any batch
    * may go up to it); the others at `after` wait for it.
    */
-  private async readPage(tx: pg.ClientBase, after: bigint, requested: bigint, limit: number): Promise<Page<StoredEvent>> {
+  private async readPage(tx: pg.ClientBase | pg.Pool, after: bigint, requested: bigint, limit: number): Promise<Page<StoredEvent>> {
     const highWater = this.newestHighWater > requested ? this.newestHighWater : requested;
     const held = this.hold(tx, after, pageBound(after, highWater, [...this.held.keys()]), highWater, limit);
     try {

@@ -182,6 +182,18 @@ export class HandlerLeftTransactionAbortedError extends ProjectionRunnerError {
   }
 }
 
+/**
+ * A handler sent a statement on its batch's transaction after the batch had ended (a promise nobody awaited, such as
+ * `events.forEach(async …)`): refused, since the batch has committed without it; the read model lacks that write.
+ */
+export class StatementAfterBatchError extends ProjectionRunnerError {
+  constructor(readonly projection: string) {
+    super(
+      `"${projection}": a statement was sent on a batch's transaction after the batch had ended (a handler's promise not awaited?): refused, and what it would have written is not in the read model`,
+    );
+  }
+}
+
 /** handleBatch failed on a batch as a whole but on none of its events alone (e.g. a multi-row upsert meeting a key twice). */
 export class BatchFailedAsWholeError extends ProjectionRunnerError {
   constructor(

@@ -130,6 +130,9 @@ export class HighWaterTracker {
   async pass(): Promise<number> {
     const { leases, names, pool, settings, log, metrics } = this.options;
     const { evidence } = this;
+    // A pass that takes the lead over publishes as if H had been read: what other leaders did meanwhile (ranges given
+    // up, late commits), this instance's projectors may not have heard of (their NOTIFY is only a hint).
+    const tookOver = !this.leader;
     if (!this.leader) {
       this.leader = await leases.tryAcquire('high-water', 'leader');
       if (this.leader) {
@@ -162,8 +165,12 @@ export class HighWaterTracker {
     this.serverNow = observation.now;
     if (sample) evidence?.recordSample(sample, state.openGaps);
     const decision = observe(state, observation, settings, isProvenDead);
-    const onlyHighWater = writtenByObservation(decision, movedTo);
-    if (decision.changed && !onlyHighWater && (await persistDecision(pool, names, decision, leases.owner)) === 'not_leader') {
+    const onlyHighWater = !tookOver && writtenByObservation(decision, movedTo);
+    if (
+      decision.changed &&
+      !writtenByObservation(decision, movedTo) &&
+      (await persistDecision(pool, names, decision, leases.owner)) === 'not_leader'
+    ) {
       log.warn('another instance leads the high-water tracker now; standing down');
       this.leader = false;
       this.state = undefined;

@@ -21,6 +21,15 @@ export class BatchTransaction {
   private begun: Promise<void> | undefined;
   /** Whether a statement went through `tx` (the handler's or the batch's own), not only a BEGIN sent ahead. */
   used = false;
+  private closed = false;
+
+  /**
+   * The batch is over: a statement still sent through `tx` (a handler's promise nobody awaited) is refused. Before
+   * it, such a statement began a transaction of its own on a connection the pool had handed to someone else.
+   */
+  close(): void {
+    this.closed = true;
+  }
 
   constructor(
     readonly connection: pg.PoolClient,
@@ -28,11 +37,15 @@ export class BatchTransaction {
     readonly beginSql: string,
     /** What a failure of beginSql means (a retired build: BuildSlot.retiredBy). */
     private readonly classify: (error: unknown) => unknown,
+    /** The error for a statement sent once the batch is over (logged and counted by the caller). */
+    private readonly afterEnd: () => Error,
   ) {
     this.tx = new Proxy(connection, {
       get: (target, property) => {
         if (property === 'query') {
           return (...args: unknown[]) => {
+            // The batch is over (committed or rolled back, its connection back in the pool): nothing may reach it.
+            if (this.closed) return Promise.reject(this.afterEnd());
             this.used = true;
             void this.begin();
             return (target.query as (...a: unknown[]) => unknown).apply(target, args);

@@ -11,6 +11,7 @@ import {
   HandlerLeftTransactionAbortedError,
   OwnershipLostError,
   ProjectionNotFailedError,
+  StatementAfterBatchError,
 } from '../errors.js';
 import type { RunnerMetrics } from '../metrics/registry.js';
 import type { ProjectionState } from '../projection/projection.js';
@@ -679,7 +680,12 @@ export class Projector {
       if (mode.lazily) {
         // Prepared outside any transaction, so that none of this batch's round trips needs a PREPARE (once per session).
         await prepareBatchStatements(connection, names);
-        lazy = new BatchTransaction(connection, batchBeginSql(names, build), (error) => build?.retiredBy(error) ?? error);
+        lazy = new BatchTransaction(
+          connection,
+          batchBeginSql(names, build),
+          (error) => build?.retiredBy(error) ?? error,
+          () => this.statementAfterBatch(),
+        );
         tx = lazy.tx;
         if (mode.beginAhead) void lazy.begin();
       } else {
@@ -705,8 +711,17 @@ export class Projector {
       else await connection.query('ROLLBACK').catch(() => {});
       throw this.blameAbortedTransaction(error, tx);
     } finally {
+      lazy?.close();
       connection.release(broken);
     }
+  }
+
+  /** A handler's statement after its batch ended (StatementAfterBatchError): loud, counted as a handler error. */
+  private statementAfterBatch(): Error {
+    const error = new StatementAfterBatchError(this.name);
+    this.options.metrics.handlerErrors.inc({ projection: this.name });
+    this.log.error({ err: error }, 'refused a statement sent after its batch had ended');
+    return error;
   }
 
   /** The compare-and-set and COMMIT (with `begin` first when the transaction has not begun): false when no row moved. */

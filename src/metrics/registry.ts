@@ -128,8 +128,14 @@ export class RunnerMetrics {
   }
 
   setProjectionState(projection: string, state: ProjectionState): void {
+    // Every batch says its state: the six series are written only when it changed (a batch is often a few µs of work).
+    if (this.statesSet.get(projection) === state) return;
+    this.statesSet.set(projection, state);
     for (const s of PROJECTION_STATES) this.projectionState.set({ projection, state: s }, s === state ? 1 : 0);
   }
+
+  /** The state each projection's series were last set to (setProjectionState). */
+  private readonly statesSet = new Map<string, ProjectionState>();
 
   /**
    * Every metric with a `projection` label, for forgetProjection. A new per-projection metric belongs here (a unit
@@ -154,6 +160,7 @@ export class RunnerMetrics {
    * rate() and increase() read as a counter reset.
    */
   forgetProjection(projection: string): void {
+    this.statesSet.delete(projection);
     for (const metric of this.perProjection()) metric.remove({ projection });
     for (const state of PROJECTION_STATES) this.projectionState.remove({ projection, state });
   }

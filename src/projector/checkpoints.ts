@@ -61,6 +61,9 @@ const GIVEN_UP_AT_BEGIN = 32;
  * notices, the given-up ranges above the checkpoint, the build's scope) and its checkpoint's compare-and-set.
  */
 function batchStatements(names: StoreNames): BatchStatements {
+  // Asked for on every batch: found by the names object first, by the names themselves once per object.
+  const known = statementsByNames.get(names);
+  if (known) return known;
   const key = `${names.q.checkpoints} ${names.q.gaps} ${names.q.highWater} ${names.q.builds}`;
   let statements = statementsByStore.get(key);
   if (!statements) {
@@ -89,8 +92,10 @@ function batchStatements(names: StoreNames): BatchStatements {
     statements = { begin, move, check };
     statementsByStore.set(key, statements);
   }
+  statementsByNames.set(names, statements);
   return statements;
 }
+const statementsByNames = new WeakMap<StoreNames, BatchStatements>();
 interface BatchStatements {
   begin: PreparedStatement;
   move: PreparedStatement;

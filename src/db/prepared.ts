@@ -62,10 +62,8 @@ export async function executePrepared(
         preparedOn.set(client, done);
         continue;
       }
-      if (code === '26000') {
-        preparedOn.delete(client);
-        throw new ConnectionLostError(error);
-      }
+      const lost = lostStatements(client, error);
+      if (lost) throw lost;
       throw error;
     }
   }
@@ -87,4 +85,15 @@ export async function prepareOn(client: pg.ClientBase, statements: PreparedState
     }
     done.add(s.name);
   }
+}
+
+/**
+ * A session that lost its prepared statements (26000: a DEALLOCATE ALL, a pooler handing out another server session)
+ * is given up as broken: ConnectionLostError (the pool discards it), and nothing is known prepared on it any more.
+ * Undefined for any other error. For round trips that EXECUTE outside executePrepared (a batch's lazily sent BEGIN).
+ */
+export function lostStatements(client: pg.ClientBase, error: unknown): ConnectionLostError | undefined {
+  if ((error as { code?: string } | undefined)?.code !== '26000') return undefined;
+  preparedOn.delete(client);
+  return new ConnectionLostError(error);
 }

@@ -36,6 +36,7 @@ import { claimDeadLetter, deadLetterAndAdvance, markRedelivered, pendingDeadLett
 import type { CommandRow } from './commands.js';
 import type { ErrorPolicy, Projection } from '../projection/projection.js';
 import { backoffDelay, isRetryableDatabaseError, withRetries } from '../db/retry.js';
+import { lostStatements } from '../db/prepared.js';
 import type { Slots } from '../shared/slots.js';
 import { sleep } from '../shared/time.js';
 import { WakeSignal } from '../shared/wake-signal.js';
@@ -683,7 +684,7 @@ export class Projector {
         lazy = new BatchTransaction(
           connection,
           batchBeginSql(names, build),
-          (error) => build?.retiredBy(error) ?? error,
+          (error) => build?.retiredBy(error) ?? lostStatements(connection, error) ?? error,
           () => this.statementAfterBatch(),
         );
         tx = lazy.tx;

@@ -108,6 +108,27 @@ describe('a lazily begun batch transaction', () => {
   });
 });
 
+describe('a session that lost its prepared statements', () => {
+  it("a handler's DEALLOCATE ALL: the session is given up, every event applied once, without waiting for a poll", async () => {
+    let dropped = 0;
+    const careless = defineProjection({
+      ...positionLog('careless'),
+      async handle(event, tx) {
+        // Once: the batch's next EXECUTE of its own finds no prepared statement (26000), and the session is given up.
+        if (dropped++ === 0) await tx.query('DEALLOCATE ALL');
+        await positionLog('careless').handle!(event, tx);
+      },
+    });
+    t.runner = await startRunner(t.db, { projections: [careless], pollIntervalMs: 60_000 });
+    const positions: number[] = [];
+    for (let i = 0; i < 6; i++) {
+      positions.push(await append(1));
+      await waitFor(`event ${i + 1} applied`, async () => (await readLog(t.db.pool, 'careless')).length === i + 1, 10_000);
+    }
+    expect((await readLog(t.db.pool, 'careless')).map((r) => [r.position, r.applied])).toEqual(positions.map((p) => [p, 1]));
+  });
+});
+
 describe('moves in memory when the daemon is SIGKILLed', () => {
   const d = useDaemonFixture();
 

@@ -1,9 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { storeNames } from '../../../src/db/identifiers.js';
-import { readBuilds } from '../../../src/versions/builds-sql.js';
 import { waitFor } from '../../support/database.js';
 import { startRunner, useRunnerFixture } from '../../support/runner.js';
-import { versionedBalances } from '../../support/versioned.js';
+import { versionedBalances, versionRoles } from '../../support/versioned.js';
 
 /**
  * Attack: the live version writes for every event, so each of its batches begins ahead (BEGIN + build check sent
@@ -11,7 +9,6 @@ import { versionedBalances } from '../../support/versioned.js';
  * row exactly (every event up to it, none after) and never change again.
  */
 const t = useRunnerFixture();
-const names = storeNames();
 
 describe('attack: begun-ahead batches of a version switched away from', () => {
   it('the kept version matches its checkpoint and stays frozen', async () => {
@@ -27,11 +24,7 @@ describe('attack: begun-ahead batches of a version switched away from', () => {
     const old = await startRunner(t.db, { ...opts, projections: [v(1)] });
     await new Promise((r) => setTimeout(r, 1000));
     const next = await startRunner(t.db, { ...opts, projections: [v(2)] });
-    await waitFor(
-      'v2 live',
-      async () => (await readBuilds(t.db.pool, names, 'bal')).map((b) => `${b.version}:${b.role}`).join() === '1:kept,2:live',
-      30_000,
-    );
+    await waitFor('v2 live', async () => (await versionRoles(t.db.pool, 'bal')) === '1:kept,2:live', 30_000);
     const v1 = async () => Number((await t.db.pool.query('SELECT coalesce(sum(balance), 0) AS s FROM bal_v1.balances')).rows[0].s);
     const first = await v1();
     await new Promise((r) => setTimeout(r, 1500));

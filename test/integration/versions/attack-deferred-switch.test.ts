@@ -1,9 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { storeNames } from '../../../src/db/identifiers.js';
-import { readBuilds } from '../../../src/versions/builds-sql.js';
 import { waitFor } from '../../support/database.js';
 import { startRunner, useRunnerFixture } from '../../support/runner.js';
-import { versionedBalances } from '../../support/versioned.js';
+import { versionedBalances, versionRoles } from '../../support/versioned.js';
 
 /**
  * Attack: a version switch while the live version's batches mostly send nothing (their moves deferred in memory) and
@@ -11,7 +9,6 @@ import { versionedBalances } from '../../support/versioned.js';
  * The new version must go live with exactly the A events per account, and keep them exact.
  */
 const t = useRunnerFixture();
-const names = storeNames();
 
 describe('attack: switch over deferred moves and begun-ahead batches', () => {
   it('the live version after the switch counts every A event exactly once', async () => {
@@ -36,11 +33,7 @@ describe('attack: switch over deferred moves and begun-ahead batches', () => {
     const old = await startRunner(t.db, { ...opts, projections: [v(1)] });
     await new Promise((r) => setTimeout(r, 1500));
     const next = await startRunner(t.db, { ...opts, projections: [v(2)] });
-    await waitFor(
-      'v2 live',
-      async () => (await readBuilds(t.db.pool, names, 'bal')).map((b) => `${b.version}:${b.role}`).join() === '1:kept,2:live',
-      30_000,
-    );
+    await waitFor('v2 live', async () => (await versionRoles(t.db.pool, 'bal')) === '1:kept,2:live', 30_000);
     await new Promise((r) => setTimeout(r, 1500));
     writing = false;
     await writer;

@@ -165,12 +165,9 @@ export class HighWaterTracker {
     this.serverNow = observation.now;
     if (sample) evidence?.recordSample(sample, state.openGaps);
     const decision = observe(state, observation, settings, isProvenDead);
-    const onlyHighWater = !tookOver && writtenByObservation(decision, movedTo);
-    if (
-      decision.changed &&
-      !writtenByObservation(decision, movedTo) &&
-      (await persistDecision(pool, names, decision, leases.owner)) === 'not_leader'
-    ) {
+    const written = writtenByObservation(decision, movedTo);
+    const onlyHighWater = !tookOver && written;
+    if (decision.changed && !written && (await persistDecision(pool, names, decision, leases.owner)) === 'not_leader') {
       log.warn('another instance leads the high-water tracker now; standing down');
       this.leader = false;
       this.state = undefined;

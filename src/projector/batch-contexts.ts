@@ -8,6 +8,8 @@ interface ContextRead {
   /** performance.now() when the read was sent. */
   sentAt: number;
   read: Promise<BatchContext>;
+  /** The highest H a leader pass that moved only H announced since the read was sent (advance): its H is raised to it. */
+  raisedTo: bigint;
 }
 
 /**
@@ -37,25 +39,23 @@ export class BatchContexts {
       this.reads = [];
       return;
     }
-    for (const held of this.reads) {
-      held.read = held.read.then((context) => raiseHighWater(context, highWater));
-      // Its askers see a failure (and send() drops the read); nobody may be asking.
-      held.read.catch(() => {});
-    }
+    for (const held of this.reads) if (highWater > held.raisedTo) held.raisedTo = highWater;
   }
 
   async get(request: ContextRequest): Promise<BatchContext> {
     const now = performance.now();
     this.reads = this.reads.filter((r) => now - r.sentAt <= this.options.maxAgeMs);
     const held = this.reads.find((r) => serves(r.request, request));
-    const context = held && (await held.read.catch(() => undefined));
+    const read = held && (await held.read.catch(() => undefined));
+    // Raised as the passes since it was sent announced (raiseHighWater raises to the last of them as through each).
+    const context = read && raiseHighWater(read, held.raisedTo);
     return (context && contextFor({ request: held.request, context }, request)) ?? this.send(request);
   }
 
   /** Reads for `request`, registered before anything is awaited, so that the next asker finds it in flight. */
   private async send(request: ContextRequest): Promise<BatchContext> {
     const { pool, names } = this.options;
-    const held: ContextRead = { request, sentAt: performance.now(), read: readOnPool(pool, names, request) };
+    const held: ContextRead = { request, sentAt: performance.now(), read: readOnPool(pool, names, request), raisedTo: 0n };
     this.reads.push(held);
     try {
       return await held.read;

@@ -12,8 +12,9 @@ import type pg from 'pg';
  * order they were queued. The string starts with BEGIN, so whatever fails in it fails inside the transaction, which is
  * then aborted: the handler's statement after it can fail, never run outside a transaction.
  *
- * The events the batch reads come through the shared reader on the connection itself (`connection`): an autocommit
- * read before the transaction begins sees everything committed up to the batch's H, as the transaction would.
+ * The events the batch reads come through the shared reader on the connection itself (`connection`), or on the pool
+ * while a BEGIN sent ahead keeps it busy: an autocommit read sees everything committed up to the batch's H, as the
+ * transaction would.
  */
 export class BatchTransaction {
   /** The connection as handlers and the batch's own statements use it: any query begins the transaction first. */

@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import { quoteLiteral, type StoreNames } from '../db/identifiers.js';
 import { executePrepared, prepareOn, preparedStatement, type PreparedStatement } from '../db/prepared.js';
-import { buildCheckColumns, buildScopeColumns, type BuildScope } from '../versions/build-slot.js';
+import { buildCheckSql, buildScopeColumns, type BuildScope } from '../versions/build-slot.js';
 import type { ProjectionState } from '../projection/projection.js';
 
 /**
@@ -57,8 +57,9 @@ export interface GivenUpSnapshot {
 const GIVEN_UP_AT_BEGIN = 32;
 
 /**
- * The batch path's two statements, prepared once per session (db/prepared.ts): its context (H, the pending late
- * notices, the given-up ranges above the checkpoint, the build's scope) and its checkpoint's compare-and-set.
+ * The batch path's statements, prepared once per session (db/prepared.ts): its context (H, the pending late notices,
+ * the given-up ranges above the checkpoint, the build's scope), its checkpoint's compare-and-set, and the build check
+ * of a lazily begun batch.
  */
 function batchStatements(names: StoreNames): BatchStatements {
   // Asked for on every batch: found by the names object first, by the names themselves once per object.
@@ -88,7 +89,7 @@ function batchStatements(names: StoreNames): BatchStatements {
                   ELSE (pg_catalog.count(*)::${t('text')} || ' ${CHECKPOINT_MOVED}')::${t('int4')} END AS moved
         FROM moved`);
     // A lazily begun batch's check of its build (BatchTransaction): the same scope, raising when it is not the build's.
-    const check = preparedStatement(`SELECT ${buildCheckColumns(names, '$1::text', '$2::text', '$3::text')}`);
+    const check = preparedStatement(buildCheckSql(names, '$1::text', '$2::text', '$3::text'));
     statements = { begin, move, check };
     statementsByStore.set(key, statements);
   }
@@ -153,7 +154,7 @@ export async function prepareBatchStatements(db: pg.ClientBase, names: StoreName
 }
 
 /**
- * BEGIN of a lazily begun batch (BatchTransaction), and with `build` its check (buildCheckColumns): one string that
+ * BEGIN of a lazily begun batch (BatchTransaction), and with `build` its check (buildCheckSql): one string that
  * starts with BEGIN, for a session that has the batch statements prepared (prepareBatchStatements).
  */
 export function batchBeginSql(names: StoreNames, build: { checkArguments(): string[] } | undefined): string {

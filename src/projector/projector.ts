@@ -145,7 +145,7 @@ type BatchBody<T> = (tx: pg.ClientBase, reads: pg.ClientBase | pg.Pool, context:
  */
 interface BatchMode<T> {
   lazily?: boolean;
-  mayDefer?: (result: T & { move: CheckpointMove }) => boolean;
+  mayDefer?: (result: T & { move: CheckpointMove }, began: boolean) => boolean;
   beginAhead?: boolean;
 }
 
@@ -327,8 +327,8 @@ export class Projector {
       lastError: null,
       owner: this.options.owner,
     };
-    const write = () => this.batchTransaction(async () => ({ move }), { lazily: true });
-    await (slot ? this.inBatchTransaction(async () => ({ move }), { lazily: true }) : write());
+    const body = async () => ({ move });
+    await (slot ? this.inBatchTransaction(body, { lazily: true }) : this.batchTransaction(body, { lazily: true }));
     this.markPersisted(move.position, move.state);
   }
 
@@ -608,8 +608,8 @@ export class Projector {
       {
         lazily: true,
         beginAhead: this.lastBatchBegan,
-        mayDefer: (saved) =>
-          mayDeferCheckpoint({ began: false, move: saved.move }, this.persistedState, {
+        mayDefer: (saved, began) =>
+          mayDeferCheckpoint({ began, move: saved.move }, this.persistedState, {
             rebuilding: this.replay.rebuilding,
             building: this.options.build?.building ?? false,
             deferredForMs: this.deferredSince === undefined ? undefined : performance.now() - this.deferredSince,
@@ -698,8 +698,9 @@ export class Projector {
       // A failed BEGIN or build check is the batch's failure, whichever statement met it (see beginFailure below).
       if (lazy?.started) await lazy.begin();
       const begin = lazy && !lazy.started ? lazy.beginSql : undefined;
-      // Nothing began: nothing to commit with the move, which may then wait in memory (mayDeferCheckpoint).
-      if (begin && (result === undefined || mode.mayDefer?.(result))) return { value: result, persisted: false, began: false };
+      // Nothing to commit with the move (nothing began), which may then wait in memory (mayDeferCheckpoint).
+      const deferred = result === undefined ? begin !== undefined : mode.mayDefer?.(result, lazy?.started ?? true);
+      if (deferred) return { value: result, persisted: false, began: false };
       if (result === undefined) await connection.query('COMMIT');
       else if (!(await this.commit(connection, result.move, begin))) throw new OwnershipLostError(this.name);
       return { value: result, persisted: true, began: lazy?.used ?? true };

@@ -136,7 +136,7 @@ export class SharedReader {
   }
 
   /**
-   * Reads the page starting at `after` on the asker's own transaction, up to the newest H known (published: any batch
+   * Reads the page starting at `after` on the asker's connection (or the pool), up to the newest H known (published: any batch
    * may go up to it); the others at `after` wait for it.
    */
   private async readPage(tx: pg.ClientBase | pg.Pool, after: bigint, requested: bigint, limit: number): Promise<Page<StoredEvent>> {

@@ -64,7 +64,7 @@ export class BuildSlot {
   }
 
   /**
-   * The arguments of the batch's build check (checkpoints.ts batchBeginSql, over buildCheckColumns), as SQL literals:
+   * The arguments of the batch's build check (checkpoints.ts batchBeginSql, over buildCheckSql), as SQL literals:
    * the slot, the role and schema this projector was started with (JSON), the search path.
    */
   checkArguments(): [slot: string, expected: string, path: string] {
@@ -77,7 +77,7 @@ export class BuildSlot {
     ];
   }
 
-  /** The BuildRetiredError that buildCheckColumns raised as `error`, with what it found; undefined for any other error. */
+  /** The BuildRetiredError that buildCheckSql raised as `error`, with what it found; undefined for any other error. */
   retiredBy(error: unknown): BuildRetiredError | undefined {
     const message = (error as { code?: string; message?: string } | undefined)?.message;
     if ((error as { code?: string } | undefined)?.code !== '22P02' || !message?.includes(BUILD_CHANGED)) return undefined;
@@ -130,7 +130,7 @@ export class BuildSlot {
   }
 }
 
-/** The words of buildCheckColumns' error. */
+/** The words of buildCheckSql' error. */
 const BUILD_CHANGED = 'build changed: the batch stops before its handler writes';
 
 /**
@@ -165,18 +165,17 @@ export function buildScopeColumns(names: StoreNames, slot: string, path: string)
 }
 
 /**
- * buildScopeColumns as a check on the server, over SQL expressions of the slot, the role and schema expected (JSON)
+ * A statement over buildScopeColumns that checks on the server, over SQL expressions of the slot, the role and schema expected (JSON)
  * and the search path: a batch's transaction begins with it and its handler's first statement follows in the same
  * connection's queue (BatchTransaction), so a row that is no longer the build's must stop the transaction there: the
  * statement raises (BuildSlot.retiredBy reads it), the transaction is aborted, nothing of the handler's runs. A check
  * in the projector, after the round trip, would come after the handler's statements had run.
  */
-export function buildCheckColumns(names: StoreNames, slot: string, expected: string, path: string): string {
-  return `CASE WHEN s.found::jsonb = ${expected}::jsonb THEN 1
-               ELSE (coalesce(s.found, 'null') || ${quoteLiteral(` ${BUILD_CHANGED}`)})::int4 END AS build_checked,
-          CASE WHEN ${path} IS NULL THEN NULL ELSE set_config('search_path', ${path}, true) END AS build_path
-     FROM (SELECT (SELECT json_build_object('role', role, 'schema', schema_name)::text FROM ${names.q.builds}
-                    WHERE slot = ${slot} FOR SHARE) AS found) s`;
+export function buildCheckSql(names: StoreNames, slot: string, expected: string, path: string): string {
+  return `SELECT CASE WHEN s.build_scope::jsonb = ${expected}::jsonb THEN 1
+                      ELSE (coalesce(s.build_scope, 'null') || ${quoteLiteral(` ${BUILD_CHANGED}`)})::int4 END AS build_checked,
+                 s.build_path
+            FROM (SELECT ${buildScopeColumns(names, slot, path)}) s`;
 }
 
 /**

@@ -2,13 +2,14 @@ import { defineProjection, type StoredEvent } from '../src/index.js';
 
 /**
  * Account balances from AccountOpened / Deposited / Withdrawn events on `account-<id>` streams.
- * Uses `handleBatch`: one multi-row upsert per batch instead of a round trip per event.
+ * Uses `handleBatch`: the batch folded into one change per account, written by one statement instead of a round
+ * trip per event.
  */
 interface Change {
   account: string;
   delta: number;
   owner: string | null;
-  position: string;
+  position: bigint;
   count: number;
 }
 
@@ -16,13 +17,13 @@ function foldBatch(events: StoredEvent[]): Change[] {
   const byAccount = new Map<string, Change>();
   for (const event of events) {
     const account = event.streamName;
-    const change = byAccount.get(account) ?? { account, delta: 0, owner: null, position: '0', count: 0 };
+    const change = byAccount.get(account) ?? { account, delta: 0, owner: null, position: 0n, count: 0 };
     if (event.type === 'AccountOpened') change.owner = String(event.data.owner ?? '');
     if (event.type === 'Deposited') change.delta += Number(event.data.amount);
     if (event.type === 'Withdrawn') change.delta -= Number(event.data.amount);
     change.count += 1;
     // A late event can arrive after higher positions: keep the highest.
-    if (event.globalPosition > BigInt(change.position)) change.position = event.globalPosition.toString();
+    if (event.globalPosition > change.position) change.position = event.globalPosition;
     byAccount.set(account, change);
   }
   return [...byAccount.values()];
@@ -38,6 +39,8 @@ export function accountBalances({ name = 'account_balances', table = name }: { n
     eventTypes: ['AccountOpened', 'Deposited', 'Withdrawn'],
 
     async setup(db) {
+      // Every batch updates its accounts' rows again: pages kept half empty let each new row version stay on its page
+      // (a HOT update: no new index entry, the old version pruned without VACUUM), so the table stays its size.
       await db.query(`
       CREATE TABLE IF NOT EXISTS ${table} (
         account       text PRIMARY KEY,
@@ -45,7 +48,7 @@ export function accountBalances({ name = 'account_balances', table = name }: { n
         balance       numeric NOT NULL DEFAULT 0,
         events        bigint  NOT NULL DEFAULT 0,
         last_position bigint  NOT NULL
-      )`);
+      ) WITH (fillfactor = 50)`);
     },
 
     async reset(db) {
@@ -54,20 +57,27 @@ export function accountBalances({ name = 'account_balances', table = name }: { n
 
     async handleBatch(events, tx) {
       const changes = foldBatch(events);
+      // MERGE rather than INSERT … ON CONFLICT: one join of the batch with the table instead of a speculative insert
+      // per row (half the server's time in the benchmark). It would raise a unique violation where two sessions insert
+      // one new account at once; a projection has one writer (its owner's batch), so none can.
       await tx.query(
-        `INSERT INTO ${table} AS a (account, owner, balance, events, last_position)
-       SELECT * FROM unnest($1::text[], $2::text[], $3::numeric[], $4::bigint[], $5::bigint[])
-       ON CONFLICT (account) DO UPDATE
-         SET owner = coalesce(EXCLUDED.owner, a.owner),
-             balance = a.balance + EXCLUDED.balance,
-             events = a.events + EXCLUDED.events,
-             last_position = greatest(a.last_position, EXCLUDED.last_position)`,
+        `MERGE INTO ${table} AS a
+         USING unnest($1::text[], $2::text[], $3::numeric[], $4::bigint[], $5::bigint[])
+               AS e (account, owner, delta, events, last_position)
+            ON a.account = e.account
+          WHEN MATCHED THEN UPDATE
+               SET owner = coalesce(e.owner, a.owner),
+                   balance = a.balance + e.delta,
+                   events = a.events + e.events,
+                   last_position = greatest(a.last_position, e.last_position)
+          WHEN NOT MATCHED THEN INSERT (account, owner, balance, events, last_position)
+               VALUES (e.account, e.owner, e.delta, e.events, e.last_position)`,
         [
           changes.map((c) => c.account),
           changes.map((c) => c.owner),
           changes.map((c) => c.delta),
           changes.map((c) => c.count),
-          changes.map((c) => c.position),
+          changes.map((c) => c.position.toString()),
         ],
       );
     },

@@ -343,6 +343,8 @@ export class Projector {
   private stopSignal: AbortSignal | undefined;
   /** Whether the last normal batch sent a statement (the next one then begins ahead: BatchMode.beginAhead). */
   private lastBatchBegan = false;
+  /** Whether the last normal batch came back full (catching up); a live one reads before it takes a slot (runBatch). */
+  private lastBatchFull = true;
   /** True while a switch's catch-up runs its batches (they take no slot: see inBatchTransaction). */
   private switching = false;
   /** Why the loop stopped when its build changed under it (switched away from, dropped, moved). */
@@ -593,13 +595,21 @@ export class Projector {
     // The context of every projection of the wake-up, read once (BatchContexts): nothing to do costs no round trip.
     const context = await this.options.contexts.get({ after: this.checkpoint, lateSeenId: this.lateSeenId });
     if (context.highWater <= this.checkpoint && context.pendingLate.length === 0) return this.idle();
+    // Live, the batch's events are a few from the wake-up's shared page: read before the batch takes a slot and a
+    // connection, so that no slot waits on that read while other projections' batches wait for the slot (16 of them
+    // queued behind 8 slots held by batches waiting for one read). Catching up, the read (a whole batch) stays inside
+    // the slot: the slots then also bound how many batches' events are in memory. A projection that begins ahead
+    // reads meanwhile, as before.
+    const early = this.lastBatchFull ? undefined : this.readNext(this.options.pool, context.highWater);
+    if (early && !this.lastBatchBegan) await early;
+    early?.catch(() => {}); // awaited in the batch; a batch that never ran (stopped in the slot queue) leaves it
     const {
       value: batch,
       persisted,
       began,
     } = await this.inBatchTransaction(
       async (tx, reads) => {
-        const read = await this.readNext(reads, context.highWater);
+        const read = await (early ?? this.readNext(reads, context.highWater));
         await this.deliver(read.events, tx);
         await this.recordSkippedPositions(tx, read, context);
         const late = await this.applyLate(tx, context.pendingLate, read.next);
@@ -618,6 +628,7 @@ export class Projector {
       },
     );
     this.lastBatchBegan = began;
+    this.lastBatchFull = batch.full;
     await this.committed(batch, started, persisted);
     if (!batch.full) await this.switchIfBuilt();
     // Late notices never call for another batch: those the batch passed are applied, those above its checkpoint stay

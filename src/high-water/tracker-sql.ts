@@ -39,12 +39,10 @@ const range = (text: string): [bigint, bigint] => {
  *
  * With `move` (the tracker has no open gap), the same statement also persists the common pass: when the positions
  * visible right above H run on without a hole and none is a late commit, it moves H to the last of them (and the
- * head), leader-checked like persistDecision. That is H's own definition (committed positions, seen in this
- * snapshot), so it is right whatever the pure decision adds; the tracker still decides with `observe` and writes what
- * this did not (movedTo says what it did: see writtenByObservation). It takes the second round trip off the path of
- * every event: commit -> NOTIFY -> this statement -> projectors. Its NOTIFY for the other instances is not sent here
- * but after it (announceHighWater): PostgreSQL serializes the commits of all transactions that notify, database-wide,
- * so in this statement every pass waited for the writers' commits (each holding that lock through its WAL flush).
+ * head), leader-checked like persistDecision, with its NOTIFY. That is H's own definition (committed positions,
+ * seen in this snapshot), so it is right whatever the pure decision adds; the tracker still decides with `observe`
+ * and writes what this did not (movedTo says what it did: see writtenByObservation). It takes the second round trip
+ * off the path of every event: commit -> NOTIFY -> this statement -> projectors.
  * Named (prepared once per session): planning its CTEs cost more than running them, on every pass.
  */
 export async function readObservation(
@@ -77,6 +75,7 @@ export async function readObservation(
       watched.map((w) => w.from.toString()),
       watched.map((w) => w.to.toString()),
       move?.leader ?? null,
+      names.highWaterChannel,
     ],
   });
   const row = rows[0]!;
@@ -94,7 +93,7 @@ export async function readObservation(
   };
 }
 
-/** readObservation's statement: $1 H, $2 window, $3/$4 watched ranges, $5 the leader moving H (or NULL). */
+/** readObservation's statement: $1 H, $2 window, $3/$4 watched ranges, $5 the leader moving H (or NULL), $6 channel. */
 function observationSql(names: StoreNames, sequence: string | undefined): string {
   const t = eventTable(names);
   const position = positionSql(t, 'e');
@@ -119,6 +118,8 @@ function observationSql(names: StoreNames, sequence: string | undefined): string
         WHERE $5::text IS NOT NULL AND hw.leader = $5::text AND hw.position = $1::int8
           AND s.first = $1::int8 + 1 AND s.holes = '{}' AND s.late = '{}'
        RETURNING hw.position
+     ), notified AS (
+       SELECT position, pg_notify($6::text, position::text) FROM moved
      )
      SELECT (extract(epoch FROM clock_timestamp()) * 1000)::float8 AS now_ms,
             (extract(epoch FROM statement_timestamp()) * 1000)::float8 AS started_ms,
@@ -126,16 +127,8 @@ function observationSql(names: StoreNames, sequence: string | undefined): string
             ${sequence ? `coalesce(pg_sequence_last_value(${sequence}), 0)::text` : 'NULL::text'} AS last_value,
             pg_snapshot_xmin(pg_current_snapshot())::text AS xmin,
             s.head::text, s.first::text, s.last::text, s.holes, s.late,
-            (SELECT position::text FROM moved) AS moved_to
+            (SELECT position::text FROM notified) AS moved_to
        FROM seen s`;
-}
-
-/**
- * The NOTIFY that wakes other instances' projectors after a pass moved H in its observation (readObservation), in a
- * transaction of its own. It is a hint: they read H from the row, which is committed by then, and they poll anyway.
- */
-export async function announceHighWater(db: pg.ClientBase | pg.Pool, names: StoreNames, highWater: bigint): Promise<void> {
-  await db.query('SELECT pg_notify($1, $2)', [names.highWaterChannel, highWater.toString()]);
 }
 
 /**

@@ -3,7 +3,6 @@ import type { Logger } from 'pino';
 import type { StoreNames } from '../db/identifiers.js';
 import type { RunnerMetrics } from '../metrics/registry.js';
 import {
-  announceHighWater,
   auditSettledGaps,
   loadHighWaterState,
   persistDecision,
@@ -25,7 +24,6 @@ import {
 import type { SequenceSample } from './evidence-rules.js';
 import type { LeaseSession } from '../ownership/leases.js';
 import { withRetries } from '../db/retry.js';
-import { LatestOnly } from '../shared/latest-only.js';
 import { WakeSignal } from '../shared/wake-signal.js';
 
 /** Evidence that gaps are dead (evidence.ts). Collected before the observation, so its snapshot is newer. */
@@ -71,9 +69,6 @@ export interface HighWaterTrackerOptions {
  */
 export class HighWaterTracker {
   private readonly wake = new WakeSignal();
-  /** The NOTIFY of H for other instances after a pass moved it in its observation (announceHighWater). */
-  private readonly announcer: LatestOnly<bigint>;
-  private signal: AbortSignal | undefined;
   private state: HighWaterState | undefined;
   private evidence: GapEvidenceSource | undefined;
   private announced: bigint | undefined;
@@ -93,14 +88,6 @@ export class HighWaterTracker {
   }
 
   constructor(private readonly options: HighWaterTrackerOptions) {
-    this.announcer = new LatestOnly(
-      (highWater) => announceHighWater(options.pool, options.names, highWater),
-      (error) => {
-        if (this.signal?.aborted) return; // stopping: the pool is closing under it
-        options.metrics.dbErrors.inc({ operation: 'high_water' });
-        options.log.warn({ err: error }, 'the NOTIFY of a new high-water mark failed; other instances find it when they poll');
-      },
-    );
     options.leases.onLost(() => {
       this.leader = false;
       this.state = undefined;
@@ -117,7 +104,6 @@ export class HighWaterTracker {
   }
 
   async run(signal: AbortSignal): Promise<void> {
-    this.signal = signal;
     const { log, metrics } = this.options;
     while (!signal.aborted) {
       let delay = this.options.pollIntervalMs;
@@ -189,8 +175,6 @@ export class HighWaterTracker {
       return this.options.pollIntervalMs;
     }
     this.state = decision.state;
-    // Moved in the observation and nothing else to write: the other instances' NOTIFY goes after it, off this path.
-    if (written && movedTo !== undefined) this.announcer.offer(movedTo);
 
     for (const gap of decision.opened) {
       log.info({ gap: { from: gap.from.toString(), to: gap.to.toString() } }, 'gap opened: holding the high-water mark');

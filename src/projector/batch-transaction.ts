@@ -1,6 +1,13 @@
 import type pg from 'pg';
 
 /**
+ * How batchTransactionOf finds a proxy's BatchTransaction: the proxy answers it, a plain connection has no such key.
+ * Not a WeakMap from proxy to transaction: with one entry per batch (thousands a second live), every scavenge had
+ * to go through the map's entries for young keys.
+ */
+const OWN = Symbol('BatchTransaction');
+
+/**
  * A normal batch's transaction, begun by its first statement. Live, most batches send none of their own: a handler
  * that writes nothing for these events (or is given none of its types), no given-up position passed, no late event.
  * Such a batch then begins, checks its build and moves its checkpoint in one round trip at its end
@@ -43,6 +50,7 @@ export class BatchTransaction {
   ) {
     this.tx = new Proxy(connection, {
       get: (target, property) => {
+        if (property === OWN) return this;
         if (property === 'query') {
           return (...args: unknown[]) => {
             // The batch is over (committed or rolled back, its connection back in the pool): nothing may reach it.
@@ -56,7 +64,6 @@ export class BatchTransaction {
         return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
       },
     });
-    transactions.set(this.tx, this);
   }
 
   get started(): boolean {
@@ -97,9 +104,7 @@ export class BatchTransaction {
   }
 }
 
-const transactions = new WeakMap<object, BatchTransaction>();
-
 /** The BatchTransaction whose `tx` this is; undefined for a plain connection (the failure path, a re-delivery). */
 export function batchTransactionOf(tx: pg.ClientBase): BatchTransaction | undefined {
-  return transactions.get(tx);
+  return (tx as pg.ClientBase & { [OWN]?: BatchTransaction })[OWN];
 }

@@ -20,8 +20,8 @@ const OWN = Symbol('BatchTransaction');
  * then aborted: the handler's statement after it can fail, never run outside a transaction.
  *
  * The events the batch reads come through the shared reader on the connection itself (`connection`), or on the pool
- * while a BEGIN sent ahead keeps it busy: an autocommit read sees everything committed up to the batch's H, as the
- * transaction would.
+ * while a BEGIN sent ahead keeps it busy, or (live) on the pool before the batch took its slot: an autocommit read sees
+ * everything committed up to the batch's H, as the transaction would.
  */
 export class BatchTransaction {
   /** The connection as handlers and the batch's own statements use it: any query begins the transaction first. */

@@ -704,7 +704,7 @@ export class Projector {
         context = await beginBatch(connection, names, { after: this.checkpoint, lateSeenId: this.lateSeenId }, build?.scope);
         build?.check(context.buildScope);
       }
-      // Events are read on the batch's connection, unless it is busy with a BEGIN sent ahead.
+      // Events are read on the batch's connection, unless it is busy with a BEGIN sent ahead (or runBatch read them).
       const result = await body(tx, lazy?.started ? pool : connection, context);
       // A failed BEGIN or build check is the batch's failure, whichever statement met it (see beginFailure below).
       if (lazy?.started) await lazy.begin();
@@ -770,7 +770,7 @@ export class Projector {
   /**
    * The normal read, catching up and live alike, through the instance's shared reader: (checkpoint, H] with the
    * adaptive batch size, from the pages other projections have read (or are reading), and what none holds yet read now
-   * on this batch's transaction, for the others too (one read per live wake-up for every caught-up projection); the
+   * on `tx` (the batch's connection, or the pool: see runBatch), for the others too (one read per live wake-up for every caught-up projection); the
    * pages hold every type, this projection's eventTypes filter them here (the events of other types it passes count as
    * passed, as when the database filtered them).
    */

@@ -74,7 +74,7 @@ export class SharedReader {
   /**
    * The events a projection's batch takes: at most `limit` of them after `after`, up to `highWater` (or the H of a page
    * it takes, when newer), from the pages held here, one after the other, and what none holds yet read now on `tx`
-   * (the batch's own connection, or the pool while that one is busy). Beyond its first page a batch keeps to the byte bound by estimated sizes.
+   * (the batch's own connection, or the pool: while that one is busy, or before a live batch takes its slot). Beyond its first page a batch keeps to the byte bound by estimated sizes.
    */
   async read(tx: pg.ClientBase | pg.Pool, request: { after: bigint; highWater: bigint; limit: number }): Promise<Slice<StoredEvent>> {
     if (request.highWater <= request.after) return { events: [], full: false, next: request.after };

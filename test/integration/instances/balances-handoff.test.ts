@@ -2,7 +2,6 @@ import { describe, expect, it } from 'vitest';
 import { defineProjection, type Projection, type Runner } from '../../../src/index.js';
 import { storeNames, quoteLiteral } from '../../../src/db/identifiers.js';
 import { heldLeaseCondition, leaseNamespace } from '../../../src/ownership/leases.js';
-import { sleep } from '../../../src/shared/time.js';
 import { waitFor } from '../../support/database.js';
 import { capturingLogger, startRunner, useRunnerFixture } from '../../support/runner.js';
 import { accountBalances } from '../../../projections/account-balances.js';
@@ -64,7 +63,7 @@ describe('account balances during an ownership hand-off', () => {
       expect(killed.rowCount).toBe(1);
       // More for the same new account while the hand-off happens.
       await t.store.append('account-new', [{ type: 'Deposited', data: { amount: 7 } }]);
-      await sleep(4_000);
+      await waitFor('the other instance owns balances', () => runners[1]!.ownedProjections().length === 1, 15_000);
       await t.store.append('account-1', [{ type: 'Deposited', data: { amount: 1 } }]);
       const balances = async () =>
         (await t.db.pool.query('SELECT account, balance::int AS b, events::int AS n FROM balances ORDER BY 1')).rows;

@@ -199,24 +199,33 @@ function startDaemon(url: string, args: string[] = [], projections = PROJECTIONS
   };
 }
 
-/** CPU seconds (user + system) a process has used so far; 0 once it is gone. */
-function cpuSecondsOf(pid: number): number {
+/**
+ * CPU seconds (user + system) a process has used so far; 0 once it is gone. With `children`, also what its children
+ * that exited and were waited for used (cutime, cstime).
+ */
+function cpuSecondsOf(pid: number, { children = false } = {}): number {
   try {
-    // Fields after the command's closing parenthesis: utime and stime are the 12th and 13th (clock ticks, 100/s).
+    // Fields after the command's closing parenthesis: utime, stime, cutime and cstime are the 12th to 15th (clock
+    // ticks, 100/s).
     const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / 100;
+    const own = Number(fields[11]) + Number(fields[12]);
+    return (children ? own + Number(fields[13]) + Number(fields[14]) : own) / 100;
   } catch {
     return 0;
   }
 }
 
-/** CPU seconds used so far by every PostgreSQL process on the machine (the server and its backends). */
+/**
+ * CPU seconds used so far by every PostgreSQL process on the machine (the server and its backends), including
+ * backends that have exited since (the server's children): without them, the sessions a daemon closes within a
+ * measured span took their CPU with them and the span's figure could come out negative.
+ */
 function postgresCpuSeconds(): number {
   let total = 0;
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
     try {
-      if (readFileSync(`/proc/${entry}/comm`, 'utf8').trim() === 'postgres') total += cpuSecondsOf(Number(entry));
+      if (readFileSync(`/proc/${entry}/comm`, 'utf8').trim() === 'postgres') total += cpuSecondsOf(Number(entry), { children: true });
     } catch {
       /* exited */
     }

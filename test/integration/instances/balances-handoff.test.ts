@@ -9,7 +9,7 @@ import { accountBalances } from '../../../projections/account-balances.js';
 /**
  * The account-balances example across an ownership hand-off (found by a red team against a MERGE version of it): the
  * previous owner's batch has inserted a new account (uncommitted) when its lease session is killed; the new owner's
- * batch upserts the same new account and waits for it; the old one commits (its compare-and-set still matches) and
+ * batch (in either instance) upserts the same new account and waits for it; the old one commits (its compare-and-set still matches) and
  * the new one's compare-and-set fails. Balances right, no handler failure (a MERGE raised a unique violation here,
  * logged and counted as the handler's), no dead letter.
  */
@@ -63,7 +63,16 @@ describe('account balances during an ownership hand-off', () => {
       expect(killed.rowCount).toBe(1);
       // More for the same new account while the hand-off happens.
       await t.store.append('account-new', [{ type: 'Deposited', data: { amount: 7 } }]);
-      await waitFor('the other instance owns balances', () => runners[1]!.ownedProjections().length === 1, 15_000);
+      // The new owner: either instance (the one whose lease session died reconnects and may claim it again first).
+      const restarted = (lines: Array<{ msg?: unknown }>) => lines.some((l) => l.msg === 'projection started');
+      await waitFor(
+        'a new owner started balances',
+        () => {
+          const lost = a.lines.findIndex((l) => String(l.msg).startsWith('lease session lost'));
+          return lost >= 0 && (restarted(a.lines.slice(lost)) || restarted(b.lines));
+        },
+        15_000,
+      );
       await t.store.append('account-1', [{ type: 'Deposited', data: { amount: 1 } }]);
       const balances = async () =>
         (await t.db.pool.query('SELECT account, balance::int AS b, events::int AS n FROM balances ORDER BY 1')).rows;

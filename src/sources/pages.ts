@@ -135,6 +135,8 @@ export function pagesToDrop(
   maxPages: number,
 ): bigint[] {
   const lowest = checkpoints.length === 0 ? undefined : checkpoints.reduce((min, c) => (c < min ? c : min));
+  // Asked after every batch of every projection: the common answer (none) without sorting or copying.
+  if (pages.length <= maxPages && lowest !== undefined && pages.every((p) => p.coveredTo > lowest)) return [];
   const sorted = [...pages].sort((a, b) => (a.after < b.after ? -1 : a.after > b.after ? 1 : 0));
   const unused = sorted.filter((p) => lowest === undefined || p.coveredTo <= lowest);
   const kept = sorted.filter((p) => !unused.includes(p));

@@ -185,7 +185,8 @@ export class SharedReader {
 
   /** Lets go of the pages nobody reads any more, and of the lowest ones beyond maxPages (pagesToDrop). */
   private release(): void {
-    const settled = [...this.held.values()].flatMap((h) => (h.page ? [h.page] : []));
+    const settled: Array<Page<StoredEvent>> = [];
+    for (const held of this.held.values()) if (held.page) settled.push(held.page);
     // Two pages per reader at least: projections sharing the work of two cores drift a few pages apart, and a cap
     // below that makes the slowest read on their own again and again.
     const maxPages = Math.max(this.options.maxPages ?? 8, 2 * this.readers.size);

@@ -8,6 +8,9 @@
  *   --live-rate R      appends per second in the live-latency run (default 500)
  *   --append-seconds S duration of each append-throughput run (default 10)
  *   --scaling-events N store size for the P-scaling figures (default 200,000)
+ *   --noop-types LIST  event types the no-op projections of (10) and (11) take (comma-separated; default: every type).
+ *                      A type nobody writes (`--noop-types Unused`) shows what projections woken by events none of
+ *                      which are theirs cost live
  *   --only LIST        only these figures (numbers, comma-separated; `live`: 5, 9, 11, 12), written to
  *                      bench-results-partial.json (for example `--only live --events 100000 --live-seconds 10`)
  *
@@ -47,6 +50,7 @@ const LIVE_SECONDS = flag('live-seconds', 30);
 const LIVE_RATE = flag('live-rate', 500);
 const APPEND_SECONDS = flag('append-seconds', 10);
 const SCALING_EVENTS = flag('scaling-events', 200_000);
+const NOOP_TYPES = ((i) => (i > 0 ? process.argv[i + 1]!.split(',') : undefined))(process.argv.indexOf('--noop-types'));
 /** `--only 5,9,11,12` (figure numbers) or `--only live` (the live-latency figures 5, 9, 11, 12): those figures alone. */
 const ONLY = ((): Set<number> | undefined => {
   const i = process.argv.indexOf('--only');
@@ -462,7 +466,7 @@ function projectionCopies(kind: 'noop' | 'balances', count: number, withLatency 
     const name = `${kind}_${i}`;
     const body =
       kind === 'noop'
-        ? `export default { name: '${name}', async handleBatch() {} };\n`
+        ? `export default { name: '${name}', eventTypes: ${JSON.stringify(NOOP_TYPES)}, async handleBatch() {} };\n`
         : `import { accountBalances } from '${balances}';\nexport default accountBalances({ name: '${name}' });\n`;
     writeFileSync(path.join(dir, `${name}.mjs`), body);
   }

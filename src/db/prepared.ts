@@ -69,11 +69,17 @@ export async function executePrepared(
   }
 }
 
+/** Whether `client`'s session has prepared every one of `statements` (then prepareOn has nothing to do). */
+export function preparedAll(client: pg.ClientBase, statements: readonly PreparedStatement[]): boolean {
+  const done = preparedOn.get(client);
+  return done !== undefined && statements.every((s) => done.has(s.name));
+}
+
 /**
  * PREPAREs on `client` whichever of `statements` its session has not prepared yet (a round trip each, once per
  * session), outside any transaction (so that a later round trip inside one never needs a PREPARE: one failing there would abort it).
  */
-export async function prepareOn(client: pg.ClientBase, statements: PreparedStatement[]): Promise<void> {
+export async function prepareOn(client: pg.ClientBase, statements: readonly PreparedStatement[]): Promise<void> {
   const done = preparedOn.get(client) ?? new Set<string>();
   preparedOn.set(client, done);
   for (const s of statements.filter((s) => !done.has(s.name))) {

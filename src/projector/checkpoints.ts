@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import { quoteLiteral, type StoreNames } from '../db/identifiers.js';
-import { executePrepared, prepareOn, preparedStatement, type PreparedStatement } from '../db/prepared.js';
+import { executePrepared, preparedAll, prepareOn, preparedStatement, type PreparedStatement } from '../db/prepared.js';
 import { buildCheckSql, buildScopeColumns, type BuildScope } from '../versions/build-slot.js';
 import type { ProjectionState } from '../projection/projection.js';
 
@@ -90,7 +90,7 @@ function batchStatements(names: StoreNames): BatchStatements {
         FROM moved`);
     // A lazily begun batch's check of its build (BatchTransaction): the same scope, raising when it is not the build's.
     const check = preparedStatement(buildCheckSql(names, '$1::text', '$2::text', '$3::text'));
-    statements = { begin, move, check };
+    statements = { begin, move, check, all: [begin, move, check] };
     statementsByStore.set(key, statements);
   }
   statementsByNames.set(names, statements);
@@ -101,6 +101,7 @@ interface BatchStatements {
   begin: PreparedStatement;
   move: PreparedStatement;
   check: PreparedStatement;
+  all: readonly PreparedStatement[];
 }
 const statementsByStore = new Map<string, BatchStatements>();
 
@@ -147,10 +148,13 @@ export async function readBatchContext(
   return toBatchContext(result.rows[0] as ContextRow);
 }
 
-/** Prepares the batch statements on a session that has not yet (once per session, outside a transaction). */
-export async function prepareBatchStatements(db: pg.ClientBase, names: StoreNames): Promise<void> {
-  const { begin, move, check } = batchStatements(names);
-  await prepareOn(db, [begin, move, check]);
+/**
+ * Prepares the batch statements on a session that has not yet (once per session, outside a transaction). Undefined,
+ * not a promise, when it has: asked on every batch, and a pooled session has them from its first.
+ */
+export function prepareBatchStatements(db: pg.ClientBase, names: StoreNames): Promise<void> | undefined {
+  const { all } = batchStatements(names);
+  return preparedAll(db, all) ? undefined : prepareOn(db, all);
 }
 
 /**

@@ -712,7 +712,8 @@ export class Projector {
       let context: BatchContext | undefined;
       if (mode.lazily) {
         // Prepared outside any transaction, so that none of this batch's round trips needs a PREPARE (once per session).
-        await prepareBatchStatements(connection, names);
+        const preparing = prepareBatchStatements(connection, names);
+        if (preparing) await preparing;
         lazy = new BatchTransaction(
           connection,
           batchBeginSql(names, build),
@@ -970,7 +971,8 @@ export class Projector {
     // A transaction begun by the handler's first statement whose BEGIN or build check failed: the handler's statements
     // failed because of it (the batch's failure: batchTransaction rolls back and rethrows it).
     const lazy = batchTransactionOf(tx);
-    const beginFailure = await lazy?.beginFailure();
+    // Nothing began (the handler sent nothing): no BEGIN to have failed, and no promise to wait for.
+    const beginFailure = lazy?.started ? await lazy.beginFailure() : undefined;
     if (beginFailure !== undefined) throw beginFailure;
     if (!thrown && tx.getTransactionStatus() !== 'E') {
       this.delivered = { tx, event };

@@ -300,6 +300,10 @@ export class Projector {
       // Stopping (a stop, a hand-off): what waits in memory is written, as a batch in flight would be; if this
       // instance may not any more, the next owner hands those events to the handler again, which wrote nothing for them.
       await this.flushDeferred({ slot: false }).catch(() => {});
+      // A loop that ended reads nothing more, whatever its last batch set (one still running when the runner dropped
+      // the projection put it back into the shared reader, where it held pages for a projection this instance no
+      // longer runs; the next owner may be another instance).
+      this.options.reader.position(this.name, undefined);
       // Handed off or stopping: a command not served here fails now, so that the CLI says so instead of waiting.
       for (const c of this.commands.splice(0)) {
         c.reject(new CommandFailedError(`this instance stopped running "${this.name}" before serving the command: run it again`));

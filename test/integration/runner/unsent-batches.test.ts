@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import { describe, expect, it } from 'vitest';
-import { defineProjection, type Projection } from '../../../src/index.js';
+import { defineProjection, type Projection, type Runner } from '../../../src/index.js';
 import { sleep } from '../../../src/shared/time.js';
 import { waitFor } from '../../support/database.js';
 import { committedPositions, expectExactlyOnceInOrder, positionLog, waitUntilAllApplied } from '../../support/position-log.js';
@@ -88,6 +88,90 @@ describe('live batches that send nothing', () => {
     // And nothing more arrives: an A applied twice would show as applied 2 on a second look.
     await sleep(300);
     await expectExactlyOnceInOrder(t.db.pool, 'typed', as);
+    await expectExactlyOnceInOrder(t.db.pool, 'all', committed);
+  }, 120_000);
+
+  it('more given-up ranges than a context brings, passed by typed projections that see only other types: every A once, late, across hand-offs', async () => {
+    // From the red team. Before any runner: 45 held As, each between committed Bs (45 holes), given up together in
+    // the tracker's first passes: more ranges above the typed projections' checkpoints than a context holds
+    // (GIVEN_UP_AT_BEGIN), so their batches must ask the database (knownGivenUp undefined), not settle before the slot.
+    const HELD = 45;
+    const held: pg.Client[] = [];
+    await t.store.append('s-0', [{ type: 'B', data: { i: -1 } }]);
+    for (let i = 0; i < HELD; i++) {
+      const c = await t.db.connect();
+      await c.query('BEGIN');
+      await t.store.append(`held-${i}`, [{ type: 'A', data: { i } }], { client: c });
+      held.push(c);
+      await t.store.append(`s-${i % 5}`, [{ type: 'B', data: { i } }]);
+    }
+    const typedNames = ['ta', 'tb', 'tc'];
+    const make = () => [positionLog('all'), ...typedNames.map((n) => typedLog(n, ['A']))];
+    const options = { pollIntervalMs: 100, gapTimeoutMs: 400, batchSize: 500 };
+    const runners: Runner[] = [await startRunner(t.db, { ...options, projections: make() })];
+    t.runner = runners[0];
+    const { rows: last } = await t.db.pool.query('SELECT max(global_position)::int AS p FROM events');
+    await waitFor(
+      'H past every held A',
+      async () => (await t.db.pool.query('SELECT position::int AS p FROM projection_high_water')).rows[0]?.p >= last[0].p,
+      20_000,
+    );
+    const { rows: gaps } = await t.db.pool.query(
+      "SELECT count(*)::int AS n FROM projection_gaps WHERE resolution IN ('timed_out', 'dead')",
+    );
+    expect(gaps[0].n).toBeGreaterThan(32);
+    // A second runner object: the lease sessions killed below hand projections between the two.
+    runners.push(await startRunner(t.db, { ...options, projections: make() }));
+    let writing = true;
+    const writer = (async () => {
+      for (let i = 0; writing; i++) {
+        await t.store.append(`w-${i % 3}`, [{ type: 'B', data: { i } }]);
+        await sleep(4);
+      }
+    })();
+    try {
+      await waitFor(
+        'the typed projections past every held A',
+        async () => {
+          const { rows } = await t.db.pool.query('SELECT min(position)::int AS p, count(*)::int AS n FROM projection_checkpoints');
+          return rows[0].n === 4 && rows[0].p >= last[0].p;
+        },
+        20_000,
+      );
+      // The late commits, one by one, lease sessions killed in between (ownership moves with moves waiting in memory).
+      for (let i = 0; i < held.length; i++) {
+        await held[i]!.query('COMMIT');
+        await held[i]!.end();
+        if (i % 9 === 4) {
+          await t.db.pool.query(
+            `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database()
+               AND application_name = 'projection-runner:leases' ORDER BY pid LIMIT 1`,
+          );
+        }
+      }
+      const as = await typedPositions('A');
+      expect(as).toHaveLength(HELD);
+      await waitFor(
+        'every typed projection has every A',
+        async () => {
+          for (const name of typedNames) {
+            if ((await t.db.pool.query(`SELECT count(*)::int AS n FROM log_${name}`)).rows[0].n !== HELD) return false;
+          }
+          return true;
+        },
+        30_000,
+      );
+      for (const name of typedNames) {
+        const log = await expectExactlyOnceInOrder(t.db.pool, name, as);
+        expect(log.filter((r) => !r.late)).toEqual([]);
+      }
+    } finally {
+      writing = false;
+      await writer;
+      await runners[1]!.stop();
+    }
+    const committed = await committedPositions(t.db.pool);
+    await waitUntilAllApplied(t.db.pool, committed, ['all'], 30_000);
     await expectExactlyOnceInOrder(t.db.pool, 'all', committed);
   }, 120_000);
 });

@@ -655,8 +655,7 @@ export class Projector {
    * whenever any of them may send one: the batch then runs in its transaction.
    */
   private sendsNothing(read: BatchRead, context: BatchContext): (SavedBatch & { move: CheckpointMove }) | undefined {
-    if (read.events.length > 0 || context.pendingLate.length > 0) return undefined;
-    if (read.next > this.checkpoint && knownGivenUp(context.givenUp, this.checkpoint, read.next)?.length !== 0) return undefined;
+    if (read.events.length > 0 || context.pendingLate.length > 0 || this.knownSkipped(read, context)?.length !== 0) return undefined;
     const saved = this.toSave(read, { applied: 0, lateSeenId: this.lateSeenId });
     return this.mayDefer(saved, false) ? saved : undefined;
   }
@@ -823,11 +822,9 @@ export class Projector {
    * filtered out by type like the event itself would have been.
    */
   private async recordSkippedPositions(tx: pg.ClientBase, read: BatchRead, context: BatchContext): Promise<void> {
-    if (read.next <= this.checkpoint) return;
     const { names } = this.options;
-    // Those BEGIN brought when they suffice (the common case: none); a read beyond them asks.
-    const givenUp =
-      knownGivenUp(context.givenUp, this.checkpoint, read.next) ?? (await givenUpRanges(tx, names, this.checkpoint, read.next));
+    // Those the context brought when they suffice (the common case: none); a read beyond them asks.
+    const givenUp = this.knownSkipped(read, context) ?? (await givenUpRanges(tx, names, this.checkpoint, read.next));
     if (givenUp.length === 0) return;
     const seen = read.events.map((e): [bigint, bigint] => [e.globalPosition, e.globalPosition]);
     await recordSkipped(
@@ -836,6 +833,14 @@ export class Projector {
       this.name,
       givenUp.flatMap((range) => subtractRanges(range, seen)),
     );
+  }
+
+  /**
+   * The given-up ranges `read` passes, from what the context holds: none when it passes nothing, undefined when it
+   * goes beyond what the context holds complete (the batch then asks the database: givenUpRanges).
+   */
+  private knownSkipped(read: BatchRead, context: BatchContext): Array<[bigint, bigint]> | undefined {
+    return read.next <= this.checkpoint ? [] : knownGivenUp(context.givenUp, this.checkpoint, read.next);
   }
 
   /**

@@ -85,9 +85,6 @@ describe('live batches that send nothing', () => {
     const typed = await expectExactlyOnceInOrder(t.db.pool, 'typed', as);
     // Each A committed after the gap timeout, with Bs above it: it came late, through the skip the batch recorded.
     expect(typed.filter((r) => r.late).map((r) => r.position)).toEqual(as);
-    // And nothing more arrives: an A applied twice would show as applied 2 on a second look.
-    await sleep(300);
-    await expectExactlyOnceInOrder(t.db.pool, 'typed', as);
     await expectExactlyOnceInOrder(t.db.pool, 'all', committed);
   }, 120_000);
 

@@ -1,20 +1,17 @@
-import { readFileSync } from 'node:fs';
-import path from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { defineProjection, EventStore, type Runner } from '../../../src/index.js';
 import { readStatus } from '../../../src/cli/status.js';
 import { storeNames } from '../../../src/db/identifiers.js';
-import { REPO } from '../../support/child-runner.js';
+import { markedBlock } from '../../support/docs.js';
 import { createTestDatabase, waitFor, type TestDatabase } from '../../support/database.js';
 import { capturingLogger, startRunner } from '../../support/runner.js';
 
-/** The grants of the README's "Least privileges" block, as documented (the test fails if the docs drift). */
+/** The grants of docs/operations.md's "Least privileges" block, as documented (the test fails if the docs drift). */
 function documentedGrants(database: string, role: string): string {
-  const readme = readFileSync(path.join(REPO, 'README.md'), 'utf8');
-  const block = /<!-- least-privileges:start -->\s*```sql\n([\s\S]+?)```\s*<!-- least-privileges:end -->/.exec(readme);
-  if (!block) throw new Error('README.md has no least-privileges block');
-  return block[1]!.replace(/\bDATABASE app\b/g, `DATABASE ${database}`).replace(/\brunner\b/g, role);
+  return markedBlock('docs/operations.md', 'least-privileges')
+    .replace(/\bDATABASE app\b/g, `DATABASE ${database}`)
+    .replace(/\brunner\b/g, role);
 }
 
 let db: TestDatabase;

@@ -1,5 +1,3 @@
-import { readFileSync } from 'node:fs';
-import path from 'node:path';
 import pg from 'pg';
 import { afterEach, describe, expect, it } from 'vitest';
 import { defineProjection, type Runner, type RunnerOptions } from '../../../src/index.js';
@@ -7,21 +5,18 @@ import { readStatus } from '../../../src/cli/status.js';
 import { storeNames } from '../../../src/db/identifiers.js';
 import { prepareStore } from '../../../src/sources/prepare.js';
 import '../../../src/sources/prepare.js';
-import { REPO } from '../../support/child-runner.js';
+import { markedBlock } from '../../support/docs.js';
 import { createTestDatabase, waitFor, type TestDatabase } from '../../support/database.js';
 import { LEDGER_SOURCE } from '../../support/foreign/custom-ledger.js';
 import { appendEmmett, openEmmettStore } from '../../support/foreign/emmett.js';
 import { installMessageDb, messageDbClientConfig, writeMessage } from '../../support/foreign/message-db.js';
 import { capturingLogger, startRunner } from '../../support/runner.js';
 
-/** Each foreign source's README block of grants, as documented (the test fails if the docs drift). */
+/** Each foreign source's block of grants in docs/sources.md, as documented (the test fails if the docs drift). */
 function documentedGrants(source: string, database: string, role: string): string {
-  const readme = readFileSync(path.join(REPO, 'README.md'), 'utf8');
-  const block = new RegExp(
-    `<!-- least-privileges-${source}:start -->\\s*\`\`\`sql\\n([\\s\\S]+?)\`\`\`\\s*<!-- least-privileges-${source}:end -->`,
-  ).exec(readme);
-  if (!block) throw new Error(`README.md has no least-privileges-${source} block`);
-  return block[1]!.replace(/\bDATABASE app\b/g, `DATABASE ${database}`).replace(/\brunner\b/g, role);
+  return markedBlock('docs/sources.md', `least-privileges-${source}`)
+    .replace(/\bDATABASE app\b/g, `DATABASE ${database}`)
+    .replace(/\brunner\b/g, role);
 }
 
 const password = 'least-privilege-secret';

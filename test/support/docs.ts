@@ -42,3 +42,26 @@ export function markedRegion(page: string, name: string): string {
   if (!region) throw new Error(`${page} has no ${name} region`);
   return region[1]!;
 }
+
+/** The text of a page's code: fenced blocks and inline `code` spans, where commands, flags and metrics are named. */
+export function codeOf(text: string): string[] {
+  const fenced = [...text.matchAll(/^```[^\n]*\n([\s\S]*?)^```/gm)].map((m) => m[1]!);
+  const prose = text.replace(/^```[^\n]*\n[\s\S]*?^```/gm, '');
+  const inline = [...prose.matchAll(/`([^`\n]+)`/g)].map((m) => m[1]!);
+  return [...fenced, ...inline];
+}
+
+/** GitHub's anchor of a heading: lower case, punctuation dropped, spaces as hyphens. */
+export function anchorOf(heading: string): string {
+  return heading
+    .trim()
+    .toLowerCase()
+    .replace(/[^\p{L}\p{N}\s_-]/gu, '')
+    .replace(/\s/g, '-');
+}
+
+/** The anchors of a page's headings (outside code blocks). */
+export function anchorsOf(text: string): Set<string> {
+  const prose = text.replace(/^```[^\n]*\n[\s\S]*?^```/gm, '');
+  return new Set([...prose.matchAll(/^#{1,6} (.+)$/gm)].map((m) => anchorOf(m[1]!)));
+}

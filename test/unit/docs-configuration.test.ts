@@ -14,7 +14,8 @@ const runnerOption = (key: string) => ((RUNNER_SETTINGS as readonly string[]).in
 
 function settingsTable(): string {
   const rows = SETTINGS.map(
-    (s) => `| \`--${s.flag}\` | \`${s.env}\` | ${s.default === undefined ? '—' : `\`${s.default}\``} | ${runnerOption(s.key)} | ${s.description} |`,
+    (s) =>
+      `| \`--${s.flag}\` | \`${s.env}\` | ${s.default === undefined ? '—' : `\`${s.default}\``} | ${runnerOption(s.key)} | ${s.description} |`,
   );
   return ['| flag | environment variable | default | `new Runner` option | meaning |', '|---|---|---|---|---|', ...rows, ''].join('\n');
 }

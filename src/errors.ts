@@ -236,3 +236,33 @@ export class NotLeaderError extends ProjectionRunnerError {
     super('another instance leads the high-water tracker now');
   }
 }
+
+/** A projection waited for (ProjectionWaiter, `/wait`, `projection-runner wait`) is failed at or below the position. */
+export class ProjectionFailedError extends ProjectionRunnerError {
+  constructor(
+    readonly projection: string,
+    /** The position it is stopped at (undefined when its failure record has none). */
+    readonly position: bigint | undefined,
+    readonly eventType: string | undefined,
+    readonly reason: string,
+  ) {
+    super(
+      `projection "${projection}" is failed at position ${position ?? '?'}${eventType ? ` (${eventType})` : ''}: ${reason}; it will not get further until an operator runs \`projection-runner retry ${projection}\` or \`skip ${projection}\``,
+    );
+  }
+}
+
+/** A wait for a position ran out of time; `behind` names each projection still short of it, and why. */
+export class WaitTimeoutError extends ProjectionRunnerError {
+  constructor(
+    readonly position: bigint,
+    readonly timeoutMs: number,
+    readonly behind: ReadonlyArray<{ projection: string; position: bigint; state: string; owner: string | null; reason: string }>,
+  ) {
+    super(
+      `position ${position} not applied within ${timeoutMs} ms: ${behind
+        .map((b) => `${b.projection} at ${b.position} (${b.state}${b.owner ? `, owned by ${b.owner}` : ''}): ${b.reason}`)
+        .join('; ')}`,
+    );
+  }
+}

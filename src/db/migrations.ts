@@ -435,4 +435,11 @@ export const migrations: Migration[] = [
     );
   `,
   },
+  {
+    version: 11,
+    name: 'event types on checkpoints',
+    // The projection's event-type filter beside its checkpoint (NULL: every type), written when its projector starts:
+    // a waiter in another process (src/wait/) credits a projection with the events it does not take.
+    runner: (names) => `ALTER TABLE ${names.q.checkpoints} ADD COLUMN event_types text[];`,
+  },
 ];

@@ -23,8 +23,22 @@ export interface FailureRecord {
   at: string;
 }
 
-export async function ensureCheckpoint(db: pg.ClientBase | pg.Pool, names: StoreNames, name: string): Promise<Checkpoint> {
-  await db.query(`INSERT INTO ${names.q.checkpoints} (name) VALUES ($1) ON CONFLICT (name) DO NOTHING`, [name]);
+/**
+ * The checkpoint row of `name`, created at 0 when missing. `eventTypes` (the projection's filter; undefined: every
+ * type) is recorded in the row so that a waiter in another process can tell which events the projection takes
+ * (src/wait/): a move it defers because it wrote nothing must not hold up a wait for an event it never takes.
+ */
+export async function ensureCheckpoint(
+  db: pg.ClientBase | pg.Pool,
+  names: StoreNames,
+  name: string,
+  eventTypes?: readonly string[],
+): Promise<Checkpoint> {
+  await db.query(
+    `INSERT INTO ${names.q.checkpoints} AS c (name, event_types) VALUES ($1, $2::text[])
+     ON CONFLICT (name) DO UPDATE SET event_types = EXCLUDED.event_types WHERE c.event_types IS DISTINCT FROM EXCLUDED.event_types`,
+    [name, eventTypes ? [...eventTypes] : null],
+  );
   const { rows } = await db.query<{ position: string; late_seen_id: string; state: ProjectionState; last_error: unknown }>(
     `SELECT position::text, late_seen_id::text, state, last_error FROM ${names.q.checkpoints} WHERE name = $1`,
     [name],
@@ -221,6 +235,18 @@ export async function recordSkipped(
   );
 }
 
+/** SQL condition: the build `slotSql` passed position `positionSql` while it was given up (recordSkipped). */
+export function skippedSql(names: StoreNames, slotSql: string, positionSql: string): string {
+  return `EXISTS (SELECT 1 FROM ${names.q.skippedPositions} s
+                   WHERE s.projection = ${slotSql} AND s.from_position <= ${positionSql} AND s.to_position >= ${positionSql})`;
+}
+
+/** SQL condition: as skippedSql, and the event at that position has not been applied to it late yet. */
+export function skippedUndeliveredSql(names: StoreNames, slotSql: string, positionSql: string): string {
+  return `${skippedSql(names, slotSql, positionSql)}
+          AND NOT EXISTS (SELECT 1 FROM ${names.q.lateDeliveries} d WHERE d.projection = ${slotSql} AND d.position = ${positionSql})`;
+}
+
 /**
  * Of the late positions given, those this projection must apply now: it skipped them (they were missing when it
  * passed) and has not applied them late before. Records them as applied (in the caller's transaction), so each is
@@ -236,8 +262,7 @@ export async function claimLateDeliveries(
   const { rows } = await tx.query<{ position: string }>(
     `INSERT INTO ${names.q.lateDeliveries} (projection, position)
      SELECT $1, p FROM unnest($2::bigint[]) AS p
-      WHERE EXISTS (SELECT 1 FROM ${names.q.skippedPositions} s
-                     WHERE s.projection = $1 AND s.from_position <= p AND s.to_position >= p)
+      WHERE ${skippedSql(names, '$1', 'p')}
      ON CONFLICT DO NOTHING RETURNING position::text`,
     [projection, positions.map(String)],
   );

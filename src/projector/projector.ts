@@ -206,7 +206,7 @@ export class Projector {
 
   /** Loads the checkpoint; a projection left `failed` by an earlier run is retried from where it stopped. */
   async load(): Promise<void> {
-    const checkpoint = await ensureCheckpoint(this.options.pool, this.options.names, this.name);
+    const checkpoint = await ensureCheckpoint(this.options.pool, this.options.names, this.name, this.options.projection.eventTypes);
     this.checkpoint = checkpoint.position;
     this.persisted = checkpoint.position;
     this.lateSeenId = checkpoint.lateSeenId;

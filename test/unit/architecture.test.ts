@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest';
  */
 const SRC = path.resolve(import.meta.dirname, '../../src');
 const LOWER = ['shared', 'projection', 'store', 'db', 'metrics'];
-const HIGHER = ['sources', 'high-water', 'versions', 'projector', 'replay', 'ownership', 'runner', 'cli'];
+const HIGHER = ['sources', 'high-water', 'versions', 'projector', 'replay', 'ownership', 'wait', 'runner', 'cli'];
 
 function importsOf(room: string): Array<{ file: string; target: string }> {
   const dir = path.join(SRC, room);

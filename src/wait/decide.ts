@@ -1,0 +1,92 @@
+/**
+ * What a wait decides, without I/O: whether a projection has applied a position, and why not when it has not.
+ */
+
+/** One live build's progress as one snapshot saw it (progress-sql.ts readProgress). */
+export interface ProjectionProgress {
+  /** The projection's name, as the application knows it. */
+  projection: string;
+  /** The checkpoint row of its live build: the projection's name, or `name@vN` once a later version is live. */
+  slot: string;
+  checkpoint: bigint;
+  /**
+   * Every event at or below this that the projection takes is applied (unless late and pending): its checkpoint, or
+   * further when every event between its checkpoint and H is of a type it does not take (a move it deferred).
+   */
+  covered: bigint;
+  state: string;
+  /** Where and why it stopped, when failed. */
+  failure: { position: bigint | undefined; type: string | undefined; message: string } | undefined;
+  /** The instance holding its lease, or null when none does. */
+  owner: string | null;
+  highWater: bigint;
+  /** Positions committed late that it passed and has not applied yet, lowest first. */
+  latePending: bigint[];
+  replaying: boolean;
+  building: boolean;
+}
+
+export type Assessment =
+  | { kind: 'reached' }
+  | { kind: 'failed'; position: bigint | undefined; type: string | undefined; message: string }
+  | { kind: 'behind' };
+
+/**
+ * Has `p` applied every committed event at or below `target`? A projection failed at or below the target never
+ * will without an operator (retry or skip): that is an answer at once, not a wait. A projection failed above the
+ * target has applied everything below its failure.
+ */
+export function assess(p: ProjectionProgress, target: bigint): Assessment {
+  const reached = p.covered >= target && !p.latePending.some((late) => late <= target);
+  if (p.failure && (p.failure.position === undefined || p.failure.position <= target) && !reached) {
+    return { kind: 'failed', ...p.failure };
+  }
+  return reached ? { kind: 'reached' } : { kind: 'behind' };
+}
+
+/** What a timeout can say about the store beyond the projections' rows (progress-sql.ts readBlockers). */
+export interface Blockers {
+  head: bigint;
+  committed: boolean;
+  openGaps: Array<{ from: bigint; to: bigint; since: Date }>;
+}
+
+export interface Behind {
+  projection: string;
+  position: bigint;
+  state: string;
+  owner: string | null;
+  reason: string;
+}
+
+/** Why `p` has not reached `target`, in words an operator can act on. */
+export function explainBehind(p: ProjectionProgress, target: bigint, blockers: Blockers): Behind {
+  const reasons: string[] = [];
+  if (p.highWater < target) {
+    const gap = blockers.openGaps.find((g) => g.from <= target);
+    if (gap) {
+      reasons.push(
+        `a gap open at ${gap.from === gap.to ? gap.from : `${gap.from}..${gap.to}`} since ${gap.since.toISOString()} holds the high-water mark at ${p.highWater}`,
+      );
+    } else if (!blockers.committed && target > blockers.head) {
+      reasons.push(`position ${target} was never seen committed (the head is ${blockers.head})`);
+    } else {
+      reasons.push(`the high-water mark is at ${p.highWater}`);
+    }
+  }
+  const late = p.latePending.find((position) => position <= target);
+  if (late !== undefined) reasons.push(`the late event at ${late} is not applied yet`);
+  if (p.owner === null) reasons.push('no instance owns it');
+  if (p.replaying) reasons.push('it is replaying');
+  if (p.building) reasons.push('a new version of it is being built');
+  if (reasons.length === 0) reasons.push(`it is at ${p.checkpoint}`);
+  return { projection: p.projection, position: p.checkpoint, state: p.state, owner: p.owner, reason: reasons.join('; ') };
+}
+
+/** `0`..2^63-1 as a bigint, from what an application or a URL hands over; undefined when it is not one. */
+export function parsePosition(value: unknown): bigint | undefined {
+  if (typeof value === 'bigint') return value >= 0n && value < 2n ** 63n ? value : undefined;
+  if (typeof value === 'number') return Number.isSafeInteger(value) && value >= 0 ? BigInt(value) : undefined;
+  if (typeof value === 'string' && /^\d{1,19}$/.test(value)) return parsePosition(BigInt(value));
+  return undefined;
+}

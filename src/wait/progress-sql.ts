@@ -1,0 +1,147 @@
+import type pg from 'pg';
+import type { StoreNames } from '../db/identifiers.js';
+import { heldLeaseCondition, leaseNamespace } from '../ownership/leases.js';
+import { skippedUndeliveredSql } from '../projector/checkpoints.js';
+import { columnSql, deliveredFilterSql, eventTable, positionSql } from '../sources/event-table.js';
+import type { ProjectionProgress } from './decide.js';
+
+/**
+ * The waiter's reads. One statement per tick for every wait at once (`readProgress`), one more only for the waits it
+ * is about to resolve (`unreachedTargets`), and the explanations of a timeout (`readBlockers`). None grows with the
+ * store's history: each reads the checkpoint rows and probes indexes from a checkpoint up.
+ */
+
+/**
+ * How far past its checkpoint row a projection with an event-type filter is credited without its row moving: a
+ * batch that wrote nothing leaves its checkpoint move in memory for up to a second (mayDeferCheckpoint), so a wait
+ * must not rely on the row alone. Beyond this many positions the row is trusted as it is (a projection that far
+ * behind is catching up, not deferring), so the scan stays short whatever the filter.
+ */
+const TYPE_SCAN_LIMIT = 20_000;
+
+/** At most this many pending late notices per projection are read (a wait only needs the lowest ones). */
+const LATE_READ_LIMIT = 100;
+
+/**
+ * Every live build's progress in one snapshot: the checkpoint row, whether an instance holds its lease, H, and
+ * `covered`: the highest position up to which every event of its types (and its source) is applied, counting events
+ * it does not take as applied. `$1` the projections (NULL: every one with a checkpoint), `$2` the highest position
+ * waited for, `$3` the projections' lease namespace. A later build (`name@vN`) counts only once it is live: the
+ * application reads the live one (through the read views), also across a switch.
+ */
+export async function readProgress(
+  db: pg.ClientBase,
+  names: StoreNames,
+  projections: readonly string[] | undefined,
+  upTo: bigint,
+): Promise<ProjectionProgress[]> {
+  const t = eventTable(names);
+  const position = positionSql(t, 'e');
+  const { rows } = await db.query<{
+    projection: string;
+    slot: string;
+    position: string;
+    state: string;
+    last_error: { message?: string; position?: string; type?: string } | null;
+    owner: string | null;
+    owned: boolean;
+    high_water: string;
+    covered: string;
+    late: string[];
+    replaying: boolean;
+    building: boolean;
+  }>(
+    `WITH hw AS (SELECT position AS h FROM ${names.q.highWater}),
+     live AS (
+       SELECT coalesce(b.projection, c.name) AS projection, c.name AS slot, c.position, c.state, c.last_error,
+              c.late_seen_id, c.event_types, c.owner
+         FROM ${names.q.checkpoints} c LEFT JOIN ${names.q.builds} b ON b.slot = c.name
+        WHERE (b.slot IS NULL OR b.role = 'live') AND ($1::text[] IS NULL OR coalesce(b.projection, c.name) = ANY($1::text[]))
+     )
+     SELECT l.projection, l.slot, l.position::text, l.state, l.last_error, l.owner, hw.h::text AS high_water,
+            EXISTS (SELECT 1 FROM pg_locks k WHERE ${heldLeaseCondition('k', '$3::text', 'l.slot')}) AS owned,
+            (CASE WHEN l.position >= least(hw.h, $2::int8) OR l.position < least(hw.h, $2::int8) - ${TYPE_SCAN_LIMIT}
+                  THEN l.position
+                  ELSE coalesce((SELECT ${position} - 1 FROM ${t.table} e
+                                  WHERE ${position} > l.position AND ${position} <= least(hw.h, $2::int8)
+                                    AND (l.event_types IS NULL OR (${columnSql(t, 'type', 'e')})::text = ANY(l.event_types))
+                                    ${deliveredFilterSql(t, 'e')}
+                                  ORDER BY ${position} LIMIT 1), least(hw.h, $2::int8)) END)::text AS covered,
+            (SELECT coalesce(array_agg(p::text ORDER BY p), '{}') FROM (
+               SELECT g.from_position AS p FROM ${names.q.gaps} g
+                WHERE g.resolution = 'late' AND g.id > l.late_seen_id AND g.from_position <= $2::int8
+                  AND ${skippedUndeliveredSql(names, 'l.slot', 'g.from_position')}
+                ORDER BY g.from_position LIMIT ${LATE_READ_LIMIT}) x) AS late,
+            EXISTS (SELECT 1 FROM ${names.q.replays} r WHERE r.projection = l.slot AND r.status IN ('pending', 'running')) AS replaying,
+            EXISTS (SELECT 1 FROM ${names.q.builds} b WHERE b.projection = l.projection AND b.role = 'building') AS building
+       FROM live l CROSS JOIN hw
+      ORDER BY l.projection`,
+    [projections ? [...projections] : null, upTo.toString(), leaseNamespace(names, 'projection')],
+  );
+  return rows.map((r) => ({
+    projection: r.projection,
+    slot: r.slot,
+    checkpoint: BigInt(r.position),
+    covered: BigInt(r.covered),
+    state: r.state,
+    failure:
+      r.state === 'failed' && r.last_error
+        ? {
+            position: r.last_error.position === undefined ? undefined : BigInt(r.last_error.position),
+            type: r.last_error.type,
+            message: r.last_error.message ?? 'unknown error',
+          }
+        : undefined,
+    owner: r.owned ? r.owner : null,
+    highWater: BigInt(r.high_water),
+    latePending: r.late.map(BigInt),
+    replaying: r.replaying,
+    building: r.building,
+  }));
+}
+
+/**
+ * Of the (slot, position) pairs about to be resolved, those that are not reached after all: the position holds a
+ * committed event that the build passed while it was given up and has not received late yet (the tracker may not
+ * have recorded its late commit: the writer's own wait can come first). One index probe per pair.
+ */
+export async function unreachedTargets(
+  db: pg.ClientBase,
+  names: StoreNames,
+  pairs: ReadonlyArray<{ slot: string; position: bigint }>,
+): Promise<Array<{ slot: string; position: bigint }>> {
+  if (pairs.length === 0) return [];
+  const t = eventTable(names);
+  const { rows } = await db.query<{ slot: string; position: string }>(
+    `SELECT x.slot, x.p::text AS position
+       FROM unnest($1::text[], $2::int8[]) AS x(slot, p)
+      WHERE ${skippedUndeliveredSql(names, 'x.slot', 'x.p')}
+        AND EXISTS (SELECT 1 FROM ${t.table} e WHERE ${positionSql(t, 'e')} = x.p)`,
+    [pairs.map((p) => p.slot), pairs.map((p) => p.position.toString())],
+  );
+  return rows.map((r) => ({ slot: r.slot, position: BigInt(r.position) }));
+}
+
+/** What a timeout explains: the open gaps at or below the position, the head, and whether the position was committed. */
+export async function readBlockers(
+  db: pg.ClientBase,
+  names: StoreNames,
+  target: bigint,
+): Promise<{ head: bigint; committed: boolean; openGaps: Array<{ from: bigint; to: bigint; since: Date }> }> {
+  const t = eventTable(names);
+  const position = positionSql(t, 'e');
+  const { rows } = await db.query<{ head: string; committed: boolean; gaps: Array<{ f: string; t: string; s: string }> }>(
+    `SELECT (SELECT head FROM ${names.q.highWater})::text AS head,
+            EXISTS (SELECT 1 FROM ${t.table} e WHERE ${position} = $1::int8) AS committed,
+            (SELECT coalesce(json_agg(json_build_object('f', from_position::text, 't', to_position::text, 's', first_seen_at)
+                       ORDER BY from_position), '[]')
+               FROM ${names.q.gaps} WHERE resolved_at IS NULL AND from_position <= $1::int8) AS gaps`,
+    [target.toString()],
+  );
+  const row = rows[0]!;
+  return {
+    head: BigInt(row.head),
+    committed: row.committed,
+    openGaps: row.gaps.map((g) => ({ from: BigInt(g.f), to: BigInt(g.t), since: new Date(g.s) })),
+  };
+}

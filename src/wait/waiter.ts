@@ -1,0 +1,284 @@
+import pg from 'pg';
+import { storeNames, type StoreNames, type StoreNamesOptions } from '../db/identifiers.js';
+import { ProjectionFailedError, ProjectionRunnerError, UnknownProjectionError, WaitTimeoutError } from '../errors.js';
+import { assess, explainBehind, parsePosition, type ProjectionProgress } from './decide.js';
+import { readBlockers, readProgress, unreachedTargets } from './progress-sql.js';
+
+export interface ProjectionWaiterOptions extends StoreNamesOptions {
+  /** Where the store is; or `pool`, from which the waiter takes one connection for as long as it is open. */
+  connectionString?: string;
+  pool?: pg.Pool;
+}
+
+export interface WaitOptions {
+  /** The projections to wait for (default: every projection with a checkpoint), each in its live version. */
+  projections?: readonly string[];
+  /** Default 5,000 ms. */
+  timeoutMs?: number;
+  signal?: AbortSignal;
+}
+
+export interface WaitResult {
+  position: bigint;
+  /** Each projection waited for, and the position up to which it had applied every event it takes. */
+  projections: Record<string, bigint>;
+}
+
+export const DEFAULT_WAIT_TIMEOUT_MS = 5_000;
+
+/** Polling while a wait is pending starts this soon after news (H moved, a wait resolved) and backs off to the cap. */
+const FIRST_POLL_MS = 1;
+const POLL_CAP_MS = 50;
+/** After a lost connection: how long before the next attempt (waits keep their own deadlines meanwhile). */
+const RECONNECT_MS = 250;
+
+interface PendingWait {
+  target: bigint;
+  projections: readonly string[] | undefined;
+  timeoutMs: number;
+  resolve: (result: WaitResult) => void;
+  reject: (error: unknown) => void;
+  /** The last progress seen of the projections it waits for that are short of it: what a timeout explains. */
+  behind: ProjectionProgress[];
+  done: () => void;
+}
+
+/**
+ * Waits until the read models have applied a position: read your own writes across processes. One waiter serves any
+ * number of concurrent waits over one connection: each tick reads every projection's progress in one statement for
+ * all of them (readProgress), so a thousand waiting requests cost what one does. Ticks run only while waits are
+ * pending: at once, then on every NOTIFY of the high-water channel (H moved) and on a short back-off in between
+ * (a projector commits shortly after H moves, and checkpoint commits send no NOTIFY: writers' commit rate is not
+ * taxed for waiters).
+ */
+export class ProjectionWaiter {
+  private readonly names: StoreNames;
+  private readonly waits = new Set<PendingWait>();
+  private client: pg.ClientBase | undefined;
+  private releaseClient: ((error?: Error) => void) | undefined;
+  private connecting: Promise<pg.ClientBase> | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private timerAt = Number.POSITIVE_INFINITY;
+  private ticking = false;
+  private tickAgain = false;
+  private pollMs = FIRST_POLL_MS;
+  private closed = false;
+
+  constructor(private readonly options: ProjectionWaiterOptions) {
+    if (!options.connectionString && !options.pool) {
+      throw new ProjectionRunnerError('ProjectionWaiter needs a connectionString or a pool');
+    }
+    this.names = storeNames(options);
+  }
+
+  /**
+   * Resolves when every projection waited for has applied every committed event at or below `position` (events of
+   * types it does not take count as applied; a late event counts once its late delivery has committed). Rejects with
+   * ProjectionFailedError at once when one is failed at or below it, UnknownProjectionError at once for a name that
+   * has no checkpoint, WaitTimeoutError (which names each projection still behind, and why) after `timeoutMs`.
+   */
+  waitFor(position: bigint | number | string, options: WaitOptions = {}): Promise<WaitResult> {
+    const target = parsePosition(position);
+    if (target === undefined) {
+      return Promise.reject(new ProjectionRunnerError(`not a position: ${String(position)} (a whole number from 0)`));
+    }
+    if (this.closed) return Promise.reject(new ProjectionRunnerError('the waiter is closed'));
+    const timeoutMs = options.timeoutMs ?? DEFAULT_WAIT_TIMEOUT_MS;
+    if (!Number.isFinite(timeoutMs) || timeoutMs < 0) {
+      return Promise.reject(new ProjectionRunnerError(`timeoutMs must be a number of milliseconds from 0 (got ${timeoutMs})`));
+    }
+    const { signal } = options;
+    if (signal?.aborted) return Promise.reject(signal.reason);
+    return new Promise<WaitResult>((resolve, reject) => {
+      const onAbort = () => finish(() => reject(signal!.reason));
+      const timer = setTimeout(() => void this.timeOut(wait), timeoutMs);
+      const finish = (settle: () => void) => {
+        if (!this.waits.delete(wait)) return;
+        wait.done();
+        settle();
+      };
+      const wait: PendingWait = {
+        target,
+        projections: options.projections,
+        timeoutMs,
+        behind: [],
+        resolve: (result) => finish(() => resolve(result)),
+        reject: (error) => finish(() => reject(error)),
+        done: () => {
+          clearTimeout(timer);
+          signal?.removeEventListener('abort', onAbort);
+        },
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      this.waits.add(wait);
+      this.pollMs = FIRST_POLL_MS;
+      this.schedule(0);
+    });
+  }
+
+  /** Rejects the waits still pending and gives the connection back. */
+  async close(): Promise<void> {
+    this.closed = true;
+    clearTimeout(this.timer);
+    for (const wait of [...this.waits]) wait.reject(new ProjectionRunnerError('the waiter was closed before the position was applied'));
+    await this.connecting?.catch(() => undefined);
+    this.dropClient();
+  }
+
+  /** How many waits are pending (for metrics and tests). */
+  get pending(): number {
+    return this.waits.size;
+  }
+
+  private schedule(delayMs: number): void {
+    if (this.closed || this.waits.size === 0) return;
+    const at = Date.now() + delayMs;
+    if (this.timer && this.timerAt <= at) return;
+    clearTimeout(this.timer);
+    this.timerAt = at;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.timerAt = Number.POSITIVE_INFINITY;
+      void this.tick();
+    }, delayMs);
+  }
+
+  private async tick(): Promise<void> {
+    if (this.ticking) {
+      this.tickAgain = true;
+      return;
+    }
+    this.ticking = true;
+    let delay = this.pollMs;
+    try {
+      const client = await this.connect();
+      await this.check(client);
+      this.pollMs = Math.min(POLL_CAP_MS, this.pollMs * 2);
+      delay = this.pollMs;
+    } catch {
+      // The connection broke or the database is away: waits keep their deadlines; try again a little later.
+      this.dropClient();
+      delay = RECONNECT_MS;
+    } finally {
+      this.ticking = false;
+    }
+    if (this.tickAgain) {
+      this.tickAgain = false;
+      delay = 0;
+    }
+    this.schedule(delay);
+  }
+
+  /** One look at every projection for every pending wait; settles what it can. */
+  private async check(client: pg.ClientBase): Promise<void> {
+    const waits = [...this.waits];
+    if (waits.length === 0) return;
+    const upTo = waits.reduce((max, w) => (w.target > max ? w.target : max), 0n);
+    const progress = await readProgress(client, this.names, undefined, upTo);
+    const byName = new Map(progress.map((p) => [p.projection, p]));
+    const ready: Array<{ wait: PendingWait; of: ProjectionProgress[] }> = [];
+    for (const wait of waits) {
+      const unknown = wait.projections?.find((name) => !byName.has(name));
+      if (unknown !== undefined) {
+        wait.reject(new UnknownProjectionError(unknown, [...byName.keys()]));
+        continue;
+      }
+      const of = wait.projections ? wait.projections.map((name) => byName.get(name)!) : progress;
+      const verdicts = of.map((p) => ({ p, verdict: assess(p, wait.target) }));
+      const failed = verdicts.find((v) => v.verdict.kind === 'failed');
+      if (failed && failed.verdict.kind === 'failed') {
+        const { position, type, message } = failed.verdict;
+        wait.reject(new ProjectionFailedError(failed.p.projection, position, type, message));
+        continue;
+      }
+      wait.behind = verdicts.filter((v) => v.verdict.kind === 'behind').map((v) => v.p);
+      if (wait.behind.length === 0) ready.push({ wait, of });
+    }
+    if (ready.length === 0) return;
+    // The writer's own wait may come before the tracker has recorded its event as a late commit: ask once more, for
+    // the pairs about to resolve only.
+    const pairs = ready.flatMap(({ wait, of }) => of.map((p) => ({ slot: p.slot, position: wait.target })));
+    const unreached = await unreachedTargets(client, this.names, pairs);
+    const blocked = new Set(unreached.map((u) => `${u.slot}\u0000${u.position}`));
+    for (const { wait, of } of ready) {
+      const still = of.filter((p) => blocked.has(`${p.slot}\u0000${wait.target}`));
+      if (still.length > 0) {
+        wait.behind = still.map((p) => ({ ...p, latePending: [wait.target, ...p.latePending] }));
+        continue;
+      }
+      wait.resolve({ position: wait.target, projections: Object.fromEntries(of.map((p) => [p.projection, p.covered])) });
+    }
+    this.pollMs = FIRST_POLL_MS;
+  }
+
+  /** The deadline passed: one last look (it may just have been reached), then the explanation. */
+  private async timeOut(wait: PendingWait): Promise<void> {
+    if (!this.waits.has(wait)) return;
+    try {
+      const client = await this.connect();
+      await this.check(client);
+      if (!this.waits.has(wait)) return;
+      const blockers = await readBlockers(client, this.names, wait.target);
+      wait.reject(
+        new WaitTimeoutError(
+          wait.target,
+          wait.timeoutMs,
+          wait.behind.map((p) => explainBehind(p, wait.target, blockers)),
+        ),
+      );
+    } catch (error) {
+      wait.reject(
+        new WaitTimeoutError(wait.target, wait.timeoutMs, [
+          {
+            projection: '(all)',
+            position: 0n,
+            state: 'unknown',
+            owner: null,
+            reason: `the database could not be read: ${(error as Error).message}`,
+          },
+        ]),
+      );
+    }
+  }
+
+  private async connect(): Promise<pg.ClientBase> {
+    if (this.client) return this.client;
+    this.connecting ??= this.open().finally(() => (this.connecting = undefined));
+    return this.connecting;
+  }
+
+  private async open(): Promise<pg.ClientBase> {
+    const { pool, connectionString } = this.options;
+    let client: pg.ClientBase;
+    if (pool) {
+      const pooled = await pool.connect();
+      this.releaseClient = (error) => pooled.release(error ?? true);
+      client = pooled;
+    } else {
+      const own = new pg.Client({ connectionString, application_name: 'projection-runner waiter' });
+      await own.connect();
+      this.releaseClient = () => void own.end().catch(() => {});
+      client = own;
+    }
+    client.on('error', () => this.dropClient());
+    client.on('notification', (message) => {
+      if (message.channel !== this.names.highWaterChannel) return;
+      this.pollMs = FIRST_POLL_MS;
+      this.schedule(0);
+    });
+    await client.query(`LISTEN ${pg.escapeIdentifier(this.names.highWaterChannel)}`);
+    if (this.closed) {
+      this.releaseClient();
+      throw new ProjectionRunnerError('the waiter is closed');
+    }
+    this.client = client;
+    return client;
+  }
+
+  private dropClient(): void {
+    const release = this.releaseClient;
+    this.client = undefined;
+    this.releaseClient = undefined;
+    release?.(new Error('dropped'));
+  }
+}

@@ -9,6 +9,7 @@ import { registerReplay } from './replay.js';
 import { registerRun } from './run.js';
 import { registerStatus } from './status.js';
 import { registerVersions } from './versions.js';
+import { registerWait } from './wait.js';
 import { isAuthenticationFailure } from './database.js';
 import { describeConnection } from '../db/connection.js';
 
@@ -24,6 +25,7 @@ registerReplay(program);
 registerVersions(program);
 registerRecovery(program);
 registerDeadLetters(program);
+registerWait(program);
 registerDemo(program);
 for (const command of program.commands) command.exitOverride();
 

@@ -6,6 +6,7 @@ import { Runner } from '../runner/runner.js';
 import { openDatabase } from './database.js';
 import { addSettings, configFrom, runnerOptionsFrom } from './options.js';
 import { SETTINGS } from '../config.js';
+import { ProjectionWaiter } from '../wait/waiter.js';
 
 export function registerRun(program: Command): void {
   addSettings(
@@ -17,6 +18,7 @@ export function registerRun(program: Command): void {
     const projections = await loadProjections(config.projections);
     let runner: Runner | undefined;
     let metricsServer: MetricsServer | undefined;
+    let waiter: ProjectionWaiter | undefined;
     let shuttingDown = false;
     // The signal handlers exist before the embedded database is started: a Ctrl-C at any moment stops what was
     // started, in order (the runner finishes its batches, then the database it started stops). The embedded server
@@ -36,6 +38,7 @@ export function registerRun(program: Command): void {
       timer.unref();
       await runner?.stop();
       await metricsServer?.close();
+      await waiter?.close();
       await (await opening.catch(() => undefined))?.close();
       clearTimeout(timer);
       process.exit(0);
@@ -52,10 +55,12 @@ export function registerRun(program: Command): void {
     }
     if (shuttingDown) return;
     runner = new Runner(runnerOptionsFrom(config, database.connectionString, projections, log));
+    // /wait: one waiter (one connection, opened at the first wait) for every request.
+    waiter = new ProjectionWaiter({ ...config, connectionString: database.connectionString });
 
     // The metrics server comes up first: /healthz answers while the database is still being waited for.
     if (config.metricsPort !== 0) {
-      metricsServer = await startMetricsServer(runner, config.metricsHost, config.metricsPort, config.watchdogMs);
+      metricsServer = await startMetricsServer(runner, config.metricsHost, config.metricsPort, config.watchdogMs, waiter);
       log.info({ host: config.metricsHost, port: metricsServer.port }, 'metrics server listening');
     }
     try {

@@ -1,6 +1,7 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { RunnerMetrics } from './registry.js';
+import { answerWait, type WaitSource } from './wait-route.js';
 
 /**
  * /metrics, /healthz, /readyz. Liveness says whether the loops still turn (a loop wedged after a database outage
@@ -49,7 +50,14 @@ export interface MetricsServer {
   close(): Promise<void>;
 }
 
-export async function startMetricsServer(source: HealthSource, host: string, port: number, watchdogMs: number): Promise<MetricsServer> {
+/** `waits`: the daemon's waiter, which serves `/wait` (wait-route.ts); without it `/wait` is 404. */
+export async function startMetricsServer(
+  source: HealthSource,
+  host: string,
+  port: number,
+  watchdogMs: number,
+  waits?: WaitSource,
+): Promise<MetricsServer> {
   const reply = (res: http.ServerResponse, status: number, type: string, body: string) => {
     res.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(body) });
     res.end(body);
@@ -58,7 +66,8 @@ export async function startMetricsServer(source: HealthSource, host: string, por
   const server = http.createServer((req, res) => void respond(req, res));
   async function respond(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     try {
-      const path = (req.url ?? '/').split('?')[0];
+      const url = new URL(req.url ?? '/', 'http://localhost');
+      const path = url.pathname;
       if (req.method !== 'GET' && req.method !== 'HEAD') return reply(res, 405, 'text/plain', 'method not allowed\n');
       if (path === '/metrics') {
         const body = await source.metrics.registry.metrics();
@@ -67,6 +76,12 @@ export async function startMetricsServer(source: HealthSource, host: string, por
       if (path === '/healthz' || path === '/readyz') {
         const report = path === '/healthz' ? liveness(source, watchdogMs) : await readiness(source);
         return reply(res, report.ok ? 200 : 503, 'application/json', `${JSON.stringify(report)}\n`);
+      }
+      if (path === '/wait' && waits) {
+        const gone = new AbortController();
+        res.on('close', () => gone.abort(new Error('the client closed the connection')));
+        const { status, body } = await answerWait(waits, url.searchParams, gone.signal);
+        return reply(res, status, 'application/json', `${JSON.stringify(body)}\n`);
       }
       return reply(res, 404, 'text/plain', 'not found\n');
     } catch (error) {

@@ -27,9 +27,7 @@ export interface ProjectionProgress {
 }
 
 export type Assessment =
-  | { kind: 'reached' }
-  | { kind: 'failed'; position: bigint | undefined; type: string | undefined; message: string }
-  | { kind: 'behind' };
+  { kind: 'reached' } | { kind: 'failed'; position: bigint | undefined; type: string | undefined; message: string } | { kind: 'behind' };
 
 /**
  * Has `p` applied every committed event at or below `target`? A projection failed at or below the target never

@@ -37,7 +37,7 @@ interface PendingWait {
   projections: readonly string[] | undefined;
   timeoutMs: number;
   resolve: (result: WaitResult) => void;
-  reject: (error: unknown) => void;
+  reject: (error: Error) => void;
   /** The last progress seen of the projections it waits for that are short of it: what a timeout explains. */
   behind: ProjectionProgress[];
   done: () => void;
@@ -88,9 +88,9 @@ export class ProjectionWaiter {
       return Promise.reject(new ProjectionRunnerError(`timeoutMs must be a number of milliseconds from 0 (got ${timeoutMs})`));
     }
     const { signal } = options;
-    if (signal?.aborted) return Promise.reject(signal.reason);
+    if (signal?.aborted) return Promise.reject(abortReason(signal));
     return new Promise<WaitResult>((resolve, reject) => {
-      const onAbort = () => finish(() => reject(signal!.reason));
+      const onAbort = () => finish(() => reject(abortReason(signal!)));
       const timer = setTimeout(() => void this.timeOut(wait), timeoutMs);
       const finish = (settle: () => void) => {
         if (!this.waits.delete(wait)) return;
@@ -281,4 +281,10 @@ export class ProjectionWaiter {
     this.releaseClient = undefined;
     release?.(new Error('dropped'));
   }
+}
+
+/** What an aborted signal carries, as an Error (AbortSignal.abort() without a reason gives a DOMException, also one). */
+function abortReason(signal: AbortSignal): Error {
+  const reason: unknown = signal.reason;
+  return reason instanceof Error ? reason : new ProjectionRunnerError(`the wait was aborted: ${String(reason)}`);
 }

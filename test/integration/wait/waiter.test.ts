@@ -20,7 +20,8 @@ describe('ProjectionWaiter', () => {
   });
   const names = storeNames();
   const inLog = async (name: string, position: bigint) =>
-    (await t.db.pool.query(`SELECT late FROM log_${name} WHERE position = $1`, [position.toString()])).rows[0] as { late: boolean } | undefined;
+    (await t.db.pool.query(`SELECT late FROM log_${name} WHERE position = $1`, [position.toString()])).rows[0] as
+      { late: boolean } | undefined;
 
   it('append, wait, read: the read model has the event every time, with other writers going on', async () => {
     t.runner = await startRunner(t.db, { projections: [positionLog('a'), { ...positionLog('never'), eventTypes: ['Never'] }] });
@@ -51,7 +52,9 @@ describe('ProjectionWaiter', () => {
     await t.db.pool.query(`INSERT INTO events (stream_name, stream_position, type, data)
                            SELECT 's', i, 'Ping', '{}' FROM generate_series(1, 10) AS i`);
     await t.db.pool.query(`UPDATE projection_high_water SET position = 10, head = 10`);
-    await t.db.pool.query(`INSERT INTO projection_checkpoints (name, position, event_types) VALUES ('filtered', 0, '{Other}'), ('all', 0, NULL)`);
+    await t.db.pool.query(
+      `INSERT INTO projection_checkpoints (name, position, event_types) VALUES ('filtered', 0, '{Other}'), ('all', 0, NULL)`,
+    );
     waiter = new ProjectionWaiter({ connectionString: t.db.url });
     await expect(waiter.waitFor(10, { projections: ['filtered'], timeoutMs: 10_000 })).resolves.toEqual({
       position: 10n,
@@ -74,7 +77,10 @@ describe('ProjectionWaiter', () => {
     );
     const heldAt = BigInt(rows[0].p);
     const { lastPosition } = await t.store.append('after', [{ type: 'Ping', data: {} }]);
-    await waitFor('the gap is open', async () => (await t.db.pool.query(`SELECT 1 FROM projection_gaps WHERE resolved_at IS NULL`)).rowCount);
+    await waitFor(
+      'the gap is open',
+      async () => (await t.db.pool.query(`SELECT 1 FROM projection_gaps WHERE resolved_at IS NULL`)).rowCount,
+    );
     const timedOut = await waiter.waitFor(lastPosition, { timeoutMs: 300 }).catch((e: unknown) => e);
     expect(timedOut).toBeInstanceOf(WaitTimeoutError);
     expect((timedOut as Error).message).toContain(`a gap open at ${heldAt}`);

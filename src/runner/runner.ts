@@ -7,7 +7,7 @@ import { createPool, withTransaction } from '../db/connection.js';
 import { storeNames, type StoreNames } from '../db/identifiers.js';
 import { RunnerMetrics, type LagSource } from '../metrics/registry.js';
 import type { HealthSource } from '../metrics/server.js';
-import { setProjectionState } from '../projector/checkpoints.js';
+import { ensureCheckpoint, setProjectionState } from '../projector/checkpoints.js';
 import { oldestUnappliedAges } from '../sources/native.js';
 import { BatchContexts } from '../projector/batch-contexts.js';
 import { SharedReader } from '../sources/shared-reader.js';
@@ -211,7 +211,12 @@ export class Runner implements LagSource, HealthSource {
       async () => {
         await prepareStore(this.pool, this.names);
         await this.syncBuilds();
-        for (const unit of await this.units()) await this.setup(new BuildSlot({ ...this.slotOptions(), ...unit }));
+        for (const unit of await this.units()) {
+          const slot = new BuildSlot({ ...this.slotOptions(), ...unit });
+          await this.setup(slot);
+          // Its checkpoint row exists once start() returns, whichever instance runs it: a ProjectionWaiter knows it.
+          await ensureCheckpoint(this.pool, this.names, slot.projection.name, slot.projection.eventTypes);
+        }
       },
       {
         operation: 'start',

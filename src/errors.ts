@@ -1,4 +1,4 @@
-import type { StoredEvent } from './store/types.js';
+import type { StoredEvent } from './events.js';
 
 /**
  * Every error a user may want to catch or search for. Each has a stable `name` and a message that says what to do

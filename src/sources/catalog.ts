@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import { quoteIdentifier } from '../db/identifiers.js';
 import { ConfigError } from '../errors.js';
-import { FIELD_TYPES, type EventField, type EventTable } from './event-table.js';
+import { FIELD_TYPES, type EventField, type EventTable } from './description.js';
 
 /**
  * What the catalog says about a source's table: that it is what the source needs (checked at every start, read-only),

@@ -1,5 +1,5 @@
 import type { StoreNames } from '../db/identifiers.js';
-import { EVENTS_TABLE_SETTING, foreignTable, namedColumns, type EventField, type EventTable } from './event-table.js';
+import { EVENTS_TABLE_SETTING, foreignTable, namedColumns, type EventField, type EventTable } from './description.js';
 
 const FLAGS: Record<EventField, string> = {
   position: 'column-position',

@@ -1,5 +1,5 @@
 import type { StoreNames } from '../db/identifiers.js';
-import { foreignTable, namedColumns, type EventTable } from './event-table.js';
+import { foreignTable, namedColumns, type EventTable } from './description.js';
 
 /**
  * Emmett's PostgreSQL event store (@event-driven-io/emmett-postgresql 0.42): `emt_messages`, LIST-partitioned by

@@ -1,63 +1,16 @@
 import { createHash } from 'node:crypto';
-import { DEFAULT_COLUMNS, fitIdentifier, quoteIdentifier, type SourceKind, type StoreNames } from '../db/identifiers.js';
+import { DEFAULT_COLUMNS, fitIdentifier, quoteIdentifier, type StoreNames } from '../db/identifiers.js';
 import { customTable } from './custom.js';
+import { namedColumns, SOURCE_SETTING, type EventField, type EventTable } from './description.js';
 import { emmettTable } from './emmett.js';
 import { messageDbTable } from './message-db.js';
 
 /**
- * A source: the description of an events table from which every statement that reads events is built (the batch
- * reads, the late deliveries, the lag, the tracker's observation and audit, status, the replay target). One module
- * per source gives its description (native below, message-db.ts, emmett.ts, custom.ts); nothing else in the runner
- * names another store's columns.
+ * A source: the description of an events table (description.ts) from which every statement that reads events is
+ * built (the batch reads, the late deliveries, the lag, the tracker's observation and audit, status, the replay
+ * target). One module per source gives its description (native below, message-db.ts, emmett.ts, custom.ts); nothing
+ * else in the runner names another store's columns.
  */
-
-/** The fields of the event handlers receive (store/types.ts StoredEvent), each read from one column. */
-export type EventField = 'position' | 'stream' | 'streamPosition' | 'type' | 'data' | 'metadata' | 'recordedAt';
-
-/** The PostgreSQL types (as regtype prints them) each field accepts. */
-export const FIELD_TYPES: Record<EventField, readonly string[]> = {
-  position: ['bigint', 'integer', 'smallint'],
-  stream: ['text', 'character varying', 'character', 'uuid'],
-  streamPosition: ['bigint', 'integer', 'smallint'],
-  type: ['text', 'character varying', 'character'],
-  data: ['jsonb', 'json'],
-  metadata: ['jsonb', 'json'],
-  recordedAt: ['timestamp with time zone'],
-};
-
-export interface SourceColumn {
-  /** The column's name (plain, quoted where used). */
-  name: string;
-  /** The types accepted; default FIELD_TYPES of the field. */
-  types?: readonly string[];
-  /** The column's value → the field's value (`c` is the qualified column). Default: as is. */
-  read?: (c: string) => string;
-}
-
-export interface EventTable {
-  kind: SourceKind;
-  /** The runner's own table (created by migrate), or another store's. */
-  native: boolean;
-  schema: string;
-  name: string;
-  /** Quoted and qualified. */
-  table: string;
-  /** The setting that names a column or the table, for ConfigError: a custom column's own flag, else `--source`. */
-  settingOf: (field: EventField | 'table') => string;
-  /** metadata null: the table has none, handlers get {}. */
-  columns: Record<Exclude<EventField, 'metadata'>, SourceColumn> & { metadata: SourceColumn | null };
-  /**
-   * Rows that are not events handed to projections (Emmett's archived streams). Only the reads delivered to
-   * projections apply it: the high-water tracker sees every position, or the rows left out would be gaps.
-   */
-  filter?: (alias: string) => string;
-  /** What migrate may add for reading: an index on the position column when none leads with it. */
-  indexPosition: boolean;
-  /** The NOTIFY trigger's name on the table and its function (in the runner's schema); undefined for native. */
-  trigger?: { name: string; functionQualified: string };
-}
-
-const SOURCE_SETTING = '--source (PROJECTION_RUNNER_SOURCE)';
 
 /** The runner's own table: migration 1's columns, read as they are. */
 function nativeTable(names: StoreNames): EventTable {
@@ -70,43 +23,6 @@ function nativeTable(names: StoreNames): EventTable {
     settingOf: (field) => (field === 'table' ? '--table (PROJECTION_RUNNER_TABLE)' : SOURCE_SETTING),
     columns: namedColumns({ ...DEFAULT_COLUMNS, metadata: DEFAULT_COLUMNS.metadata! }),
     indexPosition: false,
-  };
-}
-
-/** Columns named `names[field]`, each read as it is. */
-export function namedColumns(names: Record<EventField, string>): EventTable['columns'] {
-  const column = (field: EventField) => ({ name: names[field] });
-  return {
-    position: column('position'),
-    stream: column('stream'),
-    streamPosition: column('streamPosition'),
-    type: column('type'),
-    data: column('data'),
-    metadata: column('metadata'),
-    recordedAt: column('recordedAt'),
-  };
-}
-
-/**
- * A foreign store's table (message-db, Emmett, custom): the configured table, `columns`, an index on the position
- * column when none leads with it, and the settings that name them in a ConfigError.
- */
-export function foreignTable(
-  names: StoreNames,
-  kind: Exclude<SourceKind, 'native'>,
-  columns: EventTable['columns'],
-  options: { filter?: EventTable['filter']; settingOf?: EventTable['settingOf'] } = {},
-): Omit<EventTable, 'trigger'> {
-  return {
-    kind,
-    native: false,
-    schema: names.source.schema,
-    name: names.source.table,
-    table: names.q.events,
-    settingOf: options.settingOf ?? ((field) => (field === 'table' ? EVENTS_TABLE_SETTING : SOURCE_SETTING)),
-    columns,
-    ...(options.filter ? { filter: options.filter } : {}),
-    indexPosition: true,
   };
 }
 
@@ -135,10 +51,6 @@ function build(names: StoreNames): EventTable {
       return withTrigger(customTable(names));
   }
 }
-
-/** The setting that names a foreign source's table, and the one that chose its columns. */
-export const EVENTS_TABLE_SETTING = '--events-table (PROJECTION_RUNNER_EVENTS_TABLE)';
-export { SOURCE_SETTING };
 
 /**
  * The NOTIFY trigger of a foreign table: `projection_runner_notify_<channel>` on the table, one per channel. Its

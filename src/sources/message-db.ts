@@ -1,5 +1,5 @@
 import type { StoreNames } from '../db/identifiers.js';
-import { foreignTable, namedColumns, type EventTable } from './event-table.js';
+import { foreignTable, namedColumns, type EventTable } from './description.js';
 
 /**
  * Eventide's message-db (1.3): `message_store.messages` written by `message_store.write_message`.

@@ -1,21 +1,7 @@
-export interface NewEvent {
-  type: string;
-  data: unknown;
-  metadata?: Record<string, unknown>;
-}
+import type { StoredEvent } from '../events.js';
 
-export interface StoredEvent {
-  globalPosition: bigint;
-  streamName: string;
-  streamPosition: bigint;
-  type: string;
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- each handler reads the shape of its own event types
-  data: any;
-  metadata: Record<string, unknown>;
-  recordedAt: Date;
-  /** Set on an event that committed after its gap had been declared dead, delivered out of global order. */
-  late?: boolean;
-}
+// The event types are the floor every room stands on (errors.ts names StoredEvent): declared in src/events.ts.
+export type { NewEvent, StoredEvent } from '../events.js';
 
 export interface AppendResult {
   firstPosition: bigint;

@@ -1,9 +1,9 @@
 import type { ProjectionState } from '../projection/projection.js';
-import type { BatchContext, CheckpointMove, GivenUpSnapshot } from './checkpoints.js';
+import type { BatchContext, GivenUpSnapshot } from './checkpoints.js';
 
-/** The pure decisions of a projector's batch (see Projector.runBatch), apart from the SQL and the handlers. */
+/** The pure decisions of a projector's batch (pipeline.ts BatchPipeline.runBatch), apart from the SQL and the handlers. */
 
-/** How a pass of the projector's loop ended (Projector.runBatchWithRetries). */
+/** How a pass of the projector's loop ended (failure.ts FailurePath.runBatchWithRetries). */
 export type BatchOutcome =
   /** Nothing to read: caught up with H, no late notice pending. */
   | { kind: 'idle' }
@@ -100,31 +100,18 @@ export function raiseHighWater(context: BatchContext, highWater: bigint): BatchC
   };
 }
 
-/** How long a checkpoint move may stay in memory at most (see mayDeferCheckpoint). */
-export const DEFERRED_CHECKPOINT_MS = 1_000;
-
 /**
- * Whether a batch that sent no statement (its transaction never began: the handler wrote nothing, no skipped
- * position, no late event) may leave its checkpoint move in memory instead of committing it: it wrote nothing that
- * must commit with it, so a crash or a hand-off before the move is written only hands these events to the handler
- * again, which writes nothing for them again. Live, that is what a wake-up means to most projections of a deployment
- * (none of their types came in, or nothing to write for them): a transaction per projection per wake-up was most of
- * the work of an instance (see README, Performance). Not when the move changes what the row says besides the
- * position (its state, an error), nor while a replay or a new version is being built (their progress is reported and
- * switched on), nor once a move has waited `maxMs`: the checkpoint row lags the projection by at most that (an idle
- * projection writes it when that time is up, and before a command, the failure path and at stop).
+ * Batch size: starts at the configured size, doubles while batches come back full and fast (catching up, replaying),
+ * up to 10x, and falls back to the configured size once caught up, so live batches stay small and quick.
  */
-export function mayDeferCheckpoint(
-  batch: { began: boolean; move: CheckpointMove },
-  persistedState: ProjectionState,
-  options: { rebuilding: boolean; building: boolean; deferredForMs: number | undefined; maxMs: number },
-): boolean {
-  return (
-    !batch.began &&
-    (batch.move.lastError ?? null) === null &&
-    batch.move.state === persistedState &&
-    !options.rebuilding &&
-    !options.building &&
-    (options.deferredForMs === undefined || options.deferredForMs < options.maxMs)
-  );
+export function nextBatchSize(current: number, configured: number, full: boolean, durationMs: number): number {
+  if (!full) return configured;
+  if (durationMs > 1_000) return Math.max(configured, Math.floor(current / 2));
+  if (durationMs < 250) return Math.min(configured * 10, current * 2);
+  return current;
+}
+
+/** A build being built beside the live one is `rebuilding` where another projection would be running or catching up. */
+export function asBuildState(state: ProjectionState, building: boolean): ProjectionState {
+  return building && (state === 'running' || state === 'catching_up') ? 'rebuilding' : state;
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { contextFor, DEFERRED_CHECKPOINT_MS, mayDeferCheckpoint, raiseHighWater, serves } from '../../src/projector/batch.js';
+import { contextFor, raiseHighWater, serves } from '../../src/projector/batch.js';
 import type { BatchContext } from '../../src/projector/checkpoints.js';
 
 const context: BatchContext = {
@@ -46,25 +46,5 @@ describe('a pass that moved only H (raiseHighWater)', () => {
     // Read after the move already: unchanged.
     expect(raiseHighWater(context, 100n)).toBe(context);
     expect(raiseHighWater(context, 90n)).toBe(context);
-  });
-});
-
-describe('which checkpoint moves may wait in memory (mayDeferCheckpoint)', () => {
-  const move = { position: 10n, lateSeenId: 0n, state: 'running' as const, lastError: null, owner: 'me' };
-  const options = { rebuilding: false, building: false, deferredForMs: undefined, maxMs: DEFERRED_CHECKPOINT_MS };
-
-  it('a batch that sent nothing and changes nothing but the position', () => {
-    expect(mayDeferCheckpoint({ began: false, move }, 'running', options)).toBe(true);
-    expect(mayDeferCheckpoint({ began: false, move }, 'running', { ...options, deferredForMs: DEFERRED_CHECKPOINT_MS - 1 })).toBe(true);
-  });
-
-  it('not a batch that began its transaction, changes the state or records an error, replays, builds, or waited long enough', () => {
-    expect(mayDeferCheckpoint({ began: true, move }, 'running', options)).toBe(false);
-    expect(mayDeferCheckpoint({ began: false, move }, 'catching_up', options)).toBe(false);
-    const failure = { message: 'x', position: '1', type: 'E', at: 'now' };
-    expect(mayDeferCheckpoint({ began: false, move: { ...move, lastError: failure } }, 'running', options)).toBe(false);
-    expect(mayDeferCheckpoint({ began: false, move }, 'running', { ...options, rebuilding: true })).toBe(false);
-    expect(mayDeferCheckpoint({ began: false, move }, 'running', { ...options, building: true })).toBe(false);
-    expect(mayDeferCheckpoint({ began: false, move }, 'running', { ...options, deferredForMs: DEFERRED_CHECKPOINT_MS })).toBe(false);
   });
 });

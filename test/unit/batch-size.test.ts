@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { nextBatchSize } from '../../src/projector/projector.js';
+import { nextBatchSize } from '../../src/projector/batch.js';
 import { backoffDelay, isRetryableDatabaseError } from '../../src/db/retry.js';
 
 describe('adaptive batch size', () => {

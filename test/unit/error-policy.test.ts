@@ -3,7 +3,7 @@ import { describeResult } from '../../src/cli/recover.js';
 import { resolveConfig } from '../../src/config.js';
 import { ConfigError, describeThrown, HandlerError, OwnershipLostError, ProjectionLoadError } from '../../src/errors.js';
 import { validateProjection } from '../../src/projection/projection.js';
-import { classifyBatchFailure } from '../../src/projector/projector.js';
+import { classifyBatchFailure } from '../../src/projector/failure.js';
 import type { StoredEvent } from '../../src/store/types.js';
 
 const event = { globalPosition: 7n, type: 'E' } as StoredEvent;

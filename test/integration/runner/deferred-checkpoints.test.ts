@@ -4,14 +4,14 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { defineProjection, EventStore } from '../../../src/index.js';
-import { DEFERRED_CHECKPOINT_MS } from '../../../src/projector/batch.js';
+import { DEFERRED_CHECKPOINT_MS } from '../../../src/projector/deferral.js';
 import { REPO, startDaemon, useDaemonFixture } from '../../support/child-runner.js';
 import { waitFor } from '../../support/database.js';
 import { expectExactlyOnceInOrder, positionLog, readLog } from '../../support/position-log.js';
 import { startRunner, useRunnerFixture } from '../../support/runner.js';
 
 /**
- * Batches that send no statement (projector.ts, batch.ts mayDeferCheckpoint): their checkpoint move waits in memory
+ * Batches that send no statement (pipeline.ts, deferral.ts mayDeferCheckpoint): their checkpoint move waits in memory
  * and is written with the next batch that has one, or within DEFERRED_CHECKPOINT_MS. What must hold: the row catches
  * up; what a handler wrote is applied exactly once however the daemon dies; the failure path and commands start from
  * the row as it really is; a lazily begun transaction never lets a handler's statement run outside it.

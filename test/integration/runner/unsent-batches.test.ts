@@ -7,7 +7,7 @@ import { committedPositions, expectExactlyOnceInOrder, positionLog, waitUntilAll
 import { startRunner, useRunnerFixture } from '../../support/runner.js';
 
 /**
- * Live batches with nothing of their projection's types are settled before they take a slot (Projector.sendsNothing):
+ * Live batches with nothing of their projection's types are settled before they take a slot (BatchPipeline.sendsNothing):
  * their move waits in memory without a transaction. What such a batch must not skip: the given-up positions it passes
  * (recorded, or their late commit never reaches the projection) and the late notices pending (applied, or they wait
  * for an event of its types that may never come). Here the typed projection's only events are ones held past the gap

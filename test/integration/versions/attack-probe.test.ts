@@ -4,7 +4,7 @@ import { waitFor } from '../../support/database.js';
 import { startRunner, useRunnerFixture } from '../../support/runner.js';
 
 /**
- * Attack: a handleBatch that fails as a whole in a version built beside the live one. Projector.deliver then probes
+ * Attack: a handleBatch that fails as a whole in a version built beside the live one. Delivery.deliver then probes
  * the events one at a time "in a transaction that is never committed": `ROLLBACK` (in call()) then `BEGIN` — a new
  * transaction without the build's scope (BuildSlot.scopeSql ran in the batch's first statement, and its
  * set_config(search_path, …, true) ended with the rollback). Version 2's handler then runs against the read schema's

@@ -113,6 +113,15 @@ describe('the rooms of src/', () => {
     expect(circles(new Map(Object.entries(graph)))).toEqual(expected);
   });
 
+  it.each(['sources', 'high-water', 'versions', 'projector', 'replay', 'ownership', 'wait', 'metrics', 'runner'])(
+    'every file of %s is named in ARCHITECTURE.md (its room or its job)',
+    (room) => {
+      const doc = readFileSync(path.resolve(SRC, '../ARCHITECTURE.md'), 'utf8');
+      const files = readdirSync(path.join(SRC, room)).filter((f) => f.endsWith('.ts'));
+      expect(files.filter((f) => !doc.includes(`\`${f}\``) && !doc.includes(`${room}/${f}`))).toEqual([]);
+    },
+  );
+
   it('every room is named in ARCHITECTURE.md', () => {
     const doc = readFileSync(path.resolve(SRC, '../ARCHITECTURE.md'), 'utf8');
     const rooms = readdirSync(SRC, { withFileTypes: true })

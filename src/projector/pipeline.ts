@@ -105,7 +105,7 @@ export class BatchPipeline {
     if (!this.position.deferred) return;
     const move = this.position.deferredMove(this.options.owner);
     const body = async () => ({ move });
-    await (slot ? this.shell.run(body, { lazily: true }) : this.shell.withoutSlot(body, { lazily: true }));
+    await (slot ? this.shell.run(body, { lazily: true }) : this.shell.runUnslotted(body, { lazily: true }));
     this.position.persistedAt(move.position, move.state);
   }
 

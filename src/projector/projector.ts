@@ -149,7 +149,7 @@ export class Projector {
     if (!build?.building || this.state === 'failed' || this.options.replay.rebuilding) return;
     const catchUpTo = async (position: bigint) => {
       // The batches in the switch run without a slot (BatchShell.run): the switch holds the lock they would wait on.
-      await this.shell.withoutSlots(() => this.pipeline.applyUpTo(position));
+      await this.shell.duringSwitch(() => this.pipeline.applyUpTo(position));
       return this.position.checkpoint;
     };
     if ((await build.caughtUp(catchUpTo))?.switched) this.setState('running');

@@ -71,7 +71,7 @@ export class BatchShell {
   ) {}
 
   /** `fn`'s batches take no slot (a switch's catch-up: its transaction holds the lock a slot's holder may wait on). */
-  async withoutSlots<T>(fn: () => Promise<T>): Promise<T> {
+  async duringSwitch<T>(fn: () => Promise<T>): Promise<T> {
     this.switching = true;
     try {
       return await fn();
@@ -95,14 +95,14 @@ export class BatchShell {
    */
   run<T extends { move: CheckpointMove } | undefined>(body: BatchBody<T>, mode: BatchMode<T> = {}): Promise<BatchDone<T>> {
     const { slots } = this.options;
-    const transaction = () => this.withoutSlot(body, mode);
+    const transaction = () => this.runUnslotted(body, mode);
     // A switch's catch-up runs while its transaction holds the live build's row FOR UPDATE, which the live build's
     // next batch waits for while holding a slot: waiting for a slot there could wait for ever (see Projector.switchIfBuilt).
     return slots && !this.switching ? slots.run(transaction, this.stopSignal) : transaction();
   }
 
   /** run's transaction, once it has its slot; at stop without one (the stop signal has aborted the wait for a slot). */
-  async withoutSlot<T extends { move: CheckpointMove } | undefined>(body: BatchBody<T>, mode: BatchMode<T>): Promise<BatchDone<T>> {
+  async runUnslotted<T extends { move: CheckpointMove } | undefined>(body: BatchBody<T>, mode: BatchMode<T>): Promise<BatchDone<T>> {
     const { pool, names, build } = this.options;
     this.delivery.reset(); // a new batch: nothing delivered in it yet
     const connection = await pool.connect();

@@ -17,11 +17,20 @@ export function connectionConfig(connectionString: string, role: string): pg.Cli
   };
 }
 
-export function createPool(connectionString: string, role: string, max = 10, { asyncCommit = false } = {}): pg.Pool {
+export function createPool(
+  connectionString: string,
+  role: string,
+  max = 10,
+  { asyncCommit = false, statementTimeoutMs }: { asyncCommit?: boolean; statementTimeoutMs?: number } = {},
+): pg.Pool {
+  // Startup parameters, so no extra query per connection. See Runner for why asynchronous commit is safe there.
+  const startup = [
+    ...(asyncCommit ? ['-c synchronous_commit=off'] : []),
+    ...(statementTimeoutMs !== undefined ? [`-c statement_timeout=${Math.round(statementTimeoutMs)}`] : []),
+  ];
   const pool = new pg.Pool({
     ...connectionConfig(connectionString, role),
-    // A startup parameter, so no extra query per connection. See Runner for why asynchronous commit is safe there.
-    ...(asyncCommit ? { options: '-c synchronous_commit=off' } : {}),
+    ...(startup.length > 0 ? { options: startup.join(' ') } : {}),
     max,
     idleTimeoutMillis: 30_000,
   });

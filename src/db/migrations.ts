@@ -436,6 +436,28 @@ export const migrations: Migration[] = [
   `,
   },
   {
+    version: 7,
+    name: 'housekeeping through indexes',
+    // Housekeeping (src/high-water/housekeeping.ts) audits each settled gap a bounded number of times and prunes
+    // the history through indexes, in chunks. CREATE INDEX (not CONCURRENTLY: migrate runs in one transaction) on a
+    // store with a long history blocks writes to these runner tables for as long as it builds; events are not touched.
+    runner: ({ q }) => `
+    -- audits: how many times the audit has looked inside this settled gap; next_audit_at: when it looks again
+    -- (NULL: not settled yet, or its scheduled audits are done and only the one before pruning is left).
+    ALTER TABLE ${q.gaps} ADD COLUMN audits int NOT NULL DEFAULT 0, ADD COLUMN next_audit_at timestamptz;
+    UPDATE ${q.gaps} SET next_audit_at = now() WHERE resolution IN ('timed_out', 'dead') AND settled_at IS NOT NULL;
+    CREATE INDEX ON ${q.gaps} (next_audit_at) WHERE next_audit_at IS NOT NULL;
+    -- Pruning: settled gaps and filled ones by age, and what hangs off a gap by position.
+    CREATE INDEX ON ${q.gaps} (settled_at) WHERE resolution IN ('timed_out', 'dead') AND settled_at IS NOT NULL;
+    CREATE INDEX ON ${q.gaps} (resolved_at) WHERE resolution = 'filled';
+    CREATE INDEX ON ${q.skippedPositions} (from_position);
+    CREATE INDEX ON ${q.lateDeliveries} (position);
+    -- The given-up ranges above a checkpoint (every batch context): found by their end, not by walking every
+    -- given-up gap below the checkpoint.
+    CREATE INDEX ON ${q.gaps} (to_position) WHERE resolution IN ('timed_out', 'dead');
+  `,
+  },
+  {
     version: 11,
     name: 'event types on checkpoints',
     // The projection's event-type filter beside its checkpoint (NULL: every type), written when its projector starts:

@@ -12,7 +12,7 @@ import { eventTable } from '../sources/event-table.js';
  * The runner's own sessions that never write events. The projectors' sessions ('runner') are not among them: a
  * projection handler may append events (a reactor), and its transaction must hold the gap like any writer's.
  */
-export const INTERNAL_SESSIONS = ['tracker', 'listener', 'leases'] as const;
+export const INTERNAL_SESSIONS = ['tracker', 'housekeeping', 'listener', 'leases'] as const;
 
 /** The SQL shell of the evidence rules (gap-evidence-rules.ts): what pg_stat_activity and pg_prepared_xacts say. */
 export class ActivityEvidence implements GapEvidenceSource {

@@ -237,7 +237,7 @@ export async function persistDecision(
     // history pruning can remove it one day; the watch itself already let go of it).
     if (decision.late.length > 0) {
       await tx.query(
-        `UPDATE ${names.q.gaps} g SET settled_at = now()
+        `UPDATE ${names.q.gaps} g SET settled_at = now(), next_audit_at = now()
           WHERE g.resolution IN ('timed_out', 'dead') AND g.settled_at IS NULL
             AND EXISTS (SELECT 1 FROM unnest($1::bigint[]) AS p WHERE p BETWEEN g.from_position AND g.to_position)
             AND (SELECT count(DISTINCT l.from_position) FROM ${names.q.gaps} l
@@ -257,7 +257,9 @@ export async function persistDecision(
         // in the same pass, or split into pieces by late positions, is folded first.
         `UPDATE ${names.q.gaps} g
             SET fence_xid = coalesce(g.fence_xid, m.fence),
-                settled_at = CASE WHEN m.settled THEN coalesce(g.settled_at, now()) ELSE g.settled_at END
+                settled_at = CASE WHEN m.settled THEN coalesce(g.settled_at, now()) ELSE g.settled_at END,
+                -- Settled now: its first audit is due (housekeeping.ts schedules the next ones).
+                next_audit_at = CASE WHEN m.settled AND g.settled_at IS NULL THEN now() ELSE g.next_audit_at END
            FROM (SELECT r.id, max(u.fence) AS fence, bool_or(u.settled) AS settled
                    FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::boolean[]) AS u(f, t, fence, settled)
                    JOIN ${names.q.gaps} r
@@ -291,73 +293,4 @@ export async function readPersistedHighWater(
   );
   const row = rows[0]!;
   return { highWater: BigInt(row.position), head: BigInt(row.head), openGaps: row.open, oldestGapAgeSeconds: row.oldest ?? 0 };
-}
-
-/**
- * The backstop for the settling proof: an event visible inside a settled gap, not recorded late. The proof says this
- * cannot happen (it would take a writer that holds a position longer than the fence delay before having an xid, or
- * one that inserts positions of its own choosing). If it ever does, the event is recorded late like any other, so
- * every projection that passed it gets it, and the caller raises the alarm. Only the leader writes (the fence).
- */
-export async function auditSettledGaps(db: pg.ClientBase | pg.Pool, names: StoreNames, leader: string): Promise<bigint[]> {
-  const t = eventTable(names);
-  const position = positionSql(t, 'e');
-  const { rows } = await db.query<{ position: string }>(
-    // The high-water row is locked first (by the leader only): late rows must commit in id order for the
-    // projectors' late_seen_id, and persistDecision writes them under the same lock.
-    `WITH lead_lock AS (
-       UPDATE ${names.q.highWater} SET leader = leader WHERE leader = $1 RETURNING 1
-     ), found AS (
-       SELECT DISTINCT ${position}::int8 AS p
-         FROM ${names.q.gaps} g
-         JOIN ${t.table} e ON ${position} BETWEEN g.from_position AND g.to_position
-        WHERE g.resolution IN ('timed_out', 'dead') AND g.settled_at IS NOT NULL
-          AND NOT EXISTS (SELECT 1 FROM ${names.q.gaps} l WHERE l.resolution = 'late' AND l.from_position = ${position})
-     )
-     INSERT INTO ${names.q.gaps} (from_position, to_position, first_seen_at, resolved_at, resolution)
-     SELECT p, p, now(), now(), 'late' FROM found
-      WHERE EXISTS (SELECT 1 FROM lead_lock)
-     RETURNING from_position::text AS position`,
-    [leader],
-  );
-  return rows.map((r) => BigInt(r.position));
-}
-
-/**
- * Keeps projection_gaps (and what hangs off it) bounded: open and watched gaps stay; settled gaps, filled gaps and
- * late records leave once older than `historyMs`. A settled gap leaves together with its late records, its
- * skipped-position and late-delivery records, and only when every projection has dealt with those late records
- * (late_seen_id), so no projection can still need them. Returns the number of gap rows removed.
- */
-export async function pruneGapHistory(db: pg.ClientBase | pg.Pool, names: StoreNames, historyMs: number): Promise<number> {
-  const { rows } = await db.query<{ removed: number }>(
-    `WITH horizon AS (
-       SELECT coalesce(min(late_seen_id), 0) AS seen FROM ${names.q.checkpoints}
-     ), doomed AS (
-       SELECT g.id, g.from_position AS f, g.to_position AS t
-         FROM ${names.q.gaps} g, horizon h
-        WHERE g.resolution IN ('timed_out', 'dead') AND g.settled_at < now() - $1 * interval '1 millisecond'
-          AND NOT EXISTS (SELECT 1 FROM ${names.q.gaps} l
-                           WHERE l.resolution = 'late' AND l.from_position BETWEEN g.from_position AND g.to_position
-                             AND (l.id > h.seen OR l.resolved_at >= now() - $1 * interval '1 millisecond'))
-        LIMIT 10000
-     ), late AS (
-       DELETE FROM ${names.q.gaps} l USING doomed d
-        WHERE l.resolution = 'late' AND l.from_position BETWEEN d.f AND d.t RETURNING l.id
-     ), skipped AS (
-       DELETE FROM ${names.q.skippedPositions} s USING doomed d
-        WHERE s.from_position >= d.f AND s.to_position <= d.t RETURNING 1
-     ), delivered AS (
-       DELETE FROM ${names.q.lateDeliveries} x USING doomed d WHERE x.position BETWEEN d.f AND d.t RETURNING 1
-     ), filled AS (
-       DELETE FROM ${names.q.gaps}
-        WHERE resolution = 'filled' AND resolved_at < now() - $1 * interval '1 millisecond' RETURNING id
-     ), given_up AS (
-       DELETE FROM ${names.q.gaps} g USING doomed d WHERE g.id = d.id RETURNING g.id
-     )
-     -- Data-modifying CTEs run to completion whether read or not (skipped, delivered included).
-     SELECT ((SELECT count(*) FROM late) + (SELECT count(*) FROM filled) + (SELECT count(*) FROM given_up))::int AS removed`,
-    [historyMs],
-  );
-  return rows[0]!.removed;
 }

@@ -3,10 +3,8 @@ import type { Logger } from 'pino';
 import type { StoreNames } from '../db/identifiers.js';
 import type { RunnerMetrics } from '../metrics/registry.js';
 import {
-  auditSettledGaps,
   loadHighWaterState,
   persistDecision,
-  pruneGapHistory,
   readObservation,
   readPersistedHighWater,
   takeFence,
@@ -51,10 +49,6 @@ export interface HighWaterTrackerOptions {
   metrics: RunnerMetrics;
   /** Scan window above H per pass; the reply carries only holes and bounds, so this can be large. */
   windowSize?: number;
-  /** Settled and filled gaps older than this leave projection_gaps (see pruneGapHistory). */
-  gapHistoryMs: number;
-  /** How often the leader audits settled gaps and prunes the history. */
-  maintenanceIntervalMs?: number;
   /**
    * H moved (or the leader announced it, or a late commit was recorded): wake the projectors. `onlyHighWater`: this
    * leader's pass changed nothing but H (and the head) since the last call: no gap given up, no late notice, so what
@@ -74,7 +68,6 @@ export class HighWaterTracker {
   private announced: bigint | undefined;
   /** Server clock of the last observation (when to take a fence is decided on the server's clock). */
   private serverNow = 0;
-  private maintainedAt = 0;
   /** Wall-clock time of the last completed pass, for the /healthz watchdog. */
   lastPassAt = Date.now();
   private completedPasses = 0;
@@ -198,15 +191,6 @@ export class HighWaterTracker {
       log.debug({ gap: { from: w.from.toString(), to: w.to.toString() } }, 'given-up gap settled: proven unfillable, no longer watched');
     }
     metrics.gapsWatched.set(decision.state.watched.length);
-    if (observation.now - this.maintainedAt >= (this.options.maintenanceIntervalMs ?? 60_000)) {
-      this.maintainedAt = observation.now;
-      // Housekeeping must never hold up H: a failure is logged and tried again at the next interval.
-      await this.maintain().catch((error) => {
-        metrics.dbErrors.inc({ operation: 'high_water' });
-        log.error({ err: error }, 'gap audit or history pruning failed; trying again at the next interval');
-      });
-    }
-
     const { openGaps } = decision.state;
     const oldest = openGaps.reduce((min, g) => Math.min(min, g.firstSeenAt), Number.POSITIVE_INFINITY);
     this.publish(
@@ -219,23 +203,6 @@ export class HighWaterTracker {
     if (decision.late.length > 0) this.options.onAdvance(this.highWater, false);
 
     return nextPassDelay(decision.state, settings, observation.now, this.options.pollIntervalMs, evidence?.recheckMs);
-  }
-
-  /** The audit that makes a wrong proof loud instead of silent, and the pruning that keeps the tables bounded. */
-  private async maintain(): Promise<void> {
-    const { pool, names, leases, log, metrics } = this.options;
-    const found = await auditSettledGaps(pool, names, leases.owner);
-    for (const position of found) {
-      metrics.lateEvents.inc();
-      metrics.lateAfterSettled.inc();
-      log.error(
-        { position: position.toString() },
-        'event found inside a gap proven unfillable (its writer held a position without a transaction id, or chose its own position): recorded late and delivered to projections that passed it',
-      );
-    }
-    if (found.length > 0) this.options.onAdvance(this.highWater, false);
-    const removed = await pruneGapHistory(pool, names, this.options.gapHistoryMs);
-    if (removed > 0) log.debug({ removed }, 'pruned gap history');
   }
 
   /** `onlyHighWater`: see onAdvance; false where H was read rather than decided here (another instance leads). */

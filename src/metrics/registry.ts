@@ -10,7 +10,7 @@ import { PROJECTION_STATES, type ProjectionState } from '../projection/projectio
 export const GAP_RESOLUTIONS = ['filled', 'timed_out', 'dead'] as const;
 
 /** The `operation` label values of projection_runner_db_errors_total. */
-export const DB_OPERATIONS = ['start', 'high_water', 'batch', 'ownership'] as const;
+export const DB_OPERATIONS = ['start', 'high_water', 'batch', 'ownership', 'housekeeping'] as const;
 
 /** Scrape-time figures the registry asks the runner for (lag is computed when scraped, never stale). */
 export interface LagSource {
@@ -100,6 +100,21 @@ export class RunnerMetrics {
   );
   readonly notifications = this.counter('projection_runner_notifications_total', 'NOTIFY wake-ups received.');
   readonly polls = this.counter('projection_runner_polls_total', 'Fallback polls (wake-ups by the poll interval).');
+  readonly housekeepingSeconds = this.histogram(
+    'projection_runner_housekeeping_seconds',
+    'Housekeeping runs (the audit of settled gaps and the pruning of the gap history, on the leader, off the high-water pass), by outcome.',
+    ['outcome'],
+    [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600],
+  );
+  readonly housekeepingBacklog = this.gauge(
+    'projection_runner_housekeeping_backlog_gaps',
+    'What housekeeping left at the end of its last run: settled gaps whose audit is due (task audit), gap rows past --gap-history not pruned yet (task prune, including those a projection still needs).',
+    ['task'],
+  );
+  readonly housekeepingLongestStatement = this.gauge(
+    'projection_runner_housekeeping_longest_statement_seconds',
+    "The longest statement of housekeeping's last completed run (each is bounded by a chunk and by its statement_timeout).",
+  );
   readonly dbErrors = this.counter('projection_runner_db_errors_total', 'Database errors that were retried, by operation.', ['operation']);
 
   constructor() {

@@ -13,6 +13,7 @@ import { BatchContexts } from '../projector/batch-contexts.js';
 import { SharedReader } from '../sources/shared-reader.js';
 import { createGapEvidence } from '../high-water/evidence.js';
 import { HighWaterTracker } from '../high-water/tracker.js';
+import { Housekeeping } from '../high-water/housekeeping.js';
 import { claimOrder, excess, fairShare } from '../ownership/balancing.js';
 import { LeaseSession } from '../ownership/leases.js';
 import { claimCommands, finishCommand } from '../projector/commands.js';
@@ -41,6 +42,8 @@ export interface RunnerOptions extends Partial<RunnerSettings> {
   metrics?: RunnerMetrics;
   /** How often the leader audits settled gaps and prunes the gap history (default 60 s; tests shorten it). */
   maintenanceIntervalMs?: number;
+  /** The statement_timeout of housekeeping's statements (default 10 s; tests shorten it). */
+  housekeepingStatementTimeoutMs?: number;
 }
 
 interface OwnedProjection {
@@ -65,6 +68,9 @@ export class Runner implements LagSource, HealthSource {
   private readonly trackerPool: pg.Pool;
   private readonly leases: LeaseSession;
   private readonly tracker: HighWaterTracker;
+  /** Housekeeping's own session: its statements never queue behind the tracker's, nor the tracker's behind its. */
+  private readonly housekeepingPool: pg.Pool;
+  private readonly housekeeping: Housekeeping;
   /** One read of the event table for all the projections of this instance at the same place (issue 15). */
   private readonly reader: SharedReader;
   /** The batch transactions running at once, all projections together (--max-concurrent-batches). */
@@ -123,13 +129,26 @@ export class Runner implements LagSource, HealthSource {
       pool: this.trackerPool,
       names: this.names,
       settings: { gapTimeoutMs: this.settings.gapTimeoutMs, fenceDelayMs: this.settings.fenceDelayMs },
-      gapHistoryMs: this.settings.gapHistoryMs,
-      maintenanceIntervalMs: options.maintenanceIntervalMs,
       pollIntervalMs: this.settings.pollIntervalMs,
       leases: this.leases,
       log: options.log.child({ component: 'high-water' }),
       metrics: this.metrics,
       onAdvance: (highWater, onlyHighWater) => this.wakeProjectors(onlyHighWater ? highWater : undefined),
+    });
+    this.housekeepingPool = createPool(options.connectionString, 'housekeeping', 1, {
+      asyncCommit: true,
+      statementTimeoutMs: options.housekeepingStatementTimeoutMs ?? 10_000,
+    });
+    this.housekeeping = new Housekeeping({
+      pool: this.housekeepingPool,
+      names: this.names,
+      owner: this.leases.owner,
+      isLeader: () => this.tracker.leader,
+      log: options.log.child({ component: 'housekeeping' }),
+      metrics: this.metrics,
+      gapHistoryMs: this.settings.gapHistoryMs,
+      intervalMs: options.maintenanceIntervalMs ?? 60_000,
+      onLate: () => this.wakeProjectors(),
     });
     this.listener = new NotificationListener({
       connectionString: options.connectionString,
@@ -232,7 +251,7 @@ export class Runner implements LagSource, HealthSource {
     // stop() during start-up (a Ctrl-C while the database was awaited) has closed everything: open nothing more.
     if (signal.aborted) return;
     await this.listener.start();
-    this.loops = [this.tracker.run(signal), this.ownershipLoop(signal), this.pollLoop(signal)];
+    this.loops = [this.tracker.run(signal), this.housekeeping.run(signal), this.ownershipLoop(signal), this.pollLoop(signal)];
     log.info({ projections: this.options.projections.map((p) => p.name), owner: this.leases.owner, ...this.settings }, 'runner started');
   }
 
@@ -550,6 +569,7 @@ export class Runner implements LagSource, HealthSource {
       await this.leases.close();
       await this.pool.end().catch(() => {});
       await this.trackerPool.end().catch(() => {});
+      await this.housekeepingPool.end().catch(() => {});
       this.options.log.info('runner stopped');
     })();
     return this.stopping;

@@ -1,0 +1,163 @@
+import type pg from 'pg';
+import { withTransaction } from '../db/connection.js';
+import type { StoreNames } from '../db/identifiers.js';
+import { eventTable, positionSql } from '../sources/event-table.js';
+
+/**
+ * The SQL of housekeeping (housekeeping.ts): the audit of settled gaps and the pruning of the gap history. Every
+ * statement is bounded by a chunk of gap rows and found through an index (migration 7), so its cost follows the
+ * chunk, never the length of the history; none holds the high-water row lock except the short insert of what the
+ * audit found.
+ */
+
+/**
+ * The events visible inside the gap ranges of `gaps` (an alias of projection_gaps in the caller's FROM) that no late
+ * row records yet, as a text[] of positions: one index probe of the position per gap range, driven from the gaps.
+ * Joining events to gaps instead let PostgreSQL walk every event, then the gaps below it (66 s for a million events
+ * and a hundred gaps).
+ */
+function unrecordedEventsSql(names: StoreNames, gaps: string): string {
+  const t = eventTable(names);
+  const position = positionSql(t, 'e');
+  return `(SELECT coalesce(array_agg(x.p::text ORDER BY x.p), '{}')
+             FROM (SELECT ${position}::int8 AS p FROM ${t.table} e
+                    WHERE ${position} BETWEEN ${gaps}.from_position AND ${gaps}.to_position) x
+            WHERE NOT EXISTS (SELECT 1 FROM ${names.q.gaps} l WHERE l.resolution = 'late' AND l.from_position = x.p))`;
+}
+
+export interface AuditChunk {
+  /** The settled gaps looked into (their ids). */
+  ids: bigint[];
+  /** Events found inside them that no late row records: a writer outside the assumptions. */
+  found: bigint[];
+}
+
+/** Up to `limit` settled gaps whose audit is due, the oldest due first, and what they hold. Reads only. */
+export async function readDueAudits(db: pg.ClientBase | pg.Pool, names: StoreNames, limit: number): Promise<AuditChunk> {
+  const { rows } = await db.query<{ id: string; found: string[] }>(
+    `SELECT g.id::text, ${unrecordedEventsSql(names, 'g')} AS found
+       FROM (SELECT id, from_position, to_position FROM ${names.q.gaps}
+              WHERE next_audit_at <= now() ORDER BY next_audit_at LIMIT $1) g`,
+    [limit],
+  );
+  return { ids: rows.map((r) => BigInt(r.id)), found: rows.flatMap((r) => r.found.map(BigInt)) };
+}
+
+/**
+ * The audit of `ids` is done: the next one is due `delaysMs[audits]` after now (the delay after the audit with that
+ * number, 1-based), or never (NULL) once the schedule is used up (auditDelays): only the audit before pruning is left.
+ */
+export async function markAudited(db: pg.ClientBase | pg.Pool, names: StoreNames, ids: bigint[], delaysMs: number[]): Promise<void> {
+  if (ids.length === 0) return;
+  await db.query(
+    `UPDATE ${names.q.gaps}
+        SET audits = audits + 1, next_audit_at = now() + ($2::float8[])[audits + 1] * interval '1 millisecond'
+      WHERE id = ANY ($1::int8[])`,
+    [ids.map(String), delaysMs],
+  );
+}
+
+/**
+ * Records `positions` (found inside settled gaps) late, so every projection that passed them gets them. Late rows
+ * must commit in id order for the projectors' late_seen_id (a lower id committed after a higher one would be missed),
+ * and persistDecision writes its late rows under the high-water row lock: this short transaction takes the same lock
+ * first, then inserts (a statement of its own, so its snapshot sees whatever committed while it waited). Only the
+ * leader writes. Returns the positions recorded now.
+ */
+export async function recordFoundLate(
+  db: pg.Pool,
+  names: StoreNames,
+  leader: string,
+  positions: bigint[],
+): Promise<bigint[]> {
+  if (positions.length === 0) return [];
+  return withTransaction(db, async (tx) => {
+    const locked = await tx.query(`UPDATE ${names.q.highWater} SET leader = leader WHERE leader = $1`, [leader]);
+    if (locked.rowCount === 0) return [];
+    const { rows } = await tx.query<{ position: string }>(
+      `INSERT INTO ${names.q.gaps} (from_position, to_position, first_seen_at, resolved_at, resolution)
+       SELECT p, p, now(), now(), 'late' FROM unnest($1::int8[]) AS p
+        WHERE NOT EXISTS (SELECT 1 FROM ${names.q.gaps} l WHERE l.resolution = 'late' AND l.from_position = p)
+       RETURNING from_position::text AS position`,
+      [positions.map(String)],
+    );
+    return rows.map((r) => BigInt(r.position));
+  });
+}
+
+const older = (param: string) => `now() - ${param} * interval '1 millisecond'`;
+
+export interface PruneChunk {
+  /** Settled gaps past the history that nothing needs any more, with the events found inside them (the last audit). */
+  gaps: Array<{ id: bigint; found: bigint[] }>;
+}
+
+/**
+ * Up to `limit` settled gaps older than `historyMs` that may leave: no late record inside them that a projection has
+ * not dealt with (late_seen_id) or that is itself younger than the history. Each comes with its last audit.
+ */
+export async function readPrunable(db: pg.ClientBase | pg.Pool, names: StoreNames, historyMs: number, limit: number): Promise<PruneChunk> {
+  const { rows } = await db.query<{ id: string; found: string[] }>(
+    `WITH horizon AS (
+       SELECT coalesce(min(late_seen_id), 0) AS seen FROM ${names.q.checkpoints}
+     )
+     SELECT g.id::text, ${unrecordedEventsSql(names, 'g')} AS found
+       FROM ${names.q.gaps} g, horizon h
+      WHERE g.resolution IN ('timed_out', 'dead') AND g.settled_at IS NOT NULL AND g.settled_at < ${older('$1')}
+        AND NOT EXISTS (SELECT 1 FROM ${names.q.gaps} l
+                         WHERE l.resolution = 'late' AND l.from_position BETWEEN g.from_position AND g.to_position
+                           AND (l.id > h.seen OR l.resolved_at >= ${older('$1')}))
+      ORDER BY g.settled_at LIMIT $2`,
+    [historyMs, limit],
+  );
+  return { gaps: rows.map((r) => ({ id: BigInt(r.id), found: r.found.map(BigInt) })) };
+}
+
+/**
+ * Removes the settled gaps `ids` with their late records, their skipped-position and late-delivery records (each
+ * found by position through its index), in one statement. Returns the gap rows removed.
+ */
+export async function pruneGaps(db: pg.ClientBase | pg.Pool, names: StoreNames, ids: bigint[]): Promise<number> {
+  if (ids.length === 0) return 0;
+  const { rows } = await db.query<{ removed: number }>(
+    `WITH doomed AS (
+       SELECT id, from_position AS f, to_position AS t FROM ${names.q.gaps} WHERE id = ANY ($1::int8[])
+     ), late AS (
+       DELETE FROM ${names.q.gaps} l USING doomed d
+        WHERE l.resolution = 'late' AND l.from_position BETWEEN d.f AND d.t RETURNING l.id
+     ), skipped AS (
+       DELETE FROM ${names.q.skippedPositions} s USING doomed d
+        WHERE s.from_position BETWEEN d.f AND d.t AND s.to_position <= d.t RETURNING 1
+     ), delivered AS (
+       DELETE FROM ${names.q.lateDeliveries} x USING doomed d WHERE x.position BETWEEN d.f AND d.t RETURNING 1
+     ), given_up AS (
+       DELETE FROM ${names.q.gaps} g USING doomed d WHERE g.id = d.id RETURNING g.id
+     )
+     -- Data-modifying CTEs run to completion whether read or not (skipped, delivered included).
+     SELECT ((SELECT count(*) FROM late) + (SELECT count(*) FROM given_up))::int AS removed`,
+    [ids.map(String)],
+  );
+  return rows[0]!.removed;
+}
+
+/** Removes up to `limit` filled gaps older than `historyMs`. Returns how many. */
+export async function pruneFilled(db: pg.ClientBase | pg.Pool, names: StoreNames, historyMs: number, limit: number): Promise<number> {
+  const { rowCount } = await db.query(
+    `DELETE FROM ${names.q.gaps} WHERE id IN (
+       SELECT id FROM ${names.q.gaps} WHERE resolution = 'filled' AND resolved_at < ${older('$1')} LIMIT $2)`,
+    [historyMs, limit],
+  );
+  return rowCount ?? 0;
+}
+
+/** What housekeeping has left: audits due now, gap rows past the history (including those still needed). */
+export async function readBacklog(db: pg.ClientBase | pg.Pool, names: StoreNames, historyMs: number): Promise<{ audit: number; prune: number }> {
+  const { rows } = await db.query<{ audit: number; prune: number }>(
+    `SELECT (SELECT count(*) FROM ${names.q.gaps} WHERE next_audit_at <= now())::int AS audit,
+            ((SELECT count(*) FROM ${names.q.gaps}
+               WHERE resolution IN ('timed_out', 'dead') AND settled_at IS NOT NULL AND settled_at < ${older('$1')})
+             + (SELECT count(*) FROM ${names.q.gaps} WHERE resolution = 'filled' AND resolved_at < ${older('$1')}))::int AS prune`,
+    [historyMs],
+  );
+  return rows[0]!;
+}

@@ -52,10 +52,19 @@ const gapCount = async (where: string) =>
   (await t.db.pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM projection_gaps WHERE ${where}`)).rows[0]!.n;
 
 describe('housekeeping on a store with a history', () => {
-  it('applies live events while the audit of 5,000 settled gaps among 200,000 events runs, and still finds a row written into one', async () => {
-    const history = await buildHistory(t.db.pool, { events: 200_000, settledGaps: 5_000, projections: ['log'], auditsDue: true });
+  it('applies live events while housekeeping audits and prunes 5,000 settled gaps among 200,000 events, and still finds a row written into one', async () => {
+    // Half the gaps past the history (8 days old), each with its skipped positions of 16 projections: the pruning's
+    // backlog. The other projections are not run here: their checkpoint rows are what pruning reads.
+    const projections = ['log', ...Array.from({ length: 15 }, (_, i) => `other${i}`)];
+    const history = await buildHistory(t.db.pool, {
+      events: 200_000,
+      settledGaps: 2_500,
+      expiredGaps: 2_500,
+      projections,
+      auditsDue: true,
+    });
     // A writer outside the assumptions: it chose its own position, inside a settled gap the log has passed.
-    const rogue = history.gapPositions[2_501]!;
+    const rogue = history.gapPositions[3_701]!;
     await t.db.pool.query(
       `INSERT INTO events (global_position, stream_name, stream_position, type, data) VALUES ($1, 'rogue', 1, 'E', '{}')`,
       [rogue],
@@ -64,8 +73,9 @@ describe('housekeeping on a store with a history', () => {
     const held = await lockGapRow(history.gapPositions[4_000]!);
     const { log, lines } = capturingLogger();
     t.runner = await startRunner(t.db, { projections: [positionLog('log')], maintenanceIntervalMs: 100, log });
-    // The whole run of the audit (every due gap, then the pruning) before the high-water pass: it held H for tens of
-    // seconds (66.7 s for 1,000,000 events and 100 gaps). Each event is applied within a bounded wait while it runs.
+    // The audit and the pruning ran inside the high-water pass: on this store the pruning held H for 85 s (its
+    // deletes by position had no index), the audit for 195 s when PostgreSQL planned it from the events. Each live
+    // event is applied within a bounded wait while housekeeping runs.
     const live: number[] = [];
     for (let i = 0; i < 5; i++) live.push(await appendApplied('log', `live-${i}`, 5_000));
     await housekeepingWaitsForLock();
@@ -75,6 +85,7 @@ describe('housekeeping on a store with a history', () => {
     await held.end();
 
     await waitFor('the rogue row delivered late', async () => (await readLog(t.db.pool, 'log')).some((r) => r.position === rogue));
+    await waitFor('the expired history pruned', async () => (await gapCount(`resolution = 'dead'`)) === 2_500, 30_000);
     await waitFor(
       'the audit caught up',
       async () =>

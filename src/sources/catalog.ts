@@ -92,6 +92,8 @@ export interface PositionSequence {
   /** A regclass literal of it, for nextval()/pg_sequence_last_value(). */
   literal: string;
   cache: bigint;
+  /** INCREMENT BY (an identity column's too). */
+  increment: bigint;
 }
 
 /**
@@ -101,7 +103,7 @@ export interface PositionSequence {
  */
 export async function findPositionSequence(db: pg.Pool | pg.ClientBase, t: EventTable): Promise<PositionSequence | undefined> {
   const position = t.columns.position.name;
-  const { rows } = await db.query<{ name: string; cache: string }>(
+  const { rows } = await db.query<{ name: string; cache: string; increment: string }>(
     `WITH col AS (
        SELECT a.attrelid, a.attnum FROM pg_attribute a WHERE a.attrelid = $1::text::regclass AND a.attname = $2::text
      ), seq AS (
@@ -114,14 +116,38 @@ export async function findPositionSequence(db: pg.Pool | pg.ClientBase, t: Event
                    JOIN pg_class s ON s.oid = d.refobjid AND s.relkind = 'S'
                   LIMIT 1)) AS oid
      )
-     SELECT format('%I.%I', n.nspname, c.relname) AS name, s.seqcache::text AS cache
+     SELECT format('%I.%I', n.nspname, c.relname) AS name, s.seqcache::text AS cache, s.seqincrement::text AS increment
        FROM seq JOIN pg_sequence s ON s.seqrelid = seq.oid
        JOIN pg_class c ON c.oid = seq.oid JOIN pg_namespace n ON n.oid = c.relnamespace`,
     [t.table, position],
   );
   const row = rows[0];
   if (!row) return undefined;
-  return { name: row.name, literal: `'${row.name.replaceAll("'", "''")}'`, cache: BigInt(row.cache) };
+  return {
+    name: row.name,
+    literal: `'${row.name.replaceAll("'", "''")}'`,
+    cache: BigInt(row.cache),
+    increment: BigInt(row.increment),
+  };
+}
+
+/**
+ * Refuses a position sequence that steps by other than 1 (a ConfigError naming the table, the sequence and what to
+ * change). Every position the runner does not see is a gap it waits for: with INCREMENT BY 2 each event would leave a
+ * dead gap behind it (and a skipped-position row per projection). Treating the positions such a sequence never
+ * produces as no gaps is sound only when nothing else feeds the column, and the catalog cannot tell that apart from an
+ * offset scheme (two sequences, START 1 and START 2, both INCREMENT BY 2, one of them called explicitly by a writer)
+ * where every position exists: assuming half of them impossible would skip events silently. So the runner does not
+ * guess. Positions with no sequence found, or the application's own, are unaffected.
+ */
+export async function checkPositionSequence(db: pg.Pool | pg.ClientBase, t: EventTable): Promise<void> {
+  const sequence = await findPositionSequence(db, t);
+  if (!sequence || sequence.increment === 1n) return;
+  const column = t.columns.position.name;
+  throw new ConfigError(
+    t.settingOf('position'),
+    `the sequence ${sequence.name} behind ${t.table} (${column}) has INCREMENT BY ${sequence.increment}: the runner waits for every position it does not see as a gap, so each value the sequence steps over would become a dead gap, and it cannot tell one sequence stepping from several writers sharing the column in an offset scheme (where every position exists). Make it hand out every position: ALTER SEQUENCE ${sequence.name} INCREMENT BY 1 (an identity column: ALTER TABLE ${t.table} ALTER COLUMN ${quoteIdentifier(column)} SET INCREMENT BY 1), with every writer taking its positions from it`,
+  );
 }
 
 /** Whether a valid index on the table leads with the position column (a partitioned one: valid once complete). */

@@ -6,7 +6,7 @@ import { migrate, type MigrationReport } from '../db/migrate.js';
 import { notifyTriggerSql } from '../db/migrations.js';
 import { sleep } from '../shared/time.js';
 import { withSessionLock } from '../db/session-lock.js';
-import { checkEventTable, hasPositionIndex, hasTrigger, partitionsOf, relation } from './catalog.js';
+import { checkEventTable, checkPositionSequence, hasPositionIndex, hasTrigger, partitionsOf, relation } from './catalog.js';
 import { eventTable } from './event-table.js';
 
 /**
@@ -32,6 +32,7 @@ const LOCK_ATTEMPTS = 150;
 async function check(pool: pg.Pool, names: StoreNames): Promise<string[]> {
   const t = eventTable(names);
   await checkEventTable(pool, t);
+  await checkPositionSequence(pool, t);
   const missing: string[] = [];
   if (t.indexPosition && !(await hasPositionIndex(pool, t))) missing.push(`an index on ${t.table} (${t.columns.position.name})`);
   if (names.source.notifyTrigger && t.trigger && !(await hasTrigger(pool, t, t.trigger.name))) {
@@ -129,7 +130,13 @@ function withAttachLock<T>(pool: pg.Pool, names: StoreNames, fn: (db: pg.ClientB
  * wrong: a ConfigError names the setting), then the runner's tables, then what reading needs on the foreign table.
  */
 export async function prepareStore(pool: pg.Pool, names: StoreNames): Promise<MigrationReport> {
-  if (names.source.kind === 'native') return { applied: await migrate(pool, names), attached: [] };
+  if (names.source.kind === 'native') {
+    const applied = await migrate(pool, names);
+    // After migrate, which creates the sequence. A native sequence stepping by k also never ends events_append's
+    // reservation of consecutive positions.
+    await checkPositionSequence(pool, eventTable(names));
+    return { applied, attached: [] };
+  }
   const missing = await check(pool, names);
   const applied = await migrate(pool, names);
   return { applied, attached: missing.length > 0 ? await withAttachLock(pool, names, (db) => attach(db, names)) : [] };

@@ -67,7 +67,12 @@ export interface GivenUpSnapshot {
   completeTo: bigint;
 }
 
-/** At most this many given-up ranges ride along with BEGIN; beyond them a batch asks (givenUpRanges). */
+/**
+ * At most this many given-up ranges ride along with BEGIN; beyond them a batch asks (givenUpRanges). They are found
+ * by their end (migration 7's index on to_position, given-up ranges never overlap, so the order is the same): a scan
+ * in order of their start walked every given-up gap below the checkpoint, on every wake-up, a cost that grew with
+ * the history (and a prepared statement's generic plan may choose it whatever the checkpoint).
+ */
 const GIVEN_UP_AT_BEGIN = 32;
 
 /**
@@ -89,7 +94,7 @@ function batchStatements(names: StoreNames): BatchStatements {
              (SELECT coalesce(array_agg(f || '-' || t ORDER BY f), '{}')
                 FROM (SELECT from_position AS f, to_position AS t FROM ${names.q.gaps}
                        WHERE resolution IN ('timed_out', 'dead') AND to_position > $1::bigint
-                       ORDER BY from_position LIMIT ${GIVEN_UP_AT_BEGIN + 1}) g) AS given_up,
+                       ORDER BY to_position LIMIT ${GIVEN_UP_AT_BEGIN + 1}) g) AS given_up,
              ${buildScopeColumns(names, '$3::text', '$4::text')}`);
     // Zero rows moved must not let the COMMIT that follows through (the handlers' writes would be kept without the
     // checkpoint: applied twice later): it raises, with a message of its own (a division by zero could as well come

@@ -91,7 +91,8 @@ export class Housekeeping {
           );
         }
       }
-      await sleep(intervalMs, signal);
+      // Not leading (yet: the tracker's first pass takes the lead): look again soon rather than a whole interval later.
+      await sleep(this.options.isLeader() ? intervalMs : Math.min(intervalMs, 1_000), signal);
     }
   }
 

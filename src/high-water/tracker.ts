@@ -100,6 +100,7 @@ export class HighWaterTracker {
     const { log, metrics } = this.options;
     while (!signal.aborted) {
       let delay = this.options.pollIntervalMs;
+      const started = performance.now();
       try {
         delay = await withRetries(() => this.pass(), {
           operation: 'high_water',
@@ -113,6 +114,7 @@ export class HighWaterTracker {
         // Not a database hiccup: log loudly, keep the loop alive, try again after a poll interval.
         log.error({ err: error }, 'high-water pass failed');
       }
+      metrics.highWaterPass.observe((performance.now() - started) / 1000);
       this.lastPassAt = Date.now();
       this.completedPasses++;
       await this.wake.wait(delay, signal);

@@ -100,6 +100,12 @@ export class RunnerMetrics {
   );
   readonly notifications = this.counter('projection_runner_notifications_total', 'NOTIFY wake-ups received.');
   readonly polls = this.counter('projection_runner_polls_total', 'Fallback polls (wake-ups by the poll interval).');
+  readonly highWaterPass = this.histogram(
+    'projection_runner_high_water_pass_seconds',
+    "One pass of the high-water tracker (the leader's observation, decision and write; a follower's read of H).",
+    [],
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+  );
   readonly housekeepingSeconds = this.histogram(
     'projection_runner_housekeeping_seconds',
     'Housekeeping runs (the audit of settled gaps and the pruning of the gap history, on the leader, off the high-water pass), by outcome.',

@@ -11,6 +11,8 @@
  *   --noop-types LIST  event types the no-op projections of (10) and (11) take (comma-separated; default: every type).
  *                      A type nobody writes (`--noop-types Unused`) shows what projections woken by events none of
  *                      which are theirs cost live
+ *   --year-events N    events of the year-old store of (13) and (14) (default 5,000,000)
+ *   --year-gaps N      its settled gaps in the history window, and as many past it (default 100,000)
  *   --only LIST        only these figures (numbers, comma-separated; `live`: 5, 9, 11, 12), written to
  *                      bench-results-partial.json (for example `--only live --events 100000 --live-seconds 10`)
  *
@@ -53,6 +55,7 @@ import {
   secondDatabase,
   gapResolution,
 } from './support.js';
+import { yearStore } from './year-store.js';
 
 /** A figure's table row: label, value, baseline or target. */
 type Row = [string, string, string];
@@ -305,6 +308,12 @@ async function main() {
           `${liveMessageDb.samples} messages at 200/s (target p99 <= 20 ms)`,
         ),
       );
+    }
+
+    if (runs(13) || runs(14)) {
+      const year = await yearStore(pool, db.url, { measure: runs(13), step: runs(14) });
+      results.yearStore = year.results;
+      table.push(...year.rows);
     }
 
     if (runs(7)) {

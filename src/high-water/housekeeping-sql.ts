@@ -64,12 +64,7 @@ export async function markAudited(db: pg.ClientBase | pg.Pool, names: StoreNames
  * first, then inserts (a statement of its own, so its snapshot sees whatever committed while it waited). Only the
  * leader writes. Returns the positions recorded now.
  */
-export async function recordFoundLate(
-  db: pg.Pool,
-  names: StoreNames,
-  leader: string,
-  positions: bigint[],
-): Promise<bigint[]> {
+export async function recordFoundLate(db: pg.Pool, names: StoreNames, leader: string, positions: bigint[]): Promise<bigint[]> {
   if (positions.length === 0) return [];
   return withTransaction(db, async (tx) => {
     const locked = await tx.query(`UPDATE ${names.q.highWater} SET leader = leader WHERE leader = $1`, [leader]);
@@ -151,7 +146,11 @@ export async function pruneFilled(db: pg.ClientBase | pg.Pool, names: StoreNames
 }
 
 /** What housekeeping has left: audits due now, gap rows past the history (including those still needed). */
-export async function readBacklog(db: pg.ClientBase | pg.Pool, names: StoreNames, historyMs: number): Promise<{ audit: number; prune: number }> {
+export async function readBacklog(
+  db: pg.ClientBase | pg.Pool,
+  names: StoreNames,
+  historyMs: number,
+): Promise<{ audit: number; prune: number }> {
   const { rows } = await db.query<{ audit: number; prune: number }>(
     `SELECT (SELECT count(*) FROM ${names.q.gaps} WHERE next_audit_at <= now())::int AS audit,
             ((SELECT count(*) FROM ${names.q.gaps}

@@ -3,15 +3,7 @@ import type { Logger } from 'pino';
 import type { StoreNames } from '../db/identifiers.js';
 import type { RunnerMetrics } from '../metrics/registry.js';
 import { sleep } from '../shared/time.js';
-import {
-  markAudited,
-  pruneFilled,
-  pruneGaps,
-  readBacklog,
-  readDueAudits,
-  readPrunable,
-  recordFoundLate,
-} from './housekeeping-sql.js';
+import { markAudited, pruneFilled, pruneGaps, readBacklog, readDueAudits, readPrunable, recordFoundLate } from './housekeeping-sql.js';
 
 /** Audits of a settled gap on its schedule (the audit before pruning comes on top). */
 export const SCHEDULED_AUDITS = 5;
@@ -138,11 +130,7 @@ export class Housekeeping {
     metrics.housekeepingBacklog.set({ task: 'prune' }, backlog.prune);
   }
 
-  private async recordFound(
-    positions: bigint[],
-    report: RunReport,
-    timed: <T>(statement: () => Promise<T>) => Promise<T>,
-  ): Promise<void> {
+  private async recordFound(positions: bigint[], report: RunReport, timed: <T>(statement: () => Promise<T>) => Promise<T>): Promise<void> {
     if (positions.length === 0) return;
     const { pool, names, owner, log, metrics } = this.options;
     const recorded = await timed(() => recordFoundLate(pool, names, owner, positions));

@@ -2,13 +2,7 @@ import type pg from 'pg';
 import type { Logger } from 'pino';
 import type { StoreNames } from '../db/identifiers.js';
 import type { RunnerMetrics } from '../metrics/registry.js';
-import {
-  loadHighWaterState,
-  persistDecision,
-  readObservation,
-  readPersistedHighWater,
-  takeFence,
-} from './tracker-sql.js';
+import { loadHighWaterState, persistDecision, readObservation, readPersistedHighWater, takeFence } from './tracker-sql.js';
 import {
   mayMoveInObservation,
   needsFence,

@@ -130,6 +130,8 @@ export class RunnerMetrics {
     for (const operation of DB_OPERATIONS) this.dbErrors.inc({ operation }, 0);
     this.lateEvents.inc(0);
     this.lateAfterSettled.inc(0);
+    // Both outcomes from the start: the alert on housekeeping that only fails needs the series of the runs that did not.
+    for (const outcome of ['done', 'failed']) this.housekeepingSeconds.zero({ outcome });
   }
 
   private gauge<L extends string>(name: string, help: string, labelNames: L[] = [], collect?: () => Promise<void>) {

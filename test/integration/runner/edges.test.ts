@@ -293,7 +293,8 @@ describe('the backstop: an event inside a settled gap is never silent', () => {
       `INSERT INTO events (global_position, stream_name, stream_position, type, data) VALUES ($1, 'rogue', 1, 'E', '{}')`,
       [held.position],
     );
-    await waitFor('delivered late', async () => (await readLog(t.db.pool, 'log')).some((r) => r.late), 10_000);
+    // Found at the gap's next scheduled audit (housekeeping.ts auditDelays: 0.4, 1.6, 6.4, 25.6 s apart here).
+    await waitFor('delivered late', async () => (await readLog(t.db.pool, 'log')).some((r) => r.late), 45_000);
     expect(await readLog(t.db.pool, 'log')).toEqual([
       { position: held.position + 1, applied: 1, late: false },
       { position: held.position, applied: 1, late: true },

@@ -115,6 +115,38 @@ export class ReadNameTakenError extends ProjectionRunnerError {
   }
 }
 
+/**
+ * A version's schema exists and the runner did not create it (an application's schema of the same name): the runner
+ * never builds into a schema it did not create, nor moves a first version's relations into one. Nothing changed.
+ */
+export class VersionSchemaTakenError extends ProjectionRunnerError {
+  constructor(
+    readonly projection: string,
+    readonly schema: string,
+    purpose: string,
+  ) {
+    super(
+      `cannot build "${projection}": schema "${schema}" (${purpose}) exists and was not created by the runner; rename or drop that schema, or give the module a version whose schema is free (nothing was changed)`,
+    );
+  }
+}
+
+/**
+ * `drop --version N` would delete objects outside the version's schema that depend on it (an application's view, a
+ * foreign key): refused, listing them, unless the operator names the cascade (`--cascade`). Nothing changed.
+ */
+export class VersionDependentsError extends ProjectionRunnerError {
+  constructor(
+    readonly projection: string,
+    readonly schema: string,
+    readonly dependents: string[],
+  ) {
+    super(
+      `${projection}: objects outside schema "${schema}" depend on it and would be dropped with it: ${dependents.join('; ')}; drop or change them first, or pass --cascade to drop them too (nothing was changed)`,
+    );
+  }
+}
+
 /** The checkpoint moved under us: another instance owns the projection now. */
 export class OwnershipLostError extends ProjectionRunnerError {
   constructor(readonly projection: string) {

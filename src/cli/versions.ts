@@ -1,13 +1,14 @@
 import type { Command } from 'commander';
 import type pg from 'pg';
 import { storeNames, type StoreNames } from '../db/identifiers.js';
-import { UsageError, VersionRequestError } from '../errors.js';
+import { UsageError, VersionDependentsError, VersionRequestError } from '../errors.js';
 import { createLogger } from '../logger.js';
 import type { Runner } from '../runner/runner.js';
 import { sleep } from '../shared/time.js';
 import { prepareStore } from '../sources/prepare.js';
 import { moduleVersion, type Build } from '../versions/builds.js';
-import { dropVersion, readBuilds, requestRebuild, requestSwitch } from '../versions/builds-sql.js';
+import { describeDrop, dropVersion, readBuilds, requestRebuild, requestSwitch } from '../versions/builds-sql.js';
+import type { SchemaDrop } from '../versions/schemas.js';
 import { withDatabasePool } from './database.js';
 import {
   addSettings,
@@ -66,29 +67,48 @@ export function registerVersions(program: Command): void {
   addSettings(
     program
       .command('drop')
-      .description('delete a kept version of a projection: its schema, tables and checkpoint')
+      .description('delete a kept version of a projection: the schema the runner created for it, its tables and checkpoint')
       .argument('<name>', 'projection name')
       .addOption(versionOption('the kept version to drop').makeOptionMandatory())
+      .option('--cascade', 'also drop the objects outside the version that depend on it (listed when refused without it)')
       .option('--yes', 'do not ask for confirmation (required without a terminal)'),
     CONNECTION_SETTINGS,
   ).action(async (name: string, options) => {
     const config = configFrom(options);
     const version = options.version as number;
-    if (!options.yes) {
-      if (!process.stdin.isTTY) throw new UsageError('no terminal to confirm on: pass --yes to drop without asking');
-      if (!(await confirm(`Drop version ${version} of "${name}"? Its schema and tables are deleted.`))) {
-        process.stderr.write('drop cancelled\n');
-        return;
-      }
-    }
+    const cascade = options.cascade === true;
     const log = createLogger(config.logLevel === 'info' ? 'warn' : config.logLevel);
     await withDatabasePool(config.databaseUrl, 'drop', log, async (pool) => {
       const names = storeNames(config);
       await prepareStore(pool, names);
-      const build = await dropVersion(pool, names, name, version);
-      process.stdout.write(`dropped version ${version} of ${name}${build.schema ? ` (schema ${build.schema})` : ''}\n`);
+      // What will be dropped, refused before asking when it reaches outside the version without --cascade; the drop
+      // checks it again in its transaction (dropVersionSchema).
+      const planned = await describeDrop(pool, names, name, version);
+      if (planned.kind === 'ours' && planned.dependents.length > 0 && !cascade) {
+        throw new VersionDependentsError(name, planned.schema, planned.dependents);
+      }
+      if (!options.yes) {
+        if (!process.stdin.isTTY) throw new UsageError('no terminal to confirm on: pass --yes to drop without asking');
+        if (!(await confirm(`Drop version ${version} of "${name}"? ${dropSummary(planned)}`))) {
+          process.stderr.write('drop cancelled\n');
+          return;
+        }
+      }
+      const { dropped } = await dropVersion(pool, names, name, version, { cascade });
+      process.stdout.write(`dropped version ${version} of ${name}: ${dropSummary(dropped)}\n`);
     });
   });
+}
+
+/** What a drop removes, in words: the prompt's and the report's (the same description, before and after). */
+export function dropSummary(drop: SchemaDrop): string {
+  const bookkeeping = 'its checkpoint and bookkeeping';
+  if (drop.kind === 'none') return `${drop.schema ? `no schema ${drop.schema} to delete; ` : ''}${bookkeeping}`;
+  if (drop.kind === 'not-ours') {
+    return `${bookkeeping}; schema ${drop.schema} stays: the runner did not create it (or created it before recording its schemas), drop it yourself once you have checked its contents`;
+  }
+  const outside = drop.dependents.length > 0 ? `, and outside it (--cascade): ${drop.dependents.join(', ')}` : '';
+  return `schema ${drop.schema} and everything in it (${drop.objects.join(', ') || 'nothing'})${outside}; ${bookkeeping}`;
 }
 
 /**

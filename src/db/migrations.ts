@@ -458,6 +458,17 @@ export const migrations: Migration[] = [
   `,
   },
   {
+    version: 9,
+    name: 'version schemas the runner created',
+    // A build's schema is the runner's only when the runner created it (a plain CREATE SCHEMA in the transaction that
+    // records the build, or in the switch that moves the first build's relations): its oid is kept here, so `drop`
+    // removes a schema only when it is that very schema, never an application's schema of the same name. Builds
+    // recorded before this column have none: `drop` leaves their schema in place and says so.
+    runner: ({ q }) => `
+    ALTER TABLE ${q.builds} ADD COLUMN schema_oid oid;
+  `,
+  },
+  {
     version: 11,
     name: 'event types on checkpoints',
     // The projection's event-type filter beside its checkpoint (NULL: every type), written when its projector starts:

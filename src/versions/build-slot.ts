@@ -180,7 +180,7 @@ export function buildCheckSql(names: StoreNames, slot: string, expected: string,
 
 /**
  * The module as the projector runs it for `build`: named by the build's slot (its checkpoint, leases, metrics), with
- * `setup` creating the build's schema and running in it. Handlers and a replay's `reset` run in transactions scoped by
+ * `setup` running in the build's schema (created with the build's row: schemas.ts createVersionSchema). Handlers and a replay's `reset` run in transactions scoped by
  * scopeSql/enter. The first build, in place, is the module itself.
  */
 export function scopedProjection(module: Projection, build: Build): Projection {
@@ -191,7 +191,6 @@ export function scopedProjection(module: Projection, build: Build): Projection {
     name: build.slot,
     async setup(db: pg.ClientBase) {
       if (schema === null) return module.setup?.call(scoped, db);
-      await db.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdentifier(schema)}`);
       await db.query(`SELECT ${searchPathSql(schema, false)}`);
       try {
         await module.setup?.call(scoped, db);

@@ -1,9 +1,10 @@
 import type pg from 'pg';
 import { withTransaction } from '../db/connection.js';
-import { quoteIdentifier, type StoreNames } from '../db/identifiers.js';
+import { type StoreNames } from '../db/identifiers.js';
 import { VersionRequestError } from '../errors.js';
 import type { Projection, SwitchMode } from '../projection/projection.js';
-import { planBuild, planRebuild, type Build, type NewBuild } from './builds.js';
+import { buildSchema, planBuild, planRebuild, type Build, type NewBuild } from './builds.js';
+import { assertSchemaFree, createVersionSchema, dropVersionSchema, readSchemaDrop, type SchemaDrop } from './schemas.js';
 
 /** All the SQL of projection_builds: reading, creating, the operators' requests (rebuild, switch, drop). */
 
@@ -58,12 +59,25 @@ export async function lockBuilds(tx: pg.ClientBase, names: StoreNames): Promise<
   await tx.query('SELECT pg_advisory_xact_lock(hashtext($1), 0)', [`${names.schema}.${names.table}:builds`]);
 }
 
-async function insertBuild(tx: pg.ClientBase, names: StoreNames, build: NewBuild): Promise<void> {
+/**
+ * Records a new build and, for a later one, creates its schema (createVersionSchema: refused when a schema of that name
+ * exists). A live first build still in place will have its relations moved into `name_v<its version>` by the switch
+ * to this one: that schema must be free too, checked now so that a build is never started towards a switch that
+ * cannot happen.
+ */
+async function insertBuild(tx: pg.ClientBase, names: StoreNames, build: NewBuild, builds: Build[]): Promise<void> {
   await tx.query(
     `INSERT INTO ${names.q.builds} (slot, projection, version, code_version, schema_name, role, switch_mode, target)
      VALUES ($1, $2, $3, $4, $5, $6, $7, (SELECT position FROM ${names.q.highWater}))`,
     [build.slot, build.projection, build.version, build.codeVersion, build.schema, build.role, build.switchMode],
   );
+  if (build.schema === null) return;
+  await createVersionSchema(tx, names, build, build.schema, `the schema of version ${build.version}`);
+  const inPlace = builds.find((b) => b.projection === build.projection && b.role === 'live' && b.schema === null);
+  if (inPlace) {
+    const schema = buildSchema(build.projection, inPlace.version);
+    await assertSchemaFree(tx, build.projection, schema, `where the switch moves version ${inPlace.version}'s tables`);
+  }
 }
 
 /** Wakes every instance's ownership loop (it reads the builds again): the channel replay requests use. */
@@ -93,7 +107,7 @@ export async function syncBuilds(
         await tx.query(`UPDATE ${names.q.builds} SET role = 'kept' WHERE slot = $1`, [plan.supersedes]);
         outcome.superseded.push(plan.supersedes);
       }
-      await insertBuild(tx, names, plan.build);
+      await insertBuild(tx, names, plan.build, builds);
       outcome.created.push(plan.build);
       if (plan.build.role === 'building') await announce(tx, names, projection.name);
     }
@@ -105,8 +119,9 @@ export async function syncBuilds(
 export async function requestRebuild(pool: pg.Pool, names: StoreNames, projection: string, switchMode: SwitchMode): Promise<NewBuild> {
   return withTransaction(pool, async (tx) => {
     await lockBuilds(tx, names);
-    const build = planRebuild(projection, await readBuilds(tx, names, projection), switchMode);
-    await insertBuild(tx, names, build);
+    const builds = await readBuilds(tx, names, projection);
+    const build = planRebuild(projection, builds, switchMode);
+    await insertBuild(tx, names, build, builds);
     await announce(tx, names, projection);
     return build;
   });
@@ -146,19 +161,43 @@ export async function requestSwitch(pool: pg.Pool, names: StoreNames, projection
   });
 }
 
+/** A kept build of `projection`, for `drop`: anything else is refused (VersionRequestError). */
+function droppable(builds: Build[], projection: string, version: number): Build {
+  const build = builds.find((b) => b.version === version);
+  if (!build) throw new VersionRequestError(projection, `there is no version ${version} (versions: ${describeVersions(builds)})`);
+  if (build.role !== 'kept') {
+    throw new VersionRequestError(projection, `version ${version} is ${build.role}: only a kept version can be dropped`);
+  }
+  return build;
+}
+
+/** What `drop NAME --version N` would remove, for its prompt (dropVersion reads it again in its transaction). */
+export async function describeDrop(pool: pg.Pool, names: StoreNames, projection: string, version: number): Promise<SchemaDrop> {
+  const build = droppable(await readBuilds(pool, names, projection), projection, version);
+  const client = await pool.connect();
+  try {
+    return await readSchemaDrop(client, names, build.slot, build.schema);
+  } finally {
+    client.release();
+  }
+}
+
 /**
- * `drop NAME --version N`: a kept build's schema (with its tables), checkpoint and bookkeeping, in one transaction.
- * The live and the building build are refused.
+ * `drop NAME --version N`: a kept build's schema (only when the runner created it, with what depends on it from
+ * outside only with `cascade`: dropVersionSchema), checkpoint and bookkeeping, in one transaction. The live and the
+ * building build are refused.
  */
-export async function dropVersion(pool: pg.Pool, names: StoreNames, projection: string, version: number): Promise<Build> {
+export async function dropVersion(
+  pool: pg.Pool,
+  names: StoreNames,
+  projection: string,
+  version: number,
+  options: { cascade?: boolean } = {},
+): Promise<{ build: Build; dropped: SchemaDrop }> {
   return withTransaction(pool, async (tx) => {
     await lockBuilds(tx, names);
-    const build = (await readBuilds(tx, names, projection, true)).find((b) => b.version === version);
-    if (!build) throw new VersionRequestError(projection, `there is no version ${version}`);
-    if (build.role !== 'kept') {
-      throw new VersionRequestError(projection, `version ${version} is ${build.role}: only a kept version can be dropped`);
-    }
-    if (build.schema) await tx.query(`DROP SCHEMA IF EXISTS ${quoteIdentifier(build.schema)} CASCADE`);
+    const build = droppable(await readBuilds(tx, names, projection, true), projection, version);
+    const dropped = await dropVersionSchema(tx, names, build, options.cascade ?? false);
     const q = names.q;
     for (const [table, column] of [
       [q.checkpoints, 'name'],
@@ -172,7 +211,7 @@ export async function dropVersion(pool: pg.Pool, names: StoreNames, projection: 
       await tx.query(`DELETE FROM ${table} WHERE ${column} = $1`, [build.slot]);
     }
     await announce(tx, names, projection);
-    return build;
+    return { build, dropped };
   });
 }
 

@@ -139,7 +139,10 @@ export interface SwitchPlan {
   statements: SwitchStep[];
   /** The views the application reads after the switch. */
   views: string[];
-  /** Where the previous build's tables went, when it was in place (its new schema); undefined: it stays where it is. */
+  /**
+   * Where the previous build's tables go, when it was in place: its new schema, which the switch creates before the
+   * statements (createVersionSchema: the runner's, never an existing one); undefined: it stays where it is.
+   */
   movedTo: string | undefined;
 }
 
@@ -183,7 +186,6 @@ export function switchStatements(input: {
   const nextSchema = input.nextSchema;
   const views = nextSchema === null ? [] : input.nextRelations;
   const ours = input.existing.filter((r) => r.ours).map((r) => r.name);
-  if (movedTo) statements.push({ sql: `CREATE SCHEMA IF NOT EXISTS ${quote(movedTo)}` });
   for (const name of moving)
     statements.push({ sql: `ALTER ${MOVABLE[existing.get(name)!.kind]} ${read(name)} SET SCHEMA ${quote(movedTo!)}` });
   // A view of ours the next build no longer has goes; one it keeps is replaced in place (its grants and the

@@ -2,10 +2,11 @@ import type pg from 'pg';
 import type { Logger } from 'pino';
 import { withTransaction } from '../db/connection.js';
 import { quoteIdentifier, type StoreNames } from '../db/identifiers.js';
-import { ReadNameTakenError } from '../errors.js';
+import { ReadNameTakenError, VersionSchemaTakenError } from '../errors.js';
 import { switchStatements, type ReadRelation, type SwitchStep } from './builds.js';
 import { sleep } from '../shared/time.js';
 import { lockBuilds, readBuilds } from './builds-sql.js';
+import { createVersionSchema } from './schemas.js';
 
 /**
  * How long a switch tries for its locks before it gives up and is tried again after the next batch: each wait for a
@@ -74,6 +75,9 @@ export async function switchToBuild(
         quote: quoteIdentifier,
         nameTaken: (relation) => new ReadNameTakenError(projection, relation),
       });
+      if (plan.movedTo && previous) {
+        await createVersionSchema(tx, names, previous, plan.movedTo, `where the switch moves version ${previous.version}'s tables`);
+      }
       await lockAll(tx, plan.locks);
       for (const step of plan.statements) await run(tx, step);
       await tx.query(`DELETE FROM ${names.q.readViews} WHERE projection = $1`, [projection]);
@@ -82,10 +86,7 @@ export async function switchToBuild(
         [readSchema, projection, plan.views],
       );
       if (previous) {
-        await tx.query(`UPDATE ${names.q.builds} SET role = 'kept', schema_name = coalesce($2, schema_name) WHERE slot = $1`, [
-          previous.slot,
-          plan.movedTo ?? null,
-        ]);
+        await tx.query(`UPDATE ${names.q.builds} SET role = 'kept' WHERE slot = $1`, [previous.slot]);
       }
       await tx.query(`UPDATE ${names.q.builds} SET role = 'live', switched_at = now(), switch_error = NULL WHERE slot = $1`, [slot]);
       await tx.query('SELECT pg_notify($1, $2)', [names.replayChannel, projection]);
@@ -93,9 +94,11 @@ export async function switchToBuild(
     });
   } catch (error) {
     // 55P03: a lock not granted within the timeout (a long reader, a long batch); 40P01: a deadlock, same remedy;
-    // 2BP01: an object of the application depends on a view the switch must drop (its columns changed).
+    // 2BP01: an object of the application depends on a view the switch must drop (its columns changed); a name or
+    // a schema taken by the application: the operator's to free, the reason shown meanwhile.
     const code = (error as { code?: string }).code;
-    if (!(error instanceof ReadNameTakenError) && !['55P03', '40P01', '2BP01'].includes(code ?? '')) throw error;
+    const postponed = error instanceof ReadNameTakenError || error instanceof VersionSchemaTakenError;
+    if (!postponed && !['55P03', '40P01', '2BP01'].includes(code ?? '')) throw error;
     const reason = error instanceof Error ? error.message : String(error);
     log.warn({ slot, reason }, 'switch postponed: trying again after the next batch');
     await pool.query(`UPDATE ${names.q.builds} SET switch_error = $2 WHERE slot = $1`, [slot, reason]).catch(() => {});

@@ -80,7 +80,6 @@ describe('switchStatements', () => {
       ],
     });
     expect(plan.statements.map((s) => s.sql)).toEqual([
-      'CREATE SCHEMA IF NOT EXISTS "p_v1"',
       'ALTER TABLE "public"."balances" SET SCHEMA "p_v1"',
       'ALTER TABLE "public"."totals" SET SCHEMA "p_v1"',
       'CREATE VIEW "public"."balances" AS SELECT * FROM "p_v2"."balances"',
@@ -109,7 +108,6 @@ describe('switchStatements', () => {
       ],
     });
     expect(plan.statements.map((s) => s.sql)).toEqual([
-      'CREATE SCHEMA IF NOT EXISTS "p_v1"',
       'ALTER TABLE "public"."balances" SET SCHEMA "p_v1"',
       'ALTER TABLE "public"."entries" SET SCHEMA "p_v1"',
       'ALTER TABLE "public"."entries_rest" SET SCHEMA "p_v1"',

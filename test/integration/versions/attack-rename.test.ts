@@ -58,7 +58,7 @@ describe('attack: a new version with renamed tables', () => {
     const next = await startRunner(db, { projections: [acct(2)] });
     await waitFor('v2 live', async () => (await roles()) === '1:kept,2:live');
     await old.stop();
-    const build = await dropVersion(db.pool, names, 'acct', 1);
+    const { build } = await dropVersion(db.pool, names, 'acct', 1);
     const left = await where('balances');
     await next.stop();
     expect(build.schema).toBe('acct_v1');

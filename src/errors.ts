@@ -116,6 +116,27 @@ export class ReadNameTakenError extends ProjectionRunnerError {
 }
 
 /**
+ * A switch would give transactions whose snapshot predates the new version's data (REPEATABLE READ or SERIALIZABLE
+ * ones, their snapshot taken before the switch, the read names not read yet) the new version's tables, which that
+ * snapshot sees empty or partly built: postponed until they end. `sessions`: their pids and when their transaction
+ * began (null: hidden from a role without pg_read_all_stats).
+ */
+export class OldSnapshotsError extends ProjectionRunnerError {
+  constructor(
+    readonly projection: string,
+    readonly sessions: Array<{ pid: number; since: string | null }>,
+  ) {
+    const listed = sessions
+      .slice(0, 5)
+      .map((s) => `pid ${s.pid}${s.since ? ` since ${s.since}` : ''}`)
+      .join(', ');
+    super(
+      `cannot switch "${projection}" yet: ${sessions.length} transaction(s) hold a snapshot older than the new version's data (${listed}${sessions.length > 5 ? ', …' : ''}), in which the new version's tables would look empty; the switch is tried again after the next batch`,
+    );
+  }
+}
+
+/**
  * A version's schema exists and the runner did not create it (an application's schema of the same name): the runner
  * never builds into a schema it did not create, nor moves a first version's relations into one. Nothing changed.
  */

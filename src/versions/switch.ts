@@ -2,18 +2,13 @@ import type pg from 'pg';
 import type { Logger } from 'pino';
 import { withTransaction } from '../db/connection.js';
 import { quoteIdentifier, type StoreNames } from '../db/identifiers.js';
-import { ReadNameTakenError, VersionSchemaTakenError } from '../errors.js';
+import { OldSnapshotsError, ReadNameTakenError, VersionSchemaTakenError } from '../errors.js';
 import { switchStatements, type ReadRelation, type SwitchStep } from './builds.js';
-import { sleep } from '../shared/time.js';
 import { lockBuilds, readBuilds } from './builds-sql.js';
 import { createVersionSchema } from './schemas.js';
+import { awaitNewerSnapshots, lockAll, snapshotHorizon, SWITCH_LOCK_TIMEOUT_MS } from './switch-waits.js';
 
-/**
- * How long a switch tries for its locks before it gives up and is tried again after the next batch: each wait for a
- * builds row (a batch of either build in flight), and the budget for taking all the read names at once NOWAIT (an
- * application transaction reading them), so readers never queue behind a waiting switch (lockAll).
- */
-export const SWITCH_LOCK_TIMEOUT_MS = 500;
+export { SWITCH_LOCK_TIMEOUT_MS } from './switch-waits.js';
 
 export type SwitchOutcome = { switched: true; views: string[] } | { switched: false; reason: string };
 
@@ -25,11 +20,13 @@ export type SwitchOutcome = { switched: true; views: string[] } | { switched: fa
  * 2. the new build catches up with the live one's checkpoint, frozen now (`catchUpTo`: its own batches, in
  *    transactions of their own): a reader never sees a balance go back. Without the freeze, under a steady stream of
  *    appends the live build was nearly always a batch ahead when compared, and the switch never came;
- * 3. the new build's row is locked too, and the read names become views over its relations (switchStatements): a
- *    reader sees the old read model or the new one, never a mix (it holds its views until its transaction ends, and
- *    the switch needs them all);
- * 4. roles: the new build live, the previous one kept (no longer updated); the instances are told (NOTIFY).
- * Anything in the way (a lock not granted in time, a name taken) rolls it all back; the reason is recorded in the
+ * 3. the new build's row is locked too; the switch waits (bounded, holding no lock a reader needs) until no other
+ *    transaction holds a snapshot older than the new build's data (awaitNewerSnapshots): one under REPEATABLE READ or
+ *    SERIALIZABLE that reads the names only after the switch would read the new tables with it, and find them empty;
+ * 4. the read names become views over its relations (switchStatements): a reader sees the old read model or the new
+ *    one, never a mix (it holds its views until its transaction ends, and the switch needs them all);
+ * 5. roles: the new build live, the previous one kept (no longer updated); the instances are told (NOTIFY).
+ * Anything in the way (a lock not granted in time, an old snapshot still held, a name or a schema taken) rolls it all back; the reason is recorded in the
  * build's switch_error and the projector tries again after its next batch.
  */
 export async function switchToBuild(
@@ -62,6 +59,9 @@ export async function switchToBuild(
       if (!own || own.lateSeenId < live.lateSeenId)
         return { switched: false, reason: 'late deliveries the live version applied are pending here' };
       await lockBuildRow(tx, names, slot);
+      // The new version's data is final now (caught up and committed; the live version frozen): a snapshot taken
+      // from here on sees it, an older one may see its tables empty.
+      const horizon = await snapshotHorizon(tx);
 
       const readSchema = (await tx.query<{ s: string }>('SELECT current_schema() AS s')).rows[0]!.s;
       const nextRelations = next.schema === null ? [] : await relationsIn(tx, next.schema);
@@ -75,6 +75,7 @@ export async function switchToBuild(
         quote: quoteIdentifier,
         nameTaken: (relation) => new ReadNameTakenError(projection, relation),
       });
+      await awaitNewerSnapshots(tx, projection, horizon);
       if (plan.movedTo && previous) {
         await createVersionSchema(tx, names, previous, plan.movedTo, `where the switch moves version ${previous.version}'s tables`);
       }
@@ -97,35 +98,12 @@ export async function switchToBuild(
     // 2BP01: an object of the application depends on a view the switch must drop (its columns changed); a name or
     // a schema taken by the application: the operator's to free, the reason shown meanwhile.
     const code = (error as { code?: string }).code;
-    const postponed = error instanceof ReadNameTakenError || error instanceof VersionSchemaTakenError;
+    const postponed = [ReadNameTakenError, VersionSchemaTakenError, OldSnapshotsError].some((type) => error instanceof type);
     if (!postponed && !['55P03', '40P01', '2BP01'].includes(code ?? '')) throw error;
     const reason = error instanceof Error ? error.message : String(error);
     log.warn({ slot, reason }, 'switch postponed: trying again after the next batch');
     await pool.query(`UPDATE ${names.q.builds} SET switch_error = $2 WHERE slot = $1`, [slot, reason]).catch(() => {});
     return { switched: false, reason };
-  }
-}
-
-/**
- * The read names the switch changes, locked ACCESS EXCLUSIVE all at once and without queueing (NOWAIT), tried again
- * every few milliseconds within SWITCH_LOCK_TIMEOUT_MS: a reader never waits behind a switch that is itself waiting
- * (lock_timeout bounds each wait, not their sum, and readers queue behind a waiting lock). Then the DDL waits for
- * nothing. Past the budget: 55P03, the switch is postponed.
- */
-async function lockAll(tx: pg.ClientBase, relations: string[]): Promise<void> {
-  if (relations.length === 0) return;
-  const deadline = Date.now() + SWITCH_LOCK_TIMEOUT_MS;
-  for (;;) {
-    await tx.query('SAVEPOINT pr_switch_locks');
-    try {
-      await tx.query(`LOCK TABLE ${relations.join(', ')} IN ACCESS EXCLUSIVE MODE NOWAIT`);
-      await tx.query('RELEASE SAVEPOINT pr_switch_locks');
-      return;
-    } catch (error) {
-      await tx.query('ROLLBACK TO SAVEPOINT pr_switch_locks');
-      if ((error as { code?: string }).code !== '55P03' || Date.now() > deadline) throw error;
-      await sleep(5);
-    }
   }
 }
 

@@ -86,7 +86,9 @@ describe("issue 26 item 2: a version's schema that is not the runner's", () => {
     const cascaded = await runCli(['drop', 'acct', '--version', '1', '--yes', '--cascade'], { DATABASE_URL: db.url });
     expect(cascaded.stderr).toBe('');
     expect(cascaded.code).toBe(0);
-    expect(cascaded.stdout).toContain('schema acct_v1 and everything in it (table acct_v1.balances), and outside it (--cascade): view report');
+    expect(cascaded.stdout).toContain(
+      'schema acct_v1 and everything in it (table acct_v1.balances), and outside it (--cascade): view report',
+    );
     expect(await roles()).toBe('2:live');
     expect(await relation('public.report')).toBeNull();
     expect(await relation('acct_v1.balances')).toBeNull();

@@ -1,0 +1,85 @@
+import type pg from 'pg';
+import { OldSnapshotsError } from '../errors.js';
+import { sleep } from '../shared/time.js';
+
+/**
+ * What a switch waits for, each bounded by SWITCH_LOCK_TIMEOUT_MS and none of it while holding a lock a reader would
+ * queue behind: the transactions whose snapshot predates the new version's data to end (awaitNewerSnapshots), then
+ * the read names, all at once, without queueing (lockAll). Past the budget the switch is postponed (rolled back, the
+ * reason recorded) and tried again after the next batch.
+ */
+
+/**
+ * How long a switch tries for what it needs before it gives up and is tried again after the next batch: each wait for
+ * a builds row (a batch of either build in flight), the wait for older snapshots, and the budget for taking all the
+ * read names at once NOWAIT (an application transaction reading them).
+ */
+export const SWITCH_LOCK_TIMEOUT_MS = 500;
+
+/**
+ * Other sessions of this database that may hold a snapshot taken before `$1` (a time after the new version's last
+ * commit before the switch): a snapshot held (backend_xmin) in a transaction that began before then, or whose start
+ * is hidden from us (a role without pg_read_all_stats). Such a transaction, under REPEATABLE READ or SERIALIZABLE,
+ * may resolve the read names only after the switch, to the new version's tables, and read them with its old snapshot:
+ * empty or partly built. A session waiting for this switch's own locks (a batch of the live version at the builds
+ * row) is left out: it waits for the switch, and stops before reading once it is over (BuildRetiredError).
+ *
+ * Compared by time rather than by transaction ids: the switch's own transaction id, older than the new version's last
+ * commits, holds every other snapshot's xmin below them for as long as it runs, so no xmin could ever pass them.
+ */
+const OLDER_SNAPSHOTS_SQL = `
+  SELECT a.pid, a.xact_start::text AS since
+    FROM pg_stat_activity a
+   WHERE a.datid = (SELECT oid FROM pg_database WHERE datname = current_database())
+     AND a.pid <> pg_backend_pid()
+     AND coalesce(a.backend_type, 'client backend') = 'client backend'
+     AND a.backend_xmin IS NOT NULL
+     AND (a.xact_start IS NULL OR a.xact_start < $1::timestamptz)
+     AND NOT pg_backend_pid() = ANY (pg_blocking_pids(a.pid))
+   ORDER BY a.xact_start NULLS FIRST, a.pid`;
+
+/**
+ * The time after which every snapshot taken sees the new version's data as the switch leaves it: read once that
+ * data is final (the new version caught up, in transactions of their own, now committed), on the server's clock,
+ * the one pg_stat_activity's xact_start is read from.
+ */
+export async function snapshotHorizon(tx: pg.ClientBase): Promise<string> {
+  return (await tx.query<{ now: string }>('SELECT clock_timestamp()::text AS now')).rows[0]!.now;
+}
+
+/**
+ * Waits, polling every few milliseconds within SWITCH_LOCK_TIMEOUT_MS, until no other session holds a snapshot that
+ * may be older than `horizon` (OLDER_SNAPSHOTS_SQL); past the budget, OldSnapshotsError names them.
+ */
+export async function awaitNewerSnapshots(tx: pg.ClientBase, projection: string, horizon: string): Promise<void> {
+  const deadline = Date.now() + SWITCH_LOCK_TIMEOUT_MS;
+  for (;;) {
+    const { rows } = await tx.query<{ pid: number; since: string | null }>(OLDER_SNAPSHOTS_SQL, [horizon]);
+    if (rows.length === 0) return;
+    if (Date.now() > deadline) throw new OldSnapshotsError(projection, rows);
+    await sleep(5);
+  }
+}
+
+/**
+ * The read names the switch changes, locked ACCESS EXCLUSIVE all at once and without queueing (NOWAIT), tried again
+ * every few milliseconds within SWITCH_LOCK_TIMEOUT_MS: a reader never waits behind a switch that is itself waiting
+ * (lock_timeout bounds each wait, not their sum, and readers queue behind a waiting lock). Then the DDL waits for
+ * nothing. Past the budget: 55P03, the switch is postponed.
+ */
+export async function lockAll(tx: pg.ClientBase, relations: string[]): Promise<void> {
+  if (relations.length === 0) return;
+  const deadline = Date.now() + SWITCH_LOCK_TIMEOUT_MS;
+  for (;;) {
+    await tx.query('SAVEPOINT pr_switch_locks');
+    try {
+      await tx.query(`LOCK TABLE ${relations.join(', ')} IN ACCESS EXCLUSIVE MODE NOWAIT`);
+      await tx.query('RELEASE SAVEPOINT pr_switch_locks');
+      return;
+    } catch (error) {
+      await tx.query('ROLLBACK TO SAVEPOINT pr_switch_locks');
+      if ((error as { code?: string }).code !== '55P03' || Date.now() > deadline) throw error;
+      await sleep(5);
+    }
+  }
+}

@@ -133,9 +133,18 @@ export interface SwitchStep {
   orElse?: string[];
 }
 
+/** A relation LOCK TABLE refuses (materialized view, sequence, foreign table), taken by a statement that changes nothing. */
+export interface GuardedRelation {
+  relation: string;
+  /** Its ALTER keyword: `ALTER <alter> <relation> OWNER TO <its owner>` takes the lock its move needs. */
+  alter: string;
+}
+
 export interface SwitchPlan {
   /** The relations in the read schema the statements change (tables and views), locked all at once first. */
   locks: string[];
+  /** The other relations the statements change (moved ones that LOCK TABLE refuses): taken with them (lockAll). */
+  guarded: GuardedRelation[];
   statements: SwitchStep[];
   /** The views the application reads after the switch. */
   views: string[];
@@ -199,7 +208,13 @@ export function switchStatements(input: {
         : { sql: `CREATE ${create}` },
     );
   }
+  // Every relation a statement changes is taken before the first one runs, so no ALTER waits with readers queueing
+  // behind it; PostgreSQL's LOCK TABLE takes tables and views only.
+  const changed = [...new Set([...moving, ...ours])];
   const lockable = (name: string) => ['r', 'p', 'v'].includes(existing.get(name)?.kind ?? '');
-  const locks = [...new Set([...moving, ...ours])].filter(lockable).map(read);
-  return { locks, statements, views, movedTo };
+  const locks = changed.filter(lockable).map(read);
+  const guarded = changed
+    .filter((name) => !lockable(name))
+    .map((name) => ({ relation: read(name), alter: MOVABLE[existing.get(name)!.kind]! }));
+  return { locks, guarded, statements, views, movedTo };
 }

@@ -1,6 +1,7 @@
 import type pg from 'pg';
 import { OldSnapshotsError } from '../errors.js';
 import { sleep } from '../shared/time.js';
+import type { GuardedRelation } from './builds.js';
 
 /**
  * What a switch waits for, each bounded by SWITCH_LOCK_TIMEOUT_MS and none of it while holding a lock a reader would
@@ -62,18 +63,24 @@ export async function awaitNewerSnapshots(tx: pg.ClientBase, projection: string,
 }
 
 /**
- * The read names the switch changes, locked ACCESS EXCLUSIVE all at once and without queueing (NOWAIT), tried again
- * every few milliseconds within SWITCH_LOCK_TIMEOUT_MS: a reader never waits behind a switch that is itself waiting
- * (lock_timeout bounds each wait, not their sum, and readers queue behind a waiting lock). Then the DDL waits for
- * nothing. Past the budget: 55P03, the switch is postponed.
+ * The relations the switch changes, taken ACCESS EXCLUSIVE all at once and without queueing, tried again every few
+ * milliseconds within SWITCH_LOCK_TIMEOUT_MS: a reader never waits behind a switch that is itself waiting (lock_timeout
+ * bounds each wait, not their sum, and readers queue behind a waiting lock). Then the DDL waits for nothing. Past the
+ * budget: 55P03, the switch is postponed.
+ *
+ * Tables and views (`locks`) with LOCK TABLE … NOWAIT. PostgreSQL refuses LOCK on materialized views, sequences and
+ * foreign tables (`guarded`): each is taken by a statement that changes nothing (ALTER … OWNER TO its owner), tried
+ * only when pg_locks shows no other session holding or awaiting a lock on it, under a lock_timeout of 1 ms, the
+ * least PostgreSQL has: a reader arriving in the instant between the look and the statement waits at most that.
  */
-export async function lockAll(tx: pg.ClientBase, relations: string[]): Promise<void> {
-  if (relations.length === 0) return;
+export async function lockAll(tx: pg.ClientBase, relations: string[], guarded: GuardedRelation[] = []): Promise<void> {
+  if (relations.length === 0 && guarded.length === 0) return;
   const deadline = Date.now() + SWITCH_LOCK_TIMEOUT_MS;
   for (;;) {
     await tx.query('SAVEPOINT pr_switch_locks');
     try {
-      await tx.query(`LOCK TABLE ${relations.join(', ')} IN ACCESS EXCLUSIVE MODE NOWAIT`);
+      if (relations.length > 0) await tx.query(`LOCK TABLE ${relations.join(', ')} IN ACCESS EXCLUSIVE MODE NOWAIT`);
+      await takeGuarded(tx, guarded);
       await tx.query('RELEASE SAVEPOINT pr_switch_locks');
       return;
     } catch (error) {
@@ -82,4 +89,24 @@ export async function lockAll(tx: pg.ClientBase, relations: string[]): Promise<v
       await sleep(5);
     }
   }
+}
+
+/** The guarded relations of lockAll, in its savepoint: 55P03 when one is in use (its lock_timeout rolls back with it). */
+async function takeGuarded(tx: pg.ClientBase, guarded: GuardedRelation[]): Promise<void> {
+  if (guarded.length === 0) return;
+  const { rows } = await tx.query<{ relation: string; owner: string; busy: boolean }>(
+    `SELECT g.relation, quote_ident(pg_get_userbyid(c.relowner)) AS owner,
+            EXISTS (SELECT 1 FROM pg_locks l
+                     WHERE l.locktype = 'relation' AND l.relation = c.oid AND l.pid IS DISTINCT FROM pg_backend_pid()
+                       AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())) AS busy
+       FROM unnest($1::text[]) AS g(relation) JOIN pg_class c ON c.oid = g.relation::regclass`,
+    [guarded.map((g) => g.relation)],
+  );
+  const busy = rows.find((r) => r.busy);
+  if (busy) throw Object.assign(new Error(`could not obtain lock on relation ${busy.relation}: in use`), { code: '55P03' });
+  await tx.query(`SET LOCAL lock_timeout = 1`);
+  for (const { relation, alter } of guarded) {
+    await tx.query(`ALTER ${alter} ${relation} OWNER TO ${rows.find((r) => r.relation === relation)!.owner}`);
+  }
+  await tx.query(`SET LOCAL lock_timeout = ${SWITCH_LOCK_TIMEOUT_MS}`);
 }

@@ -79,7 +79,7 @@ export async function switchToBuild(
       if (plan.movedTo && previous) {
         await createVersionSchema(tx, names, previous, plan.movedTo, `where the switch moves version ${previous.version}'s tables`);
       }
-      await lockAll(tx, plan.locks);
+      await lockAll(tx, plan.locks, plan.guarded);
       for (const step of plan.statements) await run(tx, step);
       await tx.query(`DELETE FROM ${names.q.readViews} WHERE projection = $1`, [projection]);
       await tx.query(

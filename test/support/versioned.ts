@@ -40,6 +40,24 @@ export function versionedBalances(
   });
 }
 
+/**
+ * Entry numbers from a sequence the setup creates (not OWNED BY a column: shared by the handler's nextval): `entries`
+ * (no, account, version) and the sequence `entry_no`, the relations a switch away from the first version moves.
+ */
+export function numberedEntries(version: number, name = 'journal'): Projection {
+  return defineProjection({
+    name,
+    version,
+    async setup(db) {
+      await db.query(`CREATE SEQUENCE IF NOT EXISTS entry_no`);
+      await db.query(`CREATE TABLE IF NOT EXISTS entries (no bigint PRIMARY KEY, account text NOT NULL, version int NOT NULL)`);
+    },
+    async handle(event, tx) {
+      await tx.query(`INSERT INTO entries (no, account, version) VALUES (nextval('entry_no'), $1, $2)`, [event.streamName, version]);
+    },
+  });
+}
+
 /** A projection's versions and roles, "1:kept,2:live". */
 export async function versionRoles(pool: pg.Pool, projection: string): Promise<string> {
   return (await readBuilds(pool, storeNames(), projection)).map((b) => `${b.version}:${b.role}`).join();

@@ -4,6 +4,7 @@ import { storeNames } from '../../../src/db/identifiers.js';
 import { readBuilds, requestSwitch } from '../../../src/versions/builds-sql.js';
 import { waitFor } from '../../support/database.js';
 import { startRunner, useRunnerFixture } from '../../support/runner.js';
+import { numberedEntries } from '../../support/versioned.js';
 
 /**
  * Attacks on how the first switch learns what the first version owns (24836af: BuildSlot.setUp runs the first
@@ -123,20 +124,7 @@ describe('attack: a first version whose setup checks for its table before creati
 });
 
 describe('attack: going back to a first version whose setup makes a sequence of its own', () => {
-  /** Entry numbers from a sequence the setup creates (not OWNED BY a column: shared by the handler's nextval). */
-  function journal(version: number): Projection {
-    return defineProjection({
-      name: 'journal',
-      version,
-      async setup(db) {
-        await db.query(`CREATE SEQUENCE IF NOT EXISTS entry_no`);
-        await db.query(`CREATE TABLE IF NOT EXISTS entries (no bigint PRIMARY KEY, account text NOT NULL, version int NOT NULL)`);
-      },
-      async handle(event, tx) {
-        await tx.query(`INSERT INTO entries (no, account, version) VALUES (nextval('entry_no'), $1, $2)`, [event.streamName, version]);
-      },
-    });
-  }
+  const journal = (version: number) => numberedEntries(version);
 
   it('version 1, switched back to with the old release restarted, carries on numbering and goes live', async () => {
     const { db } = fixture;

@@ -1,10 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { defineProjection, type Projection } from '../../../src/index.js';
 import { storeNames } from '../../../src/db/identifiers.js';
 import { readBuilds } from '../../../src/versions/builds-sql.js';
 import { waitFor } from '../../support/database.js';
 import { startRunner, useRunnerFixture } from '../../support/runner.js';
-import { versionRoles } from '../../support/versioned.js';
+import { numberedEntries, versionRoles } from '../../support/versioned.js';
 
 /**
  * Issue 26, item 7: the first switch can queue readers. The first version's relations that are not tables, views or
@@ -17,20 +16,7 @@ const names = storeNames();
 const roles = () => versionRoles(fixture.db.pool, 'acct');
 const switchError = async () => (await readBuilds(fixture.db.pool, names, 'acct')).find((b) => b.version === 2)?.switchError ?? '';
 
-/** A read model with a sequence of its own (not a column's): each deposit gets an entry number. */
-function numbered(version: number): Projection {
-  return defineProjection({
-    name: 'acct',
-    version,
-    async setup(db) {
-      await db.query(`CREATE SEQUENCE IF NOT EXISTS entry_no`);
-      await db.query(`CREATE TABLE IF NOT EXISTS entries (entry bigint PRIMARY KEY, account text NOT NULL)`);
-    },
-    async handle(event, tx) {
-      await tx.query(`INSERT INTO entries (entry, account) VALUES (nextval('entry_no'), $1)`, [event.streamName]);
-    },
-  });
-}
+const numbered = (version: number) => numberedEntries(version, 'acct');
 
 describe('issue 26 item 7: the first switch and relations LOCK TABLE refuses', () => {
   it('a session using the first version’s sequence holds the switch back; no reader ever queues behind it', async () => {

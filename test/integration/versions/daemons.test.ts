@@ -76,7 +76,11 @@ describe('versions across daemon processes', () => {
     old.child.kill('SIGTERM');
     expect(await old.exited).toBe(0);
     const dropped = await runCli(['drop', 'versioned', '--version', '1', '--yes'], { DATABASE_URL: db.url });
-    expect(dropped).toMatchObject({ code: 0, stdout: 'dropped version 1 of versioned (schema versioned_v1)\n' });
+    expect(dropped).toMatchObject({
+      code: 0,
+      stdout:
+        'dropped version 1 of versioned: schema versioned_v1 and everything in it (sequence versioned_v1.log_versioned_seq_seq, table versioned_v1.log_versioned); its checkpoint and bookkeeping\n',
+    });
     expect((await db.pool.query(`SELECT to_regnamespace('versioned_v1') AS s`)).rows[0].s).toBeNull();
     expect(await roles()).toBe('2:live');
   }, 240_000);

@@ -21,8 +21,11 @@ export async function migrate(pool: pg.Pool, names: StoreNames): Promise<number[
   // Up to date already: touch nothing, so a runner role without CREATE privileges can start (see README).
   const { rows: found } = await pool.query<{ present: boolean }>('SELECT to_regclass($1) IS NOT NULL AS present', [names.q.migrations]);
   if (found[0]!.present) {
-    const { rows } = await pool.query<{ latest: number | null }>(`SELECT max(version) AS latest FROM ${names.q.migrations}`);
-    if (rows[0]!.latest === migrations.at(-1)!.version) return [];
+    // Every version, not the highest: numbers are not always applied in order (a database migrated by a build that
+    // had 11 before 7 existed must still get 7).
+    const { rows } = await pool.query<{ version: number }>(`SELECT version FROM ${names.q.migrations}`);
+    const applied = new Set(rows.map((r) => r.version));
+    if (migrations.every((m) => applied.has(m.version))) return [];
   }
   return withTransaction(pool, async (client) => {
     await client.query(`SELECT pg_advisory_xact_lock(hashtext($1), 0)`, [`${names.schema}.${names.table}:migrate`]);

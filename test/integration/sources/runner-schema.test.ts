@@ -70,6 +70,14 @@ describe('two event tables on one runner schema', () => {
     expect(rows).toEqual([{ a: true, b: true }]);
   });
 
+  it('a store that has a higher migration but not 8 (numbers merged out of order) gets 8 applied, and is recorded', async () => {
+    await migrate(db.pool, storeNames());
+    await db.pool.query(`DELETE FROM events_migrations WHERE version = 8; ALTER TABLE projection_high_water DROP COLUMN source`);
+    await expect(migrate(db.pool, storeNames())).resolves.toEqual([8]);
+    const { rows } = await db.pool.query(`SELECT source FROM projection_high_water`);
+    expect(rows).toEqual([{ source: 'public.events' }]);
+  });
+
   it('two tables migrating one fresh schema at once: exactly one wins, the other is refused', async () => {
     const pools = [new pg.Pool({ connectionString: db.url, max: 1 }), new pg.Pool({ connectionString: db.url, max: 1 })];
     try {

@@ -17,9 +17,18 @@ import { waitForTrackerPasses } from '../../support/tracker-passes.js';
 let db: TestDatabase;
 let runner: Runner | undefined;
 const LOCK = 4242;
-beforeEach(async () => {
-  db = await createTestDatabase({ migrated: false });
-  await db.pool.query(LEDGER_DDL);
+/** app.ledger partitioned (as Emmett's table is): writers insert through the parent, rows routed to a partition. */
+const PARTITIONED_LEDGER_DDL = `
+  CREATE SCHEMA app;
+  CREATE TABLE app.ledger (
+    id bigserial NOT NULL, stream varchar(200) NOT NULL, version int NOT NULL, kind text NOT NULL, body jsonb NOT NULL,
+    meta json, at timestamptz NOT NULL DEFAULT now()
+  ) PARTITION BY HASH (stream);
+  CREATE TABLE app.ledger_0 PARTITION OF app.ledger FOR VALUES WITH (MODULUS 2, REMAINDER 0);
+  CREATE TABLE app.ledger_1 PARTITION OF app.ledger FOR VALUES WITH (MODULUS 2, REMAINDER 1);`;
+
+async function createLedger(ddl: string) {
+  await db.pool.query(ddl);
   // A check that waits: the 'slow' stream's rows wait in a BEFORE ROW trigger for a lock the test holds.
   await db.pool.query(`
     CREATE FUNCTION app.wait_for_check() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -28,6 +37,9 @@ beforeEach(async () => {
       RETURN NEW;
     END $$;
     CREATE TRIGGER wait_for_check BEFORE INSERT ON app.ledger FOR EACH ROW EXECUTE FUNCTION app.wait_for_check();`);
+}
+beforeEach(async () => {
+  db = await createTestDatabase({ migrated: false });
 });
 afterEach(async () => {
   await runner?.stop();
@@ -67,7 +79,11 @@ async function writerStuckInTrigger(): Promise<{ writer: pg.Client; lock: pg.Cli
   return { writer, lock, inserted, slowPosition };
 }
 
-describe('the settling proof for foreign writers whose position precedes their transaction id', () => {
+describe.each([
+  ['a table', LEDGER_DDL],
+  ['a partitioned table', PARTITIONED_LEDGER_DDL],
+])('the settling proof for foreign writers whose position precedes their transaction id, on %s', (_, ddl) => {
+  beforeEach(() => createLedger(ddl));
   const settings = { gapTimeoutMs: 300, fenceDelayMs: 100, projections: [positionLog('log')] };
 
   it('a writer held in a BEFORE trigger past --fence-delay keeps its gap watched; its event arrives late through the watch', async () => {

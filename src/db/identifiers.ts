@@ -187,7 +187,8 @@ export function storeNames(options: StoreNamesOptions = {}): StoreNames {
       sequenceLiteral: quoteLiteral(sequence),
       appendFunction: qualified(`${table}_append`),
       nextPositionFunction: qualified(`${table}_next_position`),
-      // A foreign source's runner tables are versioned apart from any native events table in the same schema.
+      // A native table's migrations are named after it; a foreign source's are the runner's. Either way one runner
+      // schema serves one events table (runner-schema.ts refuses a second).
       migrations: qualified(native ? `${table}_migrations` : 'projection_migrations'),
       checkpoints: qualified('projection_checkpoints'),
       gaps: qualified('projection_gaps'),

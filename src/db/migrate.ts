@@ -2,6 +2,7 @@ import type pg from 'pg';
 import { withTransaction } from './connection.js';
 import type { StoreNames } from './identifiers.js';
 import { migrations, migrationSql } from './migrations.js';
+import { checkSchemaOwner } from './runner-schema.js';
 
 export interface MigrationReport {
   /** Versions applied now. */
@@ -11,8 +12,10 @@ export interface MigrationReport {
 }
 
 /**
- * Applies every missing migration in one transaction. A transaction-scoped advisory lock serialises concurrent
- * migrators (two replicas starting together): the second waits, then finds nothing left to do. For a foreign source
+ * Applies every missing migration in one transaction. A transaction-scoped advisory lock per runner schema serialises
+ * concurrent migrators (two replicas starting together): the second waits, then finds nothing left to do. A runner
+ * schema serves one event table (runner-schema.ts): another table is refused, up to date or not, before anything is
+ * created; keyed by the schema, not the table, so two tables migrating at once cannot both win it. For a foreign source
  * only the runner's part of each migration applies (the events part belongs to the native table); what reading needs
  * on the foreign table is the sources room's (sources/prepare.ts, prepareStore).
  * Returns the versions it applied.
@@ -25,10 +28,13 @@ export async function migrate(pool: pg.Pool, names: StoreNames): Promise<number[
     // had 11 before 7 existed must still get 7).
     const { rows } = await pool.query<{ version: number }>(`SELECT version FROM ${names.q.migrations}`);
     const applied = new Set(rows.map((r) => r.version));
-    if (migrations.every((m) => applied.has(m.version))) return [];
+    if (migrations.every((m) => applied.has(m.version))) {
+      await checkSchemaOwner(pool, names, true);
+      return [];
+    }
   }
   return withTransaction(pool, async (client) => {
-    await client.query(`SELECT pg_advisory_xact_lock(hashtext($1), 0)`, [`${names.schema}.${names.table}:migrate`]);
+    await client.query(`SELECT pg_advisory_xact_lock(hashtext($1), 0)`, [`${names.schema}:migrate`]);
     await client.query(`CREATE SCHEMA IF NOT EXISTS ${names.q.schema}`);
     await client.query(`
       CREATE TABLE IF NOT EXISTS ${names.q.migrations} (
@@ -38,6 +44,8 @@ export async function migrate(pool: pg.Pool, names: StoreNames): Promise<number[
       )`);
     const { rows } = await client.query<{ version: number }>(`SELECT version FROM ${names.q.migrations}`);
     const done = new Set(rows.map((r) => r.version));
+    // Version 2 made the runner tables: with it, tables of an earlier version without a record are this table's.
+    await checkSchemaOwner(client, names, done.has(2));
     const applied: number[] = [];
     for (const migration of migrations) {
       if (done.has(migration.version)) continue;

@@ -1,4 +1,5 @@
 import { fitIdentifier, quoteIdentifier, quoteLiteral, type StoreNames } from './identifiers.js';
+import { sourceKey } from './runner-schema.js';
 
 /**
  * Numbered migrations, applied in order, each in the transaction of `migrate()`. Never edit a released one: add the
@@ -455,6 +456,22 @@ export const migrations: Migration[] = [
     -- The given-up ranges above a checkpoint (every batch context): found by their end, not by walking every
     -- given-up gap below the checkpoint.
     CREATE INDEX ON ${q.gaps} (to_position) WHERE resolution IN ('timed_out', 'dead');
+    `,
+  },
+  {
+    version: 8,
+    name: 'one event table per runner schema; dead letters keep any JSON',
+    // The table this runner schema serves (db/runner-schema.ts): migrate refuses any other. Dead letters' data and
+    // metadata as json, not jsonb: an event of a json column may hold the escape \u0000, which jsonb refuses (22P05),
+    // and a dead letter that cannot be written would stop its projection for ever.
+    runner: (names) => `
+    ALTER TABLE ${names.q.highWater} ADD COLUMN source text;
+    UPDATE ${names.q.highWater} SET source = ${quoteLiteral(sourceKey(names))};
+    ALTER TABLE ${names.q.deadLetters}
+      ALTER COLUMN metadata DROP DEFAULT,
+      ALTER COLUMN data TYPE json USING data::json,
+      ALTER COLUMN metadata TYPE json USING metadata::json,
+      ALTER COLUMN metadata SET DEFAULT '{}';
   `,
   },
   {

@@ -25,6 +25,13 @@
  * every transaction that took a position of the gap has an xid below it. Once an observation's snapshot has
  * xmin >= fence, all of them have ended, and a position still missing in that very snapshot was rolled back: the
  * gap is settled and leaves the watch. Until then it stays watched, however long that takes.
+ *
+ * A foreign table's writers may take a position before their xid: its column default is a plain nextval(), evaluated
+ * before BEFORE ROW triggers and partition routing, so a writer whose trigger waits has a position and no xid yet,
+ * and gets an xid above the fence. Such a fence also lists the transactions that were inserting into the table
+ * without an xid when it was taken (`writers`, from pg_locks: every INSERT holds the table's RowExclusiveLock from
+ * before its default runs until its transaction ends); the gap settles only once each of them has ended too. A
+ * writer with an xid at that moment got it before the fence's, and the xmin covers it.
  */
 
 export type Position = bigint;
@@ -45,12 +52,16 @@ export interface WatchedGap {
   firstSeenAt: number;
   /** An xid taken at least `fenceDelayMs` after the first sighting; null until one is. */
   fence: bigint | null;
+  /** A foreign table's writers without an xid when the fence was taken (virtual xids), until they have ended. */
+  writers?: string[];
 }
 
 /** A fresh transaction id and the server time before it was assigned (statement_timestamp of its statement). */
 export interface Fence {
   xid: bigint;
   at: number;
+  /** A foreign table only: its writers without an xid, read before the xid was taken (see the header). */
+  writers?: string[];
 }
 
 export interface HighWaterState {
@@ -78,6 +89,8 @@ export interface Observation {
   xmin: bigint | null;
   /** A fence taken before this observation, for watched gaps that have none yet. */
   fence?: Fence;
+  /** Of the fences' writers, those still running, read before this observation's snapshot; undefined: none asked. */
+  running?: ReadonlySet<string>;
 }
 
 export interface ResolvedRange {
@@ -224,7 +237,7 @@ export function observe(
   }
   const old = settle(stillWatched, observation, highWater, settings);
   // A gap given up in this pass may lie beyond the scan window (not observed in this snapshot): it settles next time.
-  const fresh = settle(newlyGivenUp, { fence: observation.fence, xmin: null }, highWater, settings);
+  const fresh = settle(newlyGivenUp, { fence: observation.fence, xmin: null, running: observation.running }, highWater, settings);
   const fenced = [...old.fenced, ...fresh.fenced];
   const settled = old.settled;
 
@@ -273,25 +286,41 @@ export function writtenByObservation(decision: Decision, movedTo: Position | und
  */
 export function settle(
   watched: WatchedGap[],
-  observation: Pick<Observation, 'xmin' | 'fence'>,
+  observation: Pick<Observation, 'xmin' | 'fence' | 'running'>,
   highWater: Position,
   settings: Pick<HighWaterSettings, 'fenceDelayMs'>,
 ): { watched: WatchedGap[]; fenced: WatchedGap[]; settled: WatchedGap[] } {
-  const { fence, xmin } = observation;
+  const { fence, xmin, running } = observation;
   const fenced: WatchedGap[] = [];
   const settled: WatchedGap[] = [];
   const remaining: WatchedGap[] = [];
   for (const gap of watched) {
     let current = gap;
     if (current.fence === null && fence && fence.at >= current.firstSeenAt + settings.fenceDelayMs) {
-      current = { ...current, fence: fence.xid };
+      current = { ...current, fence: fence.xid, ...(fence.writers ? { writers: fence.writers } : {}) };
       fenced.push(current);
     }
+    // Writers never asked about (running undefined) are not known to have ended.
+    if (current.writers?.length && running && current.writers.every((w) => !running.has(w))) current = { ...current, writers: [] };
+    const writersEnded = !current.writers?.length;
     // Only below H: a given-up gap above H (behind a gap still open) must stay known, or it would be sighted anew.
-    if (current.fence !== null && xmin !== null && xmin >= current.fence && current.to <= highWater) settled.push(current);
+    if (current.fence !== null && writersEnded && xmin !== null && xmin >= current.fence && current.to <= highWater) settled.push(current);
     else remaining.push(current);
   }
   return { watched: remaining, fenced, settled };
+}
+
+/**
+ * The watched gaps of a foreign table as a new leader loads them: without their fences, which were persisted without
+ * the writers they wait for (see the header). Fenced again, later, which proves as much.
+ */
+export function withoutFences(watched: WatchedGap[]): WatchedGap[] {
+  return watched.map((w) => ({ ...w, fence: null }));
+}
+
+/** The writers the fences of `watched` still wait for, and those of a fence just taken. */
+export function awaitedWriters(watched: WatchedGap[], fence: Fence | undefined): string[] {
+  return [...new Set([...watched.flatMap((w) => w.writers ?? []), ...(fence?.writers ?? [])])];
 }
 
 /** Whether the next pass should take a fence: a watched gap without one whose fence delay has passed by `now`. */

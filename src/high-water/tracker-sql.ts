@@ -136,11 +136,44 @@ function observationSql(names: StoreNames, sequence: string | undefined): string
  * position before this call. `at` is the statement's start, a lower bound on when the xid was assigned.
  * It costs one xid and a commit record, once per pass while a given-up gap waits for its fence.
  */
-export async function takeFence(db: pg.ClientBase | pg.Pool): Promise<Fence> {
-  const { rows } = await db.query<{ xid: string; at: number }>(
-    `SELECT pg_current_xact_id()::text AS xid, (extract(epoch FROM statement_timestamp()) * 1000)::float8 AS at`,
+export async function takeFence(db: pg.ClientBase | pg.Pool, names: StoreNames): Promise<Fence> {
+  const t = eventTable(names);
+  if (t.native) {
+    const { rows } = await db.query<{ xid: string; at: number }>(
+      `SELECT pg_current_xact_id()::text AS xid, (extract(epoch FROM statement_timestamp()) * 1000)::float8 AS at`,
+    );
+    return { xid: BigInt(rows[0]!.xid), at: rows[0]!.at };
+  }
+  // A foreign table (decisions.ts): its writers without an xid, read in one look at the lock table, before the xid:
+  // the CASE reads the row of the subquery first. A writer that held the table's RowExclusiveLock and an xid then
+  // got that xid before this one; one whose xid lock is not seen yet is listed (it only waits longer).
+  const { rows } = await db.query<{ xid: string; at: number; writers: string[] }>(
+    `WITH locks AS MATERIALIZED (SELECT * FROM pg_catalog.pg_locks)
+     SELECT CASE WHEN w.writers IS NOT NULL THEN pg_current_xact_id() END::text AS xid, w.writers,
+            (extract(epoch FROM statement_timestamp()) * 1000)::float8 AS at
+       FROM (SELECT coalesce(array_agg(DISTINCT l.virtualtransaction), '{}') AS writers
+               FROM locks l
+              WHERE l.locktype = 'relation' AND l.mode = 'RowExclusiveLock' AND l.granted
+                AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())
+                -- pg_partition_tree has no row for a table that is not partitioned
+                AND (l.relation = $1::regclass OR l.relation IN (SELECT relid FROM pg_catalog.pg_partition_tree($1::regclass)))
+                AND l.pid IS DISTINCT FROM pg_backend_pid()
+                AND NOT EXISTS (SELECT 1 FROM locks x
+                                 WHERE x.locktype = 'transactionid' AND x.mode = 'ExclusiveLock' AND x.granted
+                                   AND x.virtualtransaction = l.virtualtransaction)) w`,
+    [t.table],
   );
-  return { xid: BigInt(rows[0]!.xid), at: rows[0]!.at };
+  return { xid: BigInt(rows[0]!.xid), at: rows[0]!.at, writers: rows[0]!.writers };
+}
+
+/** Which of `writers` (virtual xids) are still running: each holds the lock on its own until it ends. */
+export async function runningWriters(db: pg.ClientBase | pg.Pool, writers: string[]): Promise<Set<string>> {
+  const { rows } = await db.query<{ running: string[] }>(
+    `SELECT coalesce(array_agg(virtualxid), '{}') AS running FROM pg_catalog.pg_locks
+      WHERE locktype = 'virtualxid' AND virtualxid = ANY($1::text[])`,
+    [writers],
+  );
+  return new Set(rows[0]!.running);
 }
 
 /**

@@ -2,12 +2,14 @@ import type pg from 'pg';
 import type { Logger } from 'pino';
 import type { StoreNames } from '../db/identifiers.js';
 import type { RunnerMetrics } from '../metrics/registry.js';
-import { loadHighWaterState, persistDecision, readObservation, readPersistedHighWater, takeFence } from './tracker-sql.js';
+import { loadHighWaterState, persistDecision, readObservation, readPersistedHighWater, runningWriters, takeFence } from './tracker-sql.js';
 import {
+  awaitedWriters,
   mayMoveInObservation,
   needsFence,
   nextPassDelay,
   observe,
+  withoutFences,
   writtenByObservation,
   type HighWaterSettings,
   type HighWaterState,
@@ -128,6 +130,8 @@ export class HighWaterTracker {
         // Take over: the fence that makes a stale leader's next write fail (persistDecision checks it).
         await pool.query(`UPDATE ${names.q.highWater} SET leader = $1`, [leases.owner]);
         this.state = await loadHighWaterState(pool, names);
+        // A foreign table's fences wait for writers this leader never saw (decisions.ts): fenced again.
+        if (names.source.kind !== 'native') this.state.watched = withoutFences(this.state.watched);
         log.info({ highWater: this.state.highWater.toString(), openGaps: this.state.openGaps.length }, 'leading the high-water tracker');
       }
     }
@@ -140,7 +144,10 @@ export class HighWaterTracker {
     const state = this.state!;
     const isProvenDead = state.openGaps.length > 0 ? await evidence?.collect(state) : undefined;
     // The fence is taken before the observation, so the observation's snapshot is the later one (high-water.ts).
-    const fence = needsFence(state, this.serverNow, settings) ? await takeFence(pool) : undefined;
+    const fence = needsFence(state, this.serverNow, settings) ? await takeFence(pool, names) : undefined;
+    // Before the observation too: a writer ended by now has its commit in the observation's snapshot.
+    const awaited = awaitedWriters(state.watched, fence);
+    const running = awaited.length > 0 ? await runningWriters(pool, awaited) : undefined;
     const { observation, sample, movedTo } = await readObservation(
       pool,
       names,
@@ -151,6 +158,7 @@ export class HighWaterTracker {
       mayMoveInObservation(state) ? { leader: leases.owner } : undefined,
     );
     observation.fence = fence;
+    observation.running = running;
     this.serverNow = observation.now;
     if (sample) evidence?.recordSample(sample, state.openGaps);
     const decision = observe(state, observation, settings, isProvenDead);

@@ -89,9 +89,9 @@ export function eventColumnsSql(t: EventTable, alias: string): string {
     const c = columnSql(t, f, alias);
     return t.columns[f].read ? t.columns[f].read(c) : c;
   };
-  const metadata = t.columns.metadata
-    ? `coalesce((${alias}.${quoteIdentifier(t.columns.metadata.name)})::jsonb, '{}'::jsonb)`
-    : `'{}'::jsonb`;
+  // As stored, json or jsonb, parsed by the client: never cast to jsonb, which refuses the escape \u0000 that a json
+  // column may hold (22P05) and so failed the whole page, for every projection, for ever.
+  const metadata = t.columns.metadata ? `coalesce(${alias}.${quoteIdentifier(t.columns.metadata.name)}, '{}')` : `'{}'::jsonb`;
   return [
     `(${field('position')})::text AS gp`,
     `(${field('stream')})::text AS stream_name`,

@@ -9,6 +9,8 @@ import {
   observe,
   settle,
   subtractRanges,
+  withoutFences,
+  awaitedWriters,
   writtenByObservation,
   type HighWaterState,
   type Observation,
@@ -224,6 +226,35 @@ describe('observe', () => {
     expect(later.settled).toHaveLength(1);
     expect(needsFence({ ...initialState(50n), watched: [gap] }, 1_999, settings)).toBe(false);
     expect(needsFence({ ...initialState(50n), watched: [gap] }, 2_000, settings)).toBe(true);
+  });
+
+  describe("a foreign table's fence also waits for the writers it listed (inserting, no xid yet)", () => {
+    const gap = { from: 42n, to: 42n, firstSeenAt: 0, fence: 5n, writers: ['3/7', '4/9'] };
+    it.each<[string, ReadonlySet<string> | undefined, bigint, boolean, string[]]>([
+      ['xmin past the fence, both writers running', new Set(['3/7', '4/9']), 10n, false, ['3/7', '4/9']],
+      ['xmin past the fence, one writer running', new Set(['4/9']), 10n, false, ['3/7', '4/9']],
+      ['xmin past the fence, writers not asked about', undefined, 10n, false, ['3/7', '4/9']],
+      ['xmin past the fence, both writers ended', new Set(), 10n, true, []],
+      ['both writers ended, xmin below the fence', new Set(), 4n, false, []],
+    ])('%s: settled %s', (_, running, xmin, settled, waiting) => {
+      const result = settle([gap], { xmin, running }, 50n, settings);
+      expect(result.settled.length === 1).toBe(settled);
+      if (!settled) expect(result.watched[0]!.writers).toEqual(waiting);
+    });
+
+    it('a fence taken with writers passes them to the gap, and asks about them with the gaps already waiting', () => {
+      const fresh = { from: 45n, to: 45n, firstSeenAt: 0, fence: null };
+      const fence = { xid: 8n, at: 5_000, writers: ['5/1'] };
+      const result = settle([fresh], { fence, xmin: 9n, running: new Set(['5/1']) }, 50n, settings);
+      expect(result.fenced).toEqual([{ ...fresh, fence: 8n, writers: ['5/1'] }]);
+      expect(result.settled).toEqual([]);
+      expect(awaitedWriters([gap, { ...fresh, fence: 8n, writers: ['5/1', '3/7'] }], fence)).toEqual(['3/7', '4/9', '5/1']);
+      expect(awaitedWriters([], undefined)).toEqual([]);
+    });
+
+    it('a new leader fences them again (their writers were never persisted)', () => {
+      expect(withoutFences([gap])).toEqual([{ ...gap, fence: null }]);
+    });
   });
 
   it('never settles a given-up gap above H (it would be sighted again as a new gap)', () => {

@@ -114,12 +114,19 @@ describe('the NOTIFY trigger on a foreign table', () => {
     ]);
   });
 
-  it("two tables attached in one schema with one channel keep a function each: the second never breaks the first table's INSERTs", async () => {
+  it("two tables on one channel (each with its runner schema) keep a function each: the second never breaks the first table's INSERTs", async () => {
     await db.pool.query(LEDGER_DDL);
     await db.pool.query(`CREATE TABLE app.journal (LIKE app.ledger INCLUDING DEFAULTS); ALTER TABLE app.journal RENAME COLUMN id TO seq`);
     await db.pool.query(`ALTER TABLE app.journal ALTER COLUMN seq ADD GENERATED ALWAYS AS IDENTITY`);
-    const ledger: StoreNamesOptions = { ...LEDGER_SOURCE, channel: 'store' };
-    const journal: StoreNamesOptions = { ...LEDGER_SOURCE, eventsTable: 'app.journal', columnPosition: 'seq', channel: 'store' };
+    // One runner schema serves one table (a second is refused: runner-schema.test.ts).
+    const ledger: StoreNamesOptions = { ...LEDGER_SOURCE, schema: 'runner_ledger', channel: 'store' };
+    const journal: StoreNamesOptions = {
+      ...LEDGER_SOURCE,
+      schema: 'runner_journal',
+      eventsTable: 'app.journal',
+      columnPosition: 'seq',
+      channel: 'store',
+    };
     await prepareStore(db.pool, storeNames(ledger));
     await prepareStore(db.pool, storeNames(journal));
 
@@ -134,8 +141,8 @@ describe('the NOTIFY trigger on a foreign table', () => {
     const [onLedger] = await triggersOn('app.ledger');
     const [onJournal] = await triggersOn('app.journal');
     expect([onLedger!.name, onJournal!.name]).toEqual(['projection_runner_notify_store', 'projection_runner_notify_store']);
-    expect(onLedger!.fn).toMatch(/^projection_runner_notify_store_[0-9a-f]{8}$/);
-    expect(onJournal!.fn).toMatch(/^projection_runner_notify_store_[0-9a-f]{8}$/);
+    expect(onLedger!.fn).toMatch(/^runner_ledger\.projection_runner_notify_store_[0-9a-f]{8}$/);
+    expect(onJournal!.fn).toMatch(/^runner_journal\.projection_runner_notify_store_[0-9a-f]{8}$/);
     expect(onLedger!.fn).not.toBe(onJournal!.fn);
   });
 

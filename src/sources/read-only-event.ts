@@ -88,7 +88,8 @@ class ReadOnlyEvent {
       enumerable: true,
       get(this: ReadOnlyEvent) {
         // The reads coalesce metadata to '{}' (event-table.ts eventColumnsSql); null only from a source that has none.
-        if (this.#metadata === UNPARSED) this.#metadata = deepFreeze(parseOrNull(this.#text[Column.Metadata], this.#parsers.metadata) ?? {});
+        if (this.#metadata === UNPARSED)
+          this.#metadata = deepFreeze(parseOrNull(this.#text[Column.Metadata], this.#parsers.metadata) ?? {});
         return this.#metadata;
       },
     },

@@ -31,7 +31,8 @@ async function countingParses<T>(fn: (calls: { jsonb: number; timestamptz: numbe
 
 describe('read-only events read from the table', () => {
   it('a read parses no data, metadata or time; the first read of a field parses it once, the second gets the same value', async () => {
-    for (let i = 1; i <= 20; i++) await t.store.append(`s-${i % 3}`, [{ type: 'E', data: { i, nested: { list: [i] } }, metadata: { by: i } }]);
+    for (let i = 1; i <= 20; i++)
+      await t.store.append(`s-${i % 3}`, [{ type: 'E', data: { i, nested: { list: [i] } }, metadata: { by: i } }]);
     await countingParses(async (calls) => {
       const { events } = await readEvents(t.db.pool, names, 0n, 20n, 100, undefined);
       const late = await readEventsAt(await t.db.connect(), names, [5n, 6n]);
@@ -95,8 +96,7 @@ describe('read-only events read from the table', () => {
     t.runner = await startRunner(t.db, { batchSize: 5, handlerRetries: 0, projections: [observer, mutator, blind] });
     const failure = async () =>
       (await t.db.pool.query(`SELECT state, last_error FROM projection_checkpoints WHERE name = 'mutator'`)).rows[0] as
-        | { state: string; last_error: { message: string; position: string } | null }
-        | undefined;
+        { state: string; last_error: { message: string; position: string } | null } | undefined;
     await waitFor('mutator failed', async () => (await failure())?.state === 'failed');
     expect((await failure())!.last_error).toMatchObject({ position: '1', message: expect.stringMatching(/read[- ]only/) });
     release();
@@ -106,6 +106,8 @@ describe('read-only events read from the table', () => {
     expect(sharedWithMutator).toBeGreaterThan(0);
     expect(blindApplied).toBe(10);
     const { rows } = await t.db.pool.query(`SELECT position::int, data FROM observed ORDER BY position`);
-    expect(rows).toEqual(Array.from({ length: 10 }, (_, i) => ({ position: i + 1, data: { i: i + 1, owner: { name: 'Ann' }, tags: ['a'] } })));
+    expect(rows).toEqual(
+      Array.from({ length: 10 }, (_, i) => ({ position: i + 1, data: { i: i + 1, owner: { name: 'Ann' }, tags: ['a'] } })),
+    );
   });
 });

@@ -7,7 +7,7 @@ import { Runner } from '../runner/runner.js';
 import { sleep } from '../shared/time.js';
 import { withDatabasePool } from './database.js';
 import { addSettings, configFrom, confirm, runnerUnlessOwned, projectionNamed, COMMAND_SETTINGS } from './options.js';
-import { formatProgress, formatSummary } from './progress.js';
+import { FOLLOW_INTERVAL_MS, formatProgress, formatSummary } from './progress.js';
 import { readStatus } from './status.js';
 import { instanceName } from '../ownership/leases.js';
 import { prepareStore } from '../sources/prepare.js';
@@ -83,6 +83,6 @@ async function follow(pool: ReturnType<typeof createPool>, names: ReturnType<typ
         lastPrinted = Date.now();
       }
     }
-    await sleep(200);
+    await sleep(FOLLOW_INTERVAL_MS);
   }
 }

@@ -20,7 +20,7 @@ import {
   runnerUnlessOwned,
   versionOption,
 } from './options.js';
-import { formatProgress } from './progress.js';
+import { FOLLOW_INTERVAL_MS, formatProgress } from './progress.js';
 import { readStatus } from './status.js';
 
 /**
@@ -196,6 +196,6 @@ async function followBuild(pool: pg.Pool, names: StoreNames, name: string, slot:
       process.stderr.write(`${line}\n`);
       lastPrinted = Date.now();
     }
-    await sleep(200);
+    await sleep(FOLLOW_INTERVAL_MS);
   }
 }

@@ -81,7 +81,7 @@ export function positionSql(t: EventTable, alias: string): string {
 
 /**
  * The select list of an event row in the shape store/types.ts EventRow (gp, stream_name, sp, type, data, metadata,
- * recorded_at), which toStoredEvent reads. Numbers as text: whatever type parsers the process has (Emmett's client
+ * recorded_at; read by position in this order by read-only-event.ts). Numbers as text: whatever type parsers the process has (Emmett's client
  * sets BigInt ones process-wide), the runner gets what it expects.
  */
 export function eventColumnsSql(t: EventTable, alias: string): string {

@@ -104,7 +104,7 @@ export class SharedReader {
     }
     // A page read full means more follows: read the next one ahead, for whoever gets there first.
     if (slice.full && slice.next === page.coveredTo && page.coveredTo < highWater) this.readAhead(page.coveredTo, highWater, request.limit);
-    // The event objects are shared by every projection that takes them: read-only (native.ts, toReadOnlyEvent). A
+    // The event objects are shared by every projection that takes them: read-only (read-only-event.ts). A
     // copy per projection (of the event and its Date) was most of what 16 projections added to one in a catch-up.
     return slice;
   }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ReadOnlyDate } from '../../src/sources/native.js';
+import { ReadOnlyDate } from '../../src/sources/read-only-event.js';
 
 /** An event's recordedAt is shared by the projections that take the same page: a Date that cannot be changed. */
 describe('ReadOnlyDate', () => {

@@ -195,15 +195,23 @@ export class ProjectionWaiter {
       if (wait.behind.length === 0) ready.push({ wait, of });
     }
     if (ready.length === 0) return;
-    // The writer's own wait may come before the tracker has recorded its event as a late commit: ask once more, for
-    // the pairs about to resolve only.
-    const pairs = ready.flatMap(({ wait, of }) => of.map((p) => ({ slot: p.slot, position: wait.target })));
-    const unreached = await unreachedTargets(client, this.names, pairs);
-    const blocked = new Set(unreached.map((u) => `${u.slot}\u0000${u.position}`));
+    // The tracker may not have recorded a late commit yet (the writer's own wait can come first): ask once more, for
+    // the builds about to be credited only.
+    const credited = new Map<string, bigint>();
+    for (const { wait, of } of ready)
+      for (const p of of) if ((credited.get(p.slot) ?? -1n) < wait.target) credited.set(p.slot, wait.target);
+    const unreached = await unreachedTargets(
+      client,
+      this.names,
+      [...credited].map(([slot, upTo]) => ({ slot, upTo })),
+    );
     for (const { wait, of } of ready) {
-      const still = of.filter((p) => blocked.has(`${p.slot}\u0000${wait.target}`));
+      const still = of.flatMap((p) => {
+        const late = unreached.get(p.slot);
+        return late !== undefined && late <= wait.target ? [{ ...p, latePending: [late, ...p.latePending] }] : [];
+      });
       if (still.length > 0) {
-        wait.behind = still.map((p) => ({ ...p, latePending: [wait.target, ...p.latePending] }));
+        wait.behind = still;
         continue;
       }
       wait.resolve({ position: wait.target, projections: Object.fromEntries(of.map((p) => [p.projection, p.covered])) });
@@ -260,7 +268,10 @@ export class ProjectionWaiter {
       this.releaseClient = () => void own.end().catch(() => {});
       client = own;
     }
-    client.on('error', () => this.dropClient());
+    // Only the connection in use is dropped: an old one's late error must not take its successor down.
+    client.on('error', () => {
+      if (this.client === client) this.dropClient();
+    });
     client.on('notification', (message) => {
       if (message.channel !== this.names.highWaterChannel) return;
       this.pollMs = FIRST_POLL_MS;

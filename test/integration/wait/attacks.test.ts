@@ -91,6 +91,41 @@ describe('ProjectionWaiter under attack', () => {
     expect(await inLog('slow', lastPosition)).toBe(true);
   });
 
+  it('the event types credited are those of the instance that runs the projection, not of another instance that merely started', async () => {
+    // A rolling deploy: the running instance's code takes `Extra` too; an instance of the older code starts beside it
+    // (and does not take the projection over). `Extra` is held in the running handler: the wait must not be credited.
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const log = positionLog('p');
+    t.runner = await startRunner(t.db, {
+      projections: [
+        {
+          ...log,
+          eventTypes: ['Ping', 'Extra'],
+          handle: async (event, tx) => {
+            if (event.type === 'Extra') await gate;
+            await log.handle!(event, tx);
+          },
+        },
+      ],
+    });
+    await waitFor('p owned', () => t.runner!.ownedProjections().some((x) => x.name === 'p'));
+    const older = await startRunner(t.db, { projections: [{ ...log, eventTypes: ['Ping'] }] });
+    try {
+      waiter = new ProjectionWaiter({ connectionString: t.db.url });
+      const { lastPosition } = await t.store.append('s', [{ type: 'Extra', data: {} }]);
+      const early = await waiter.waitFor(lastPosition, { timeoutMs: 500 }).catch((e: unknown) => e);
+      expect(t.runner.ownedProjections().map((x) => x.name)).toEqual(['p']);
+      expect(early).toBeInstanceOf(WaitTimeoutError);
+      release();
+      await waiter.waitFor(lastPosition, { timeoutMs: 30_000 });
+      expect(await inLog('p', lastPosition)).toBe(true);
+    } finally {
+      release();
+      await older.stop();
+    }
+  });
+
   it('thousands of concurrent waits on one connection each resolve only with their event in the read model', async () => {
     t.runner = await startRunner(t.db, { projections: [positionLog('a'), { ...positionLog('b'), eventTypes: ['Other'] }] });
     waiter = new ProjectionWaiter({ connectionString: t.db.url });

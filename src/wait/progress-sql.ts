@@ -51,7 +51,9 @@ export async function readProgress(
     replaying: boolean;
     building: boolean;
   }>(
+    // pg_locks is read once (MATERIALIZED): a correlated EXISTS on it called pg_lock_status() again for every row.
     `WITH hw AS (SELECT position AS h FROM ${names.q.highWater}),
+     leases AS MATERIALIZED (SELECT * FROM pg_locks WHERE locktype = 'advisory'),
      live AS (
        SELECT coalesce(b.projection, c.name) AS projection, c.name AS slot, c.position, c.state, c.last_error,
               c.late_seen_id, c.event_types, c.owner
@@ -59,7 +61,7 @@ export async function readProgress(
         WHERE (b.slot IS NULL OR b.role = 'live') AND ($1::text[] IS NULL OR coalesce(b.projection, c.name) = ANY($1::text[]))
      )
      SELECT l.projection, l.slot, l.position::text, l.state, l.last_error, l.owner, hw.h::text AS high_water,
-            EXISTS (SELECT 1 FROM pg_locks k WHERE ${heldLeaseCondition('k', '$3::text', 'l.slot')}) AS owned,
+            EXISTS (SELECT 1 FROM leases k WHERE ${heldLeaseCondition('k', '$3::text', 'l.slot')}) AS owned,
             (CASE WHEN l.position >= least(hw.h, $2::int8) OR l.position < least(hw.h, $2::int8) - ${TYPE_SCAN_LIMIT}
                   THEN l.position
                   ELSE coalesce((SELECT ${position} - 1 FROM ${t.table} e

@@ -70,7 +70,7 @@ describe('read your own writes across a switch and a replay', () => {
         {
           ...log,
           handle: async (event, tx) => {
-            if (slow) await tx.query('SELECT pg_sleep(0.003)');
+            if (slow) await tx.query('SELECT pg_sleep(0.005)');
             await log.handle!(event, tx);
           },
         },
@@ -89,8 +89,9 @@ describe('read your own writes across a switch and a replay', () => {
     await waitFor('the replay has reset the read model', replaying);
     let waitedForTheReplay = 0;
     for (let k = 0; (await replaying()) && k < before.length; k += 20) {
-      // An old position (the replay takes them again in order) and a new append, each read right after its wait.
-      const old = before[Math.min(k + 40, before.length - 1)]!;
+      // An old position, the last ones first (the replay takes them again in order: the first wait waits for most of
+      // it), and a new append, each read right after its wait.
+      const old = before[before.length - 1 - k]!;
       if (!(await inLog(old))) waitedForTheReplay++;
       await waiter.waitFor(old, { projections: ['a'], timeoutMs: 60_000 });
       expect(await inLog(old), `position ${old}`).toBe(true);

@@ -1,0 +1,158 @@
+/**
+ * Figures (19) and (20): read your own writes. (19) commit → `waitFor` resolved at 200 appends/s beside the commit →
+ * applied latency of the same run; (20) the CPU that 1,000 concurrent waits over one waiter add to a live run.
+ */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import type pg from 'pg';
+import { ProjectionWaiter } from '../../src/wait/waiter.js';
+import { LIVE_SECONDS, NATIVE_HEAD, PROJECTIONS, appendPings, log, measureLatency, percentile } from './support.js';
+
+const RATE = 200;
+const WAITS = 1_000;
+
+type Row = [string, string, string];
+const ms = (n: number) => `${n.toFixed(1)} ms`;
+
+/**
+ * The latency projection and `count - 1` more: half of all `count` take no Ping (`eventTypes: ['Unused']`: the wait
+ * credits them through their filter), the others write a row per Ping as the latency projection does. Returns the
+ * folder and the projection names.
+ */
+function waitedProjections(count: number): { dir: string; names: string[] } {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'pr-bench-wait-'));
+  writeFileSync(path.join(dir, 'latency.mjs'), `export { default } from '${pathToFileURL(path.join(PROJECTIONS, 'latency.js')).href}';\n`);
+  const names = ['latency'];
+  const filtering = Math.floor(count / 2);
+  for (let i = 1; i < count; i++) {
+    const name = `wait_${i}`;
+    const body =
+      i <= filtering
+        ? `export default { name: '${name}', eventTypes: ['Unused'], async handleBatch() {} };\n`
+        : `export default {
+             name: '${name}', eventTypes: ['Ping'],
+             async setup(db) { await db.query('CREATE TABLE IF NOT EXISTS ${name} (position bigint PRIMARY KEY)'); },
+             async handleBatch(events, tx) {
+               await tx.query('INSERT INTO ${name} SELECT unnest($1::bigint[]) ON CONFLICT DO NOTHING', [events.map((e) => e.globalPosition.toString())]);
+             },
+           };\n`;
+    writeFileSync(path.join(dir, `${name}.mjs`), body);
+    names.push(name);
+  }
+  return { dir, names };
+}
+
+const summary = (values: number[]) => {
+  const sorted = [...values].sort((a, b) => a - b);
+  return { samples: sorted.length, p50: percentile(sorted, 50), p99: percentile(sorted, 99), max: sorted.at(-1) ?? Number.NaN };
+};
+
+/** (19): each ping's writer waits for its own position, as an application does before it reads. */
+export async function waitLatency(pool: pg.Pool, url: string, count: number) {
+  const { dir, names } = waitedProjections(count);
+  const waiter = new ProjectionWaiter({ connectionString: url });
+  const append = appendPings(pool);
+  const resolved: number[] = [];
+  const waits: Array<Promise<void>> = [];
+  try {
+    const applied = await measureLatency(pool, url, {
+      projections: dir,
+      caughtUp: names,
+      headSql: NATIVE_HEAD,
+      rate: RATE,
+      write: async (i) => {
+        const r = await append(i);
+        waits.push(
+          waiter
+            .waitFor(r.position, { projections: names, timeoutMs: 60_000 })
+            .then(() => void resolved.push(Math.max(0, Date.now() - r.committedAt))),
+        );
+        return r;
+      },
+    });
+    await Promise.all(waits);
+    return { projections: count, applied, waited: summary(resolved) };
+  } finally {
+    await waiter.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * (20): the same live run twice, without waits and with `WAITS` waits pending throughout, each waiting for the
+ * position after the last ping written and waiting again once it resolves (a thousand requests, each reading its
+ * write). Daemon and PostgreSQL CPU per second of each, and the waiter's sessions seen during the run.
+ */
+export async function manyWaitsCpu(pool: pg.Pool, url: string) {
+  const { dir, names } = waitedProjections(1);
+  try {
+    const append = appendPings(pool);
+    const alone = await measureLatency(pool, url, { projections: dir, caughtUp: names, headSql: NATIVE_HEAD, rate: RATE, write: append });
+
+    const waiter = new ProjectionWaiter({ connectionString: url });
+    // The waits start at the head: each waits for a ping not written yet.
+    let last = BigInt((await pool.query(NATIVE_HEAD)).rows[0].m);
+    let running = true;
+    let resolved = 0;
+    let sessions = 0;
+    const waiting = Array.from({ length: WAITS }, async () => {
+      while (running) {
+        if (await waiter.waitFor(last + 1n, { projections: names, timeoutMs: 60_000 }).catch(() => undefined)) resolved++;
+      }
+    });
+    const withWaits = await measureLatency(pool, url, {
+      projections: dir,
+      caughtUp: names,
+      headSql: NATIVE_HEAD,
+      rate: RATE,
+      write: async (i) => {
+        const r = await append(i);
+        if (BigInt(r.position) > last) last = BigInt(r.position);
+        if (i % RATE === 0) {
+          const { rows } = await pool.query(
+            `SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'projection-runner waiter'`,
+          );
+          sessions = Math.max(sessions, rows[0].n as number);
+        }
+        return r;
+      },
+    });
+    running = false;
+    // The last waits are for a ping never written: closing the waiter rejects them.
+    await waiter.close();
+    await Promise.all(waiting);
+    log(`(20) ${resolved} waits resolved in ${LIVE_SECONDS} s`);
+    return { alone, withWaits, sessions, resolved };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** The table rows of (19) and (20). */
+export function waitRows(
+  latency: Array<Awaited<ReturnType<typeof waitLatency>>>,
+  cpu: Awaited<ReturnType<typeof manyWaitsCpu>> | undefined,
+): Row[] {
+  const rows: Row[] = [];
+  for (const { projections, applied, waited } of latency) {
+    rows.push([
+      `(19) commit -> waitFor resolved, ${projections} projection${projections === 1 ? '' : 's'}`,
+      `p50 ${ms(waited.p50)}, p99 ${ms(waited.p99)}, max ${ms(waited.max)}`,
+      `applied (same run): p50 ${ms(applied.p50)}, p99 ${ms(applied.p99)}; p50 +${ms(waited.p50 - applied.p50)} ` +
+        `(${waited.samples} appends at ${RATE}/s, half the projections filter Ping out; target p99 <= 25 ms, p50 within 2 ms)`,
+    ]);
+  }
+  if (cpu) {
+    const ratio = (a: number, b: number) => (b > 0 ? (a / b).toFixed(2) : 'n/a');
+    rows.push([
+      `(20) CPU with ${WAITS.toLocaleString('en-US')} waits pending, one waiter`,
+      `daemon ${cpu.withWaits.cpu.daemon.toFixed(2)}, PostgreSQL ${cpu.withWaits.cpu.postgres.toFixed(2)}, waiting process ${cpu.withWaits.cpu.writer.toFixed(2)} cores`,
+      `no waits (same run): daemon ${cpu.alone.cpu.daemon.toFixed(2)}, PostgreSQL ${cpu.alone.cpu.postgres.toFixed(2)}, writer ${cpu.alone.cpu.writer.toFixed(2)}; ` +
+        `${ratio(cpu.withWaits.cpu.daemon + cpu.withWaits.cpu.postgres, cpu.alone.cpu.daemon + cpu.alone.cpu.postgres)} x (target <= 1.2 x); ` +
+        `waiter sessions ${cpu.sessions} (target 1); ${cpu.resolved.toLocaleString('en-US')} waits resolved at ${RATE}/s`,
+    ]);
+  }
+  return rows;
+}

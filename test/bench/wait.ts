@@ -8,7 +8,7 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type pg from 'pg';
 import { ProjectionWaiter } from '../../src/wait/waiter.js';
-import { LIVE_SECONDS, NATIVE_HEAD, PROJECTIONS, appendPings, log, measureLatency, percentile } from './support.js';
+import { LIVE_SECONDS, NATIVE_HEAD, PROJECTIONS, appendPings, log, measureLatency, percentile, type LatencyRun } from './support.js';
 
 const RATE = 200;
 const WAITS = 1_000;
@@ -49,28 +49,27 @@ const summary = (values: number[]) => {
   return { samples: sorted.length, p50: percentile(sorted, 50), p99: percentile(sorted, 99), max: sorted.at(-1) ?? Number.NaN };
 };
 
+/** A live run at RATE pings/s against a daemon running `projections`, each ping written by `write`. */
+const liveRun = (pool: pg.Pool, url: string, { dir, names }: { dir: string; names: string[] }, write: LatencyRun['write']) =>
+  measureLatency(pool, url, { projections: dir, caughtUp: names, headSql: NATIVE_HEAD, rate: RATE, write });
+
 /** (19): each ping's writer waits for its own position, as an application does before it reads. */
 export async function waitLatency(pool: pg.Pool, url: string, count: number) {
-  const { dir, names } = waitedProjections(count);
+  const projections = waitedProjections(count);
+  const { dir, names } = projections;
   const waiter = new ProjectionWaiter({ connectionString: url });
   const append = appendPings(pool);
   const resolved: number[] = [];
   const waits: Array<Promise<void>> = [];
   try {
-    const applied = await measureLatency(pool, url, {
-      projections: dir,
-      caughtUp: names,
-      headSql: NATIVE_HEAD,
-      rate: RATE,
-      write: async (i) => {
-        const r = await append(i);
-        waits.push(
-          waiter
-            .waitFor(r.position, { projections: names, timeoutMs: 60_000 })
-            .then(() => void resolved.push(Math.max(0, Date.now() - r.committedAt))),
-        );
-        return r;
-      },
+    const applied = await liveRun(pool, url, projections, async (i) => {
+      const r = await append(i);
+      waits.push(
+        waiter
+          .waitFor(r.position, { projections: names, timeoutMs: 60_000 })
+          .then(() => void resolved.push(Math.max(0, Date.now() - r.committedAt))),
+      );
+      return r;
     });
     await Promise.all(waits);
     return { projections: count, applied, waited: summary(resolved) };
@@ -86,10 +85,11 @@ export async function waitLatency(pool: pg.Pool, url: string, count: number) {
  * write). Daemon and PostgreSQL CPU per second of each, and the waiter's sessions seen during the run.
  */
 export async function manyWaitsCpu(pool: pg.Pool, url: string) {
-  const { dir, names } = waitedProjections(1);
+  const projections = waitedProjections(1);
+  const { dir, names } = projections;
   try {
     const append = appendPings(pool);
-    const alone = await measureLatency(pool, url, { projections: dir, caughtUp: names, headSql: NATIVE_HEAD, rate: RATE, write: append });
+    const alone = await liveRun(pool, url, projections, append);
 
     const waiter = new ProjectionWaiter({ connectionString: url });
     // The waits start at the head: each waits for a ping not written yet.
@@ -102,22 +102,16 @@ export async function manyWaitsCpu(pool: pg.Pool, url: string) {
         if (await waiter.waitFor(last + 1n, { projections: names, timeoutMs: 60_000 }).catch(() => undefined)) resolved++;
       }
     });
-    const withWaits = await measureLatency(pool, url, {
-      projections: dir,
-      caughtUp: names,
-      headSql: NATIVE_HEAD,
-      rate: RATE,
-      write: async (i) => {
-        const r = await append(i);
-        if (BigInt(r.position) > last) last = BigInt(r.position);
-        if (i % RATE === 0) {
-          const { rows } = await pool.query(
-            `SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'projection-runner waiter'`,
-          );
-          sessions = Math.max(sessions, rows[0].n as number);
-        }
-        return r;
-      },
+    const withWaits = await liveRun(pool, url, projections, async (i) => {
+      const r = await append(i);
+      if (BigInt(r.position) > last) last = BigInt(r.position);
+      if (i % RATE === 0) {
+        const { rows } = await pool.query(
+          `SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'projection-runner waiter'`,
+        );
+        sessions = Math.max(sessions, rows[0].n as number);
+      }
+      return r;
     });
     running = false;
     // The last waits are for a ping never written: closing the waiter rejects them.

@@ -8,7 +8,17 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type pg from 'pg';
 import { ProjectionWaiter } from '../../src/wait/waiter.js';
-import { LIVE_SECONDS, NATIVE_HEAD, PROJECTIONS, appendPings, log, measureLatency, percentile, type LatencyRun } from './support.js';
+import {
+  LIVE_SECONDS,
+  NATIVE_HEAD,
+  PROJECTIONS,
+  appendPings,
+  cpuSecondsOf,
+  log,
+  measureLatency,
+  percentile,
+  type LatencyRun,
+} from './support.js';
 
 const RATE = 200;
 const WAITS = 1_000;
@@ -102,23 +112,41 @@ export async function manyWaitsCpu(pool: pg.Pool, url: string) {
         if (await waiter.waitFor(last + 1n, { projections: names, timeoutMs: 60_000 }).catch(() => undefined)) resolved++;
       }
     });
+    // The CPU of this database's backends by who uses them (the waiter's, the daemon's), at the first and last ping:
+    // unlike the machine-wide PostgreSQL figure, it leaves out other clusters on a shared machine.
+    const backends = async () => {
+      const { rows } = await pool.query<{ pid: number; app: string }>(
+        `SELECT pid, application_name AS app FROM pg_stat_activity WHERE datname = current_database() AND application_name LIKE 'projection-runner%'`,
+      );
+      const cpu = { waiter: 0, daemon: 0 };
+      for (const r of rows) cpu[r.app === 'projection-runner waiter' ? 'waiter' : 'daemon'] += cpuSecondsOf(r.pid);
+      return { cpu, waiters: rows.filter((r) => r.app === 'projection-runner waiter').length, at: performance.now() };
+    };
+    const total = LIVE_SECONDS * RATE;
+    let first: Awaited<ReturnType<typeof backends>> | undefined;
+    let end: Awaited<ReturnType<typeof backends>> | undefined;
     const withWaits = await liveRun(pool, url, projections, async (i) => {
       const r = await append(i);
       if (BigInt(r.position) > last) last = BigInt(r.position);
-      if (i % RATE === 0) {
-        const { rows } = await pool.query(
-          `SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'projection-runner waiter'`,
-        );
-        sessions = Math.max(sessions, rows[0].n as number);
+      if (i === 0 || i === total - 1 || i % RATE === 0) {
+        const seen = await backends();
+        sessions = Math.max(sessions, seen.waiters);
+        if (i === 0) first = seen;
+        if (i === total - 1) end = seen;
       }
       return r;
     });
+    const seconds = first && end ? (end.at - first.at) / 1000 : Number.NaN;
+    const backendCores =
+      first && end
+        ? { waiter: (end.cpu.waiter - first.cpu.waiter) / seconds, daemon: (end.cpu.daemon - first.cpu.daemon) / seconds }
+        : undefined;
     running = false;
     // The last waits are for a ping never written: closing the waiter rejects them.
     await waiter.close();
     await Promise.all(waiting);
     log(`(20) ${resolved} waits resolved in ${LIVE_SECONDS} s`);
-    return { alone, withWaits, sessions, resolved };
+    return { alone, withWaits, sessions, resolved, backendCores };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -147,6 +175,13 @@ export function waitRows(
         `${ratio(cpu.withWaits.cpu.daemon + cpu.withWaits.cpu.postgres, cpu.alone.cpu.daemon + cpu.alone.cpu.postgres)} x (target <= 1.2 x); ` +
         `waiter sessions ${cpu.sessions} (target 1); ${cpu.resolved.toLocaleString('en-US')} waits resolved at ${RATE}/s`,
     ]);
+    if (cpu.backendCores) {
+      rows.push([
+        "(20) this database's backends during the waits",
+        `the waiter's ${cpu.backendCores.waiter.toFixed(3)}, the daemon's ${cpu.backendCores.daemon.toFixed(3)} cores`,
+        `the waiter's backend is ${((cpu.backendCores.waiter / Math.max(1e-9, cpu.backendCores.daemon)) * 100).toFixed(0)} % of the daemon's (other clusters on the machine left out)`,
+      ]);
+    }
   }
   return rows;
 }

@@ -26,19 +26,32 @@ export interface FailureRecord {
 /**
  * The checkpoint row of `name`, created at 0 when missing. `eventTypes` (the projection's filter; undefined: every
  * type) is recorded in the row so that a waiter in another process can tell which events the projection takes
- * (src/wait/): a move it defers because it wrote nothing must not hold up a wait for an event it never takes.
+ * (src/wait/): a move it defers because it wrote nothing must not hold up a wait for an event it never takes. Only
+ * the projector that runs it (`ensureCheckpoint`) records them on an existing row: the types credited are those of
+ * the code that applies the events, not of another release's instance that merely started (a rolling deploy).
  */
+export async function createCheckpointRow(
+  db: pg.ClientBase | pg.Pool,
+  names: StoreNames,
+  name: string,
+  eventTypes: readonly string[] | undefined,
+  { running }: { running: boolean },
+): Promise<void> {
+  await db.query(
+    `INSERT INTO ${names.q.checkpoints} AS c (name, event_types) VALUES ($1, $2::text[])
+     ON CONFLICT (name) DO ${running ? 'UPDATE SET event_types = EXCLUDED.event_types WHERE c.event_types IS DISTINCT FROM EXCLUDED.event_types' : 'NOTHING'}`,
+    [name, eventTypes ? [...eventTypes] : null],
+  );
+}
+
+/** The checkpoint row of `name` as its projector loads it (createCheckpointRow, running). */
 export async function ensureCheckpoint(
   db: pg.ClientBase | pg.Pool,
   names: StoreNames,
   name: string,
   eventTypes?: readonly string[],
 ): Promise<Checkpoint> {
-  await db.query(
-    `INSERT INTO ${names.q.checkpoints} AS c (name, event_types) VALUES ($1, $2::text[])
-     ON CONFLICT (name) DO UPDATE SET event_types = EXCLUDED.event_types WHERE c.event_types IS DISTINCT FROM EXCLUDED.event_types`,
-    [name, eventTypes ? [...eventTypes] : null],
-  );
+  await createCheckpointRow(db, names, name, eventTypes, { running: true });
   const { rows } = await db.query<{ position: string; late_seen_id: string; state: ProjectionState; last_error: unknown }>(
     `SELECT position::text, late_seen_id::text, state, last_error FROM ${names.q.checkpoints} WHERE name = $1`,
     [name],

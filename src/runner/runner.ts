@@ -7,7 +7,7 @@ import { createPool, withTransaction } from '../db/connection.js';
 import { storeNames, type StoreNames } from '../db/identifiers.js';
 import { RunnerMetrics, type LagSource } from '../metrics/registry.js';
 import type { HealthSource } from '../metrics/server.js';
-import { ensureCheckpoint, setProjectionState } from '../projector/checkpoints.js';
+import { createCheckpointRow, setProjectionState } from '../projector/checkpoints.js';
 import { oldestUnappliedAges } from '../sources/native.js';
 import { BatchContexts } from '../projector/batch-contexts.js';
 import { SharedReader } from '../sources/shared-reader.js';
@@ -234,7 +234,7 @@ export class Runner implements LagSource, HealthSource {
           const slot = new BuildSlot({ ...this.slotOptions(), ...unit });
           await this.setup(slot);
           // Its checkpoint row exists once start() returns, whichever instance runs it: a ProjectionWaiter knows it.
-          await ensureCheckpoint(this.pool, this.names, slot.projection.name, slot.projection.eventTypes);
+          await createCheckpointRow(this.pool, this.names, slot.projection.name, slot.projection.eventTypes, { running: false });
         }
       },
       {

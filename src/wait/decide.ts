@@ -88,3 +88,18 @@ export function parsePosition(value: unknown): bigint | undefined {
   if (typeof value === 'string' && /^\d{1,19}$/.test(value)) return parsePosition(BigInt(value));
   return undefined;
 }
+
+/**
+ * The waiter's schedule of looks while waits are pending (waiter.ts). A look that finds a wait at or below H
+ * (`imminent`: the tracker has moved past its position, only the projectors' commits are awaited, and those send no
+ * NOTIFY) comes back every `imminentMs` for `imminentWindowMs` after the latest news (H moved, a wait resolved or
+ * began): a wait then resolves within about a millisecond of the commit it waits for, where a doubling back-off added
+ * up to as much again as the projector took. Otherwise, and once that window has passed (a slow or stopped
+ * projector), the delay doubles up to `capMs`; the high-water NOTIFY wakes the waiter at once anyway.
+ */
+export const LOOKS = { imminentMs: 1, imminentWindowMs: 10, firstMs: 1, capMs: 50 } as const;
+
+export function nextLookDelay(previousMs: number, imminent: boolean, sinceNewsMs: number): number {
+  if (imminent && sinceNewsMs < LOOKS.imminentWindowMs) return LOOKS.imminentMs;
+  return Math.min(LOOKS.capMs, Math.max(LOOKS.firstMs, previousMs * 2));
+}

@@ -51,7 +51,9 @@ export async function readProgress(
     replaying: boolean;
     building: boolean;
   }>(
+    // pg_locks is read once (MATERIALIZED): a correlated EXISTS on it called pg_lock_status() again for every row.
     `WITH hw AS (SELECT position AS h FROM ${names.q.highWater}),
+     leases AS MATERIALIZED (SELECT * FROM pg_locks WHERE locktype = 'advisory'),
      live AS (
        SELECT coalesce(b.projection, c.name) AS projection, c.name AS slot, c.position, c.state, c.last_error,
               c.late_seen_id, c.event_types, c.owner
@@ -59,7 +61,7 @@ export async function readProgress(
         WHERE (b.slot IS NULL OR b.role = 'live') AND ($1::text[] IS NULL OR coalesce(b.projection, c.name) = ANY($1::text[]))
      )
      SELECT l.projection, l.slot, l.position::text, l.state, l.last_error, l.owner, hw.h::text AS high_water,
-            EXISTS (SELECT 1 FROM pg_locks k WHERE ${heldLeaseCondition('k', '$3::text', 'l.slot')}) AS owned,
+            EXISTS (SELECT 1 FROM leases k WHERE ${heldLeaseCondition('k', '$3::text', 'l.slot')}) AS owned,
             (CASE WHEN l.position >= least(hw.h, $2::int8) OR l.position < least(hw.h, $2::int8) - ${TYPE_SCAN_LIMIT}
                   THEN l.position
                   ELSE coalesce((SELECT ${position} - 1 FROM ${t.table} e
@@ -101,25 +103,36 @@ export async function readProgress(
 }
 
 /**
- * Of the (slot, position) pairs about to be resolved, those that are not reached after all: the position holds a
- * committed event that the build passed while it was given up and has not received late yet (the tracker may not
- * have recorded its late commit: the writer's own wait can come first). One index probe per pair.
+ * For each build about to be credited with positions up to `upTo`, the lowest position at or below it that holds a
+ * committed event of its types which it passed while the position was given up and has not received late yet; the
+ * builds without one are left out. The late notice (readProgress `late`) may not be recorded yet: the tracker records
+ * a late commit on its next pass, and a wait can come first (the writer's own wait for its late event, or a wait for
+ * a later position after H had passed it). Reads only the build's skipped ranges (given-up gaps, few) and probes the
+ * event index in each.
  */
 export async function unreachedTargets(
   db: pg.ClientBase,
   names: StoreNames,
-  pairs: ReadonlyArray<{ slot: string; position: bigint }>,
-): Promise<Array<{ slot: string; position: bigint }>> {
-  if (pairs.length === 0) return [];
+  builds: ReadonlyArray<{ slot: string; upTo: bigint }>,
+): Promise<Map<string, bigint>> {
+  if (builds.length === 0) return new Map();
   const t = eventTable(names);
+  const position = positionSql(t, 'e');
   const { rows } = await db.query<{ slot: string; position: string }>(
-    `SELECT x.slot, x.p::text AS position
-       FROM unnest($1::text[], $2::int8[]) AS x(slot, p)
-      WHERE ${skippedUndeliveredSql(names, 'x.slot', 'x.p')}
-        AND EXISTS (SELECT 1 FROM ${t.table} e WHERE ${positionSql(t, 'e')} = x.p)`,
-    [pairs.map((p) => p.slot), pairs.map((p) => p.position.toString())],
+    `SELECT x.slot, f.p::text AS position
+       FROM unnest($1::text[], $2::int8[]) AS x(slot, up_to)
+       JOIN ${names.q.checkpoints} c ON c.name = x.slot
+       CROSS JOIN LATERAL (
+         SELECT ${position} AS p
+           FROM ${names.q.skippedPositions} s
+           JOIN ${t.table} e ON ${position} BETWEEN s.from_position AND least(s.to_position, x.up_to)
+          WHERE s.projection = x.slot AND s.from_position <= x.up_to
+            AND (c.event_types IS NULL OR (${columnSql(t, 'type', 'e')})::text = ANY(c.event_types))
+            AND NOT EXISTS (SELECT 1 FROM ${names.q.lateDeliveries} d WHERE d.projection = x.slot AND d.position = ${position})
+          ORDER BY 1 LIMIT 1) f`,
+    [builds.map((b) => b.slot), builds.map((b) => b.upTo.toString())],
   );
-  return rows.map((r) => ({ slot: r.slot, position: BigInt(r.position) }));
+  return new Map(rows.map((r) => [r.slot, BigInt(r.position)]));
 }
 
 /** What a timeout explains: the open gaps at or below the position, the head, and whether the position was committed. */

@@ -1,7 +1,7 @@
 import pg from 'pg';
 import { storeNames, type StoreNames, type StoreNamesOptions } from '../db/identifiers.js';
 import { ProjectionFailedError, ProjectionRunnerError, UnknownProjectionError, WaitTimeoutError } from '../errors.js';
-import { assess, explainBehind, parsePosition, type ProjectionProgress } from './decide.js';
+import { assess, explainBehind, LOOKS, nextLookDelay, parsePosition, type ProjectionProgress } from './decide.js';
 import { readBlockers, readProgress, unreachedTargets } from './progress-sql.js';
 
 export interface ProjectionWaiterOptions extends StoreNamesOptions {
@@ -26,9 +26,6 @@ export interface WaitResult {
 
 export const DEFAULT_WAIT_TIMEOUT_MS = 5_000;
 
-/** Polling while a wait is pending starts this soon after news (H moved, a wait resolved) and backs off to the cap. */
-const FIRST_POLL_MS = 1;
-const POLL_CAP_MS = 50;
 /** After a lost connection: how long before the next attempt (waits keep their own deadlines meanwhile). */
 const RECONNECT_MS = 250;
 
@@ -61,7 +58,9 @@ export class ProjectionWaiter {
   private timerAt = Number.POSITIVE_INFINITY;
   private ticking = false;
   private tickAgain = false;
-  private pollMs = FIRST_POLL_MS;
+  private pollMs: number = LOOKS.firstMs;
+  /** When H last moved or a wait began or resolved (nextLookDelay). */
+  private newsAt = 0;
   private closed = false;
 
   constructor(private readonly options: ProjectionWaiterOptions) {
@@ -111,7 +110,7 @@ export class ProjectionWaiter {
       };
       signal?.addEventListener('abort', onAbort, { once: true });
       this.waits.add(wait);
-      this.pollMs = FIRST_POLL_MS;
+      this.news();
       this.schedule(0);
     });
   }
@@ -152,8 +151,8 @@ export class ProjectionWaiter {
     let delay = this.pollMs;
     try {
       const client = await this.connect();
-      await this.check(client);
-      this.pollMs = Math.min(POLL_CAP_MS, this.pollMs * 2);
+      const imminent = await this.check(client);
+      this.pollMs = nextLookDelay(this.pollMs, imminent, Date.now() - this.newsAt);
       delay = this.pollMs;
     } catch {
       // The connection broke or the database is away: waits keep their deadlines; try again a little later.
@@ -169,10 +168,13 @@ export class ProjectionWaiter {
     this.schedule(delay);
   }
 
-  /** One look at every projection for every pending wait; settles what it can. */
-  private async check(client: pg.ClientBase): Promise<void> {
+  /**
+   * One look at every projection for every pending wait; settles what it can. Returns whether a wait still pending is
+   * at or below H (nextLookDelay's `imminent`).
+   */
+  private async check(client: pg.ClientBase): Promise<boolean> {
     const waits = [...this.waits];
-    if (waits.length === 0) return;
+    if (waits.length === 0) return false;
     const upTo = waits.reduce((max, w) => (w.target > max ? w.target : max), 0n);
     const progress = await readProgress(client, this.names, undefined, upTo);
     const byName = new Map(progress.map((p) => [p.projection, p]));
@@ -194,21 +196,43 @@ export class ProjectionWaiter {
       wait.behind = verdicts.filter((v) => v.verdict.kind === 'behind').map((v) => v.p);
       if (wait.behind.length === 0) ready.push({ wait, of });
     }
-    if (ready.length === 0) return;
-    // The writer's own wait may come before the tracker has recorded its event as a late commit: ask once more, for
-    // the pairs about to resolve only.
-    const pairs = ready.flatMap(({ wait, of }) => of.map((p) => ({ slot: p.slot, position: wait.target })));
-    const unreached = await unreachedTargets(client, this.names, pairs);
-    const blocked = new Set(unreached.map((u) => `${u.slot}\u0000${u.position}`));
+    const imminent = () => {
+      const highWater = progress[0]?.highWater ?? -1n;
+      return [...this.waits].some((w) => w.target <= highWater);
+    };
+    if (ready.length === 0) return imminent();
+    // The tracker may not have recorded a late commit yet (the writer's own wait can come first): ask once more, for
+    // the builds about to be credited only.
+    const credited = new Map<string, bigint>();
+    for (const { wait, of } of ready)
+      for (const p of of) if ((credited.get(p.slot) ?? -1n) < wait.target) credited.set(p.slot, wait.target);
+    const unreached = await unreachedTargets(
+      client,
+      this.names,
+      [...credited].map(([slot, upTo]) => ({ slot, upTo })),
+    );
+    let resolved = false;
     for (const { wait, of } of ready) {
-      const still = of.filter((p) => blocked.has(`${p.slot}\u0000${wait.target}`));
+      const still = of.flatMap((p) => {
+        const late = unreached.get(p.slot);
+        return late !== undefined && late <= wait.target ? [{ ...p, latePending: [late, ...p.latePending] }] : [];
+      });
       if (still.length > 0) {
-        wait.behind = still.map((p) => ({ ...p, latePending: [wait.target, ...p.latePending] }));
+        wait.behind = still;
         continue;
       }
       wait.resolve({ position: wait.target, projections: Object.fromEntries(of.map((p) => [p.projection, p.covered])) });
+      resolved = true;
     }
-    this.pollMs = FIRST_POLL_MS;
+    // Only a resolution is news: a wait held by a late event would otherwise keep the looks at their shortest.
+    if (resolved) this.news();
+    return imminent();
+  }
+
+  /** H moved, or a wait began or resolved: looks start again from the shortest delay. */
+  private news(): void {
+    this.newsAt = Date.now();
+    this.pollMs = LOOKS.firstMs;
   }
 
   /** The deadline passed: one last look (it may just have been reached), then the explanation. */
@@ -260,10 +284,13 @@ export class ProjectionWaiter {
       this.releaseClient = () => void own.end().catch(() => {});
       client = own;
     }
-    client.on('error', () => this.dropClient());
+    // Only the connection in use is dropped: an old one's late error must not take its successor down.
+    client.on('error', () => {
+      if (this.client === client) this.dropClient();
+    });
     client.on('notification', (message) => {
       if (message.channel !== this.names.highWaterChannel) return;
-      this.pollMs = FIRST_POLL_MS;
+      this.news();
       this.schedule(0);
     });
     await client.query(`LISTEN ${pg.escapeIdentifier(this.names.highWaterChannel)}`);

@@ -13,7 +13,7 @@
  *                      which are theirs cost live
  *   --year-events N    events of the year-old store of (13) and (14) (default 5,000,000)
  *   --year-gaps N      its settled gaps in the history window, and as many past it (default 100,000)
- *   --only LIST        only these figures (numbers, comma-separated; `live`: 5, 9, 11, 12), written to
+ *   --only LIST        only these figures (numbers, comma-separated; `live`: 5, 9, 11, 12; read your own writes: 19, 20), written to
  *                      bench-results-partial.json (for example `--only live --events 100000 --live-seconds 10`)
  *
  * BENCH_NODE_FLAGS adds Node flags to the daemons and CLI runs it starts (a profile: `--cpu-prof --cpu-prof-dir=DIR`).
@@ -56,6 +56,7 @@ import {
 } from './support.js';
 import { scanAndReplays, type ReplayRun } from './replay-speed.js';
 import { yearStore } from './year-store.js';
+import { manyWaitsCpu, waitLatency, waitRows } from './wait.js';
 
 /** A figure's table row: label, value, baseline or target. */
 type Row = [string, string, string];
@@ -313,6 +314,25 @@ async function main() {
       const year = await yearStore(pool, db.url, { measure: runs(13), step: runs(14) });
       results.yearStore = year.results;
       table.push(...year.rows);
+    }
+
+    if (runs(19) || runs(20)) {
+      const waitDb = await secondDatabase(pool, db.url, 'bench_wait', 0);
+      const latency = [];
+      if (runs(19)) {
+        for (const count of [1, 16]) {
+          log(`(19) commit -> waitFor resolved at 200/s, ${count} projection(s), half filtering the type out`);
+          latency.push(await waitLatency(waitDb.pool, waitDb.url, count));
+        }
+      }
+      let cpu;
+      if (runs(20)) {
+        log('(20) CPU of 1,000 concurrent waits over one waiter, beside the same run without waits');
+        cpu = await manyWaitsCpu(waitDb.pool, waitDb.url);
+      }
+      results.readYourWrites = { latency, cpu };
+      table.push(...waitRows(latency, cpu));
+      await waitDb.pool.end();
     }
 
     if (runs(7)) {

@@ -65,5 +65,5 @@ describe('read your own writes over HTTP and the CLI', () => {
     expect(unknown.stderr).toContain('unknown projection "nope"');
     const bad = await runCli(['wait', 'abc'], env);
     expect(bad.code).toBe(2);
-  });
+  }, 180_000);
 });

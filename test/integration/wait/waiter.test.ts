@@ -45,7 +45,7 @@ describe('ProjectionWaiter', () => {
       writing = false;
       await Promise.all(others);
     }
-  });
+  }, 180_000);
 
   it('credits a projection with the events it does not take, whatever its checkpoint row says; not one that takes them', async () => {
     // No runner: the rows say exactly what a projector that deferred its moves would have left (checkpoint 0).

@@ -17,7 +17,9 @@ import { eventTable, positionSql } from '../sources/event-table.js';
  * walk every event, then the gaps below it (66 s for a million events and a hundred gaps). Bounded: an operator's
  * bulk load into a gap range can put any number of rows there, and a statement that found (and recorded) them all
  * outlived its statement_timeout on every run; more than FOUND_CHUNK found means the gap is not done (the caller
- * records FOUND_CHUNK and goes on above the last, readFoundAfter).
+ * records FOUND_CHUNK and goes on above the last, readFoundAfter). OFFSET 0 keeps the late check a probe of the late
+ * index per event found: as an anti join under the LIMIT, PostgreSQL hashed every late row of the history once per
+ * gap (11 s for 1,000 gaps and 30,000 late rows, against 40 ms probing).
  */
 function unrecordedEventsSql(names: StoreNames, gaps: string, after?: string): string {
   const t = eventTable(names);
@@ -25,7 +27,7 @@ function unrecordedEventsSql(names: StoreNames, gaps: string, after?: string): s
   return `(SELECT coalesce(array_agg(x.p::text ORDER BY x.p), '{}')
              FROM (SELECT ${position}::int8 AS p FROM ${t.table} e
                     WHERE ${position} BETWEEN ${gaps}.from_position AND ${gaps}.to_position${after ? ` AND ${position} > ${after}` : ''}
-                      AND NOT EXISTS (SELECT 1 FROM ${names.q.gaps} l WHERE l.resolution = 'late' AND l.from_position = ${position})
+                      AND NOT EXISTS (SELECT 1 FROM ${names.q.gaps} l WHERE l.resolution = 'late' AND l.from_position = ${position} OFFSET 0)
                     ORDER BY ${position} LIMIT ${FOUND_CHUNK + 1}) x)`;
 }
 

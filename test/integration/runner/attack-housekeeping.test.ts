@@ -1,4 +1,7 @@
 import { describe, expect, it } from 'vitest';
+import { storeNames } from '../../../src/db/identifiers.js';
+import { recordFoundLate } from '../../../src/high-water/housekeeping-sql.js';
+import { persistDecision } from '../../../src/high-water/tracker-sql.js';
 import { waitFor } from '../../support/database.js';
 import { expectExactlyOnceInOrder, positionLog, readLog } from '../../support/position-log.js';
 import { startRunner, useRunnerFixture } from '../../support/runner.js';
@@ -95,4 +98,59 @@ describe('housekeeping attacked', () => {
     const { rows } = await t.db.pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM projection_gaps WHERE resolution = 'late'`);
     expect(rows[0]!.n).toBe(rogue);
   }, 180_000);
+});
+
+describe('late rows from two sessions', () => {
+  const names = storeNames();
+  const lateRows = async () =>
+    (
+      await t.db.pool.query<{ id: string; p: string }>(
+        `SELECT id::text, from_position::text AS p FROM projection_gaps WHERE resolution = 'late' ORDER BY id`,
+      )
+    ).rows.map((r) => ({ id: BigInt(r.id), position: Number(r.p) }));
+
+  it("the audit's late row waits for the tracker's under the high-water row lock: ids in commit order; a stale leader writes none", async () => {
+    // Projectors remember the highest late id they dealt with: a lower id committed after a higher one is never seen.
+    // The tracker (persistDecision) holds the high-water row while it writes; held here mid-transaction by an open
+    // gap row it must delete, while the audit's session records a position found in a settled gap.
+    await t.db.pool.query(`UPDATE projection_high_water SET leader = 'leader', position = 100, head = 100`);
+    await t.db.pool.query(`INSERT INTO projection_gaps (from_position, to_position, first_seen_at) VALUES (101, 101, now())`);
+    const blocker = await t.db.connect();
+    await blocker.query('BEGIN');
+    await blocker.query(`SELECT 1 FROM projection_gaps WHERE resolved_at IS NULL FOR UPDATE`);
+    const tracker = persistDecision(
+      t.db.pool,
+      names,
+      {
+        state: { highWater: 101n, head: 101n, openGaps: [], watched: [] },
+        opened: [],
+        resolved: [],
+        late: [50n],
+        fenced: [],
+        settled: [],
+        changed: true,
+      },
+      'leader',
+    );
+    const waitingOnLock = (n: number) =>
+      waitFor(`${n} sessions waiting for a lock`, async () => {
+        const { rows } = await t.db.pool.query<{ n: number }>(
+          `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`,
+        );
+        return rows[0]!.n >= n;
+      });
+    await waitingOnLock(1);
+    const audit = recordFoundLate(t.db.pool, names, 'leader', [40n]);
+    await waitingOnLock(2);
+    // A leader that lost the lead finds another name in the row: it records nothing (and does not wait to learn it).
+    expect(await recordFoundLate(t.db.pool, names, 'stale', [30n])).toEqual([]);
+    await blocker.query('COMMIT');
+    await blocker.end();
+    expect(await tracker).toBe('saved');
+    expect(await audit).toEqual([40n]);
+    const rows = await lateRows();
+    // The tracker took the lock first: its late row has the lower id; the audit drew its id after the tracker committed.
+    expect(rows.map((r) => r.position)).toEqual([50, 40]);
+    expect(rows[0]!.id < rows[1]!.id).toBe(true);
+  });
 });

@@ -11,18 +11,37 @@ import { eventTable, positionSql } from '../sources/event-table.js';
  */
 
 /**
- * The events visible inside the gap ranges of `gaps` (an alias of projection_gaps in the caller's FROM) that no late
- * row records yet, as a text[] of positions: one index probe of the position per gap range, driven from the gaps.
- * Joining events to gaps instead let PostgreSQL walk every event, then the gaps below it (66 s for a million events
- * and a hundred gaps).
+ * The events visible inside the gap ranges of `gaps` (an alias of projection_gaps in the caller's FROM), above
+ * `after` when given, that no late row records yet, the lowest `FOUND_CHUNK + 1` of them, as a text[] of positions:
+ * one index probe of the position per gap range, driven from the gaps. Joining events to gaps instead let PostgreSQL
+ * walk every event, then the gaps below it (66 s for a million events and a hundred gaps). Bounded: an operator's
+ * bulk load into a gap range can put any number of rows there, and a statement that found (and recorded) them all
+ * outlived its statement_timeout on every run; more than FOUND_CHUNK found means the gap is not done (the caller
+ * records FOUND_CHUNK and goes on above the last, readFoundAfter). OFFSET 0 keeps the late check a probe of the late
+ * index per event found: as an anti join under the LIMIT, PostgreSQL hashed every late row of the history once per
+ * gap (11 s for 1,000 gaps and 30,000 late rows, against 40 ms probing).
  */
-function unrecordedEventsSql(names: StoreNames, gaps: string): string {
+function unrecordedEventsSql(names: StoreNames, gaps: string, after?: string): string {
   const t = eventTable(names);
   const position = positionSql(t, 'e');
   return `(SELECT coalesce(array_agg(x.p::text ORDER BY x.p), '{}')
              FROM (SELECT ${position}::int8 AS p FROM ${t.table} e
-                    WHERE ${position} BETWEEN ${gaps}.from_position AND ${gaps}.to_position) x
-            WHERE NOT EXISTS (SELECT 1 FROM ${names.q.gaps} l WHERE l.resolution = 'late' AND l.from_position = x.p))`;
+                    WHERE ${position} BETWEEN ${gaps}.from_position AND ${gaps}.to_position${after ? ` AND ${position} > ${after}` : ''}
+                      AND NOT EXISTS (SELECT 1 FROM ${names.q.gaps} l WHERE l.resolution = 'late' AND l.from_position = ${position} OFFSET 0)
+                    ORDER BY ${position} LIMIT ${FOUND_CHUNK + 1}) x)`;
+}
+
+/** At most this many events found per gap and statement (unrecordedEventsSql), and recorded per transaction. */
+export const FOUND_CHUNK = 1000;
+
+/** A gap's found positions, cut to FOUND_CHUNK: `complete` when that is all of them. */
+export interface Found {
+  found: bigint[];
+  complete: boolean;
+}
+
+function foundOf(text: string[]): Found {
+  return { found: text.slice(0, FOUND_CHUNK).map(BigInt), complete: text.length <= FOUND_CHUNK };
 }
 
 export interface AuditChunk {
@@ -30,6 +49,8 @@ export interface AuditChunk {
   ids: bigint[];
   /** Events found inside them that no late row records: a writer outside the assumptions. */
   found: bigint[];
+  /** The gaps with more found than FOUND_CHUNK: the audit goes on above `after` (readFoundAfter). */
+  unfinished: Array<{ id: bigint; after: bigint }>;
 }
 
 /** Up to `limit` settled gaps whose audit is due, the oldest due first, and what they hold. Reads only. */
@@ -40,7 +61,21 @@ export async function readDueAudits(db: pg.ClientBase | pg.Pool, names: StoreNam
               WHERE next_audit_at <= now() ORDER BY next_audit_at LIMIT $1) g`,
     [limit],
   );
-  return { ids: rows.map((r) => BigInt(r.id)), found: rows.flatMap((r) => r.found.map(BigInt)) };
+  const gaps = rows.map((r) => ({ id: BigInt(r.id), ...foundOf(r.found) }));
+  return {
+    ids: gaps.map((g) => g.id),
+    found: gaps.flatMap((g) => g.found),
+    unfinished: gaps.filter((g) => !g.complete).map((g) => ({ id: g.id, after: g.found.at(-1)! })),
+  };
+}
+
+/** The next events found inside the gap `id` above `after` (an unfinished audit: AuditChunk). Reads only. */
+export async function readFoundAfter(db: pg.ClientBase | pg.Pool, names: StoreNames, id: bigint, after: bigint): Promise<Found> {
+  const { rows } = await db.query<{ found: string[] }>(
+    `SELECT ${unrecordedEventsSql(names, 'g', '$2::int8')} AS found FROM ${names.q.gaps} g WHERE g.id = $1`,
+    [id.toString(), after.toString()],
+  );
+  return rows[0] ? foundOf(rows[0].found) : { found: [], complete: true };
 }
 
 /**
@@ -57,12 +92,19 @@ export async function markAudited(db: pg.ClientBase | pg.Pool, names: StoreNames
   );
 }
 
+/** The gaps `ids` are audited again at the next run (events were found inside them when they were about to be pruned). */
+export async function auditAgain(db: pg.ClientBase | pg.Pool, names: StoreNames, ids: bigint[]): Promise<void> {
+  if (ids.length === 0) return;
+  await db.query(`UPDATE ${names.q.gaps} SET next_audit_at = now() WHERE id = ANY ($1::int8[])`, [ids.map(String)]);
+}
+
 /**
  * Records `positions` (found inside settled gaps) late, so every projection that passed them gets them. Late rows
  * must commit in id order for the projectors' late_seen_id (a lower id committed after a higher one would be missed),
  * and persistDecision writes its late rows under the high-water row lock: this short transaction takes the same lock
  * first, then inserts (a statement of its own, so its snapshot sees whatever committed while it waited). Only the
- * leader writes. Returns the positions recorded now.
+ * leader writes. At most FOUND_CHUNK positions per call (the caller cuts them, lowest first): the lock is held for a
+ * bounded insert. Returns the positions recorded now.
  */
 export async function recordFoundLate(db: pg.Pool, names: StoreNames, leader: string, positions: bigint[]): Promise<bigint[]> {
   if (positions.length === 0) return [];
@@ -83,7 +125,10 @@ export async function recordFoundLate(db: pg.Pool, names: StoreNames, leader: st
 const older = (param: string) => `now() - ${param} * interval '1 millisecond'`;
 
 export interface PruneChunk {
-  /** Settled gaps past the history that nothing needs any more, with the events found inside them (the last audit). */
+  /**
+   * Settled gaps past the history that nothing needs any more, with the events found inside them (the last audit; at
+   * most FOUND_CHUNK each: a gap with any found stays, and is audited again at the next run, auditAgain).
+   */
   gaps: Array<{ id: bigint; found: bigint[] }>;
 }
 
@@ -105,7 +150,7 @@ export async function readPrunable(db: pg.ClientBase | pg.Pool, names: StoreName
       ORDER BY g.settled_at LIMIT $2`,
     [historyMs, limit],
   );
-  return { gaps: rows.map((r) => ({ id: BigInt(r.id), found: r.found.map(BigInt) })) };
+  return { gaps: rows.map((r) => ({ id: BigInt(r.id), found: foundOf(r.found).found })) };
 }
 
 /**

@@ -3,7 +3,18 @@ import type { Logger } from 'pino';
 import type { StoreNames } from '../db/identifiers.js';
 import type { RunnerMetrics } from '../metrics/registry.js';
 import { sleep } from '../shared/time.js';
-import { markAudited, pruneFilled, pruneGaps, readBacklog, readDueAudits, readPrunable, recordFoundLate } from './housekeeping-sql.js';
+import {
+  auditAgain,
+  FOUND_CHUNK,
+  markAudited,
+  pruneFilled,
+  pruneGaps,
+  readBacklog,
+  readDueAudits,
+  readFoundAfter,
+  readPrunable,
+  recordFoundLate,
+} from './housekeeping-sql.js';
 
 /** Audits of a settled gap on its schedule (the audit before pruning comes on top). */
 export const SCHEDULED_AUDITS = 5;
@@ -105,6 +116,16 @@ export class Housekeeping {
       if (signal.aborted || !this.options.isLeader()) return;
       const chunk = await timed(() => readDueAudits(pool, names, AUDIT_CHUNK));
       await this.recordFound(chunk.found, report, timed);
+      // A gap with more found than a chunk (rows loaded into its range in bulk): the audit goes on above the last.
+      for (const gap of chunk.unfinished) {
+        for (let after = gap.after; ;) {
+          if (signal.aborted || !this.options.isLeader()) return;
+          const next = await timed(() => readFoundAfter(pool, names, gap.id, after));
+          await this.recordFound(next.found, report, timed);
+          if (next.complete) break;
+          after = next.found.at(-1)!;
+        }
+      }
       await timed(() => markAudited(pool, names, chunk.ids, delays));
       report.audited += chunk.ids.length;
       if (chunk.ids.length < AUDIT_CHUNK) break;
@@ -115,6 +136,14 @@ export class Housekeeping {
       // The audit before pruning: a gap with something found stays (its new late record keeps it for the history).
       const found = chunk.gaps.flatMap((g) => g.found);
       await this.recordFound(found, report, timed);
+      // Its late rows keep it past this audit, so the next run's audit finishes looking into it.
+      await timed(() =>
+        auditAgain(
+          pool,
+          names,
+          chunk.gaps.filter((g) => g.found.length > 0).map((g) => g.id),
+        ),
+      );
       const doomed = chunk.gaps.filter((g) => g.found.length === 0).map((g) => g.id);
       report.pruned += await timed(() => pruneGaps(pool, names, doomed));
       if (chunk.gaps.length < PRUNE_CHUNK) break;
@@ -133,7 +162,13 @@ export class Housekeeping {
   private async recordFound(positions: bigint[], report: RunReport, timed: <T>(statement: () => Promise<T>) => Promise<T>): Promise<void> {
     if (positions.length === 0) return;
     const { pool, names, owner, log, metrics } = this.options;
-    const recorded = await timed(() => recordFoundLate(pool, names, owner, positions));
+    // In chunks, lowest first, each a short transaction under the high-water row lock (recordFoundLate).
+    const sorted = [...positions].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+    const recorded: bigint[] = [];
+    for (let i = 0; i < sorted.length; i += FOUND_CHUNK) {
+      const chunk = sorted.slice(i, i + FOUND_CHUNK);
+      recorded.push(...(await timed(() => recordFoundLate(pool, names, owner, chunk))));
+    }
     for (const position of recorded) {
       metrics.lateEvents.inc();
       metrics.lateAfterSettled.inc();

@@ -159,3 +159,16 @@ export async function failReplay(db: pg.Pool, names: StoreNames, replayId: bigin
   );
   return rows[0]?.error ?? 'the projection failed';
 }
+
+/**
+ * The requester gave up before anyone took the request up (interrupted, or nobody served it in time): never carried
+ * out later by surprise. True when it was still pending and is withdrawn now.
+ */
+export async function withdrawReplay(db: pg.Pool, names: StoreNames, id: bigint): Promise<boolean> {
+  const { rowCount } = await db.query(
+    `UPDATE ${names.q.replays} SET status = 'failed', error = 'withdrawn by the requester', finished_at = now()
+      WHERE id = $1 AND status = 'pending'`,
+    [id.toString()],
+  );
+  return rowCount === 1;
+}

@@ -2,7 +2,8 @@ import { Option, type Command } from 'commander';
 import type pg from 'pg';
 import { storeNames, type StoreNames } from '../db/identifiers.js';
 import { CommandFailedError, ProjectionNotFailedError, VersionRequestError } from '../errors.js';
-import { abandonCommand, readCommand, requestCommand, type CommandKind } from '../projector/commands.js';
+import { readCommand, requestCommand, type CommandKind } from '../projector/commands.js';
+import { withdrawRequest } from '../replay/requests.js';
 import { listDeadLetters, type DeadLetter } from '../projector/dead-letters.js';
 import { instanceName } from '../ownership/leases.js';
 import { waitUntil } from '../shared/time.js';
@@ -92,7 +93,7 @@ function commandTicket(
   return {
     slot,
     carriesOn: `its owner carries the ${command} out (see \`projection-runner status\`)`,
-    withdraw: () => abandonCommand(pool, names, id),
+    withdraw: () => withdrawRequest(pool, names, 'commands', id),
     read: async () => {
       const row = await readCommand(pool, names, id);
       if (row.status === 'pending') return { kind: 'waiting' };

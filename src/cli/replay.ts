@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { ReplayFailedError } from '../errors.js';
 import { instanceName } from '../ownership/leases.js';
-import { readReplay, requestReplay, withdrawReplay } from '../replay/requests.js';
+import { readReplay, requestReplay, withdrawRequest } from '../replay/requests.js';
 import { configFrom, operatorCommand, yesOption } from './options.js';
 import { formatSummary } from './progress.js';
 import { ownerOf, serveRequest } from './request.js';
@@ -39,7 +39,7 @@ export function registerReplay(program: Command): void {
         return {
           slot,
           carriesOn: `the replay of ${name} goes on wherever a daemon runs it (see \`projection-runner status\`)`,
-          withdraw: () => withdrawReplay(pool, names, id),
+          withdraw: () => withdrawRequest(pool, names, 'replays', id),
           read: async () => {
             const replay = await readReplay(pool, names, id);
             const progress = { applied: Number(replay.applied), target: Number(replay.target ?? 0), elapsedMs: Date.now() - started };

@@ -32,23 +32,24 @@ export function inProcessRefusal({ kind, module, builds, target, switchMode }: I
   if (mine.length === 0) return undefined; // its first build, made in place by the runner here: what the command asks
   const live = mine.find((b) => b.role === 'live');
   const plan = planBuild(module, mine, switchMode);
-  if (plan.kind === 'create') {
+  const wouldBuild =
+    plan.kind === 'create' ? `a runner here would build version ${plan.build.version} beside the live one and switch to it` : undefined;
+  if (target?.role === 'kept' && kind !== 'switch') {
+    return `version ${target.version} is kept: nothing runs a kept version (\`projection-runner switch ${module.name} --version ${target.version}\` makes it live again)`;
+  }
+  if (target && target.codeVersion !== version) {
     return (
-      `--projections has module version ${version}, which no version of ${module.name} is built from: a runner here ` +
-      `would build version ${plan.build.version} beside the live one and switch to it. Run this command with the ` +
-      `code of the live version${live ? ` (module version ${live.codeVersion})` : ''}, or start the daemon with the new code, which builds it`
+      `version ${target.version} is built by the code of module version ${target.codeVersion}, and --projections has ` +
+      `version ${version}, with no daemon running it: run this command with that code${wouldBuild ? ` (with this code, ${wouldBuild})` : ''}`
+    );
+  }
+  if (wouldBuild) {
+    return (
+      `--projections has module version ${version}, which no version of ${module.name} is built from: ${wouldBuild}. Run ` +
+      `this command with the code of the live version${live ? ` (module version ${live.codeVersion})` : ''}, or start the daemon with the new code, which builds it`
     );
   }
   if (!target) return undefined;
-  if (target.role === 'kept' && kind !== 'switch') {
-    return `version ${target.version} is kept: nothing runs a kept version (\`projection-runner switch ${module.name} --version ${target.version}\` makes it live again)`;
-  }
-  if (target.codeVersion !== version) {
-    return (
-      `version ${target.version} is built by the code of module version ${target.codeVersion}, and --projections has ` +
-      `version ${version}, with no daemon running it: run this command with that code`
-    );
-  }
   // The versions a runner here would run besides the target: the live one is what a rebuild or a switch builds from.
   const besides = buildsToRun([module], mine)
     .map((u) => u.build)

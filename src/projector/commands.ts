@@ -94,16 +94,3 @@ export async function readCommand(db: pg.Pool, names: StoreNames, id: bigint): P
   const { rows } = await db.query<CommandRecord>(`SELECT ${COMMAND_COLUMNS} FROM ${names.q.commands} WHERE id = $1`, [id.toString()]);
   return toCommand(rows[0]!);
 }
-
-/**
- * The requester gave up before anyone took the command up (interrupted, or nobody served it in time): never carried
- * out later by surprise. True when it was still pending and is withdrawn now.
- */
-export async function abandonCommand(db: pg.Pool, names: StoreNames, id: bigint): Promise<boolean> {
-  const { rowCount } = await db.query(
-    `UPDATE ${names.q.commands} SET status = 'failed', error = 'abandoned by the requester', finished_at = now()
-      WHERE id = $1 AND status = 'pending'`,
-    [id.toString()],
-  );
-  return rowCount === 1;
-}

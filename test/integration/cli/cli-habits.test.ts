@@ -1,11 +1,9 @@
-import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SETTINGS } from '../../../src/config.js';
 import { TUNING_SETTINGS } from '../../../src/cli/options.js';
-import { FIXTURE_PROJECTIONS, REPO, runCli } from '../../support/child-runner.js';
+import { FIXTURE_PROJECTIONS, inTerminal, REPO, runCli } from '../../support/child-runner.js';
 import { createTestDatabase, type TestDatabase } from '../../support/database.js';
 
 /**
@@ -60,13 +58,11 @@ describe('help: each command shows the options it uses, under headings', () => {
     expect(stdout).toContain('Metrics server:');
   });
 
-  it('the operator requests state their bound: --request-timeout with its default', async () => {
-    for (const command of ['replay', 'retry', 'skip', 'rebuild', 'switch']) {
-      const { stdout } = await runCli([command, '--help']);
-      expect(stdout.replace(/\s+/g, ' ')).toContain(
-        'a request nobody takes up within this time is withdrawn (exit 1) [env PROJECTION_RUNNER_REQUEST_TIMEOUT, default 30s]',
-      );
-    }
+  it.each(['replay', 'retry', 'skip', 'rebuild', 'switch'])('%s states its bound: --request-timeout with its default', async (command) => {
+    const { stdout } = await runCli([command, '--help']);
+    expect(stdout.replace(/\s+/g, ' ')).toContain(
+      'a request nobody takes up within this time is withdrawn (exit 1) [env PROJECTION_RUNNER_REQUEST_TIMEOUT, default 30s]',
+    );
   });
 });
 
@@ -80,25 +76,6 @@ describe('--yes on every command that asks for confirmation', () => {
     expect(code).toBe(1); // accepted: refused for the unknown projection, not as usage
   });
 });
-
-/** The CLI with its stderr on a pseudo-terminal (util-linux `script`); what the terminal showed. */
-function inTerminal(args: string[], env: Record<string, string>): Promise<string> {
-  const loader = pathToFileURL(path.join(REPO, 'node_modules/tsx/dist/loader.mjs')).href;
-  const quote = (word: string) => `'${word.replace(/'/g, `'\\''`)}'`;
-  const command = [process.execPath, '--import', loader, path.join(REPO, 'src/cli/main.ts'), ...args].map(quote).join(' ');
-  return new Promise((resolve, reject) => {
-    const child = spawn('script', ['-qec', command, '/dev/null'], {
-      cwd: REPO,
-      env: { ...process.env, ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let output = '';
-    child.stdout.on('data', (d) => (output += d));
-    child.stderr.on('data', (d) => (output += d));
-    child.on('error', reject);
-    child.on('close', (code) => (code === 0 ? resolve(output.replace(/\r\n/g, '\n')) : reject(new Error(`exit ${code}: ${output}`))));
-  });
-}
 
 describe('logs for people and for machines', () => {
   const env = () => ({ DATABASE_URL: db.url, PROJECTION_RUNNER_LOG_LEVEL: 'info' });
@@ -114,13 +91,15 @@ describe('logs for people and for machines', () => {
   });
 
   it('readable lines at a terminal (a pseudo-terminal)', async () => {
-    const output = await inTerminal(['migrate'], env());
+    const output = (await inTerminal(['migrate'], env())).replace(/\r\n/g, '\n');
     expect(output).toMatch(PRETTY);
     expect(output).not.toContain('{"level"');
   });
 
   it('--log-format and PROJECTION_RUNNER_LOG_FORMAT choose either way', async () => {
-    expect(await inTerminal(['migrate', '--log-format', 'json'], env())).toMatch(/^\{"level":30,.*"msg":"schema is up to date"\}$/m);
+    expect((await inTerminal(['migrate', '--log-format', 'json'], env())).replace(/\r\n/g, '\n')).toMatch(
+      /^\{"level":30,.*"msg":"schema is up to date"\}$/m,
+    );
     const piped = await runCli(['migrate'], { ...env(), PROJECTION_RUNNER_LOG_FORMAT: 'pretty' });
     expect(piped.stderr).toMatch(PRETTY);
     const bad = await runCli(['migrate', '--log-format', 'xml'], env());

@@ -15,7 +15,7 @@ beforeAll(async () => (db = await createTestDatabase()));
 afterAll(() => db.drop());
 
 const VERSION = (JSON.parse(readFileSync(path.join(REPO, 'package.json'), 'utf8')) as { version: string }).version;
-const COMMANDS = ['migrate', 'status', 'replay', 'retry', 'skip', 'dead-letters', 'rebuild', 'switch', 'drop'];
+const COMMANDS = ['migrate', 'status', 'wait', 'replay', 'retry', 'skip', 'dead-letters', 'rebuild', 'switch', 'drop'];
 const CONFIRMING = ['replay', 'skip', 'drop', 'rebuild', 'switch'];
 const tuningFlags = SETTINGS.filter((s) => (TUNING_SETTINGS as readonly string[]).includes(s.key)).map((s) => `--${s.flag}`);
 

@@ -197,23 +197,21 @@ export async function withdrawBuildRequest(
 ): Promise<boolean> {
   return withTransaction(pool, async (tx) => {
     await lockBuilds(tx, names);
-    const { rowCount } = await tx.query(
-      `UPDATE ${names.q.builds} SET role = $2, switch_mode = $3, target = coalesce($4::bigint, target)
+    const { rows } = await tx.query<{ projection: string }>(
+      `UPDATE ${names.q.builds} SET role = $2, switch_mode = coalesce($3, switch_mode), target = coalesce($4::bigint, target)
         WHERE slot = $1 AND role = 'building'
-          AND NOT EXISTS (SELECT 1 FROM pg_locks k WHERE ${heldLeaseCondition('k', '$5', '$1')})`,
+          AND NOT EXISTS (SELECT 1 FROM pg_locks k WHERE ${heldLeaseCondition('k', '$5', '$1')})
+        RETURNING projection`,
       [
         slot,
         previous?.role ?? 'kept',
-        previous?.switchMode ?? 'manual',
+        previous?.switchMode ?? null,
         previous?.target.toString() ?? null,
         leaseNamespace(names, 'projection'),
       ],
     );
-    if (rowCount === 1) {
-      const projection = (await readBuilds(tx, names)).find((b) => b.slot === slot)?.projection;
-      if (projection) await announce(tx, names, projection);
-    }
-    return rowCount === 1;
+    if (rows[0]) await announce(tx, names, rows[0].projection);
+    return rows.length === 1;
   });
 }
 

@@ -79,6 +79,30 @@ describe('issue 26 item 5: commands that never end, with side effects', () => {
     }
   }, 120_000);
 
+  it('`switch --version N` that no running instance has the code for: withdrawn after --request-timeout, the version kept again', async () => {
+    await versionOneBuilt();
+    const next = await startRunner(fixture.db, { projections: [versioned(2)] });
+    try {
+      await waitFor('v2 live', async () => (await roles()) === '1:kept,2:live', 60_000);
+      const target = async () => (await readBuilds(fixture.db.pool, names, 'versioned')).find((b) => b.version === 1)!.target;
+      const before = await target();
+      await seed(5); // H moves on: a switch back would take the new H as its target
+      await waitFor('v2 at the head', async () => (await checkpoint('versioned@v2')) === 25, 60_000);
+      // The running instance has module version 2 only: nothing takes version 1 up.
+      const result = await runCli(
+        ['switch', 'versioned', '--version', '1', '--yes', '--request-timeout', '2s', '--projections', VERSIONED],
+        { DATABASE_URL: fixture.db.url, LOG_VERSION: '1' },
+        BOUND_MS,
+      );
+      expect(result.stderr).toMatch(/not taken up within 2s \(--request-timeout\).*the request was withdrawn/);
+      expect(result.code).toBe(1);
+      expect(await roles()).toBe('1:kept,2:live');
+      expect(await target()).toBe(before);
+    } finally {
+      await next.stop();
+    }
+  }, 120_000);
+
   it('a daemon that owns the projection but never takes the request up: withdrawn after --request-timeout, exit 1, never carried out later', async () => {
     await seed(20);
     const daemon = startDaemon(fixture.db.url, ['--projections', FIXTURES]);

@@ -22,7 +22,7 @@ describe('replay progress', () => {
     [40_000, 45_785, ' 87.4% 40,000 / 45,785 events'],
     [5, 0, '100.0% 5 / 5 (+5 since start) events'],
     [0, 0, '100.0% 0 / 0 events'],
-  ])('never shows more than 100 %%: %d applied of a target of %d at the start', (applied, target, shown) => {
+  ])('never shows more than all: %d applied of a target of %d at the start', (applied, target, shown) => {
     expect(formatProgress({ applied, target, elapsedMs: 1_000 }, 4)).toContain(shown);
   });
 

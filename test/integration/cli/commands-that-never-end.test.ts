@@ -23,8 +23,8 @@ const rows = async (table: 'projection_replays' | 'projection_commands') =>
   (await fixture.db.pool.query(`SELECT projection, status FROM ${table} ORDER BY id`)).rows;
 const checkpoint = async (slot: string) =>
   Number((await fixture.db.pool.query('SELECT position FROM projection_checkpoints WHERE name = $1', [slot])).rows[0]?.position ?? -1);
-/** Bounded so that today's never-ending command fails the test instead of hanging it. */
-const BOUND_MS = 45_000;
+/** Bounded so that a never-ending command fails the test instead of hanging it; generous, for a loaded machine. */
+const BOUND_MS = 90_000;
 
 /** `events` more events, each on a stream of its own. */
 async function seed(events: number) {
@@ -58,7 +58,7 @@ describe('issue 26 item 5: commands that never end, with side effects', () => {
     expect(await roles()).toBe('1:live');
     expect(await rows('projection_replays')).toEqual([]);
     expect((await readLog(fixture.db.pool, 'versioned')).length).toBe(20);
-  }, 90_000);
+  }, 180_000);
 
   it('`retry --version N` on a kept version: refused at once (nothing runs a kept version), no request left', async () => {
     await versionOneBuilt();
@@ -79,7 +79,7 @@ describe('issue 26 item 5: commands that never end, with side effects', () => {
     } finally {
       await next.stop();
     }
-  }, 120_000);
+  }, 240_000);
 
   it('`switch --version N` that no running instance has the code for: withdrawn after --request-timeout, the version kept again', async () => {
     await versionOneBuilt();
@@ -103,7 +103,7 @@ describe('issue 26 item 5: commands that never end, with side effects', () => {
     } finally {
       await next.stop();
     }
-  }, 120_000);
+  }, 180_000);
 
   it('a daemon that owns the projection but never takes the request up: withdrawn after --request-timeout, exit 1, never carried out later', async () => {
     await seed(20);
@@ -143,7 +143,7 @@ describe('issue 26 item 5: commands that never end, with side effects', () => {
     await waitFor('the daemon applies the next event', async () => (await checkpoint('chaos_a')) === 21, 60_000);
     expect((await readLog(fixture.db.pool, 'chaos_a')).map((r) => r.applied)).toEqual(new Array(21).fill(1));
     expect(await rows('projection_replays')).toEqual([{ projection: 'chaos_a', status: 'failed' }]);
-  }, 150_000);
+  }, 240_000);
 
   it('a command interrupted while it waits (SIGTERM, SIGINT) withdraws its request', async () => {
     await seed(5);
@@ -170,5 +170,5 @@ describe('issue 26 item 5: commands that never end, with side effects', () => {
     } finally {
       daemon.child.kill('SIGCONT');
     }
-  }, 150_000);
+  }, 240_000);
 });

@@ -76,6 +76,7 @@ const column = (name: string, orNone = false): ValueRules<string> => ({
 });
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+export const LOG_FORMATS = ['json', 'pretty'] as const;
 
 export interface RunnerConfig {
   databaseUrl: string | undefined;
@@ -111,6 +112,10 @@ export interface RunnerConfig {
   shutdownTimeoutMs: number;
   watchdogMs: number;
   logLevel: (typeof LOG_LEVELS)[number];
+  /** Undefined: pretty when stderr is a terminal, else json. */
+  logFormat: (typeof LOG_FORMATS)[number] | undefined;
+  /** How long a command waits for its request to be taken up before it withdraws it. */
+  requestTimeoutMs: number;
   metricsHost: string;
   metricsPort: number;
 }
@@ -207,6 +212,13 @@ export const SETTINGS = [
   setting({ key: 'logLevel', flag: 'log-level', env: 'PROJECTION_RUNNER_LOG_LEVEL', default: 'info',
     description: `one of ${LOG_LEVELS.join(', ')}`,
     ...oneOf(LOG_LEVELS) }),
+  // No default: a person at a terminal reads lines, a collector reads JSON (src/logger.ts).
+  setting({ key: 'logFormat', flag: 'log-format', env: 'PROJECTION_RUNNER_LOG_FORMAT', default: undefined,
+    description: 'json: one JSON object per line; pretty: readable lines (default: pretty when stderr is a terminal, else json)',
+    ...oneOf(LOG_FORMATS) }),
+  setting({ key: 'requestTimeoutMs', flag: 'request-timeout', env: 'PROJECTION_RUNNER_REQUEST_TIMEOUT', default: '30s',
+    description: 'replay, retry, skip, rebuild, switch: a request nobody takes up within this time is withdrawn (exit 1)',
+    ...positiveDuration }),
   setting({ key: 'metricsHost', flag: 'metrics-host', env: 'PROJECTION_RUNNER_METRICS_HOST', default: '0.0.0.0',
     description: 'address of the /metrics, /healthz, /readyz server', ...anyText }),
   setting({ key: 'metricsPort', flag: 'metrics-port', env: 'PROJECTION_RUNNER_METRICS_PORT', default: '9464',

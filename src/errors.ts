@@ -277,6 +277,22 @@ export class ProjectionNotFailedError extends ProjectionRunnerError {
 /** A `retry`/`skip` command reached its projection but could not be carried out; the message says why. */
 export class CommandFailedError extends ProjectionRunnerError {}
 
+/**
+ * An operator request (replay, retry, skip, rebuild, switch) that nothing can serve: refused before anything
+ * changed, or withdrawn because nobody took it up within --request-timeout. The message says why and what to do.
+ */
+export class RequestNotServedError extends ProjectionRunnerError {}
+
+/** An operator command stopped by a signal while it followed its request; the message says what became of it. */
+export class RequestInterruptedError extends ProjectionRunnerError {
+  constructor(
+    readonly signal: string,
+    outcome: string,
+  ) {
+    super(`interrupted (${signal}): ${outcome}`);
+  }
+}
+
 /** The database could not be used: unreachable, or refused our credentials. Names host/port, never the password. */
 export class DatabaseUnavailableError extends ProjectionRunnerError {}
 

@@ -1,15 +1,17 @@
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { guardPoolErrors } from '../db/connection.js';
-import { createLogger } from '../logger.js';
+import { createLogger, type LogFormat } from '../logger.js';
 import { startMetricsServer, type MetricsServer } from '../metrics/server.js';
 import { loadProjections } from '../projection/loader.js';
 import { Runner } from '../runner/runner.js';
 import { sleep } from '../shared/time.js';
 import { EventStore } from '../store/event-store.js';
 import { openDatabase } from './database.js';
+import { StatusLine } from './status-line.js';
+import { LOG_FORMATS, resolveConfig } from '../config.js';
 
 /** The example projections: projections/ next to src/ (TypeScript, via tsx) or dist/projections (compiled). */
 function bundledProjections(): string {
@@ -61,8 +63,13 @@ export function registerDemo(program: Command): void {
     .option('--writers <n>', 'concurrent demo writers', '4')
     .option('--duration <seconds>', 'stop by itself after this long (default: until Ctrl-C)')
     .option('--metrics-port <port>', 'metrics server port (0: a free one)', '9464')
+    .addOption(new Option('--log-format <format>', 'json or pretty (default: pretty at a terminal)').choices(LOG_FORMATS))
     .action(async (options) => {
-      const log = createLogger(process.env.PROJECTION_RUNNER_LOG_LEVEL ?? 'warn');
+      // Log lines go above the live status line, on the same stream, so that the status line stays the last one.
+      const status = new StatusLine();
+      const format =
+        (options.logFormat as LogFormat | undefined) ?? resolveConfig({}).logFormat ?? (process.stdout.isTTY ? 'pretty' : 'json');
+      const log = createLogger(process.env.PROJECTION_RUNNER_LOG_LEVEL ?? 'warn', { format, write: (text) => status.above(text) });
       const projections = await loadProjections(bundledProjections());
       const gapTimeoutMs = 2_000;
       const writers = new AbortController();
@@ -79,7 +86,8 @@ export function registerDemo(program: Command): void {
         // Once only: under `npm run demo` a Ctrl-C arrives twice (from the terminal, and forwarded by npm).
         if (stopping) return;
         stopping = true;
-        process.stdout.write('\nstopping: writers, daemon, database…\n');
+        status.end();
+        process.stdout.write('stopping: writers, daemon, database…\n');
         writers.abort();
         await Promise.allSettled(writing);
         await pool?.end();
@@ -129,7 +137,6 @@ export function registerDemo(program: Command): void {
           `metrics on http://127.0.0.1:${metrics.port}/metrics; Ctrl-C stops\n`,
       );
 
-      const tty = process.stdout.isTTY;
       while (!stopping) {
         await sleep(1_000);
         if (stopping) break;
@@ -145,7 +152,7 @@ export function registerDemo(program: Command): void {
           `open gaps ${await value(m.gapsOpen)}  resolved: filled ${await value(m.gapsResolved, (l) => l.resolution === 'filled')} ` +
           `dead ${await value(m.gapsResolved, (l) => l.resolution === 'dead')} timed_out ${await value(m.gapsResolved, (l) => l.resolution === 'timed_out')}  ` +
           `late ${await value(m.lateEvents)}`;
-        process.stdout.write(tty ? `\r${line}   ` : `${line}\n`);
+        if (!stopping) status.show(line);
       }
     });
 }

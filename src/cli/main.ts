@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { redactSecrets } from '../db/connection.js';
 import { ConfigError, ProjectionRunnerError, UsageError } from '../errors.js';
@@ -13,9 +14,27 @@ import { registerWait } from './wait.js';
 import { isAuthenticationFailure } from './database.js';
 import { describeConnection } from '../db/connection.js';
 
-/** Exit codes: 0 ok, 1 error, 2 usage. Errors are one line on stderr, never with the password. */
+/** The package's version: package.json two folders up from src/cli/ (tsx), three from dist/src/cli/ (compiled). */
+function packageVersion(): string {
+  for (const up of ['../../package.json', '../../../package.json']) {
+    try {
+      const manifest = JSON.parse(readFileSync(new URL(up, import.meta.url), 'utf8')) as { name?: string; version?: string };
+      if (manifest.name === 'projection-runner' && manifest.version) return manifest.version;
+    } catch {
+      // not there: the other layout
+    }
+  }
+  return 'unknown';
+}
+
+/**
+ * Exit codes: 0 ok, 1 error, 2 usage. Errors are one line on stderr, never with the password. The program's own
+ * options (`--version`, `-V`) come before the command: after it, `--version N` is a command's (retry, switch, drop…).
+ */
 const program = new Command('projection-runner')
   .description('Keeps read models up to date from a PostgreSQL event store, never silently skipping an event.')
+  .version(packageVersion(), '-V, --version', 'print the version and exit')
+  .enablePositionalOptions()
   .exitOverride()
   .showHelpAfterError();
 registerMigrate(program);

@@ -15,7 +15,7 @@ export function registerMigrate(program: Command): void {
     CONNECTION_SETTINGS,
   ).action(async (options) => {
     const config = configFrom(options);
-    const log = createLogger(config.logLevel);
+    const log = createLogger(config.logLevel, { format: config.logFormat });
     const names = storeNames(config);
     await withDatabasePool(
       config.databaseUrl,

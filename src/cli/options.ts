@@ -15,13 +15,32 @@ import { createLogger } from '../logger.js';
 import { loadProjections } from '../projection/loader.js';
 import type { Projection } from '../projection/projection.js';
 import { Runner, type RunnerOptions } from '../runner/runner.js';
+import type { RequestKind } from './request-plan.js';
 
-/** Adds the given settings as flags, each documenting its environment variable and default (from config.ts). */
+/**
+ * The headings of --help, in order, and the settings under each: a command shows the groups it uses (the daemon's
+ * tuning only under `run`). A setting in no group is shown under the last heading.
+ */
+const HELP_GROUPS: Array<[heading: string, keys: readonly SettingKey[]]> = [
+  ['Database and event source:', ['databaseUrl', ...STORE_SETTINGS]],
+  ['Projections:', ['projections', 'handlerRetries', 'onError', 'switchMode']],
+  ['Operator requests:', ['requestTimeoutMs']],
+  ['Logging:', ['logLevel', 'logFormat']],
+  ['Metrics server:', ['metricsHost', 'metricsPort', 'watchdogMs']],
+];
+const TUNING_HEADING = 'Daemon tuning:';
+
+/** The daemon's tuning: what only `run` uses (and the demo sets itself). */
+export const TUNING_SETTINGS = SETTINGS.map((s) => s.key).filter((k) => !HELP_GROUPS.some(([, keys]) => keys.includes(k)));
+
+/** Adds the given settings as flags under their headings, each documenting its environment variable and default (from config.ts). */
 export function addSettings(command: Command, keys: readonly SettingKey[]): Command {
-  for (const s of SETTINGS) {
-    if (!keys.includes(s.key)) continue;
-    const help = `${s.description} [env ${s.env}${s.default !== undefined ? `, default ${s.default}` : ''}]`;
-    command.addOption(new Option('switch' in s ? `--${s.flag}` : `--${s.flag} <value>`, help));
+  for (const [heading, group] of [...HELP_GROUPS, [TUNING_HEADING, TUNING_SETTINGS] as const]) {
+    for (const s of SETTINGS) {
+      if (!keys.includes(s.key) || !group.includes(s.key)) continue;
+      const help = `${s.description} [env ${s.env}${s.default !== undefined ? `, default ${s.default}` : ''}]`;
+      command.addOption(new Option('switch' in s ? `--${s.flag}` : `--${s.flag} <value>`, help).helpGroup(heading));
+    }
   }
   return command;
 }
@@ -40,7 +59,44 @@ export function configFrom(options: Record<string, unknown>): RunnerConfig {
   return resolveConfig(flags);
 }
 
-export const CONNECTION_SETTINGS = ['databaseUrl', ...STORE_SETTINGS, 'logLevel'] as const satisfies readonly SettingKey[];
+/** Every command: where the database and the events are, and the logs. */
+export const CONNECTION_SETTINGS = ['databaseUrl', ...STORE_SETTINGS, 'logLevel', 'logFormat'] as const satisfies readonly SettingKey[];
+
+/**
+ * The operator requests (replay, retry, skip, switch; rebuild adds --switch): the projections' code, and what a runner
+ * in this process needs when no daemon runs the projection.
+ */
+export const REQUEST_SETTINGS = [
+  ...CONNECTION_SETTINGS,
+  'projections',
+  'handlerRetries',
+  'onError',
+  'requestTimeoutMs',
+] as const satisfies readonly SettingKey[];
+
+/** `--yes`, worded the same on every command that asks for confirmation. */
+export function yesOption(withoutTerminal: 'required' | 'not asked'): Option {
+  return new Option(
+    '--yes',
+    `do not ask for confirmation (${withoutTerminal === 'required' ? 'required without a terminal' : 'without a terminal nothing is asked'})`,
+  );
+}
+
+/**
+ * An operator request command (`NAME` and its settings, src/cli/request.ts): `replay`, `retry`, `skip`, `rebuild`,
+ * `switch`, with its own options (`own`); the command adds its action.
+ */
+export function operatorCommand(program: Command, kind: RequestKind, description: string, own: Option[]): Command {
+  const command = program.command(kind).description(description).argument('<name>', 'projection name');
+  // The command's own options first, under the usual heading; then the settings under theirs.
+  for (const option of own) command.addOption(option);
+  return addSettings(command, kind === 'rebuild' ? [...REQUEST_SETTINGS, 'switchMode'] : REQUEST_SETTINGS);
+}
+
+/** A command's logger: warnings and errors only at the default level, since the command's own lines are its output. */
+export function commandLogger(config: RunnerConfig, quiet = false): Logger {
+  return createLogger(quiet ? 'silent' : config.logLevel === 'info' ? 'warn' : config.logLevel, { format: config.logFormat });
+}
 
 /** The Runner's options from a validated config: one place, for `run` and for the in-process `replay`. */
 export function runnerOptionsFrom(config: RunnerConfig, connectionString: string, projections: Projection[], log: Logger): RunnerOptions {
@@ -85,34 +141,12 @@ export async function confirm(question: string): Promise<boolean> {
 }
 
 /**
- * Who carries out a request for one projection (replay, retry, skip): the daemon that owns it (`owner`), else a runner
- * started here for it, returned so that the command stops it when done. Says which on stderr.
- */
-export async function runnerUnlessOwned(
-  owner: string | null | undefined,
-  target: { config: RunnerConfig; connectionString: string; projection: Projection; log: Logger },
-  say: { owned: (owner: string) => string; here: string },
-): Promise<Runner | undefined> {
-  if (owner) {
-    process.stderr.write(`${say.owned(owner)}\n`);
-    return undefined;
-  }
-  process.stderr.write(`${say.here}\n`);
-  const runner = inProcessRunner(target.config, target.connectionString, target.projection, target.log);
-  await runner.start();
-  return runner;
-}
-
-/** The settings of the commands that act on one projection (replay, retry, skip): all but the metrics server's. */
-export const COMMAND_SETTINGS = SETTINGS.map((s) => s.key).filter((k) => !['metricsHost', 'metricsPort', 'watchdogMs'].includes(k));
-
-/**
  * The projection a command acts on, loaded from --projections, with the command's logger (warnings and errors only
  * at the default level: the command's own lines are its output). An unknown name is an UnknownProjectionError listing
  * the known ones.
  */
 export async function projectionNamed(name: string, config: RunnerConfig): Promise<{ projection: Projection; log: Logger }> {
-  const log = createLogger(config.logLevel === 'info' ? 'warn' : config.logLevel);
+  const log = commandLogger(config);
   const projections = await loadProjections(config.projections);
   const projection = projections.find((p) => p.name === name);
   if (!projection)

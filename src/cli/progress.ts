@@ -21,14 +21,25 @@ export function formatDuration(seconds: number): string {
     : `${Math.floor(m / 60)}h${String(m % 60).padStart(2, '0')}m`;
 }
 
+/** 47998 → "47,998": counts a person reads at a glance. */
+export const formatCount = (n: number): string => Math.round(n).toLocaleString('en-US');
+
+/**
+ * The bar, the count against the target, the rate and the ETA. Never over 100 %: writers that go on while a replay or
+ * a build runs move its target (the head it started at) on; then the target shown is what was applied, and how far it
+ * moved is said (`47,998 / 47,998 (+2,213 since start)`).
+ */
 export function formatProgress({ applied, target, elapsedMs }: Progress, width = 30): string {
-  const fraction = target > 0 ? Math.min(1, applied / target) : 1;
+  const shown = Math.max(target, applied);
+  const moved = shown - target;
+  const fraction = shown > 0 ? applied / shown : 1;
   const filled = Math.round(fraction * width);
   const rate = elapsedMs > 0 ? applied / (elapsedMs / 1000) : 0;
-  const eta = rate > 0 ? Math.max(0, target - applied) / rate : Number.POSITIVE_INFINITY;
+  const eta = rate > 0 ? Math.max(0, shown - applied) / rate : Number.POSITIVE_INFINITY;
   return (
     `[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${(fraction * 100).toFixed(1).padStart(5)}% ` +
-    `${applied}/${target} events  ${Math.round(rate)} ev/s  ETA ${fraction >= 1 ? '0s' : formatDuration(eta)}`
+    `${formatCount(applied)} / ${formatCount(shown)}${moved > 0 ? ` (+${formatCount(moved)} since start)` : ''} events  ` +
+    `${formatCount(rate)} ev/s  ETA ${fraction >= 1 ? '0s' : formatDuration(eta)}`
   );
 }
 

@@ -1,28 +1,17 @@
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import type pg from 'pg';
-import type { RunnerConfig } from '../config.js';
 import { storeNames, type StoreNames } from '../db/identifiers.js';
-import { CommandFailedError, ProjectionNotFailedError, UsageError } from '../errors.js';
-import { createLogger } from '../logger.js';
-import { abandonCommand, readCommand, requestCommand, type CommandKind } from '../projector/commands.js';
+import { CommandFailedError, ProjectionNotFailedError, VersionRequestError } from '../errors.js';
+import { readCommand, requestCommand, type CommandKind } from '../projector/commands.js';
+import { withdrawRequest } from '../replay/requests.js';
 import { listDeadLetters, type DeadLetter } from '../projector/dead-letters.js';
 import { instanceName } from '../ownership/leases.js';
-import { Runner } from '../runner/runner.js';
 import { waitUntil } from '../shared/time.js';
 import { withDatabasePool } from './database.js';
-import {
-  addSettings,
-  configFrom,
-  confirm,
-  CONNECTION_SETTINGS,
-  runnerUnlessOwned,
-  projectionNamed,
-  COMMAND_SETTINGS,
-  versionOption,
-} from './options.js';
-import { readStatus } from './status.js';
+import { addSettings, commandLogger, configFrom, CONNECTION_SETTINGS, operatorCommand, versionOption, yesOption } from './options.js';
+import { ownerOf, serveRequest, type RequestTicket } from './request.js';
 import { prepareStore } from '../sources/prepare.js';
-import { slotFor } from '../versions/builds-sql.js';
+import { describeVersions, slotFor } from '../versions/builds-sql.js';
 
 /**
  * `retry`, `skip` and `dead-letters`: the way out for a projection stopped by an event its handler keeps failing on.
@@ -31,133 +20,109 @@ import { slotFor } from '../versions/builds-sql.js';
  * as replay does.
  */
 
-const RECOVERY_COMMANDS: Array<{ command: CommandKind; description: string; flag: [string, string] }> = [
+const RECOVERY_COMMANDS: Array<{ command: CommandKind; description: string; option: () => Option }> = [
   {
     command: 'retry',
     description: 'resume a failed projection without a restart (also while a daemon runs it)',
-    flag: ['--dead-letters', 're-deliver its dead letters first (each exactly once), once the handler is fixed'],
+    option: () => new Option('--dead-letters', 're-deliver its dead letters first (each exactly once), once the handler is fixed'),
   },
   {
     command: 'skip',
     description: 'dead-letter the event a failed projection is stopped at, and resume it',
-    flag: ['--yes', 'do not ask for confirmation (required without a terminal)'],
+    option: () => yesOption('required'),
   },
 ];
 
-/** `retry NAME [--dead-letters]` and `skip NAME [--yes]`. */
+/** `retry NAME [--dead-letters]` and `skip NAME [--yes]`, through the one request path (src/cli/request.ts). */
 export function registerRecovery(program: Command): void {
-  for (const { command, description, flag } of RECOVERY_COMMANDS) {
-    addSettings(
-      program
-        .command(command)
-        .description(description)
-        .argument('<name>', 'projection name')
-        .option(...flag)
-        .addOption(versionOption()),
-      COMMAND_SETTINGS,
-    ).action(async (name: string, options) => {
-      await runCommand(name, command, configFrom(options), {
-        deadLetters: options.deadLetters === true,
+  for (const { command, description, option } of RECOVERY_COMMANDS) {
+    operatorCommand(program, command, description, [option(), versionOption()]).action(async (name: string, options) => {
+      const version = options.version as number | undefined;
+      await serveRequest({
+        kind: command,
+        name,
+        config: configFrom(options),
         yes: options.yes === true,
-        version: options.version as number | undefined,
+        confirmation: command === 'skip' ? 'always' : undefined,
+        target: ({ builds, status }) => {
+          // The live version's checkpoint, or --version's.
+          const build = version === undefined ? builds.find((b) => b.role === 'live') : builds.find((b) => b.version === version);
+          if (version !== undefined && !build) {
+            throw new VersionRequestError(name, `there is no version ${version} (versions: ${describeVersions(builds)})`);
+          }
+          const slot = build?.slot ?? name;
+          const state = status.projections.find((p) => p.name === slot);
+          if (command === 'retry') return { build, owner: ownerOf(status, slot) };
+          if (state?.state !== 'failed') throw new ProjectionNotFailedError(name, state?.state ?? 'never run');
+          const failedAt = failure(state.lastError);
+          return {
+            build,
+            owner: ownerOf(status, slot),
+            question: `Skip position ${failedAt.position ?? '?'} (${failedAt.type ?? '?'}) of "${name}"? It goes to projection_dead_letters (error: ${failedAt.message ?? '?'}).`,
+          };
+        },
+        say: {
+          owned: (owner) => `${name} is run by ${owner}: the daemon carries out the ${command}`,
+          here: `no daemon runs ${name}: ${command} in this process`,
+        },
+        request: async ({ pool, names, status }, { build }) => {
+          const slot = build?.slot ?? name;
+          const position = failure(status.projections.find((p) => p.name === slot)?.lastError).position;
+          const id = await requestCommand(pool, names, {
+            projection: slot,
+            command,
+            deadLetters: options.deadLetters === true,
+            position: command === 'skip' && position ? BigInt(position) : undefined,
+            requestedBy: instanceName(),
+          });
+          return commandTicket(pool, names, { id, slot, name, command });
+        },
       });
     });
   }
 }
 
-async function runCommand(
-  name: string,
-  command: CommandKind,
-  config: RunnerConfig,
-  options: { deadLetters?: boolean; yes?: boolean; version?: number },
-): Promise<void> {
-  const { projection, log } = await projectionNamed(name, config);
-  if (command === 'skip' && !options.yes && !process.stdin.isTTY) {
-    throw new UsageError('no terminal to confirm on: pass --yes to skip without asking');
-  }
-  const names = storeNames(config);
-  await withDatabasePool(
-    config.databaseUrl,
-    command,
-    log,
-    async (pool, connectionString) => {
-      let runner: Runner | undefined;
-      let id: bigint | undefined;
-      try {
-        await prepareStore(pool, names);
-        // The live version's checkpoint, or --version's.
-        const slot = await slotFor(pool, names, name, options.version);
-        const status = (await readStatus(pool, names)).projections.find((p) => p.name === slot);
-        let position: bigint | undefined;
-        if (command === 'skip') {
-          if (status?.state !== 'failed') throw new ProjectionNotFailedError(name, status?.state ?? 'never run');
-          const failedAt = (status.lastError as { position?: string; type?: string; message?: string } | null) ?? {};
-          position = failedAt.position ? BigInt(failedAt.position) : undefined;
-          if (!options.yes) {
-            const question = `Skip position ${failedAt.position ?? '?'} (${failedAt.type ?? '?'}) of "${name}"? It goes to projection_dead_letters (error: ${failedAt.message ?? '?'}).`;
-            if (!(await confirm(question))) {
-              process.stderr.write('skip cancelled\n');
-              return;
-            }
-          }
-        }
-        id = await requestCommand(pool, names, {
-          projection: slot,
-          command,
-          deadLetters: options.deadLetters,
-          position,
-          requestedBy: instanceName(),
-        });
-        runner = await runnerUnlessOwned(
-          status?.owner,
-          { config, connectionString, projection, log },
-          {
-            owned: (owner) => `${name} is run by ${owner}: the daemon carries out the ${command}`,
-            here: `no daemon runs ${name}: ${command} in this process`,
-          },
-        );
-        const row = await followCommand(pool, names, id);
-        if (row.status === 'failed') throw new CommandFailedError(`${command} ${name}: ${row.error}`);
-        let result = row.result ?? {};
-        if (runner) {
-          // In this process the projection runs only as long as the command: take it to the head (or to its next failure).
-          const projector = await waitForSettled(runner, slot);
-          if (projector.state === 'failed' && projector.failure) {
-            const { fault } = projector.failure;
-            throw new CommandFailedError(
-              `${name} failed again at position ${fault.event.globalPosition} (${fault.event.type}): ${fault.reason}`,
-            );
-          }
-          result = { ...result, state: projector.state, position: projector.checkpoint.toString() };
-        }
-        process.stdout.write(`${describeResult(name, command, result)}\n`);
-      } finally {
-        // A command left pending (interrupted, or refused above) must not be carried out later by surprise.
-        if (id !== undefined) await abandonCommand(pool, names, id).catch(() => {});
-        await runner?.stop();
-      }
-    },
-    2,
-  );
-}
+const failure = (lastError: unknown) => (lastError as { position?: string; type?: string; message?: string } | null) ?? {};
 
-async function followCommand(pool: pg.Pool, names: StoreNames, id: bigint) {
-  const row = await waitUntil(
-    async () => {
+/** Where a retry or skip stands: its row, then (in this process) the projection taken to the head or its next failure. */
+function commandTicket(
+  pool: pg.Pool,
+  names: StoreNames,
+  { id, slot, name, command }: { id: bigint; slot: string; name: string; command: CommandKind },
+): RequestTicket {
+  return {
+    slot,
+    carriesOn: `its owner carries the ${command} out (see \`projection-runner status\`)`,
+    withdraw: () => withdrawRequest(pool, names, 'commands', id),
+    read: async () => {
       const row = await readCommand(pool, names, id);
-      return row.status === 'done' || row.status === 'failed' ? row : undefined;
+      if (row.status === 'pending') return { kind: 'waiting' };
+      if (row.status === 'running') return { kind: 'working' };
+      if (row.status === 'failed') throw new CommandFailedError(`${command} ${name}: ${row.error}`);
+      return {
+        kind: 'done',
+        report: async (runner, signal) => {
+          let result = row.result ?? {};
+          if (runner) {
+            // In this process the projection runs only as long as the command: take it to the head (or to its next failure).
+            const projector = await waitUntil(
+              () => runner.ownedProjections().find((p) => p.name === slot && (p.state === 'running' || p.state === 'failed')),
+              { intervalMs: 100, signal },
+            );
+            if (!projector) throw new Error('interrupted');
+            if (projector.state === 'failed' && projector.failure) {
+              const { fault } = projector.failure;
+              throw new CommandFailedError(
+                `${name} failed again at position ${fault.event.globalPosition} (${fault.event.type}): ${fault.reason}`,
+              );
+            }
+            result = { ...result, state: projector.state, position: projector.checkpoint.toString() };
+          }
+          return describeResult(name, command, result);
+        },
+      };
     },
-    { intervalMs: 100 },
-  );
-  return row!;
-}
-
-async function waitForSettled(runner: Runner, name: string) {
-  const settled = await waitUntil(
-    () => runner.ownedProjections().find((p) => p.name === name && (p.state === 'running' || p.state === 'failed')),
-    { intervalMs: 100 },
-  );
-  return settled!;
+  };
 }
 
 /** The one line a command prints on success. Pure, for the tests. */
@@ -182,7 +147,7 @@ export function registerDeadLetters(program: Command): void {
     CONNECTION_SETTINGS,
   ).action(async (name: string, options) => {
     const config = configFrom(options);
-    const log = createLogger(options.json ? 'silent' : config.logLevel === 'info' ? 'warn' : config.logLevel);
+    const log = commandLogger(config, options.json === true);
     await withDatabasePool(config.databaseUrl, 'dead-letters', log, async (pool) => {
       const names = storeNames(config);
       await prepareStore(pool, names);

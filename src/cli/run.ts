@@ -14,7 +14,7 @@ export function registerRun(program: Command): void {
     SETTINGS.map((s) => s.key),
   ).action(async (options) => {
     const config = configFrom(options);
-    const log = createLogger(config.logLevel);
+    const log = createLogger(config.logLevel, { format: config.logFormat });
     const projections = await loadProjections(config.projections);
     let runner: Runner | undefined;
     let metricsServer: MetricsServer | undefined;

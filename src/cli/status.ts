@@ -1,12 +1,11 @@
 import type { Command } from 'commander';
 import type pg from 'pg';
 import { storeNames, type StoreNames } from '../db/identifiers.js';
-import { createLogger } from '../logger.js';
 import { pendingDeadLettersCountSql } from '../projector/dead-letters.js';
 import { heldLeaseCondition, leaseNamespace } from '../ownership/leases.js';
 import { deliveredFilterSql, eventTable, positionSql, recordedAtSql } from '../sources/event-table.js';
 import { withDatabasePool } from './database.js';
-import { addSettings, configFrom, CONNECTION_SETTINGS } from './options.js';
+import { addSettings, commandLogger, configFrom, CONNECTION_SETTINGS } from './options.js';
 
 export interface StatusReport {
   head: number;
@@ -145,7 +144,7 @@ export function registerStatus(program: Command): void {
     CONNECTION_SETTINGS,
   ).action(async (options) => {
     const config = configFrom(options);
-    const log = createLogger(options.json ? 'silent' : config.logLevel === 'info' ? 'warn' : config.logLevel);
+    const log = commandLogger(config, options.json === true);
     await withDatabasePool(config.databaseUrl, 'status', log, async (pool) => {
       const report = await readStatus(pool, storeNames(config));
       process.stdout.write(options.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatStatus(report)}\n`);

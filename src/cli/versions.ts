@@ -1,26 +1,24 @@
 import type { Command } from 'commander';
 import type pg from 'pg';
+import type { RunnerConfig } from '../config.js';
 import { storeNames, type StoreNames } from '../db/identifiers.js';
 import { UsageError, VersionDependentsError, VersionRequestError } from '../errors.js';
-import { createLogger } from '../logger.js';
-import type { Runner } from '../runner/runner.js';
-import { sleep } from '../shared/time.js';
 import { prepareStore } from '../sources/prepare.js';
-import { moduleVersion, type Build } from '../versions/builds.js';
-import { describeDrop, dropVersion, readBuilds, requestRebuild, requestSwitch } from '../versions/builds-sql.js';
+import type { Build } from '../versions/builds.js';
+import { describeDrop, dropVersion, readBuilds, requestRebuild, requestSwitch, withdrawBuildRequest } from '../versions/builds-sql.js';
 import type { SchemaDrop } from '../versions/schemas.js';
 import { withDatabasePool } from './database.js';
 import {
   addSettings,
-  COMMAND_SETTINGS,
+  commandLogger,
   configFrom,
   confirm,
   CONNECTION_SETTINGS,
-  projectionNamed,
-  runnerUnlessOwned,
+  operatorCommand,
   versionOption,
+  yesOption,
 } from './options.js';
-import { FOLLOW_INTERVAL_MS, formatProgress } from './progress.js';
+import { serveRequest, type RequestTicket } from './request.js';
 import { readStatus } from './status.js';
 
 /**
@@ -30,37 +28,40 @@ import { readStatus } from './status.js';
  * without one, rebuild and switch run it in this process while they follow the progress.
  */
 export function registerVersions(program: Command): void {
-  addSettings(
-    program
-      .command('rebuild')
-      .description('build a projection again from position 0 beside its live version, then switch to it (no downtime)')
-      .argument('<name>', 'projection name'),
-    COMMAND_SETTINGS,
-  ).action(async (name: string, options) => {
+  operatorCommand(program, 'rebuild', 'build a projection again from position 0 beside its live version, then switch to it (no downtime)', [
+    yesOption('not asked'),
+  ]).action(async (name: string, options) => {
     const config = configFrom(options);
-    const live = (builds: Build[]) => builds.find((b) => b.role === 'live');
-    await acting(name, config, 'rebuild', live, async (pool, names) => {
-      const build = await requestRebuild(pool, names, name, config.switchMode);
-      process.stderr.write(`building version ${build.version} of ${name} in schema ${build.schema} beside the live version\n`);
-      return build.slot;
+    await serveBuild(name, config, options.yes === true, {
+      kind: 'rebuild',
+      // The live version's code builds the new one.
+      actedOn: (builds) => builds.find((b) => b.role === 'live'),
+      question: (build) =>
+        `Build "${name}" again beside its live version${build ? ` ${build.version}` : ''}, and switch to it once caught up${config.switchMode === 'manual' ? ' (--switch manual: on `switch`)' : ''}?`,
+      request: async (pool, names) => {
+        const build = await requestRebuild(pool, names, name, config.switchMode);
+        process.stderr.write(`building version ${build.version} of ${name} in schema ${build.schema} beside the live version\n`);
+        return { slot: build.slot, previous: undefined };
+      },
     });
   });
 
-  addSettings(
-    program
-      .command('switch')
-      .description('make the version being built live once it has caught up, or go back to a kept version (--version)')
-      .argument('<name>', 'projection name')
-      .addOption(versionOption('the kept version to make live again (it catches up first)')),
-    COMMAND_SETTINGS,
-  ).action(async (name: string, options) => {
+  operatorCommand(program, 'switch', 'make the version being built live once it has caught up, or go back to a kept version (--version)', [
+    versionOption('the kept version to make live again (it catches up first)'),
+    yesOption('not asked'),
+  ]).action(async (name: string, options) => {
     const config = configFrom(options);
     const version = options.version as number | undefined;
-    const target = (builds: Build[]) => builds.find((b) => (version === undefined ? b.role === 'building' : b.version === version));
-    await acting(name, config, 'switch', target, async (pool, names) => {
-      const build = await requestSwitch(pool, names, name, version);
-      process.stderr.write(`switching ${name} to version ${build.version} once it has caught up\n`);
-      return build.slot;
+    await serveBuild(name, config, options.yes === true, {
+      kind: 'switch',
+      actedOn: (builds) => builds.find((b) => (version === undefined ? b.role === 'building' : b.version === version)),
+      question: (build) =>
+        `Make version ${build?.version ?? '?'} of "${name}" live once it has caught up? The application reads it from then on.`,
+      request: async (pool, names, before) => {
+        const build = await requestSwitch(pool, names, name, version);
+        process.stderr.write(`switching ${name} to version ${build.version} once it has caught up\n`);
+        return { slot: build.slot, previous: before };
+      },
     });
   });
 
@@ -71,13 +72,13 @@ export function registerVersions(program: Command): void {
       .argument('<name>', 'projection name')
       .addOption(versionOption('the kept version to drop').makeOptionMandatory())
       .option('--cascade', 'also drop the objects outside the version that depend on it (listed when refused without it)')
-      .option('--yes', 'do not ask for confirmation (required without a terminal)'),
+      .addOption(yesOption('required')),
     CONNECTION_SETTINGS,
   ).action(async (name: string, options) => {
     const config = configFrom(options);
     const version = options.version as number;
     const cascade = options.cascade === true;
-    const log = createLogger(config.logLevel === 'info' ? 'warn' : config.logLevel);
+    const log = commandLogger(config);
     await withDatabasePool(config.databaseUrl, 'drop', log, async (pool) => {
       const names = storeNames(config);
       await prepareStore(pool, names);
@@ -112,90 +113,81 @@ export function dropSummary(drop: SchemaDrop): string {
 }
 
 /**
- * A rebuild or switch: the request (`request`, returning the slot of the build that will go live), then the work by
- * the daemon that runs the projection, or by a runner in this process when none does, followed until the build is live
- * (or, switching manually, has caught up). Without a daemon, this process must have the code that builds it (the
- * code of `actedOn`, the build the request will act on): checked before the request, so a refusal changes nothing.
+ * A rebuild or switch through the one request path (src/cli/request.ts): `actedOn` is the build whose code does the
+ * work (checked before the request when no daemon runs the projection), `request` returns the slot of the build that
+ * will go live and its row before the request (what a withdrawal restores). Followed until the build is live (or,
+ * switching manually, has caught up).
  */
-async function acting(
+async function serveBuild(
   name: string,
-  config: ReturnType<typeof configFrom>,
-  what: 'rebuild' | 'switch',
-  actedOn: (builds: Build[]) => Build | undefined,
-  request: (pool: pg.Pool, names: StoreNames) => Promise<string>,
+  config: RunnerConfig,
+  yes: boolean,
+  what: {
+    kind: 'rebuild' | 'switch';
+    actedOn: (builds: Build[]) => Build | undefined;
+    question: (build: Build | undefined) => string;
+    request: (pool: pg.Pool, names: StoreNames, before: Build | undefined) => Promise<{ slot: string; previous: Build | undefined }>;
+  },
 ): Promise<void> {
-  const { projection, log } = await projectionNamed(name, config);
-  const names = storeNames(config);
-  await withDatabasePool(
-    config.databaseUrl,
-    what,
-    log,
-    async (pool, connectionString) => {
-      let runner: Runner | undefined;
-      try {
-        await prepareStore(pool, names);
-        const owner = (await readStatus(pool, names)).projections.find((p) => p.projection === name && p.owner)?.owner;
-        const build = actedOn(await readBuilds(pool, names, name));
-        if (!owner && build && build.codeVersion !== moduleVersion(projection)) {
-          throw new VersionRequestError(
-            name,
-            `version ${build.version} is built by the code of module version ${build.codeVersion}, and --projections has version ${moduleVersion(projection)}, with no daemon running it: run this command with that code (nothing was changed)`,
-          );
-        }
-        const slot = await request(pool, names);
-        runner = await runnerUnlessOwned(
-          owner,
-          { config, connectionString, projection, log },
-          {
-            owned: (owner) => `${name} is run by ${owner}: the daemon builds it; following its progress`,
-            here: `no daemon runs ${name}: building in this process`,
-          },
-        );
-        await followBuild(pool, names, name, slot);
-      } finally {
-        await runner?.stop();
-      }
+  await serveRequest({
+    kind: what.kind,
+    name,
+    config,
+    yes,
+    confirmation: 'at-terminal',
+    target: ({ builds, status }) => {
+      const build = what.actedOn(builds);
+      // Any instance that runs a version of the projection runs the code of its release: it takes the build up.
+      const owner = status.projections.find((p) => p.projection === name && p.owner)?.owner ?? null;
+      return { build, owner, question: what.question(build) };
     },
-    2,
-  );
+    say: {
+      owned: (owner) => `${name} is run by ${owner}: the daemon builds it; following its progress`,
+      here: `no daemon runs ${name}: building in this process`,
+    },
+    request: async ({ pool, names }, { build }) => {
+      const { slot, previous } = await what.request(pool, names, build);
+      return buildTicket(pool, names, name, slot, previous);
+    },
+  });
 }
 
-/** Progress of a build (its checkpoint against the H it started at) until it is live, or caught up in manual mode. */
-async function followBuild(pool: pg.Pool, names: StoreNames, name: string, slot: string): Promise<void> {
+/** Where a build stands: its role and its checkpoint against the H it started at. */
+function buildTicket(pool: pg.Pool, names: StoreNames, name: string, slot: string, previous: Build | undefined): RequestTicket {
   const started = Date.now();
-  const tty = process.stderr.isTTY;
-  let lastPrinted = 0;
   let from: number | undefined;
-  for (;;) {
-    const build: Build | undefined = (await readBuilds(pool, names, name)).find((b) => b.slot === slot);
-    if (!build) throw new VersionRequestError(name, `${slot} was dropped while it was being built`);
-    const status = (await readStatus(pool, names)).projections.find((p) => p.name === slot);
-    const position = status?.position ?? 0;
-    from ??= position;
-    const progress = { applied: position, target: Number(build.target), elapsedMs: Date.now() - started };
-    if (build.role === 'live') {
-      if (tty) process.stderr.write(`\r${formatProgress({ ...progress, applied: Math.max(position, progress.target) })}\n`);
-      const seconds = (Date.now() - started) / 1000;
-      const rate = Math.round((position - from) / Math.max(seconds, 0.001));
-      process.stdout.write(
-        `${name}: version ${build.version} is live (checkpoint ${position}; ${position - from} events applied in ${seconds.toFixed(1)}s, ${rate} events/s)\n`,
-      );
-      return;
-    }
-    if (build.role === 'kept')
-      throw new VersionRequestError(name, `version ${build.version} was superseded by a newer one before it went live`);
-    if (build.switchMode === 'manual' && position >= build.target && status?.state === 'rebuilding') {
-      process.stdout.write(
-        `${name}: version ${build.version} has caught up (checkpoint ${position}); \`projection-runner switch ${name}\` makes it live\n`,
-      );
-      return;
-    }
-    const line = `${formatProgress(progress)}${build.switchError ? `  (switch postponed: ${build.switchError})` : ''}`;
-    if (tty) process.stderr.write(`\r${line}`);
-    else if (Date.now() - lastPrinted > 1_000) {
-      process.stderr.write(`${line}\n`);
-      lastPrinted = Date.now();
-    }
-    await sleep(FOLLOW_INTERVAL_MS);
-  }
+  return {
+    slot,
+    carriesOn: `the build goes on wherever a daemon runs ${name} (see \`projection-runner status\`)`,
+    withdraw: () => withdrawBuildRequest(pool, names, slot, previous),
+    read: async (status) => {
+      const build = (await readBuilds(pool, names, name)).find((b) => b.slot === slot);
+      if (!build) throw new VersionRequestError(name, `${slot} was dropped while it was being built`);
+      const state = status.projections.find((p) => p.name === slot);
+      const position = state?.position ?? 0;
+      from ??= position;
+      const progress = { applied: position, target: Number(build.target), elapsedMs: Date.now() - started };
+      if (build.role === 'live') {
+        const seconds = (Date.now() - started) / 1000;
+        return {
+          kind: 'done',
+          progress,
+          // The checkpoint as it is now: the status the follower passes may be a little older than the switch.
+          report: async () => {
+            const at = (await readStatus(pool, names)).projections.find((p) => p.name === slot)?.position ?? position;
+            const rate = Math.round((at - (from ?? at)) / Math.max(seconds, 0.001));
+            return `${name}: version ${build.version} is live (checkpoint ${at}; ${at - (from ?? at)} events applied in ${seconds.toFixed(1)}s, ${rate} events/s)`;
+          },
+        };
+      }
+      if (build.role === 'kept')
+        throw new VersionRequestError(name, `version ${build.version} was superseded by a newer one before it went live`);
+      if (build.switchMode === 'manual' && position >= build.target && state?.state === 'rebuilding') {
+        const line = `${name}: version ${build.version} has caught up (checkpoint ${position}); \`projection-runner switch ${name}\` makes it live`;
+        return { kind: 'done', report: async () => line };
+      }
+      if (!state?.owner) return { kind: 'waiting' };
+      return { kind: 'working', progress, note: build.switchError ? `switch postponed: ${build.switchError}` : undefined };
+    },
+  };
 }

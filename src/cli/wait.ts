@@ -1,11 +1,10 @@
 import type { Command } from 'commander';
 import { InvalidArgumentError } from 'commander';
 import { parseDuration } from '../config.js';
-import { createLogger } from '../logger.js';
 import { parsePosition } from '../wait/decide.js';
 import { ProjectionWaiter } from '../wait/waiter.js';
 import { withDatabasePool } from './database.js';
-import { addSettings, configFrom, CONNECTION_SETTINGS } from './options.js';
+import { addSettings, commandLogger, configFrom, CONNECTION_SETTINGS } from './options.js';
 
 const DEFAULT_TIMEOUT = '10s';
 
@@ -35,7 +34,7 @@ export function registerWait(program: Command): void {
     } catch (error) {
       throw new InvalidArgumentError(`--timeout: ${(error as Error).message}`);
     }
-    const log = createLogger(config.logLevel === 'info' ? 'warn' : config.logLevel);
+    const log = commandLogger(config);
     await withDatabasePool(config.databaseUrl, 'wait', log, async (pool) => {
       const waiter = new ProjectionWaiter({ ...config, pool });
       try {

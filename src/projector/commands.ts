@@ -94,12 +94,3 @@ export async function readCommand(db: pg.Pool, names: StoreNames, id: bigint): P
   const { rows } = await db.query<CommandRecord>(`SELECT ${COMMAND_COLUMNS} FROM ${names.q.commands} WHERE id = $1`, [id.toString()]);
   return toCommand(rows[0]!);
 }
-
-/** The requester gave up (interrupted, or refused before anyone served it): never carry it out later by surprise. */
-export async function abandonCommand(db: pg.Pool, names: StoreNames, id: bigint): Promise<void> {
-  await db.query(
-    `UPDATE ${names.q.commands} SET status = 'failed', error = 'abandoned by the requester', finished_at = now()
-      WHERE id = $1 AND status = 'pending'`,
-    [id.toString()],
-  );
-}

@@ -159,3 +159,17 @@ export async function failReplay(db: pg.Pool, names: StoreNames, replayId: bigin
   );
   return rows[0]?.error ?? 'the projection failed';
 }
+
+/**
+ * The requester gave up before anyone took its request up (interrupted, or nobody served it in time): never carried
+ * out later by surprise. One statement for both request tables (replays, and retry/skip in projection_commands).
+ * True when it was still pending and is withdrawn now.
+ */
+export async function withdrawRequest(db: pg.Pool, names: StoreNames, table: 'replays' | 'commands', id: bigint): Promise<boolean> {
+  const { rowCount } = await db.query(
+    `UPDATE ${names.q[table]} SET status = 'failed', error = 'withdrawn by the requester', finished_at = now()
+      WHERE id = $1 AND status = 'pending'`,
+    [id.toString()],
+  );
+  return rowCount === 1;
+}

@@ -3,6 +3,7 @@ import { withTransaction } from '../db/connection.js';
 import { type StoreNames } from '../db/identifiers.js';
 import { VersionRequestError } from '../errors.js';
 import type { Projection, SwitchMode } from '../projection/projection.js';
+import { heldLeaseCondition, leaseNamespace } from '../ownership/leases.js';
 import { buildSchema, planBuild, planRebuild, type Build, type NewBuild } from './builds.js';
 import { assertSchemaFree, createVersionSchema, dropVersionSchema, readSchemaDrop, type SchemaDrop } from './schemas.js';
 
@@ -180,6 +181,38 @@ export async function describeDrop(pool: pg.Pool, names: StoreNames, projection:
   } finally {
     client.release();
   }
+}
+
+/**
+ * A `rebuild` or `switch` that no instance took up (nobody holds the lease of its slot) goes back to what it was, so
+ * that no daemon started later builds or switches by surprise: `previous` is the build's row before the request (a
+ * rebuild's new build has none: it is set aside as kept, `drop` removes it). True when withdrawn; false when an
+ * instance runs the slot by now.
+ */
+export async function withdrawBuildRequest(
+  pool: pg.Pool,
+  names: StoreNames,
+  slot: string,
+  previous: Pick<Build, 'role' | 'switchMode' | 'target'> | undefined,
+): Promise<boolean> {
+  return withTransaction(pool, async (tx) => {
+    await lockBuilds(tx, names);
+    const { rows } = await tx.query<{ projection: string }>(
+      `UPDATE ${names.q.builds} SET role = $2, switch_mode = coalesce($3, switch_mode), target = coalesce($4::bigint, target)
+        WHERE slot = $1 AND role = 'building'
+          AND NOT EXISTS (SELECT 1 FROM pg_locks k WHERE ${heldLeaseCondition('k', '$5', '$1')})
+        RETURNING projection`,
+      [
+        slot,
+        previous?.role ?? 'kept',
+        previous?.switchMode ?? null,
+        previous?.target.toString() ?? null,
+        leaseNamespace(names, 'projection'),
+      ],
+    );
+    if (rows[0]) await announce(tx, names, rows[0].projection);
+    return rows.length === 1;
+  });
 }
 
 /**

@@ -42,6 +42,27 @@ export function runCli(args: string[], env: Record<string, string | undefined> =
   });
 }
 
+/**
+ * The CLI with stdin, stdout and stderr on a pseudo-terminal (util-linux `script`), as a person runs it: what the
+ * terminal was sent (\r\n line ends as a terminal gets them).
+ */
+export function inTerminal(args: string[], env: Record<string, string>): Promise<string> {
+  const quote = (word: string) => `'${word.replace(/'/g, `'\\''`)}'`;
+  const command = [process.execPath, '--import', TSX_LOADER, path.join(REPO, 'src/cli/main.ts'), ...args].map(quote).join(' ');
+  return new Promise((resolve, reject) => {
+    const child = spawn('script', ['-qec', command, '/dev/null'], {
+      cwd: REPO,
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let output = '';
+    child.stdout.on('data', (d) => (output += d));
+    child.stderr.on('data', (d) => (output += d));
+    child.on('error', reject);
+    child.on('close', (code) => (code === 0 ? resolve(output) : reject(new Error(`exit ${code}: ${output}`))));
+  });
+}
+
 /** A daemon child process (`run`); output is collected for the test's diagnostics. */
 export function startDaemon(databaseUrl: string, extraArgs: string[] = [], env: Record<string, string> = {}) {
   const child = cli(['run', '--projections', FIXTURE_PROJECTIONS, '--metrics-port', '0', '--poll-interval', '200ms', ...extraArgs], {

@@ -70,6 +70,8 @@ const SAMPLES: Partial<Record<SettingKey, [flag: string, flagValue: unknown, env
   shutdownTimeoutMs: ['1s', 1_000, '5s', 5_000],
   watchdogMs: ['90s', 90_000, '30s', 30_000],
   logLevel: ['debug', 'debug', 'warn', 'warn'],
+  logFormat: ['pretty', 'pretty', 'json', 'json'],
+  requestTimeoutMs: ['5s', 5_000, '2m', 120_000],
   metricsHost: ['127.0.0.1', '127.0.0.1', '::1', '::1'],
   metricsPort: ['0', 0, '9000', 9_000],
 };

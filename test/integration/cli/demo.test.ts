@@ -2,8 +2,9 @@ import { chmodSync, existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { cli } from '../../support/child-runner.js';
-import { waitFor } from '../../support/database.js';
+import { cli, inTerminal } from '../../support/child-runner.js';
+import { createTestDatabase, waitFor } from '../../support/database.js';
+import { screenOf } from '../../support/terminal.js';
 
 const alive = (pid: number) => {
   try {
@@ -50,4 +51,36 @@ describe('projection-runner demo', () => {
     expect(alive(postgresPid)).toBe(false);
     expect(existsSync(pidFile)).toBe(false);
   }, 90_000);
+});
+
+describe('projection-runner demo at a terminal (a pseudo-terminal)', () => {
+  it('keeps its status line as the last line of the screen and prints readable log lines above it', async () => {
+    const db = await createTestDatabase();
+    try {
+      const output = await inTerminal(['demo', '--metrics-port', '0', '--duration', '8'], {
+        DATABASE_URL: db.url,
+        PROJECTION_RUNNER_LOG_LEVEL: 'info',
+      });
+      const screen = screenOf(output.replace(/\r\n/g, '\n')).filter(Boolean);
+      const logLine = /^\d\d:\d\d:\d\d\.\d{3} (INFO|WARN|ERROR) /;
+      const stopping = screen.indexOf('stopping: writers, daemon, database…');
+      expect(stopping, screen.join('\n')).toBeGreaterThan(0);
+      // One status line, the last before the stop, however many times it was drawn; every other line whole.
+      expect(screen.filter((l) => l.startsWith('applied '))).toHaveLength(1);
+      expect(screen[stopping - 1]).toMatch(/^applied \d+ {2}head \d+/);
+      expect(screen.filter((l) => logLine.test(l)).length).toBeGreaterThan(0);
+      for (const line of screen) {
+        expect(line).not.toContain('{"level"');
+        expect(line, screen.join('\n')).toMatch(
+          /^(applied |projection-runner demo: |stopping: |demo stopped$|\d\d:\d\d:\d\d\.\d{3} [A-Z]+ )/,
+        );
+      }
+      // Log lines were printed while the status line was on the screen: above it.
+      const firstStatus = output.indexOf('applied ');
+      // eslint-disable-next-line no-control-regex -- the terminal's clear-line sequence
+      expect(output.slice(firstStatus).search(/\u001b\[2K\d\d:\d\d:\d\d\.\d{3} /)).toBeGreaterThan(0);
+    } finally {
+      await db.drop();
+    }
+  }, 120_000);
 });

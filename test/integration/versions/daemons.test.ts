@@ -16,6 +16,8 @@ const fixture = useDaemonFixture();
 const names = storeNames();
 const VERSIONED = path.join(REPO, 'test/fixtures/versioned-projections');
 const ARGS = ['--projections', VERSIONED, '--batch-size', '50'];
+/** The commands take no daemon tuning (--batch-size is `run`'s). */
+const CLI_ARGS = ['--projections', VERSIONED];
 
 async function seed(events: number) {
   await fixture.db.pool.query(
@@ -92,7 +94,7 @@ describe('versions across daemon processes', () => {
     await waitFor('version 1 built', async () => (await checkpoint('versioned')) === 2_000, 60_000);
     const env = { DATABASE_URL: db.url, LOG_VERSION: '1' };
 
-    const rebuilt = await runCli(['rebuild', 'versioned', '--switch', 'manual', ...ARGS], env);
+    const rebuilt = await runCli(['rebuild', 'versioned', '--switch', 'manual', ...CLI_ARGS], env);
     expect(rebuilt.stdout).toBe(
       'versioned: version 2 has caught up (checkpoint 2000); `projection-runner switch versioned` makes it live\n',
     );
@@ -104,7 +106,7 @@ describe('versions across daemon processes', () => {
     ]);
     expect(await roles()).toBe('1:live,2:building');
 
-    const switched = await runCli(['switch', 'versioned', ...ARGS], env);
+    const switched = await runCli(['switch', 'versioned', ...CLI_ARGS], env);
     expect(switched.code).toBe(0);
     expect(switched.stdout).toMatch(/^versioned: version 2 is live \(checkpoint 2000; 0 events applied in [\d.]+s, 0 events\/s\)\n$/);
     expect(await roles()).toBe('1:kept,2:live');
@@ -114,7 +116,7 @@ describe('versions across daemon processes', () => {
       code: 1,
       stderr: 'projection-runner: versioned: version 2 is live: only a kept version can be dropped\n',
     });
-    const unknown = await runCli(['switch', 'versioned', '--version', '7', ...ARGS], env);
+    const unknown = await runCli(['switch', 'versioned', '--version', '7', ...CLI_ARGS], env);
     expect(unknown.code).toBe(1);
     expect(unknown.stderr).toContain('there is no version 7 (versions: 1 kept, 2 live)');
   }, 180_000);

@@ -130,6 +130,7 @@ export class Runner implements LagSource, HealthSource {
       names: this.names,
       settings: { gapTimeoutMs: this.settings.gapTimeoutMs, fenceDelayMs: this.settings.fenceDelayMs },
       pollIntervalMs: this.settings.pollIntervalMs,
+      followIntervalMs: this.settings.followIntervalMs,
       leases: this.leases,
       log: options.log.child({ component: 'high-water' }),
       metrics: this.metrics,

@@ -160,6 +160,8 @@ export interface StoreNames {
      */
     wakeFlag: string;
     wakeFlagLiteral: string;
+    /** Sets the flag as its owner (SECURITY DEFINER): the runner's role needs no grant on the sequence. */
+    setWakeFlag: string;
   };
 }
 
@@ -208,6 +210,7 @@ export function storeNames(options: StoreNamesOptions = {}): StoreNames {
       readViews: qualified('projection_read_views'),
       wakeFlag: qualified('projection_wake_flag'),
       wakeFlagLiteral: quoteLiteral(qualified('projection_wake_flag')),
+      setWakeFlag: qualified('projection_set_wake_flag'),
     },
   };
 }

@@ -447,8 +447,13 @@ export const migrations: Migration[] = [
     // that both happen outside any transaction (a row would be read as of a writer's snapshot). Created at 0: no
     // runner sleeping, writers send nothing; an older daemon still running during the upgrade wakes on its poll.
     // A foreign table's trigger function is brought up to date by migrate's attach step (src/sources/prepare.ts).
+    // The leader sets it through a function that runs as its owner, so that the runner's role needs no new grant
+    // (an upgrade keeps the grants it had); whoever may call it can change only how soon the runner wakes.
     runner: ({ q }) => `
       CREATE SEQUENCE ${q.wakeFlag} MINVALUE 0 MAXVALUE 1 START 0 NO CYCLE;
+      CREATE FUNCTION ${q.setWakeFlag}(p_notify boolean) RETURNS bigint
+        LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+        AS $fn$ SELECT pg_catalog.setval(${q.wakeFlagLiteral}, CASE WHEN p_notify THEN 1 ELSE 0 END) $fn$;
     `,
     events: (names) => notifyFunctionSql(nativeNotifyTarget(names, names.q.wakeFlagLiteral)),
   },

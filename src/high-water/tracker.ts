@@ -71,6 +71,7 @@ export class HighWaterTracker {
   private announced: bigint | undefined;
   /** The leader's sleep/wake state (wake.ts); undefined until it leads (a takeover starts following). */
   private wakeState: WakeState | undefined;
+  private wakeFlagFailed = false;
   /** Server clock of the last observation (when to take a fence is decided on the server's clock). */
   private serverNow = 0;
   /** Wall-clock time of the last completed pass, for the /healthz watchdog. */
@@ -255,7 +256,19 @@ export class HighWaterTracker {
       this.wakeState === undefined
         ? takeOverWake(now, this.wakeSettings)
         : nextWake(this.wakeState, { sawNew, xmin, now }, this.wakeSettings);
-    const fence = step.flag ? await writeWakeFlag(pool, names, step.flag) : undefined;
+    let fence: bigint | undefined;
+    if (step.flag) {
+      try {
+        fence = await writeWakeFlag(pool, names, step.flag);
+        this.wakeFlagFailed = false;
+      } catch (error) {
+        // Never holds H: the state stays as it was (following keeps looking, sleeping keeps the writers notifying)
+        // and the next pass tries again. Said once, not at every pass.
+        if (!this.wakeFlagFailed) this.options.log.error({ err: error }, 'could not set the wake-up flag; trying again at every pass');
+        this.wakeFlagFailed = true;
+        return step.state.mode === 'following' ? step.delayMs : Math.min(step.delayMs, this.wakeSettings.followIntervalMs);
+      }
+    }
     this.wakeState = fence === undefined ? step.state : fenced(step.state, fence);
     return step.delayMs;
   }

@@ -12,7 +12,7 @@ export async function writeWakeFlag(
   names: StoreNames,
   flag: Exclude<FlagChange, undefined>,
 ): Promise<bigint | undefined> {
-  await db.query(`SELECT setval(${names.q.wakeFlagLiteral}, $1)`, [flag === 'notify' ? 1 : 0]);
+  await db.query(`SELECT ${names.q.setWakeFlag}($1)`, [flag === 'notify']);
   if (flag === 'silent') return undefined;
   const { rows } = await db.query<{ xmax: string }>(`SELECT pg_snapshot_xmax(pg_current_snapshot())::text AS xmax`);
   return BigInt(rows[0]!.xmax);

@@ -6,6 +6,7 @@ import { fitIdentifier, storeNames, type StoreNamesOptions } from '../../../src/
 import { migrate } from '../../../src/db/migrate.js';
 import { readReplay, requestReplay } from '../../../src/replay/requests.js';
 import { prepareStore } from '../../../src/sources/prepare.js';
+import { notifyTriggerSql } from '../../../src/db/notify-trigger.js';
 import { createTestDatabase, waitFor, type TestDatabase } from '../../support/database.js';
 import { insertLedger, LEDGER_DDL, LEDGER_SOURCE } from '../../support/foreign/custom-ledger.js';
 import { positionsIn } from '../../support/foreign/workload.js';
@@ -153,6 +154,37 @@ describe('the NOTIFY trigger on a foreign table', () => {
     expect(onLedger!.fn).toMatch(/^runner_ledger\.projection_runner_notify_store_[0-9a-f]{8}$/);
     expect(onJournal!.fn).toMatch(/^runner_journal\.projection_runner_notify_store_[0-9a-f]{8}$/);
     expect(onLedger!.fn).not.toBe(onJournal!.fn);
+  });
+
+  it("an older release's trigger function (it notified on every insert) is replaced in place by migrate, the trigger kept", async () => {
+    await db.pool.query(LEDGER_DDL);
+    const names = storeNames(LEDGER_SOURCE);
+    await prepareStore(db.pool, names);
+    const [before] = await triggersOn('app.ledger');
+    // The function as the release before the wake-up flag made it: no flag, no SECURITY DEFINER.
+    const { rows: fn } = await db.pool.query<{ oid: string }>(`SELECT $1::regproc::oid::text AS oid`, [before!.fn]);
+    await db.pool.query(
+      notifyTriggerSql({ tableQualified: 'app.ledger', positionColumn: 'id', channel: 'events', triggerName: before!.name, functionQualified: before!.fn }),
+    );
+    const heard = await listen(['events']);
+    await insertLedger(db.pool, 'old-1', 1);
+    await waitFor('the old function notifying with the flag at 0', () => heard.length === 1);
+
+    const report = await prepareStore(db.pool, names);
+    expect(report.attached).toEqual([`replaced the function ${before!.fn}: NOTIFY only while the runner sleeps`]);
+    expect(await triggersOn('app.ledger')).toEqual([before]);
+    const { rows: after } = await db.pool.query<{ oid: string; definer: boolean }>(
+      `SELECT $1::regproc::oid::text AS oid, (SELECT prosecdef FROM pg_proc WHERE oid = $1::regproc) AS definer`,
+      [before!.fn],
+    );
+    expect(after[0]).toEqual({ oid: fn[0]!.oid, definer: true });
+    expect((await prepareStore(db.pool, names)).attached).toEqual([]);
+    // Silent at 0, notifying at 1 (a sleeping leader).
+    await insertLedger(db.pool, 'new-1', 1);
+    await asleep();
+    const position = await insertLedger(db.pool, 'new-2', 1);
+    await waitFor('the sleeping leader notified', () => heard.length === 2);
+    expect(heard[1]).toEqual({ channel: 'events', payload: String(position) });
   });
 
   it('four migrations at once on a table without a position index (instances starting together): all succeed, each object is made once', async () => {

@@ -48,9 +48,9 @@ describe('the sleep/wake protocol (nextWake)', () => {
     ],
     [
       'draining, never paused longer than the poll interval',
-      draining(100n, 800),
+      draining(100n, 1_600),
       seen(60, false, 99n),
-      { mode: 'draining', flag: undefined, delayMs: 800 },
+      { mode: 'draining', flag: undefined, delayMs: 1_000 },
     ],
     [
       'draining, xmin at the fence: that observation was the last look, sleeps',

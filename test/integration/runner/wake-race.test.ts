@@ -37,7 +37,7 @@ describe('the sleep/wake race', () => {
     t.runner = await startRunner(t.db, {
       projections: [positionLog('log')],
       pollIntervalMs: POLL_MS,
-      followIntervalMs: 5,
+      followIntervalMs: 10,
       gapEvidence: 'auto',
     });
     const runner = t.runner;
@@ -46,12 +46,14 @@ describe('the sleep/wake race', () => {
     const rounds = 12;
     for (let round = 0, attempts = 0; round < rounds; attempts++) {
       expect(attempts, 'rounds whose writers read the flag while the leader followed').toBeLessThan(3 * rounds);
-      // Events flow: the leader follows and writers go silent.
-      await t.store.append(`wake-${round}`, [{ type: 'E', data: {} }]);
-      await waitFor(
-        'the leader following, writers silent',
-        async () => runner.positions.wakeMode === 'following' && (await flag(t.db.pool)) === 0,
-      );
+      // Events flow: the leader follows and writers go silent (written again while a slow machine let the test miss
+      // the moment: the leader follows for 10 looks after an event, then sleeps).
+      let wakes = 0;
+      await waitFor('the leader following, writers silent', async () => {
+        if (runner.positions.wakeMode === 'following' && (await flag(t.db.pool)) === 0) return true;
+        if (runner.positions.wakeMode === 'sleeping') await t.store.append(`wake-${round}-${wakes++}`, [{ type: 'E', data: {} }]);
+        return false;
+      });
       const held: Array<{ client: pg.Client; position: number }> = [];
       for (const [i, client] of writers.entries()) {
         await client.query('BEGIN');

@@ -210,7 +210,6 @@ export class HighWaterTracker {
       return this.options.pollIntervalMs;
     }
     this.state = decision.state;
-    const wakeDelay = await this.stepWake(state, decision.state, observation.xmin, observation.now);
 
     for (const gap of decision.opened) {
       log.info({ gap: { from: gap.from.toString(), to: gap.to.toString() } }, 'gap opened: holding the high-water mark');
@@ -245,6 +244,8 @@ export class HighWaterTracker {
     );
     if (decision.late.length > 0) this.options.onAdvance(this.highWater, false);
 
+    // After the projectors were woken: a flag write (at a change of state only) never delays what this pass found.
+    const wakeDelay = await this.stepWake(state, decision.state, observation.xmin, observation.now);
     return Math.min(wakeDelay, nextPassDelay(decision.state, settings, observation.now, this.options.pollIntervalMs, evidence?.recheckMs));
   }
 

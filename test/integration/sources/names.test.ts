@@ -164,7 +164,13 @@ describe('the NOTIFY trigger on a foreign table', () => {
     // The function as the release before the wake-up flag made it: no flag, no SECURITY DEFINER.
     const { rows: fn } = await db.pool.query<{ oid: string }>(`SELECT $1::regproc::oid::text AS oid`, [before!.fn]);
     await db.pool.query(
-      notifyTriggerSql({ tableQualified: 'app.ledger', positionColumn: 'id', channel: 'events', triggerName: before!.name, functionQualified: before!.fn }),
+      notifyTriggerSql({
+        tableQualified: 'app.ledger',
+        positionColumn: 'id',
+        channel: 'events',
+        triggerName: before!.name,
+        functionQualified: before!.fn,
+      }),
     );
     const heard = await listen(['events']);
     await insertLedger(db.pool, 'old-1', 1);

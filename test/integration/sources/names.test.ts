@@ -177,7 +177,7 @@ describe('the NOTIFY trigger on a foreign table', () => {
     await waitFor('the old function notifying with the flag at 0', () => heard.length === 1);
 
     const report = await prepareStore(db.pool, names);
-    expect(report.attached).toEqual([`replaced the function ${before!.fn}: NOTIFY only while the runner sleeps`]);
+    expect(report.attached).toEqual([`replaced the function "public"."${before!.fn}": NOTIFY only while the runner sleeps`]);
     expect(await triggersOn('app.ledger')).toEqual([before]);
     const { rows: after } = await db.pool.query<{ oid: string; definer: boolean }>(
       `SELECT $1::regproc::oid::text AS oid, (SELECT prosecdef FROM pg_proc WHERE oid = $1::regproc) AS definer`,

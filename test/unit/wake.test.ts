@@ -9,78 +9,35 @@ const sleeping: WakeState = { mode: 'sleeping', lastNewAt: 0, fence: 100n, drain
 const seen = (now: number, sawNew = false, xmin: bigint | null = 50n): PassSeen => ({ sawNew, xmin, now });
 
 describe('the sleep/wake protocol (nextWake)', () => {
-  const cases: Array<[string, WakeState, PassSeen, Partial<WakeStep> & { mode: WakeState['mode'] }]> = [
-    [
-      'following, a new event: keeps following, flag untouched',
-      following(0),
-      seen(30, true),
-      { mode: 'following', flag: undefined, delayMs: 5 },
-    ],
-    [
-      'following, nothing new for less than idleAfter: keeps looking',
-      following(0),
-      seen(49),
-      { mode: 'following', flag: undefined, delayMs: 5 },
-    ],
-    [
-      'following, nothing new for idleAfter: asks writers to notify and drains',
-      following(0),
-      seen(50),
-      { mode: 'draining', flag: 'notify', delayMs: 5 },
-    ],
-    [
-      'draining without a fence yet: keeps looking',
-      draining(null),
-      seen(60, false, 1_000n),
-      { mode: 'draining', flag: undefined, delayMs: 5 },
-    ],
+  /** name, state, what the pass saw, and the step expected: mode, flag, pause. */
+  const cases: Array<[string, WakeState, PassSeen, [WakeState['mode'], WakeStep['flag'], number]]> = [
+    ['following, a new event: keeps following, flag untouched', following(0), seen(30, true), ['following', undefined, 5]],
+    ['following, nothing new for less than idleAfter: keeps looking', following(0), seen(49), ['following', undefined, 5]],
+    ['following, nothing new for idleAfter: asks writers to notify and drains', following(0), seen(50), ['draining', 'notify', 5]],
+    ['draining without a fence yet: keeps looking', draining(null), seen(60, false, 1_000n), ['draining', undefined, 5]],
     [
       'draining, xmin below the fence (a writer that read "silent" may still commit): keeps looking',
       draining(100n),
       seen(60, false, 99n),
-      { mode: 'draining', flag: undefined, delayMs: 5 },
+      ['draining', undefined, 5],
     ],
-    [
-      'draining, the look after the pause doubles',
-      draining(100n, 40),
-      seen(60, false, 99n),
-      { mode: 'draining', flag: undefined, delayMs: 40 },
-    ],
-    [
-      'draining, never paused longer than the poll interval',
-      draining(100n, 1_600),
-      seen(60, false, 99n),
-      { mode: 'draining', flag: undefined, delayMs: 1_000 },
-    ],
+    ['draining, the look after the pause doubles', draining(100n, 40), seen(60, false, 99n), ['draining', undefined, 40]],
+    ['draining, never paused longer than the poll interval', draining(100n, 1_600), seen(60, false, 99n), ['draining', undefined, 1_000]],
     [
       'draining, xmin at the fence: that observation was the last look, sleeps',
       draining(100n),
       seen(60, false, 100n),
-      { mode: 'sleeping', flag: undefined, delayMs: 1_000 },
+      ['sleeping', undefined, 1_000],
     ],
-    ['draining, no xmin read: keeps looking', draining(100n), seen(60, false, null), { mode: 'draining', flag: undefined, delayMs: 5 }],
-    [
-      'draining, a new event: follows again and silences writers',
-      draining(100n),
-      seen(60, true, 200n),
-      { mode: 'following', flag: 'silent', delayMs: 5 },
-    ],
-    ['sleeping, nothing new: sleeps for the poll interval', sleeping, seen(5_000), { mode: 'sleeping', flag: undefined, delayMs: 1_000 }],
-    [
-      'sleeping, a new event (a NOTIFY or the poll): follows and silences writers',
-      sleeping,
-      seen(5_000, true),
-      { mode: 'following', flag: 'silent', delayMs: 5 },
-    ],
+    ['draining, no xmin read: keeps looking', draining(100n), seen(60, false, null), ['draining', undefined, 5]],
+    ['draining, a new event: follows again and silences writers', draining(100n), seen(60, true, 200n), ['following', 'silent', 5]],
+    ['sleeping, nothing new: sleeps for the poll interval', sleeping, seen(5_000), ['sleeping', undefined, 1_000]],
+    ['sleeping, a new event (a NOTIFY or the poll): follows and silences writers', sleeping, seen(5_000, true), ['following', 'silent', 5]],
   ];
-  for (const [name, state, pass, expected] of cases) {
+  for (const [name, state, pass, [mode, flag, delayMs]] of cases) {
     it(name, () => {
       const step = nextWake(state, pass, settings);
-      expect({ mode: step.state.mode, flag: step.flag, delayMs: step.delayMs }).toEqual({
-        mode: expected.mode,
-        flag: expected.flag,
-        delayMs: expected.delayMs,
-      });
+      expect([step.state.mode, step.flag, step.delayMs]).toEqual([mode, flag, delayMs]);
     });
   }
 

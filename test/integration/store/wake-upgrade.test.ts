@@ -104,7 +104,9 @@ describe.skipIf(!hasPrevious)('migrate to the wake-up flag under a running daemo
       await Promise.all(writers);
 
       const committed = await committedPositions(db.pool);
-      await waitUntilAllApplied(db.pool, committed, ['chaos_a', 'chaos_b'], 60_000);
+      await waitUntilAllApplied(db.pool, committed, ['chaos_a', 'chaos_b'], 120_000).catch((error: unknown) => {
+        throw new Error(`${String(error)}\nthe daemon said:\n${current.output.join('').slice(-4000)}`);
+      });
       for (const name of ['chaos_a', 'chaos_b']) await expectExactlyOnceInOrder(db.pool, name, committed);
     } finally {
       writing = false;

@@ -140,7 +140,8 @@ describe('the NOTIFY trigger on a foreign table', () => {
     await prepareStore(db.pool, storeNames(journal));
 
     // (Sharing one function, the journal's attach made it read "seq": every INSERT into app.ledger failed.)
-    await asleep();
+    await asleep('runner_ledger');
+    await asleep('runner_journal');
     const heard = await listen(['store']);
     const first = await insertLedger(db.pool, 'l-1', 1);
     const { rows } = await db.pool.query<{ seq: number }>(

@@ -101,6 +101,7 @@ export interface RunnerConfig {
   fenceDelayMs: number;
   gapEvidence: 'auto' | 'off';
   pollIntervalMs: number;
+  followIntervalMs: number;
   batchSize: number;
   batchBytes: number;
   maxConcurrentBatches: number;
@@ -187,7 +188,11 @@ export const SETTINGS = [
     description: 'auto: declare gaps dead at once when pg_stat_activity proves no open transaction can fill them; off: timeout only',
     ...oneOf(['auto', 'off'] as const) }),
   setting({ key: 'pollIntervalMs', flag: 'poll-interval', env: 'PROJECTION_RUNNER_POLL_INTERVAL', default: '1s',
-    description: 'fallback poll when no notification arrives', ...positiveDuration }),
+    description: 'how often the runner looks for new events while it sleeps (no event for a moment): writers wake it with a NOTIFY meanwhile, this is the fallback',
+    ...positiveDuration }),
+  setting({ key: 'followIntervalMs', flag: 'follow-interval', env: 'PROJECTION_RUNNER_FOLLOW_INTERVAL', default: '5ms',
+    description: 'how often the high-water leader looks for new events while they flow (writers send no NOTIFY meanwhile); it sleeps after 10 looks that find nothing',
+    ...positiveDuration }),
   setting({ key: 'batchSize', flag: 'batch-size', env: 'PROJECTION_RUNNER_BATCH_SIZE', default: '500',
     description: 'events per transaction when live; grows up to 10x while catching up', ...integer(1, 100_000) }),
   setting({ key: 'batchBytes', flag: 'batch-bytes', env: 'PROJECTION_RUNNER_BATCH_BYTES', default: '16777216',
@@ -280,6 +285,7 @@ export const RUNNER_SETTINGS = [
   'fenceDelayMs',
   'gapEvidence',
   'pollIntervalMs',
+  'followIntervalMs',
   'batchSize',
   'batchBytes',
   'maxConcurrentBatches',

@@ -154,6 +154,14 @@ export interface StoreNames {
     builds: string;
     /** The stable names the application reads: views in the read schema over the live build's tables. */
     readViews: string;
+    /**
+     * The wake-up flag (a sequence, read and set outside any transaction): 1 while the high-water leader sleeps and
+     * wants writers to NOTIFY, anything else while it follows the head itself (high-water/wake.ts).
+     */
+    wakeFlag: string;
+    wakeFlagLiteral: string;
+    /** Sets the flag as its owner (SECURITY DEFINER): the runner's role needs no grant on the sequence. */
+    setWakeFlag: string;
   };
 }
 
@@ -200,6 +208,9 @@ export function storeNames(options: StoreNamesOptions = {}): StoreNames {
       commands: qualified('projection_commands'),
       builds: qualified('projection_builds'),
       readViews: qualified('projection_read_views'),
+      wakeFlag: qualified('projection_wake_flag'),
+      wakeFlagLiteral: quoteLiteral(qualified('projection_wake_flag')),
+      setWakeFlag: qualified('projection_set_wake_flag'),
     },
   };
 }

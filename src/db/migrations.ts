@@ -1,4 +1,5 @@
-import { fitIdentifier, quoteIdentifier, quoteLiteral, type StoreNames } from './identifiers.js';
+import { quoteLiteral, type StoreNames } from './identifiers.js';
+import { notifyFunctionSql, notifyTriggerSql } from './notify-trigger.js';
 import { sourceKey } from './runner-schema.js';
 
 /**
@@ -20,63 +21,6 @@ export interface Migration {
 export function migrationSql(migration: Migration, names: StoreNames): string {
   const parts = names.source.kind === 'native' ? [migration.events, migration.runner] : [migration.runner];
   return parts.map((part) => part?.(names) ?? '').join('\n');
-}
-
-/** The schema part of a qualified name such as `"public"."events"` (with its dot), or '' for an unqualified one. */
-function schemaPrefix(qualifiedName: string): string {
-  const match = /^((?:"(?:[^"]|"")*"|[^".]+)\.)?(?:"(?:[^"]|"")*"|[^".]+)$/.exec(qualifiedName.trim());
-  if (!match) throw new Error(`not a (qualified) table name: ${qualifiedName}`);
-  return match[1] ?? '';
-}
-
-/**
- * NOTIFY on every commit that inserted rows into a table, whoever wrote them (the library, a plain INSERT, COPY,
- * another event store's own functions): a statement-level AFTER INSERT trigger with a transition table sends one
- * `pg_notify(channel, max(position))` per INSERT statement. NOTIFY is delivered on commit only and deduplicated per
- * transaction by (channel, payload), so a rolled-back insert sends nothing and a multi-row INSERT sends one
- * notification carrying its highest position. The payload is the position as text, as events_append sent it before.
- *
- * - `tableQualified`: the table, already quoted and qualified (`"message_store"."messages"`); the trigger function
- *   `<triggerName>` is created in the same schema (or pass `functionQualified`, quoted).
- * - `positionColumn`, `channel`, `triggerName`: plain names, quoted here. A trigger name longer than PostgreSQL's 63
- *   bytes is fitted (fitIdentifier: cut, with a hash of the whole name) rather than cut silently, so that two long
- *   names stay apart (a cut `<table>_notify` met `<table>_next_position`, or another table's trigger function).
- *
- * The function runs with the inserting role's rights (no SECURITY DEFINER): pg_notify needs no privilege, and reading
- * the transition table needs none either. An INSERT that inserts no row sends nothing.
- *
- * A transaction that sent a NOTIFY cannot be prepared (two-phase commit): such a writer opts out, per transaction,
- * with `SET LOCAL projection_runner.notify = 'off'` (the runner still finds its events by polling).
- *
- * Idempotent (CREATE OR REPLACE FUNCTION, DROP TRIGGER IF EXISTS): safe to apply again to attach the same table.
- * On a partitioned table, create it on the parent (PostgreSQL refuses transition tables on a partition).
- */
-export function notifyTriggerSql(
-  tableQualified: string,
-  positionColumn: string,
-  channel: string,
-  triggerName: string,
-  functionQualified: string = `${schemaPrefix(tableQualified)}${quoteIdentifier(fitIdentifier(triggerName))}`,
-): string {
-  const trigger = quoteIdentifier(fitIdentifier(triggerName));
-  return `
-      CREATE OR REPLACE FUNCTION ${functionQualified}() RETURNS trigger LANGUAGE plpgsql AS $fn$
-      DECLARE
-        v_last text;
-      BEGIN
-        SELECT max(i.${quoteIdentifier(positionColumn)})::text INTO v_last FROM inserted i;
-        IF v_last IS NOT NULL
-           AND coalesce(pg_catalog.current_setting('projection_runner.notify', true), '') <> 'off' THEN
-          PERFORM pg_catalog.pg_notify(${quoteLiteral(channel)}, v_last);
-        END IF;
-        RETURN NULL;
-      END
-      $fn$;
-      DROP TRIGGER IF EXISTS ${trigger} ON ${tableQualified};
-      CREATE TRIGGER ${trigger} AFTER INSERT ON ${tableQualified}
-        REFERENCING NEW TABLE AS inserted
-        FOR EACH STATEMENT EXECUTE FUNCTION ${functionQualified}();
-  `;
 }
 
 /** The columns an operator request (replay, retry, skip) goes through, from the CLI's row to the owner's outcome. */
@@ -187,6 +131,17 @@ function appendFunctionSql({ schema, table, q }: StoreNames, { notify }: { notif
       END
       $fn$;
 `;
+}
+
+/** The native events table's NOTIFY trigger (migration 5), with the wake-up flag from migration 10 on. */
+function nativeNotifyTarget(names: StoreNames, wakeFlagLiteral?: string) {
+  return {
+    tableQualified: names.q.events,
+    positionColumn: 'global_position',
+    channel: names.channel,
+    triggerName: `${names.table}_notify`,
+    wakeFlagLiteral,
+  };
 }
 
 export const migrations: Migration[] = [
@@ -392,7 +347,7 @@ export const migrations: Migration[] = [
     // statement, its highest position), and events_append stops sending its own (one mechanism, same payload).
     // A foreign table gets its trigger from migrate's attach step instead (src/sources/prepare.ts).
     events: (names) => `
-      ${notifyTriggerSql(names.q.events, 'global_position', names.channel, `${names.table}_notify`)}
+      ${notifyTriggerSql(nativeNotifyTarget(names))}
 
       ${appendFunctionSql(names, { notify: false })}
     `,
@@ -484,6 +439,23 @@ export const migrations: Migration[] = [
     runner: ({ q }) => `
     ALTER TABLE ${q.builds} ADD COLUMN schema_oid oid;
   `,
+  },
+  {
+    version: 10,
+    name: 'writers notify only while the runner sleeps',
+    // The wake-up protocol (src/high-water/wake.ts): the flag the leader sets and the trigger reads. A sequence, so
+    // that both happen outside any transaction (a row would be read as of a writer's snapshot). Created at 0: no
+    // runner sleeping, writers send nothing; an older daemon still running during the upgrade wakes on its poll.
+    // A foreign table's trigger function is brought up to date by migrate's attach step (src/sources/prepare.ts).
+    // The leader sets it through a function that runs as its owner, so that the runner's role needs no new grant
+    // (an upgrade keeps the grants it had); whoever may call it can change only how soon the runner wakes.
+    runner: ({ q }) => `
+      CREATE SEQUENCE ${q.wakeFlag} MINVALUE 0 MAXVALUE 1 START 0 NO CYCLE;
+      CREATE FUNCTION ${q.setWakeFlag}(p_notify boolean) RETURNS bigint
+        LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+        AS $fn$ SELECT pg_catalog.setval(${q.wakeFlagLiteral}, CASE WHEN p_notify THEN 1 ELSE 0 END) $fn$;
+    `,
+    events: (names) => notifyFunctionSql(nativeNotifyTarget(names, names.q.wakeFlagLiteral)),
   },
   {
     version: 11,

@@ -19,6 +19,11 @@ import type { SequenceSample } from './evidence-rules.js';
 import type { LeaseSession } from '../ownership/leases.js';
 import { withRetries } from '../db/retry.js';
 import { WakeSignal } from '../shared/wake-signal.js';
+import { fenced, nextWake, takeOverWake, type WakeSettings, type WakeState } from './wake.js';
+import { writeWakeFlag } from './wake-sql.js';
+
+/** Looks at the head that find nothing before the leader asks writers to notify and goes to sleep (wake.ts). */
+export const IDLE_LOOKS = 10;
 
 /** Evidence that gaps are dead (evidence.ts). Collected before the observation, so its snapshot is newer. */
 export interface GapEvidenceSource {
@@ -40,6 +45,8 @@ export interface HighWaterTrackerOptions {
   names: StoreNames;
   settings: HighWaterSettings;
   pollIntervalMs: number;
+  /** How often the leader looks at the head while events flow (wake.ts). */
+  followIntervalMs: number;
   leases: LeaseSession;
   log: Logger;
   metrics: RunnerMetrics;
@@ -62,6 +69,9 @@ export class HighWaterTracker {
   private state: HighWaterState | undefined;
   private evidence: GapEvidenceSource | undefined;
   private announced: bigint | undefined;
+  /** The leader's sleep/wake state (wake.ts); undefined until it leads (a takeover starts following). */
+  private wakeState: WakeState | undefined;
+  private wakeFlagFailed = false;
   /** Server clock of the last observation (when to take a fence is decided on the server's clock). */
   private serverNow = 0;
   /** Wall-clock time of the last completed pass, for the /healthz watchdog. */
@@ -80,6 +90,7 @@ export class HighWaterTracker {
     options.leases.onLost(() => {
       this.leader = false;
       this.state = undefined;
+      this.wakeState = undefined;
     });
   }
 
@@ -114,6 +125,32 @@ export class HighWaterTracker {
       this.lastPassAt = Date.now();
       this.completedPasses++;
       await this.wake.wait(delay, signal);
+    }
+    await this.leaveWakeFlag();
+  }
+
+  /** Where the tracker stands on waking: its mode while it leads (tests and the status of a leader). */
+  get wakeMode(): WakeState['mode'] | undefined {
+    return this.leader ? this.wakeState?.mode : undefined;
+  }
+
+  private get wakeSettings(): WakeSettings {
+    const { followIntervalMs, pollIntervalMs } = this.options;
+    return { followIntervalMs, pollIntervalMs, idleAfterMs: IDLE_LOOKS * followIntervalMs };
+  }
+
+  /**
+   * A leader that stops: when other instances run, writers notify, so that one of them takes the lead at the next
+   * write rather than at its next poll; alone, writers go silent (nobody listens any more).
+   */
+  private async leaveWakeFlag(): Promise<void> {
+    if (!this.leader) return;
+    const { pool, names, leases, log } = this.options;
+    try {
+      const others = (await leases.liveInstances('instance')) > 1;
+      await writeWakeFlag(pool, names, others ? 'notify' : 'silent');
+    } catch (error) {
+      log.warn({ err: error }, 'could not leave the wake-up flag at stop; the next leader sets it');
     }
   }
 
@@ -168,6 +205,7 @@ export class HighWaterTracker {
       log.warn('another instance leads the high-water tracker now; standing down');
       this.leader = false;
       this.state = undefined;
+      this.wakeState = undefined;
       await leases.release('high-water', 'leader');
       return this.options.pollIntervalMs;
     }
@@ -206,7 +244,34 @@ export class HighWaterTracker {
     );
     if (decision.late.length > 0) this.options.onAdvance(this.highWater, false);
 
-    return nextPassDelay(decision.state, settings, observation.now, this.options.pollIntervalMs, evidence?.recheckMs);
+    // After the projectors were woken: a flag write (at a change of state only) never delays what this pass found.
+    const wakeDelay = await this.stepWake(state, decision.state, observation.xmin, observation.now);
+    return Math.min(wakeDelay, nextPassDelay(decision.state, settings, observation.now, this.options.pollIntervalMs, evidence?.recheckMs));
+  }
+
+  /** The sleep/wake protocol's step for this pass (wake.ts): the flag written first, then the state; the pause. */
+  private async stepWake(before: HighWaterState, after: HighWaterState, xmin: bigint | null, now: number): Promise<number> {
+    const { pool, names } = this.options;
+    const sawNew = after.head > before.head || after.highWater > before.highWater;
+    const step =
+      this.wakeState === undefined
+        ? takeOverWake(now, this.wakeSettings)
+        : nextWake(this.wakeState, { sawNew, xmin, now }, this.wakeSettings);
+    let fence: bigint | undefined;
+    if (step.flag) {
+      try {
+        fence = await writeWakeFlag(pool, names, step.flag);
+        this.wakeFlagFailed = false;
+      } catch (error) {
+        // Never holds H: the state stays as it was (following keeps looking, sleeping keeps the writers notifying)
+        // and the next pass tries again. Said once, not at every pass.
+        if (!this.wakeFlagFailed) this.options.log.error({ err: error }, 'could not set the wake-up flag; trying again at every pass');
+        this.wakeFlagFailed = true;
+        return step.state.mode === 'following' ? step.delayMs : Math.min(step.delayMs, this.wakeSettings.followIntervalMs);
+      }
+    }
+    this.wakeState = fence === undefined ? step.state : fenced(step.state, fence);
+    return step.delayMs;
   }
 
   /** `onlyHighWater`: see onAdvance; false where H was read rather than decided here (another instance leads). */

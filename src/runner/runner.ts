@@ -25,6 +25,7 @@ import { isRetryableDatabaseError, withRetries } from '../db/retry.js';
 import { Slots } from '../shared/slots.js';
 import { WakeSignal } from '../shared/wake-signal.js';
 import { NotificationListener } from './listener.js';
+import type { WakeMode } from '../high-water/wake.js';
 import { withSessionLock } from '../db/session-lock.js';
 import { prepareStore } from '../sources/prepare.js';
 import { buildsToRun, moduleVersion, type BuildUnit } from '../versions/builds.js';
@@ -130,6 +131,7 @@ export class Runner implements LagSource, HealthSource {
       names: this.names,
       settings: { gapTimeoutMs: this.settings.gapTimeoutMs, fenceDelayMs: this.settings.fenceDelayMs },
       pollIntervalMs: this.settings.pollIntervalMs,
+      followIntervalMs: this.settings.followIntervalMs,
       leases: this.leases,
       log: options.log.child({ component: 'high-water' }),
       metrics: this.metrics,
@@ -171,9 +173,13 @@ export class Runner implements LagSource, HealthSource {
     this.leases.onLost(() => this.dropAllProjections('lease session lost'));
   }
 
-  /** Where the tracker stands: the head, the high-water mark H, and its completed passes (status lines, tests). */
-  get positions(): { head: bigint; highWater: bigint; trackerPasses: number } {
-    return { head: this.tracker.head, highWater: this.tracker.highWater, trackerPasses: this.tracker.passes };
+  /**
+   * Where the tracker stands: the head, the high-water mark H, its completed passes, and while this instance leads,
+   * whether it follows the head or sleeps (high-water/wake.ts) (status lines, tests).
+   */
+  get positions(): { head: bigint; highWater: bigint; trackerPasses: number; wakeMode: WakeMode | undefined } {
+    const { tracker } = this;
+    return { head: tracker.head, highWater: tracker.highWater, trackerPasses: tracker.passes, wakeMode: tracker.wakeMode };
   }
 
   /** This instance's name in leases and checkpoint rows (host/pid). */

@@ -3,7 +3,7 @@ import { withTransaction } from '../db/connection.js';
 import type { StoreNames } from '../db/identifiers.js';
 import { quoteIdentifier } from '../db/identifiers.js';
 import { migrate, type MigrationReport } from '../db/migrate.js';
-import { notifyTriggerSql } from '../db/migrations.js';
+import { notifyFunctionBody, notifyFunctionSql, notifyTriggerSql, type NotifyTarget } from '../db/notify-trigger.js';
 import { sleep } from '../shared/time.js';
 import { withSessionLock } from '../db/session-lock.js';
 import { checkEventTable, checkPositionSequence, hasPositionIndex, hasTrigger, partitionsOf, relation } from './catalog.js';
@@ -18,8 +18,9 @@ import { eventTable } from './event-table.js';
  *   each partitioned level (PostgreSQL cannot build a partitioned table's index concurrently; ON ONLY creates an
  *   empty, invalid one in a moment, which becomes valid when every partition's index is attached). New partitions
  *   get the index from the parent automatically.
- * - the statement-level NOTIFY trigger (db/migrations.ts notifyTriggerSql), its function in the runner's schema,
- *   unless --no-notify-trigger: then the table is left completely alone and the runner wakes on its poll.
+ * - the statement-level NOTIFY trigger (db/notify-trigger.ts), its function in the runner's schema reading the
+ *   runner's wake-up flag, unless --no-notify-trigger: then the table is left completely alone and the runner wakes
+ *   on its poll. An older release's function (one that notified on every insert) is replaced in place.
  * The brief catalog locks these need (ON ONLY, ATTACH, CREATE TRIGGER) are taken with a short lock_timeout and
  * retried: a writer's transaction held open never gets the whole store queued behind migrate.
  * One process at a time attaches to a given table (instances starting together, two runner schemas on one store):
@@ -35,8 +36,9 @@ async function check(pool: pg.Pool, names: StoreNames): Promise<string[]> {
   await checkPositionSequence(pool, t);
   const missing: string[] = [];
   if (t.indexPosition && !(await hasPositionIndex(pool, t))) missing.push(`an index on ${t.table} (${t.columns.position.name})`);
-  if (names.source.notifyTrigger && t.trigger && !(await hasTrigger(pool, t, t.trigger.name))) {
-    missing.push(`the NOTIFY trigger ${t.trigger.name} on ${t.table}`);
+  if (names.source.notifyTrigger && t.trigger) {
+    if (!(await hasTrigger(pool, t, t.trigger.name))) missing.push(`the NOTIFY trigger ${t.trigger.name} on ${t.table}`);
+    else if (!(await isCurrentFunction(pool, notifyTarget(names)))) missing.push(`the current body of ${t.trigger.functionQualified}`);
   }
   return missing;
 }
@@ -49,16 +51,42 @@ async function attach(db: pg.ClientBase, names: StoreNames): Promise<string[]> {
     const { rows } = await db.query<{ oid: string }>('SELECT $1::regclass::oid::int8::text AS oid', [t.table]);
     await ensurePositionIndex(db, rows[0]!.oid, t.columns.position.name, done);
   }
-  if (names.source.notifyTrigger && t.trigger && !(await hasTrigger(db, t, t.trigger.name))) {
-    await withShortLocks(
-      db,
-      notifyTriggerSql(t.table, t.columns.position.name, names.channel, t.trigger.name, t.trigger.functionQualified),
-    );
-    done.push(
-      `created the trigger ${t.trigger.name} on ${t.table} (AFTER INSERT, once per statement: NOTIFY ${names.channel}) and its function ${t.trigger.functionQualified}`,
-    );
+  if (names.source.notifyTrigger && t.trigger) {
+    const target = notifyTarget(names);
+    if (!(await hasTrigger(db, t, t.trigger.name))) {
+      await withShortLocks(db, notifyTriggerSql(target));
+      done.push(
+        `created the trigger ${t.trigger.name} on ${t.table} (AFTER INSERT, once per statement: NOTIFY ${names.channel} while the runner sleeps) and its function ${t.trigger.functionQualified}`,
+      );
+    } else if (!(await isCurrentFunction(db, target))) {
+      // An older release's function (it notified on every insert): replaced in place, no lock on the table.
+      await db.query(notifyFunctionSql(target));
+      done.push(`replaced the function ${t.trigger.functionQualified}: NOTIFY only while the runner sleeps`);
+    }
   }
   return done;
+}
+
+/** A foreign table's NOTIFY trigger as this release makes it (its function in the runner's schema, the wake-up flag). */
+function notifyTarget(names: StoreNames): NotifyTarget {
+  const t = eventTable(names);
+  return {
+    tableQualified: t.table,
+    positionColumn: t.columns.position.name,
+    channel: names.channel,
+    triggerName: t.trigger!.name,
+    functionQualified: t.trigger!.functionQualified,
+    wakeFlagLiteral: names.q.wakeFlagLiteral,
+  };
+}
+
+/** Whether the trigger function is the one this release would create (an older release's notified on every insert). */
+async function isCurrentFunction(db: pg.Pool | pg.ClientBase, target: NotifyTarget): Promise<boolean> {
+  const { rows } = await db.query<{ current: boolean }>(
+    `SELECT coalesce((SELECT p.prosrc = $2 AND p.prosecdef FROM pg_proc p WHERE p.oid = to_regprocedure($1)), false) AS current`,
+    [`${target.functionQualified!}()`, notifyFunctionBody(target)],
+  );
+  return rows[0]!.current;
 }
 
 /** The runner's index on one relation's position column: pr_position_<oid>, in the relation's schema. */

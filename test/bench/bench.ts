@@ -13,6 +13,8 @@
  *                      which are theirs cost live
  *   --year-events N    events of the year-old store of (13) and (14) (default 5,000,000)
  *   --year-gaps N      its settled gaps in the history window, and as many past it (default 100,000)
+ *   --writer-seconds S duration of each writer-throughput figure of (15) (default 8)
+ *   --idle-seconds S   the idle span of (17) (default 60); --idle-tries N its first-event tries (default 50)
  *   --only LIST        only these figures (numbers, comma-separated; `live`: 5, 9, 11, 12; read your own writes: 19, 20), written to
  *                      bench-results-partial.json (for example `--only live --events 100000 --live-seconds 10`)
  *
@@ -28,6 +30,7 @@ import pg from 'pg';
 import { storeNames } from '../../src/db/identifiers.js';
 import { migrate } from '../../src/db/migrate.js';
 import { installMessageDb, writeMessage } from '../support/foreign/message-db.js';
+import { idleCost, liveLatencyAcrossRates, writerThroughput } from './wakeup.js';
 import {
   REPO,
   EVENTS,
@@ -352,6 +355,18 @@ async function main() {
           ? `${(((bigNoop.peakRssMb - noop.peakRssMb) / noop.peakRssMb) * 100).toFixed(1)} % growth (target <= 200 MB, within 10 %)`
           : 'target <= 200 MB',
       ]);
+    }
+
+    // The wake-up path (wakeup.ts): each in databases of its own, beside the big store.
+    for (const [figure, key, measure] of [
+      [15, 'writerThroughput', writerThroughput],
+      [16, 'liveLatencyAcrossRates', liveLatencyAcrossRates],
+      [17, 'idleCost', idleCost],
+    ] as const) {
+      if (!runs(figure)) continue;
+      const { rows, results: figures } = await measure(pool, db.url);
+      results[key] = figures;
+      table.push(...rows);
     }
 
     const widths = table[0]!.map((_, i) => Math.max(...table.map((r) => r[i]!.length)));

@@ -42,6 +42,7 @@ describe('new Runner({...}) takes the settings through the same door as the CLI'
       fenceDelayMs: 1_000,
       gapEvidence: 'auto',
       pollIntervalMs: 1_000,
+      followIntervalMs: 5,
       batchSize: 500,
       batchBytes: 16 * 1024 * 1024,
       maxConcurrentBatches: 8,

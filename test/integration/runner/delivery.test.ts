@@ -50,6 +50,8 @@ describe('waking up', () => {
   it('applies an append within a small fraction of a long poll interval (LISTEN/NOTIFY)', async () => {
     t.runner = await startRunner(t.db, { projections: [positionLog('log')], pollIntervalMs: 30_000 });
     await waitFor('listener connected', () => (t.runner as unknown as { listener: { connected: boolean } }).listener.connected);
+    // Writers notify only while the leader sleeps (it follows the head for a moment after it starts).
+    await waitFor('the leader asleep', () => t.runner!.positions.wakeMode === 'sleeping');
     await t.store.append('fast', [{ type: 'E', data: {} }]);
     await waitFor('applied', async () => (await readLog(t.db.pool, 'log')).length === 1, 25_000);
     // The poll (30 s) cannot have fired: only the notification can explain the delivery.

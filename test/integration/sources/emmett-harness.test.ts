@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PostgresEventStore } from '@event-driven-io/emmett-postgresql';
-import { notifyTriggerSql } from '../../../src/db/migrations.js';
+import { notifyTriggerSql } from '../../../src/db/notify-trigger.js';
 import { createTestDatabase, waitFor, type TestDatabase } from '../../support/database.js';
 import { appendEmmett, openEmmettStore } from '../../support/foreign/emmett.js';
 
@@ -155,7 +155,14 @@ describe('the Emmett harness', () => {
   });
 
   it('wakes a listener on every append once the NOTIFY trigger is attached to the partitioned emt_messages', async () => {
-    await db.pool.query(notifyTriggerSql('public.emt_messages', 'global_position', 'emt_messages', 'emt_messages_notify'));
+    await db.pool.query(
+      notifyTriggerSql({
+        tableQualified: 'public.emt_messages',
+        positionColumn: 'global_position',
+        channel: 'emt_messages',
+        triggerName: 'emt_messages_notify',
+      }),
+    );
     const listener = await db.connect();
     const received: string[] = [];
     listener.on('notification', (n) => received.push(n.payload ?? ''));

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { notifyTriggerSql } from '../../../src/db/migrations.js';
+import { notifyTriggerSql } from '../../../src/db/notify-trigger.js';
 import { createTestDatabase, waitFor, type TestDatabase } from '../../support/database.js';
 import { connectMessageDb, installMessageDb, writeMessage } from '../../support/foreign/message-db.js';
 
@@ -106,7 +106,14 @@ describe('the message-db harness', () => {
   });
 
   it('wakes a listener on every write_message once the NOTIFY trigger is attached to message_store.messages', async () => {
-    await db.pool.query(notifyTriggerSql('message_store.messages', 'global_position', 'message_store', 'messages_notify'));
+    await db.pool.query(
+      notifyTriggerSql({
+        tableQualified: 'message_store.messages',
+        positionColumn: 'global_position',
+        channel: 'message_store',
+        triggerName: 'messages_notify',
+      }),
+    );
     const listener = await db.connect();
     const received: string[] = [];
     listener.on('notification', (n) => received.push(n.payload ?? ''));

@@ -171,6 +171,8 @@ describe('EventStore.append', () => {
   });
 
   it('notifies the channel with the last position on commit, and not on rollback', async () => {
+    // Writers notify while a runner sleeps (the wake-up flag at 1, as a sleeping leader sets it).
+    await db.pool.query(`SELECT setval('projection_wake_flag', 1)`);
     const listener = await db.connect();
     const received: string[] = [];
     listener.on('notification', (n) => received.push(n.payload!));

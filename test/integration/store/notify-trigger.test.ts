@@ -1,20 +1,24 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EventStore } from '../../../src/index.js';
-import { notifyTriggerSql } from '../../../src/db/migrations.js';
+import { notifyTriggerSql } from '../../../src/db/notify-trigger.js';
 import { createTestDatabase, waitFor, type TestDatabase } from '../../support/database.js';
 
 /**
  * Migration 5: a statement-level AFTER INSERT trigger on the events table sends the NOTIFY, whoever writes (a plain
  * INSERT, a restricted role, events_append), one per INSERT statement carrying its highest position; events_append
- * no longer sends its own.
+ * no longer sends its own. Migration 10: only while the wake-up flag says a runner sleeps (1); these tests set it as
+ * a sleeping leader does, except where they test the silence.
  */
 let db: TestDatabase;
 let store: EventStore;
 
+const setWakeFlag = (value: 0 | 1) => db.pool.query(`SELECT setval('projection_wake_flag', $1)`, [value]);
+
 beforeAll(async () => {
   db = await createTestDatabase();
   store = new EventStore(db.pool);
+  await setWakeFlag(1);
 });
 afterAll(async () => {
   await db.drop();
@@ -138,7 +142,8 @@ describe('the events table NOTIFY trigger (migration 5)', () => {
         `SELECT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AS superuser,
                 (SELECT prosecdef FROM pg_proc WHERE oid = 'events_notify'::regproc) AS definer`,
       );
-      expect(rows[0]).toEqual({ superuser: false, definer: false });
+      // The function runs as its owner (it reads the runner's flag), its search_path pinned: the writer needs nothing.
+      expect(rows[0]).toEqual({ superuser: false, definer: true });
     } finally {
       await pool.end();
       await db.pool.query(`DROP OWNED BY ${role}; DROP ROLE ${role}`).catch(() => {});
@@ -166,10 +171,54 @@ describe('the events table NOTIFY trigger (migration 5)', () => {
   });
 });
 
+describe('the wake-up flag (migration 10)', () => {
+  it('is 0 after migrate: with no runner sleeping, no writer notifies (plain INSERT, append, COPY)', async () => {
+    const fresh = await createTestDatabase();
+    try {
+      const { rows } = await fresh.pool.query(`SELECT pg_sequence_last_value('projection_wake_flag') AS v`);
+      expect(rows[0].v).toBeNull();
+      const listening = await listen('events', fresh);
+      await fresh.pool.query(`INSERT INTO events (stream_name, stream_position, type, data) VALUES ('silent', 1, 'E', '{}')`);
+      await new EventStore(fresh.pool).append('silent-append', [{ type: 'E', data: {} }]);
+      // COPY fires the statement trigger too (FROM PROGRAM: a COPY FROM statement without a client-side stream).
+      await fresh.pool.query(
+        `COPY events (stream_name, stream_position, type, data) FROM PROGRAM 'echo silent-copy,1,E,{}' WITH (FORMAT csv)`,
+      );
+      // The flag set as a sleeping leader sets it: the next insert notifies, and the silent ones never did.
+      await fresh.pool.query(`SELECT setval('projection_wake_flag', 1)`);
+      const { rows: sentinel } = await fresh.pool.query<{ p: string }>(
+        `INSERT INTO events (stream_name, stream_position, type, data) VALUES ('loud', 1, 'E', '{}') RETURNING global_position::text AS p`,
+      );
+      await waitFor('the sentinel notification', () => listening.received.length > 0, 10_000);
+      expect(listening.received).toEqual([sentinel[0]!.p]);
+    } finally {
+      await fresh.drop();
+    }
+  });
+
+  it('silences a writer at once when set to 0, whatever its transaction saw before', async () => {
+    const listening = await listen();
+    const writer = await db.connect();
+    await writer.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
+    await plainInsert([uniqueStream('before-flip')], writer); // read 1: notifies at commit
+    await setWakeFlag(0);
+    await plainInsert([uniqueStream('after-flip')], writer); // read 0 (not transactional): sends nothing
+    await writer.query('COMMIT');
+    await setWakeFlag(1);
+    const notified = await settle(listening);
+    expect(notified).toHaveLength(1);
+  });
+});
+
 describe('notifyTriggerSql for any table', () => {
   it('attaches to another table, schema and channel (quoted names), idempotently', async () => {
     await db.pool.query(`CREATE SCHEMA "Foreign Store"; CREATE TABLE "Foreign Store"."Log" ("Pos" bigserial PRIMARY KEY, v text)`);
-    const sql = notifyTriggerSql(`"Foreign Store"."Log"`, 'Pos', 'foreign_log', 'log_notify');
+    const sql = notifyTriggerSql({
+      tableQualified: `"Foreign Store"."Log"`,
+      positionColumn: 'Pos',
+      channel: 'foreign_log',
+      triggerName: 'log_notify',
+    });
     await db.pool.query(sql);
     await db.pool.query(sql); // attaching again replaces, never duplicates
     const listening = await listen('foreign_log');

@@ -1,0 +1,103 @@
+import { fitIdentifier, quoteIdentifier, quoteLiteral } from './identifiers.js';
+
+/** The schema part of a qualified name such as `"public"."events"` (with its dot), or '' for an unqualified one. */
+function schemaPrefix(qualifiedName: string): string {
+  const match = /^((?:"(?:[^"]|"")*"|[^".]+)\.)?(?:"(?:[^"]|"")*"|[^".]+)$/.exec(qualifiedName.trim());
+  if (!match) throw new Error(`not a (qualified) table name: ${qualifiedName}`);
+  return match[1] ?? '';
+}
+
+/** Where a table's NOTIFY trigger goes and what it sends. */
+export interface NotifyTarget {
+  /** The table, already quoted and qualified (`"message_store"."messages"`). */
+  tableQualified: string;
+  /** Plain names, quoted here. */
+  positionColumn: string;
+  channel: string;
+  triggerName: string;
+  /** The trigger function, quoted and qualified; default `<triggerName>` in the table's schema. */
+  functionQualified?: string;
+  /**
+   * The wake-up flag (a regclass literal of the runner's `projection_wake_flag` sequence): the trigger notifies only
+   * while it reads 1, i.e. while the high-water leader sleeps (high-water/wake.ts). Without it the trigger notifies
+   * on every insert (migration 5, and tables a caller attaches by hand).
+   */
+  wakeFlagLiteral?: string;
+}
+
+function functionName(target: NotifyTarget): string {
+  const { tableQualified, triggerName } = target;
+  return target.functionQualified ?? `${schemaPrefix(tableQualified)}${quoteIdentifier(fitIdentifier(triggerName))}`;
+}
+
+/**
+ * The trigger function's body (pg_proc.prosrc): `sources/prepare.ts` compares a foreign table's function with it to
+ * bring an older one up to date.
+ *
+ * With a flag the flag is read first: while the leader follows the head (whenever events flow) one read of a
+ * sequence's current value is all a writer pays, and its commit takes no notify lock. The flag is read after the
+ * statement inserted its rows, so a writer that reads it holds a transaction id: the leader's proof that no wake-up
+ * is lost when it goes to sleep rests on that (high-water/wake.ts).
+ */
+export function notifyFunctionBody({ positionColumn, channel, wakeFlagLiteral }: NotifyTarget): string {
+  const flagCheck = wakeFlagLiteral
+    ? `
+        -- 1: the high-water leader sleeps and listens. Anything else: it follows the head, or no runner is running.
+        IF pg_catalog.pg_sequence_last_value(${wakeFlagLiteral}::pg_catalog.regclass) IS DISTINCT FROM 1 THEN
+          RETURN NULL;
+        END IF;`
+    : '';
+  return `
+      DECLARE
+        v_last text;
+      BEGIN${flagCheck}
+        SELECT max(i.${quoteIdentifier(positionColumn)})::text INTO v_last FROM inserted i;
+        IF v_last IS NOT NULL
+           AND coalesce(pg_catalog.current_setting('projection_runner.notify', true), '') <> 'off' THEN
+          PERFORM pg_catalog.pg_notify(${quoteLiteral(channel)}, v_last);
+        END IF;
+        RETURN NULL;
+      END
+      `;
+}
+
+/**
+ * The trigger function alone (CREATE OR REPLACE FUNCTION: no lock on the table, writers go on). With a flag it runs
+ * as its owner (SECURITY DEFINER, search_path pinned to pg_catalog): the flag lives in the runner's schema, which a
+ * foreign store's writers may not be allowed to use, and a writer needs no privilege on it this way.
+ */
+export function notifyFunctionSql(target: NotifyTarget): string {
+  const security = target.wakeFlagLiteral ? ' SECURITY DEFINER SET search_path = pg_catalog, pg_temp' : '';
+  return `
+      CREATE OR REPLACE FUNCTION ${functionName(target)}() RETURNS trigger LANGUAGE plpgsql${security} AS $fn$${notifyFunctionBody(target)}$fn$;`;
+}
+
+/**
+ * NOTIFY on commits that inserted rows into a table, whoever wrote them (the library, a plain INSERT, COPY, another
+ * event store's own functions): a statement-level AFTER INSERT trigger with a transition table sends one
+ * `pg_notify(channel, max(position))` per INSERT statement. NOTIFY is delivered on commit only and deduplicated per
+ * transaction by (channel, payload), so a rolled-back insert sends nothing and a multi-row INSERT sends one
+ * notification carrying its highest position. The payload is the position as text, as events_append sent it before.
+ * With a wake-up flag it sends only while the flag says the runner sleeps (see notifyFunctionBody).
+ *
+ * - `triggerName`: a name longer than PostgreSQL's 63 bytes is fitted (fitIdentifier: cut, with a hash of the whole
+ *   name) rather than cut silently, so that two long names stay apart (a cut `<table>_notify` met
+ *   `<table>_next_position`, or another table's trigger function).
+ *
+ * Reading the transition table and pg_notify need no privilege. An INSERT that inserts no row sends nothing.
+ *
+ * A transaction that sent a NOTIFY cannot be prepared (two-phase commit): such a writer opts out, per transaction,
+ * with `SET LOCAL projection_runner.notify = 'off'` (the runner still finds its events by polling).
+ *
+ * Idempotent (CREATE OR REPLACE FUNCTION, DROP TRIGGER IF EXISTS): safe to apply again to attach the same table.
+ * On a partitioned table, create it on the parent (PostgreSQL refuses transition tables on a partition).
+ */
+export function notifyTriggerSql(target: NotifyTarget): string {
+  const trigger = quoteIdentifier(fitIdentifier(target.triggerName));
+  return `${notifyFunctionSql(target)}
+      DROP TRIGGER IF EXISTS ${trigger} ON ${target.tableQualified};
+      CREATE TRIGGER ${trigger} AFTER INSERT ON ${target.tableQualified}
+        REFERENCING NEW TABLE AS inserted
+        FOR EACH STATEMENT EXECUTE FUNCTION ${functionName(target)}();
+  `;
+}

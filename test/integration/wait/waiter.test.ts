@@ -67,16 +67,21 @@ describe('ProjectionWaiter', () => {
     await expect(waiter.waitFor(7, { projections: ['filtered'], timeoutMs: 200 })).rejects.toThrow(/filtered at 0/);
   });
 
-  it('waits at a gap held open below the position, names it on timeout, and resolves once it is filled', async () => {
-    t.runner = await startRunner(t.db, { projections: [positionLog('a')] });
-    waiter = new ProjectionWaiter({ connectionString: t.db.url });
+  /** A writer's transaction holding a position open (not committed), and an append committed above it. */
+  async function holdAPositionBelowAnAppend() {
     const held = await t.db.connect();
     await held.query('BEGIN');
     const { rows } = await held.query(
       `INSERT INTO events (stream_name, stream_position, type, data) VALUES ('held', 1, 'Ping', '{}') RETURNING global_position::text AS p`,
     );
-    const heldAt = BigInt(rows[0].p);
     const { lastPosition } = await t.store.append('after', [{ type: 'Ping', data: {} }]);
+    return { held, heldAt: BigInt(rows[0].p), lastPosition };
+  }
+
+  it('waits at a gap held open below the position, names it on timeout, and resolves once it is filled', async () => {
+    t.runner = await startRunner(t.db, { projections: [positionLog('a')] });
+    waiter = new ProjectionWaiter({ connectionString: t.db.url });
+    const { held, heldAt, lastPosition } = await holdAPositionBelowAnAppend();
     await waitFor(
       'the gap is open',
       async () => (await t.db.pool.query(`SELECT 1 FROM projection_gaps WHERE resolved_at IS NULL`)).rowCount,
@@ -94,13 +99,7 @@ describe('ProjectionWaiter', () => {
   it('a late event is reached only once its late delivery has committed', async () => {
     t.runner = await startRunner(t.db, { projections: [positionLog('a')], gapTimeoutMs: 200 });
     waiter = new ProjectionWaiter({ connectionString: t.db.url });
-    const held = await t.db.connect();
-    await held.query('BEGIN');
-    const { rows } = await held.query(
-      `INSERT INTO events (stream_name, stream_position, type, data) VALUES ('held', 1, 'Ping', '{}') RETURNING global_position::text AS p`,
-    );
-    const heldAt = BigInt(rows[0].p);
-    const { lastPosition } = await t.store.append('after', [{ type: 'Ping', data: {} }]);
+    const { held, heldAt, lastPosition } = await holdAPositionBelowAnAppend();
     await waiter.waitFor(lastPosition, { timeoutMs: 30_000 }); // past the given-up gap
     expect(await inLog('a', heldAt)).toBeUndefined();
     await held.query('COMMIT');

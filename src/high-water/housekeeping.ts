@@ -22,6 +22,13 @@ export const SCHEDULED_AUDITS = 5;
 export const AUDIT_GROWTH = 4;
 /** Gap rows per statement: each statement probes or deletes about this many ranges, whatever the history holds. */
 export const AUDIT_CHUNK = 1000;
+/**
+ * After each statement housekeeping rests this many times as long as the statement took: on a catch-up (an upgrade's
+ * whole history due at once) it then takes at most a fifth of the time of the server it shares with the projectors'
+ * batches, which a two-core server otherwise gave to it first. Measured on figure (13) at full size: live p99 166 ms
+ * while catching up without a rest, 29 ms resting 2x, 20 ms resting 4x (the catch-up 24 s, 53 s, 176 s).
+ */
+export const REST_PER_STATEMENT = 4;
 export const PRUNE_CHUNK = 500;
 
 /**
@@ -107,8 +114,10 @@ export class Housekeeping {
       try {
         return await statement();
       } finally {
+        const took = performance.now() - started;
         report.statements++;
-        report.longestStatementMs = Math.max(report.longestStatementMs, performance.now() - started);
+        report.longestStatementMs = Math.max(report.longestStatementMs, took);
+        await sleep(took * REST_PER_STATEMENT, signal);
       }
     };
     const delays = auditDelays(this.options.intervalMs);

@@ -109,7 +109,11 @@ export class Housekeeping {
   /** Every due audit, then every prunable gap, chunk by chunk; then the backlog left. */
   private async catchUp(report: RunReport, signal: AbortSignal): Promise<void> {
     const { pool, names, gapHistoryMs, metrics } = this.options;
+    // The rest is taken before the next statement, not after this one: what a statement did (late rows found, counted
+    // and announced) is reported at once.
+    let rest = 0;
     const timed = async <T>(statement: () => Promise<T>): Promise<T> => {
+      await sleep(rest, signal);
       const started = performance.now();
       try {
         return await statement();
@@ -117,7 +121,7 @@ export class Housekeeping {
         const took = performance.now() - started;
         report.statements++;
         report.longestStatementMs = Math.max(report.longestStatementMs, took);
-        await sleep(took * REST_PER_STATEMENT, signal);
+        rest = took * REST_PER_STATEMENT;
       }
     };
     const delays = auditDelays(this.options.intervalMs);

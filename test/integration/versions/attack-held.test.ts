@@ -144,8 +144,8 @@ describe('attacks that held', () => {
     // The old release's ownership pass is late (it has not given version 1 up yet when it is dropped).
     let open!: () => void;
     const gate = new Promise<void>((resolve) => (open = resolve));
-    const r = old as unknown as { balance: (signal: AbortSignal) => Promise<void> };
-    const original = r.balance.bind(old);
+    const r = (old as unknown as { ownership: { balance: (signal: AbortSignal) => Promise<void> } }).ownership;
+    const original = r.balance.bind(r);
     r.balance = async (signal) => {
       await gate;
       return original(signal);

@@ -39,8 +39,8 @@ const table = async (qualified: string) =>
 function delayOwnershipPasses(runner: Runner) {
   let open!: () => void;
   const gate = new Promise<void>((resolve) => (open = resolve));
-  const r = runner as unknown as { balance: (signal: AbortSignal) => Promise<void> };
-  const original = r.balance.bind(runner);
+  const r = (runner as unknown as { ownership: { balance: (signal: AbortSignal) => Promise<void> } }).ownership;
+  const original = r.balance.bind(r);
   r.balance = async (signal) => {
     await gate;
     return original(signal);

@@ -1,4 +1,4 @@
-import pg from 'pg';
+import type pg from 'pg';
 import type { Logger } from 'pino';
 import { createPool, describeConnection } from '../db/connection.js';
 import { startEmbeddedDatabase } from '../db/embedded.js';
@@ -42,21 +42,20 @@ export function isAuthenticationFailure(error: unknown): boolean {
   return code === '28P01' || code === '28000';
 }
 
-/** One connection attempt, translated into a clear error for the commands that do not wait for the database. */
-export async function checkConnection(connectionString: string): Promise<void> {
-  const client = new pg.Client({ connectionString, connectionTimeoutMillis: 5_000 });
-  client.on('error', () => {});
+/**
+ * The pool's first connection, translated into a clear error for the commands that do not wait for the database. It
+ * goes back to the pool idle, so the command's first statement runs on it: one connection per command, not two.
+ */
+export async function checkConnection(pool: pg.Pool, connectionString: string): Promise<void> {
   const where = describeConnection(connectionString);
   try {
-    await client.connect();
+    (await pool.connect()).release();
   } catch (error) {
     if (isAuthenticationFailure(error)) {
       throw new DatabaseUnavailableError(`authentication failed for PostgreSQL at ${where}: check the user and password`);
     }
     const reason = (error as { code?: string }).code ?? (error as Error).message;
     throw new DatabaseUnavailableError(`cannot reach PostgreSQL at ${where} (${reason})`);
-  } finally {
-    await client.end().catch(() => {});
   }
 }
 
@@ -73,9 +72,9 @@ export async function withDatabasePool<T>(
 ): Promise<T> {
   const database = await openDatabase(databaseUrl, log);
   try {
-    await checkConnection(database.connectionString);
     const pool = createPool(database.connectionString, role, size);
     try {
+      await checkConnection(pool, database.connectionString);
       return await fn(pool, database.connectionString);
     } finally {
       await pool.end();

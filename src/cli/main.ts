@@ -1,18 +1,8 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
-import { redactSecrets } from '../db/connection.js';
+import { loadPg } from '../db/load-pg.js';
 import { ConfigError, ProjectionRunnerError, UsageError } from '../errors.js';
-import { registerDemo } from './demo.js';
-import { registerMigrate } from './migrate.js';
-import { registerDeadLetters, registerRecovery } from './recover.js';
-import { registerReplay } from './replay.js';
-import { registerRun } from './run.js';
-import { registerStatus } from './status.js';
-import { registerVersions } from './versions.js';
-import { registerWait } from './wait.js';
-import { isAuthenticationFailure } from './database.js';
-import { describeConnection } from '../db/connection.js';
 
 /** The package's version: package.json two folders up from src/cli/ (tsx), three from dist/src/cli/ (compiled). */
 function packageVersion(): string {
@@ -37,18 +27,42 @@ const program = new Command('projection-runner')
   .enablePositionalOptions()
   .exitOverride()
   .showHelpAfterError();
-registerMigrate(program);
-registerRun(program);
-registerStatus(program);
-registerReplay(program);
-registerVersions(program);
-registerRecovery(program);
-registerDeadLetters(program);
-registerWait(program);
-registerDemo(program);
+
+type Register = (program: Command) => void;
+
+/**
+ * Each command's module and the commands it adds, in the order of --help. A module is imported only when one of its
+ * commands runs: the daemon's modules (metrics, listener, tracker) cost a short command like `status` more than its
+ * statement does. No known command (--help, `help`, a typo): every module, so the help lists them all.
+ */
+const COMMANDS: Array<[names: string[], load: () => Promise<Register[]>]> = [
+  [['migrate'], async () => [(await import('./migrate.js')).registerMigrate]],
+  [['run'], async () => [(await import('./run.js')).registerRun]],
+  [['status'], async () => [(await import('./status.js')).registerStatus]],
+  [['replay'], async () => [(await import('./replay.js')).registerReplay]],
+  [['rebuild', 'switch', 'drop'], async () => [(await import('./versions.js')).registerVersions]],
+  [
+    ['retry', 'skip', 'dead-letters'],
+    async () => [(await import('./recover.js')).registerRecovery, (await import('./recover.js')).registerDeadLetters],
+  ],
+  [['wait'], async () => [(await import('./wait.js')).registerWait]],
+  [['demo'], async () => [(await import('./demo.js')).registerDemo]],
+];
+
+/** The command named on the command line: the first argument that is not an option (the program's come first). */
+const named = process.argv.slice(2).find((arg) => !arg.startsWith('-'));
+const wanted = COMMANDS.filter(([names]) => named !== undefined && names.includes(named));
+const versionOnly = process.argv.length === 3 && ['-V', '--version'].includes(process.argv[2]!);
+if (!versionOnly) {
+  // Before any command's module: they import pg (see loadPg).
+  await loadPg();
+  for (const [, load] of wanted.length > 0 ? wanted : COMMANDS) for (const register of await load()) register(program);
+}
 for (const command of program.commands) command.exitOverride();
 
-function fail(error: unknown): never {
+async function fail(error: unknown): Promise<never> {
+  const { describeConnection, redactSecrets } = await import('../db/connection.js');
+  const { isAuthenticationFailure } = await import('./database.js');
   const url = process.env.DATABASE_URL ?? process.argv.find((_, i) => process.argv[i - 1] === '--database-url');
   let message = error instanceof Error ? error.message : String(error);
   if (isAuthenticationFailure(error)) message = `authentication failed for PostgreSQL at ${url ? describeConnection(url) : 'the database'}`;
@@ -65,5 +79,5 @@ try {
     if (error.code === 'commander.helpDisplayed' || error.code === 'commander.version') process.exit(0);
     process.exit(error.exitCode === 0 ? 0 : 2);
   }
-  fail(error);
+  await fail(error);
 }

@@ -1,20 +1,11 @@
 import { createInterface } from 'node:readline/promises';
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import type { Logger } from 'pino';
-import {
-  resolveConfig,
-  RUNNER_SETTINGS,
-  SETTINGS,
-  STORE_SETTINGS,
-  type RunnerConfig,
-  type RunnerSettings,
-  type SettingKey,
-} from '../config.js';
+import { resolveConfig, SETTINGS, STORE_SETTINGS, type RunnerConfig, type SettingKey } from '../config.js';
 import { UnknownProjectionError } from '../errors.js';
 import { createLogger } from '../logger.js';
 import { loadProjections } from '../projection/loader.js';
 import type { Projection } from '../projection/projection.js';
-import { Runner, type RunnerOptions } from '../runner/runner.js';
 import type { RequestKind } from './request-plan.js';
 
 /**
@@ -96,29 +87,6 @@ export function operatorCommand(program: Command, kind: RequestKind, description
 /** A command's logger: warnings and errors only at the default level, since the command's own lines are its output. */
 export function commandLogger(config: RunnerConfig, quiet = false): Logger {
   return createLogger(quiet ? 'silent' : config.logLevel === 'info' ? 'warn' : config.logLevel, { format: config.logFormat });
-}
-
-/** The Runner's options from a validated config: one place, for `run` and for the in-process `replay`. */
-export function runnerOptionsFrom(config: RunnerConfig, connectionString: string, projections: Projection[], log: Logger): RunnerOptions {
-  if (config.lateWatchMs !== undefined) {
-    log.warn(
-      '--late-watch (PROJECTION_RUNNER_LATE_WATCH) is deprecated and ignored: a given-up gap is now watched until PostgreSQL proves nothing can fill it',
-    );
-  }
-  const settings = Object.fromEntries(RUNNER_SETTINGS.map((key) => [key, config[key]])) as RunnerSettings;
-  return { connectionString, projections, log, ...settings };
-}
-
-/**
- * A runner in this process for one projection, for the commands that act themselves when no daemon owns it
- * (replay, retry, skip): polls often so the command's progress shows, no gap evidence (it is not the daemon).
- */
-export function inProcessRunner(config: RunnerConfig, connectionString: string, projection: Projection, log: Logger): Runner {
-  return new Runner({
-    ...runnerOptionsFrom(config, connectionString, [projection], log),
-    pollIntervalMs: Math.min(config.pollIntervalMs, 250),
-    gapEvidence: 'off',
-  });
 }
 
 /** `--version N`: which version of a projection's read model a command acts on (see src/versions/). */

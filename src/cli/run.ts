@@ -4,7 +4,8 @@ import { startMetricsServer, type MetricsServer } from '../metrics/server.js';
 import { loadProjections } from '../projection/loader.js';
 import { Runner } from '../runner/runner.js';
 import { openDatabase } from './database.js';
-import { addSettings, configFrom, runnerOptionsFrom } from './options.js';
+import { addSettings, configFrom } from './options.js';
+import { runnerOptionsFrom } from './runner-options.js';
 import { SETTINGS } from '../config.js';
 import { ProjectionWaiter } from '../wait/waiter.js';
 

@@ -178,10 +178,16 @@ async function measureYearStore(pool: pg.Pool, storeUrl: string, dir: string, re
     const passAfter = passP99(passBuckets(during1.text), passBuckets(after1.text));
     const scrapes: number[] = [];
     for (let i = 0; i < 5; i++) scrapes.push((await metricsOf(port)).ms);
-    const statusStarted = performance.now();
-    const status = await runCli(['status'], storeUrl);
-    const statusMs = performance.now() - statusStarted;
-    if (status.code !== 0) throw new Error(`status failed: ${status.stderr}`);
+    // Five runs, each a process of its own as an operator starts it; the target is on their median, since one run on
+    // a shared machine can land on a busy moment.
+    const statusRuns: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      const statusStarted = performance.now();
+      const status = await runCli(['status'], storeUrl);
+      statusRuns.push(performance.now() - statusStarted);
+      if (status.code !== 0) throw new Error(`status failed: ${status.stderr}`);
+    }
+    const statusMedianMs = [...statusRuns].sort((a, b) => a - b)[2]!;
     Object.assign(results, {
       passP99MsDuring: passDuring.p99Ms,
       passesDuring: passDuring.passes,
@@ -194,7 +200,8 @@ async function measureYearStore(pool: pg.Pool, storeUrl: string, dir: string, re
       housekeepingLongestStatementMs: longestMs,
       housekeepingFailedRuns: failed,
       scrapeMsMax: Math.max(...scrapes),
-      statusMs,
+      statusRunsMs: statusRuns,
+      statusMedianMs,
     });
     const ratio = (a: number, b: number) => `${(a / Math.max(b, 0.001)).toFixed(2)} x`;
     rows.push(
@@ -214,7 +221,11 @@ async function measureYearStore(pool: pg.Pool, storeUrl: string, dir: string, re
         'target <= 600 s, statement <= 1,000 ms',
       ],
       ['(13) year store: a Prometheus scrape (max of 5)', `${Math.max(...scrapes).toFixed(0)} ms`, 'target <= 200 ms'],
-      ['(13) year store: the whole `status` command', `${statusMs.toFixed(0)} ms`, 'target <= 500 ms (process start included)'],
+      [
+        '(13) year store: the whole `status` command, 5 runs',
+        `median ${statusMedianMs.toFixed(0)} ms (runs ${statusRuns.map((ms) => ms.toFixed(0)).join(', ')})`,
+        'target: median <= 500 ms (process start included)',
+      ],
     );
   } finally {
     await daemon.stop();

@@ -37,7 +37,10 @@ export async function readStatus(db: pg.Pool, names: StoreNames): Promise<Status
   const t = eventTable(names);
   const position = positionSql(t, 'e');
   const { rows } = await db.query(
-    `SELECT (SELECT coalesce(max(${position}), 0) FROM ${t.table} e)::float8 AS head,
+    // pg_locks is read once (MATERIALIZED), as in the waiter's look: a correlated EXISTS on it called pg_lock_status()
+    // again for every checkpoint row.
+    `WITH leases AS MATERIALIZED (SELECT * FROM pg_locks WHERE locktype = 'advisory')
+     SELECT (SELECT coalesce(max(${position}), 0) FROM ${t.table} e)::float8 AS head,
             (SELECT position FROM ${names.q.highWater})::float8 AS high_water,
             (SELECT coalesce(json_agg(json_build_object(
                  'name', c.name, 'projection', coalesce(b.projection, c.name), 'version', b.version, 'role', b.role,
@@ -50,7 +53,7 @@ export async function readStatus(db: pg.Pool, names: StoreNames): Promise<Status
                FROM ${names.q.checkpoints} c
                LEFT JOIN ${names.q.builds} b ON b.slot = c.name
                CROSS JOIN LATERAL (SELECT EXISTS (
-                 SELECT 1 FROM pg_locks k WHERE ${heldLeaseCondition('k', '$1', 'c.name')}) AS owned) l
+                 SELECT 1 FROM leases k WHERE ${heldLeaseCondition('k', '$1', 'c.name')}) AS owned) l
             ) AS projections,
             (SELECT coalesce(json_agg(json_build_object('from', from_position, 'to', to_position,
                        'age', extract(epoch FROM now() - first_seen_at)) ORDER BY from_position), '[]')

@@ -3,6 +3,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type pg from 'pg';
+import { readStatus } from '../../../src/cli/status.js';
+import { storeNames } from '../../../src/db/identifiers.js';
+import { createCheckpointRow } from '../../../src/projector/checkpoints.js';
 import { REPO, runCli, type CliResult } from '../../support/child-runner.js';
 import { createTestDatabase, type TestDatabase } from '../../support/database.js';
 
@@ -76,5 +80,24 @@ describe('a command loads what it uses', () => {
     ])
       expect(help.stdout).toMatch(new RegExp(`^ {2}${command} `, 'm'));
     expect(help.packages).toEqual(expect.arrayContaining(DAEMON_PACKAGES));
+  });
+});
+
+describe("status's statement", () => {
+  it('reads pg_locks once, not once per projection', async () => {
+    const names = storeNames();
+    for (let i = 1; i <= 6; i++) await createCheckpointRow(db.pool, names, `p${i}`, undefined, { running: false });
+    let statement: { text: string; values: unknown[] } | undefined;
+    const recording = { query: (text: string, values: unknown[]) => ((statement = { text, values }), db.pool.query(text, values)) };
+    const report = await readStatus(recording as unknown as pg.Pool, names);
+    expect(report.projections.map((p) => p.name)).toEqual(['p1', 'p2', 'p3', 'p4', 'p5', 'p6']);
+    const { rows } = await db.pool.query(`EXPLAIN (ANALYZE, FORMAT JSON) ${statement!.text}`, statement!.values);
+    const scans: Array<{ loops: number }> = [];
+    const walk = (node: Record<string, unknown>) => {
+      if (node['Function Name'] === 'pg_lock_status') scans.push({ loops: node['Actual Loops'] as number });
+      for (const child of (node.Plans as Record<string, unknown>[] | undefined) ?? []) walk(child);
+    };
+    walk((rows[0]['QUERY PLAN'] as Array<{ Plan: Record<string, unknown> }>)[0]!.Plan);
+    expect(scans).toEqual([{ loops: 1 }]);
   });
 });

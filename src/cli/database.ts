@@ -10,9 +10,16 @@ export interface OpenDatabase {
   close(): Promise<void>;
 }
 
+/**
+ * A command's logger, or the function that makes it: only the embedded database logs here, so a command that gives
+ * a function creates no logger (and loads no pino) when DATABASE_URL is set.
+ */
+export type CommandLog = Logger | (() => Logger);
+
 /** DATABASE_URL when given, else the embedded PostgreSQL under .data/ (said so in the log). */
-export async function openDatabase(databaseUrl: string | undefined, log: Logger): Promise<OpenDatabase> {
+export async function openDatabase(databaseUrl: string | undefined, commandLog: CommandLog): Promise<OpenDatabase> {
   if (databaseUrl) return { connectionString: databaseUrl, embedded: false, close: async () => {} };
+  const log = typeof commandLog === 'function' ? commandLog() : commandLog;
   let embedded;
   try {
     embedded = await startEmbeddedDatabase(undefined, (m) => log.warn(m));
@@ -66,7 +73,7 @@ export async function checkConnection(pool: pg.Pool, connectionString: string): 
 export async function withDatabasePool<T>(
   databaseUrl: string | undefined,
   role: string,
-  log: Logger,
+  log: CommandLog,
   fn: (pool: pg.Pool, connectionString: string) => Promise<T>,
   size = 1,
 ): Promise<T> {

@@ -147,7 +147,7 @@ export function registerStatus(program: Command): void {
     CONNECTION_SETTINGS,
   ).action(async (options) => {
     const config = configFrom(options);
-    const log = commandLogger(config, options.json === true);
+    const log = () => commandLogger(config, options.json === true);
     await withDatabasePool(config.databaseUrl, 'status', log, async (pool) => {
       const report = await readStatus(pool, storeNames(config));
       process.stdout.write(options.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatStatus(report)}\n`);

@@ -45,6 +45,8 @@ describe('a command loads what it uses', () => {
     expect(status.stdout).toContain('open gaps: none');
     expect(status.packages).toEqual(expect.arrayContaining(['commander', 'pg', 'pg-pool']));
     for (const name of DAEMON_PACKAGES) expect(status.packages).not.toContain(name);
+    // Nothing to log with a DATABASE_URL: no logger made.
+    expect(status.packages).not.toContain('pino');
     expect(status.undici).toBe(false);
   });
 

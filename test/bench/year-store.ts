@@ -4,7 +4,8 @@
  * audits due (an upgrade's backlog) and as many past it waiting to be pruned, 16 projections past all of it with their
  * skipped positions and late deliveries. Then a daemon with 200 appends/s: the high-water pass and live latency while
  * housekeeping catches up with that backlog, beside the same after it caught up (the baseline); how long catching up
- * took and its longest statement; a Prometheus scrape and the whole `status` command on that store. (14): the same
+ * took and its longest statement; what the daemon's sessions wait on meanwhile (session-waits.ts); a Prometheus
+ * scrape and the whole `status` command on that store. (14): the same
  * store with its sequence at INCREMENT BY 2, which the runner refuses at start.
  */
 import { execFile } from 'node:child_process';
@@ -12,6 +13,7 @@ import pg from 'pg';
 import { freePort } from '../../src/db/postgres-server.js';
 import { sleep } from '../../src/shared/time.js';
 import { buildHistory } from '../support/history.js';
+import { describeWaits, sampleWaits } from './session-waits.js';
 import {
   appendPings,
   cpuSecondsOf,
@@ -199,7 +201,9 @@ async function measureYearStore(pool: pg.Pool, storeUrl: string, dir: string, re
       return done;
     };
     const during0 = await metricsOf(port);
+    const waitsDuring = sampleWaits(storeUrl);
     const during = await pingUntil(pool, caughtUp, 10, 1_800);
+    const sessionsDuring = await waitsDuring.stop();
     // Checked once a second: an upper bound of when the backlog was gone, from the daemon's start.
     const housekeepingSeconds = ((caughtUpAt ?? performance.now()) - daemonStarted) / 1000;
     const during1 = await metricsOf(port);
@@ -207,7 +211,9 @@ async function measureYearStore(pool: pg.Pool, storeUrl: string, dir: string, re
     const failed = during1.value('projection_runner_housekeeping_seconds_count{outcome="failed"}');
     const passDuring = passP99(passBuckets(during0.text), passBuckets(during1.text));
     // The baseline: the same daemon and store once housekeeping has caught up.
+    const waitsAfter = sampleWaits(storeUrl);
     const after = await pingUntil(pool, async () => true, Math.min(30, Math.max(10, during.seconds)), 60);
+    const sessionsAfter = await waitsAfter.stop();
     const after1 = await metricsOf(port);
     const passAfter = passP99(passBuckets(during1.text), passBuckets(after1.text));
     const scrapes: number[] = [];
@@ -226,6 +232,10 @@ async function measureYearStore(pool: pg.Pool, storeUrl: string, dir: string, re
       housekeepingFailedRuns: failed,
       scrapeMsMax: Math.max(...scrapes),
       status,
+      sessionsDuring: Object.fromEntries(sessionsDuring.counts),
+      sessionsDuringLooks: sessionsDuring.looks,
+      sessionsAfter: Object.fromEntries(sessionsAfter.counts),
+      sessionsAfterLooks: sessionsAfter.looks,
     });
     const ratio = (a: number, b: number) => `${(a / Math.max(b, 0.001)).toFixed(2)} x`;
     rows.push(
@@ -239,6 +249,11 @@ async function measureYearStore(pool: pg.Pool, storeUrl: string, dir: string, re
         `p99 ${during.p99.toFixed(1)} ms, max ${during.max.toFixed(1)} ms (${during.samples} pings)`,
         `${after.p99.toFixed(1)} ms after (${ratio(during.p99, after.p99)}); target <= 20 ms`,
       ],
+      ...(['runner', 'tracker'] as const).map((role): Row => [
+        `(13) year store: the daemon's ${role} sessions while housekeeping catches up (share of looks)`,
+        describeWaits(sessionsDuring, role),
+        `after: ${describeWaits(sessionsAfter, role)}; housekeeping's session during: ${describeWaits(sessionsDuring, 'housekeeping')}`,
+      ]),
       [
         '(13) year store: housekeeping caught up (audits and pruning)',
         `${housekeepingSeconds.toFixed(0)} s, longest statement ${longestMs.toFixed(0)} ms, ${failed} failed runs`,

@@ -49,9 +49,14 @@ const COMMANDS: Array<[names: string[], load: () => Promise<Register[]>]> = [
   [['demo'], async () => [(await import('./demo.js')).registerDemo]],
 ];
 
-/** The command named on the command line: the first argument that is not an option (the program's come first). */
-const named = process.argv.slice(2).find((arg) => !arg.startsWith('-'));
-const wanted = COMMANDS.filter(([names]) => named !== undefined && names.includes(named));
+/**
+ * The command named on the command line: the first argument that is not an option (the program's come first). The
+ * program's help before it (`-h status`) lists every command.
+ */
+const args = process.argv.slice(2);
+const named = args.find((arg) => !arg.startsWith('-'));
+const programHelp = args.slice(0, named === undefined ? args.length : args.indexOf(named)).some((a) => a === '-h' || a === '--help');
+const wanted = COMMANDS.filter(([names]) => !programHelp && named !== undefined && names.includes(named));
 const versionOnly = process.argv.length === 3 && ['-V', '--version'].includes(process.argv[2]!);
 if (!versionOnly) {
   // Before any command's module: they import pg (see loadPg).

@@ -1,11 +1,10 @@
 /**
  * What a daemon's sessions wait on, sampled from pg_stat_activity (part of figure (13): the live path while
  * housekeeping catches up, and after). Every 20 ms (a light load beside what is measured, the same during and after)
- * one look at the daemon's active sessions: each is
- * counted under its role (the `projection-runner:ROLE` application name: `runner` for the projectors' batches,
- * `tracker` for the high-water passes, `housekeeping`) and what it waits on: `CPU` when it waits on nothing (running,
- * or waiting for a core), else PostgreSQL's wait event type (`Lock`, `LWLock`, `IO`, `Client` for the daemon's next
- * message…).
+ * one look at the daemon's active sessions: each is counted under its role (the `projection-runner:ROLE` application
+ * name: `runner` for the projectors' batches, `tracker` for the high-water passes, `housekeeping`) and what it waits
+ * on: `CPU` when it waits on nothing (running, or waiting for a core), else PostgreSQL's wait event type (`Lock`,
+ * `LWLock`, `IO`, `Client` for the daemon's next message…).
  */
 import pg from 'pg';
 import { sleep } from '../../src/shared/time.js';

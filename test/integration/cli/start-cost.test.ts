@@ -32,7 +32,7 @@ const PRELOAD = pathToFileURL(path.join(REPO, 'test/support/loaded-modules.mjs')
 const DAEMON_PACKAGES = ['prom-client', 'pg-listen'];
 
 async function loadedBy(args: string[], env: Record<string, string> = {}): Promise<CliResult & { packages: string[]; undici: boolean }> {
-  const file = path.join(dir, `${args[0]!.replace(/\W/g, '')}.json`);
+  const file = path.join(dir, `${args.join('').replace(/\W/g, '')}.json`);
   const result = await runCli(args, { ...env, NODE_OPTIONS: `--import ${PRELOAD}`, LOADED_MODULES_FILE: file });
   return { ...result, ...(JSON.parse(readFileSync(file, 'utf8')) as { packages: string[]; undici: boolean }) };
 }
@@ -63,8 +63,8 @@ describe('a command loads what it uses', () => {
     expect(run.undici).toBe(false);
   });
 
-  it('--help still lists every command (every module loaded)', async () => {
-    const help = await loadedBy(['--help']);
+  it.each([[['--help']], [['-h', 'status']]])('%j still lists every command (every module loaded)', async (args) => {
+    const help = await loadedBy(args);
     expect(help.code).toBe(0);
     for (const command of [
       'migrate',

@@ -43,7 +43,10 @@ const COMMANDS: Array<[names: string[], load: () => Promise<Register[]>]> = [
   [['rebuild', 'switch', 'drop'], async () => [(await import('./versions.js')).registerVersions]],
   [
     ['retry', 'skip', 'dead-letters'],
-    async () => [(await import('./recover.js')).registerRecovery, (await import('./recover.js')).registerDeadLetters],
+    async () => {
+      const recover = await import('./recover.js');
+      return [recover.registerRecovery, recover.registerDeadLetters];
+    },
   ],
   [['wait'], async () => [(await import('./wait.js')).registerWait]],
   [['demo'], async () => [(await import('./demo.js')).registerDemo]],
@@ -57,7 +60,7 @@ const args = process.argv.slice(2);
 const named = args.find((arg) => !arg.startsWith('-'));
 const programHelp = args.slice(0, named === undefined ? args.length : args.indexOf(named)).some((a) => a === '-h' || a === '--help');
 const wanted = COMMANDS.filter(([names]) => !programHelp && named !== undefined && names.includes(named));
-const versionOnly = process.argv.length === 3 && ['-V', '--version'].includes(process.argv[2]!);
+const versionOnly = args.length === 1 && ['-V', '--version'].includes(args[0]!);
 if (!versionOnly) {
   // Before any command's module: they import pg (see loadPg).
   await loadPg();

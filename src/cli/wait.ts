@@ -34,7 +34,8 @@ export function registerWait(program: Command): void {
     } catch (error) {
       throw new InvalidArgumentError(`--timeout: ${(error as Error).message}`);
     }
-    const log = commandLogger(config);
+    // Made only if the embedded database needs it (CommandLog): a short command with a DATABASE_URL loads no logger.
+    const log = () => commandLogger(config);
     await withDatabasePool(config.databaseUrl, 'wait', log, async (pool) => {
       const waiter = new ProjectionWaiter({ ...config, pool });
       try {

@@ -50,6 +50,15 @@ describe('a command loads what it uses', () => {
     expect(status.undici).toBe(false);
   });
 
+  it('wait: no logger either, and not the daemon', async () => {
+    const wait = await loadedBy(['wait', '0', '--timeout', '30s'], { DATABASE_URL: db.url });
+    expect(wait.stderr).toBe('');
+    expect(wait.code).toBe(0);
+    expect(wait.packages).toContain('pg');
+    for (const name of [...DAEMON_PACKAGES, 'pino']) expect(wait.packages).not.toContain(name);
+    expect(wait.undici).toBe(false);
+  });
+
   it('--version: no database client at all', async () => {
     const version = await loadedBy(['--version']);
     expect(version.code).toBe(0);

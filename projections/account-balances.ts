@@ -3,24 +3,36 @@ import { defineProjection, type StoredEvent } from '../src/index.js';
 /**
  * Account balances from AccountOpened / Deposited / Withdrawn events on `account-<id>` streams.
  * Uses `handleBatch`: the batch folded into one change per account, written by one multi-row upsert instead of a
- * round trip per event.
+ * round trip per event. Amounts are integers (minor units: cents), summed as BigInt: the fold stores exactly what one
+ * statement per event would (numeric adds exactly; JavaScript numbers do not: 0.1 + 0.2, or any sum past 2^53).
  */
 interface Change {
   account: string;
-  delta: number;
+  delta: bigint;
   owner: string | null;
   position: bigint;
   count: number;
+}
+
+/** The event's amount in cents. Anything but an integer is refused (a handler error: the projection stops there). */
+function cents(event: StoredEvent): bigint {
+  const amount = Number(event.data.amount);
+  if (!Number.isSafeInteger(amount)) {
+    throw new RangeError(
+      `${event.type} at position ${event.globalPosition}: amount ${JSON.stringify(event.data.amount)} is not a whole number of cents`,
+    );
+  }
+  return BigInt(amount);
 }
 
 function foldBatch(events: StoredEvent[]): Change[] {
   const byAccount = new Map<string, Change>();
   for (const event of events) {
     const account = event.streamName;
-    const change = byAccount.get(account) ?? { account, delta: 0, owner: null, position: 0n, count: 0 };
+    const change = byAccount.get(account) ?? { account, delta: 0n, owner: null, position: 0n, count: 0 };
     if (event.type === 'AccountOpened') change.owner = String(event.data.owner ?? '');
-    if (event.type === 'Deposited') change.delta += Number(event.data.amount);
-    if (event.type === 'Withdrawn') change.delta -= Number(event.data.amount);
+    if (event.type === 'Deposited') change.delta += cents(event);
+    if (event.type === 'Withdrawn') change.delta -= cents(event);
     change.count += 1;
     // A late event can arrive after higher positions: keep the highest.
     if (event.globalPosition > change.position) change.position = event.globalPosition;
@@ -71,7 +83,7 @@ export function accountBalances({ name = 'account_balances', table = name }: { n
         [
           changes.map((c) => c.account),
           changes.map((c) => c.owner),
-          changes.map((c) => c.delta),
+          changes.map((c) => c.delta.toString()),
           changes.map((c) => c.count),
           changes.map((c) => c.position.toString()),
         ],

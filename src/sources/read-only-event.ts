@@ -55,8 +55,8 @@ export function readOnlyEvents(rows: EventTuple[], fields: ReadonlyArray<{ dataT
   return rows.map((row) => new ReadOnlyEvent(row, parsers));
 }
 
-/** Not parsed yet (a parsed value may be any JSON value, null and strings included). */
-const UNPARSED: unique symbol = Symbol('unparsed');
+/** Which deferred fields hold their parsed value (`ReadOnlyEvent.#parsed`). */
+const Parsed = { Data: 1, Metadata: 2, RecordedAt: 4 } as const;
 
 class ReadOnlyEvent {
   readonly globalPosition: bigint;
@@ -67,12 +67,15 @@ class ReadOnlyEvent {
   declare readonly data: unknown;
   declare readonly metadata: Record<string, unknown>;
   declare readonly recordedAt: Date;
-  // Private fields are not properties: freezing the event leaves them writable, for the parsed values.
-  #text: EventTuple;
+  // Private fields are not properties: freezing the event leaves them writable, for the parsed values. Each holds the
+  // column's text until its first read, then the parsed value (a parsed value may be any JSON value, null and strings
+  // included: `#parsed` says which are). The event keeps these three texts, not the row: the row's array and its
+  // position texts die young instead of being held (and promoted) with every event of a page.
+  #data: unknown;
+  #metadata: unknown;
+  #recordedAt: unknown;
+  #parsed = 0;
   #parsers: DeferredParsers;
-  #data: unknown = UNPARSED;
-  #metadata: unknown = UNPARSED;
-  #recordedAt: Date | undefined;
 
   // One descriptor object per field, shared by every event: three defineProperty calls cost a third of one
   // defineProperties with a map (which reads the map's descriptors again for every event).
@@ -80,7 +83,10 @@ class ReadOnlyEvent {
     data: {
       enumerable: true,
       get(this: ReadOnlyEvent) {
-        if (this.#data === UNPARSED) this.#data = deepFreeze(parseOrNull(this.#text[Column.Data], this.#parsers.data));
+        if (!(this.#parsed & Parsed.Data)) {
+          this.#data = deepFreeze(parseOrNull(this.#data as string | null, this.#parsers.data));
+          this.#parsed |= Parsed.Data;
+        }
         return this.#data;
       },
     },
@@ -88,19 +94,22 @@ class ReadOnlyEvent {
       enumerable: true,
       get(this: ReadOnlyEvent) {
         // The reads coalesce metadata to '{}' (event-table.ts eventColumnsSql); null only from a source that has none.
-        if (this.#metadata === UNPARSED)
-          this.#metadata = deepFreeze(parseOrNull(this.#text[Column.Metadata], this.#parsers.metadata) ?? {});
+        if (!(this.#parsed & Parsed.Metadata)) {
+          this.#metadata = deepFreeze(parseOrNull(this.#metadata as string | null, this.#parsers.metadata) ?? {});
+          this.#parsed |= Parsed.Metadata;
+        }
         return this.#metadata;
       },
     },
     recordedAt: {
       enumerable: true,
       get(this: ReadOnlyEvent) {
-        if (this.#recordedAt === undefined) {
-          const parsed = parseOrNull(this.#text[Column.RecordedAt], this.#parsers.recordedAt) as Date;
+        if (!(this.#parsed & Parsed.RecordedAt)) {
+          const parsed = parseOrNull(this.#recordedAt as string | null, this.#parsers.recordedAt) as Date;
           this.#recordedAt = new ReadOnlyDate(parsed.getTime());
+          this.#parsed |= Parsed.RecordedAt;
         }
-        return this.#recordedAt;
+        return this.#recordedAt as Date;
       },
     },
   } satisfies Record<string, PropertyDescriptor>;
@@ -110,7 +119,9 @@ class ReadOnlyEvent {
     this.streamName = row[Column.Stream];
     this.streamPosition = BigInt(row[Column.StreamPosition]);
     this.type = row[Column.Type];
-    this.#text = row;
+    this.#data = row[Column.Data];
+    this.#metadata = row[Column.Metadata];
+    this.#recordedAt = row[Column.RecordedAt];
     this.#parsers = parsers;
     Object.defineProperty(this, 'data', ReadOnlyEvent.ACCESSORS.data);
     Object.defineProperty(this, 'metadata', ReadOnlyEvent.ACCESSORS.metadata);

@@ -3,7 +3,8 @@
  * Every speed figure comes with its baseline measured in the same run, as a ratio.
  *
  *   --events N         store size for the scan/replay figures (default 500,000)
- *   --memory-events N  second store size for the memory figure (default 5,000,000; 0 skips it)
+ *   --memory-from N    the smaller store size of the memory figure (7) (default 1,000,000)
+ *   --memory-events N  its larger store size (default 5,000,000; building it takes minutes; 0 skips that size)
  *   --live-seconds S   duration of the live-latency run (default 30)
  *   --live-rate R      appends per second in the live-latency run (default 500)
  *   --append-seconds S duration of each append-throughput run (default 10)
@@ -42,7 +43,6 @@ import {
   log,
   startDatabase,
   generate,
-  replay,
   rebuild,
   appendThroughput,
   NATIVE_HEAD,
@@ -57,6 +57,7 @@ import {
   secondDatabase,
   gapResolution,
 } from './support.js';
+import { MEMORY_FROM, replayMemory } from './memory.js';
 import { scanAndReplays, type ReplayRun } from './replay-speed.js';
 import { yearStore } from './year-store.js';
 import { manyWaitsCpu, waitLatency, waitRows } from './wait.js';
@@ -339,22 +340,10 @@ async function main() {
     }
 
     if (runs(7)) {
-      let bigNoop: { peakRssMb: number } | undefined;
-      if (MEMORY_EVENTS > EVENTS) {
-        log(`(7) memory: growing the store to ${MEMORY_EVENTS} events`);
-        const { rows } = await pool.query('SELECT max(global_position)::bigint AS m FROM events');
-        await generate(pool, Number(rows[0].m) + 1, Number(rows[0].m) + MEMORY_EVENTS - EVENTS);
-        bigNoop = await replay('noop', db.url);
-      }
-      results.memory = { peakRssMbAt1: noop?.peakRssMb, peakRssMbAt2: bigNoop?.peakRssMb, eventsAt2: bigNoop ? MEMORY_EVENTS : undefined };
-      const at1 = noop ? `${noop.peakRssMb} MB at ${fmt(EVENTS)}` : '(2) not run';
-      table.push([
-        '(7) peak RSS during (2)',
-        at1 + (bigNoop ? `, ${bigNoop.peakRssMb} MB at ${fmt(MEMORY_EVENTS)}` : ''),
-        bigNoop && noop
-          ? `${(((bigNoop.peakRssMb - noop.peakRssMb) / noop.peakRssMb) * 100).toFixed(1)} % growth (target <= 200 MB, within 10 %)`
-          : 'target <= 200 MB',
-      ]);
+      // After every figure that reads the main store: it grows the store (memory.ts).
+      const memory = await replayMemory(pool, db.url, [MEMORY_FROM, MEMORY_EVENTS]);
+      results.memory = { replays: memory.results, peakRssMbDuring2: noop?.peakRssMb };
+      table.push(...memory.rows);
     }
 
     // The wake-up path (wakeup.ts): each in databases of its own, beside the big store.

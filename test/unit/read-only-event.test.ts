@@ -1,3 +1,5 @@
+import v8 from 'node:v8';
+import vm from 'node:vm';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { ReadOnlyDate, readOnlyEvents, type EventTuple } from '../../src/sources/read-only-event.js';
@@ -101,5 +103,28 @@ describe('a read-only event', () => {
     expect(a!.data).toEqual(b!.data);
     expect(a!.data).not.toBe(b!.data);
     expect(readOnlyEvents([], fields())).toEqual([]);
+  });
+
+  it('keeps a parsed value that is a string or null as parsed: a later read does not parse it again', () => {
+    const e = event('"x"', 'null');
+    expect([e.data, e.data, e.metadata, e.metadata]).toEqual(['x', 'x', {}, {}]);
+    const nothing = event(null);
+    expect([nothing.data, nothing.data]).toEqual([null, null]);
+  });
+
+  it('keeps its three texts, not the row it was read from: the row and its position texts die with the read', async () => {
+    // A page's events live through a batch and the read-ahead: whatever each one holds is promoted with it.
+    v8.setFlagsFromString('--expose-gc');
+    const gc = vm.runInNewContext('gc') as () => void;
+    let row: EventTuple | undefined = ['7', 'account-1', '3', 'Deposited', '{"amount":5}', '{}', RECORDED];
+    const rowRef = new WeakRef(row);
+    const [e] = readOnlyEvents([row], fields());
+    row = undefined;
+    // A WeakRef's target is kept until the job that made it is over.
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    gc();
+    expect(rowRef.deref()).toBeUndefined();
+    expect(e!.data).toEqual({ amount: 5 });
+    expect(e!.recordedAt.getTime()).toBe(RECORDED_MS);
   });
 });

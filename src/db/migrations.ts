@@ -1,5 +1,5 @@
 import { quoteLiteral, type StoreNames } from './identifiers.js';
-import { notifyFunctionSql, notifyTriggerSql } from './notify-trigger.js';
+import { notifyFunctionSql, notifyTriggerSql, type NotifyTarget } from './notify-trigger.js';
 import { sourceKey } from './runner-schema.js';
 
 /**
@@ -133,14 +133,18 @@ function appendFunctionSql({ schema, table, q }: StoreNames, { notify }: { notif
 `;
 }
 
-/** The native events table's NOTIFY trigger (migration 5), with the wake-up flag from migration 10 on. */
-function nativeNotifyTarget(names: StoreNames, wakeFlagLiteral?: string) {
+/**
+ * The native events table's NOTIFY trigger (migration 5), with the wake-up flag from migration 10 on (read in the
+ * function's body), in the trigger's WHEN from migration 12 on.
+ */
+function nativeNotifyTarget(names: StoreNames, wakeFlagLiteral?: string, flagIn?: 'when' | 'body'): NotifyTarget {
   return {
     tableQualified: names.q.events,
     positionColumn: 'global_position',
     channel: names.channel,
     triggerName: `${names.table}_notify`,
     wakeFlagLiteral,
+    flagIn,
   };
 }
 
@@ -455,7 +459,7 @@ export const migrations: Migration[] = [
         LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
         AS $fn$ SELECT pg_catalog.setval(${q.wakeFlagLiteral}, CASE WHEN p_notify THEN 1 ELSE 0 END) $fn$;
     `,
-    events: (names) => notifyFunctionSql(nativeNotifyTarget(names, names.q.wakeFlagLiteral)),
+    events: (names) => notifyFunctionSql(nativeNotifyTarget(names, names.q.wakeFlagLiteral, 'body')),
   },
   {
     version: 11,
@@ -463,5 +467,17 @@ export const migrations: Migration[] = [
     // The projection's event-type filter beside its checkpoint (NULL: every type), written when its projector starts:
     // a waiter in another process (src/wait/) credits a projection with the events it does not take.
     runner: (names) => `ALTER TABLE ${names.q.checkpoints} ADD COLUMN event_types text[];`,
+  },
+  {
+    version: 12,
+    name: 'the wake-up flag read in the trigger WHEN',
+    // Migration 10's trigger called its function (SECURITY DEFINER, search_path set, a transition table) for every
+    // INSERT statement only to find the flag at 0: a fifth of the CPU of a one-event INSERT. Read in the trigger's
+    // WHEN, the flag costs a writer one read of a sequence while the runner follows (db/notify-trigger.ts). The writer
+    // reads it as itself: SELECT on the 0/1 flag for everyone (harmless; no schema privilege is needed, the WHEN
+    // holds the sequence's oid). Replacing the trigger takes the events table's lock for a moment, as migration 5 did.
+    // A foreign table's trigger is brought up to date by migrate's attach step (src/sources/prepare.ts).
+    runner: ({ q }) => `GRANT SELECT ON ${q.wakeFlag} TO PUBLIC;`,
+    events: (names) => notifyTriggerSql(nativeNotifyTarget(names, names.q.wakeFlagLiteral)),
   },
 ];

@@ -23,7 +23,14 @@ export interface NotifyTarget {
    * on every insert (migration 5, and tables a caller attaches by hand).
    */
   wakeFlagLiteral?: string;
+  /**
+   * Where the flag is read: in the trigger's WHEN (the default, migration 12 on), or in the function's body, which
+   * runs as its owner (migration 10, kept as released).
+   */
+  flagIn?: 'when' | 'body';
 }
+
+const flagInBody = (target: NotifyTarget) => target.wakeFlagLiteral !== undefined && target.flagIn === 'body';
 
 function functionName(target: NotifyTarget): string {
   const { tableQualified, triggerName } = target;
@@ -34,19 +41,23 @@ function functionName(target: NotifyTarget): string {
  * The trigger function's body (pg_proc.prosrc): `sources/prepare.ts` compares a foreign table's function with it to
  * bring an older one up to date.
  *
- * With a flag the flag is read first: while the leader follows the head (whenever events flow) one read of a
- * sequence's current value is all a writer pays, and its commit takes no notify lock. The flag is read after the
- * statement inserted its rows, so a writer that reads it holds a transaction id: the leader's proof that no wake-up
- * is lost when it goes to sleep rests on that (high-water/wake.ts).
+ * With a flag read in the WHEN, the function runs only while the flag says 1 (the leader sleeps): whenever events
+ * flow a writer pays the WHEN's one read of a sequence's value, no function call, and its commit takes no notify
+ * lock (notifyTriggerSql). Migration 10 read the flag first thing in the body instead (`flagIn: 'body'`), which cost
+ * every INSERT statement a call of a SECURITY DEFINER function.
  */
-export function notifyFunctionBody({ positionColumn, channel, wakeFlagLiteral }: NotifyTarget): string {
-  const flagCheck = wakeFlagLiteral
+export function notifyFunctionBody(target: NotifyTarget): string {
+  const { positionColumn, channel, wakeFlagLiteral } = target;
+  const flagCheck = flagInBody(target)
     ? `
         -- 1: the high-water leader sleeps and listens. Anything else: it follows the head, or no runner is running.
         IF pg_catalog.pg_sequence_last_value(${wakeFlagLiteral}::pg_catalog.regclass) IS DISTINCT FROM 1 THEN
           RETURN NULL;
         END IF;`
-    : '';
+    : wakeFlagLiteral
+      ? `
+        -- Called only while the wake-up flag says 1 (the trigger's WHEN): the high-water leader sleeps and listens.`
+      : '';
   return `
       DECLARE
         v_last text;
@@ -62,12 +73,14 @@ export function notifyFunctionBody({ positionColumn, channel, wakeFlagLiteral }:
 }
 
 /**
- * The trigger function alone (CREATE OR REPLACE FUNCTION: no lock on the table, writers go on). With a flag it runs
- * as its owner (SECURITY DEFINER, search_path pinned to pg_catalog): the flag lives in the runner's schema, which a
- * foreign store's writers may not be allowed to use, and a writer needs no privilege on it this way.
+ * The trigger function alone (CREATE OR REPLACE FUNCTION: no lock on the table, writers go on). With the flag read in
+ * its body (migration 10) it runs as its owner (SECURITY DEFINER, search_path pinned to pg_catalog): the flag lives
+ * in the runner's schema, which a foreign store's writers may not be allowed to use. Read in the WHEN, the flag needs
+ * no schema privilege (the regclass literal is stored as the sequence's oid) and SELECT on it is granted to PUBLIC
+ * (migration 12), and the function needs none: it runs as the writer.
  */
 export function notifyFunctionSql(target: NotifyTarget): string {
-  const security = target.wakeFlagLiteral ? ' SECURITY DEFINER SET search_path = pg_catalog, pg_temp' : '';
+  const security = flagInBody(target) ? ' SECURITY DEFINER SET search_path = pg_catalog, pg_temp' : '';
   return `
       CREATE OR REPLACE FUNCTION ${functionName(target)}() RETURNS trigger LANGUAGE plpgsql${security} AS $fn$${notifyFunctionBody(target)}$fn$;`;
 }
@@ -78,7 +91,8 @@ export function notifyFunctionSql(target: NotifyTarget): string {
  * `pg_notify(channel, max(position))` per INSERT statement. NOTIFY is delivered on commit only and deduplicated per
  * transaction by (channel, payload), so a rolled-back insert sends nothing and a multi-row INSERT sends one
  * notification carrying its highest position. The payload is the position as text, as events_append sent it before.
- * With a wake-up flag it sends only while the flag says the runner sleeps (see notifyFunctionBody).
+ * With a wake-up flag it sends only while the flag says the runner sleeps: the trigger's WHEN reads it (see
+ * notifyFunctionBody).
  *
  * - `triggerName`: a name longer than PostgreSQL's 63 bytes is fitted (fitIdentifier: cut, with a hash of the whole
  *   name) rather than cut silently, so that two long names stay apart (a cut `<table>_notify` met
@@ -94,10 +108,19 @@ export function notifyFunctionSql(target: NotifyTarget): string {
  */
 export function notifyTriggerSql(target: NotifyTarget): string {
   const trigger = quoteIdentifier(fitIdentifier(target.triggerName));
+  // PostgreSQL evaluates an AFTER trigger's WHEN as it queues the trigger (AfterTriggerSaveEvent → TriggerEnabled in
+  // trigger.c), for a statement trigger at the end of the statement, after its rows were inserted: the writer holds
+  // its transaction id when it reads the flag, which the proof of high-water/wake.ts rests on. A NULL (the flag never
+  // set, or, on PostgreSQL 18, no SELECT on it) reads as "silent", as `IS DISTINCT FROM 1` did in the body.
+  const when =
+    target.wakeFlagLiteral && !flagInBody(target)
+      ? `
+        WHEN (pg_catalog.pg_sequence_last_value(${target.wakeFlagLiteral}::pg_catalog.regclass) = 1)`
+      : '';
   return `${notifyFunctionSql(target)}
       DROP TRIGGER IF EXISTS ${trigger} ON ${target.tableQualified};
       CREATE TRIGGER ${trigger} AFTER INSERT ON ${target.tableQualified}
         REFERENCING NEW TABLE AS inserted
-        FOR EACH STATEMENT EXECUTE FUNCTION ${functionName(target)}();
+        FOR EACH STATEMENT${when} EXECUTE FUNCTION ${functionName(target)}();
   `;
 }

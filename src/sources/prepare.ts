@@ -1,9 +1,9 @@
 import type pg from 'pg';
 import { withTransaction } from '../db/connection.js';
 import type { StoreNames } from '../db/identifiers.js';
-import { quoteIdentifier } from '../db/identifiers.js';
+import { fitIdentifier, quoteIdentifier } from '../db/identifiers.js';
 import { migrate, type MigrationReport } from '../db/migrate.js';
-import { notifyFunctionBody, notifyFunctionSql, notifyTriggerSql, type NotifyTarget } from '../db/notify-trigger.js';
+import { notifyFunctionBody, notifyTriggerSql, type NotifyTarget } from '../db/notify-trigger.js';
 import { sleep } from '../shared/time.js';
 import { withSessionLock } from '../db/session-lock.js';
 import { checkEventTable, checkPositionSequence, hasPositionIndex, hasTrigger, partitionsOf, relation } from './catalog.js';
@@ -20,7 +20,8 @@ import { eventTable } from './event-table.js';
  *   get the index from the parent automatically.
  * - the statement-level NOTIFY trigger (db/notify-trigger.ts), its function in the runner's schema reading the
  *   runner's wake-up flag, unless --no-notify-trigger: then the table is left completely alone and the runner wakes
- *   on its poll. An older release's function (one that notified on every insert) is replaced in place.
+ *   on its poll. An older release's trigger (one that notified on every insert, or read the flag in its function) is
+ *   replaced.
  * The brief catalog locks these need (ON ONLY, ATTACH, CREATE TRIGGER) are taken with a short lock_timeout and
  * retried: a writer's transaction held open never gets the whole store queued behind migrate.
  * One process at a time attaches to a given table (instances starting together, two runner schemas on one store):
@@ -38,7 +39,8 @@ async function check(pool: pg.Pool, names: StoreNames): Promise<string[]> {
   if (t.indexPosition && !(await hasPositionIndex(pool, t))) missing.push(`an index on ${t.table} (${t.columns.position.name})`);
   if (names.source.notifyTrigger && t.trigger) {
     if (!(await hasTrigger(pool, t, t.trigger.name))) missing.push(`the NOTIFY trigger ${t.trigger.name} on ${t.table}`);
-    else if (!(await isCurrentFunction(pool, notifyTarget(names)))) missing.push(`the current body of ${t.trigger.functionQualified}`);
+    else if (!(await isCurrentTrigger(pool, notifyTarget(names))))
+      missing.push(`the current form of ${t.trigger.name} and ${t.trigger.functionQualified}`);
   }
   return missing;
 }
@@ -58,10 +60,13 @@ async function attach(db: pg.ClientBase, names: StoreNames): Promise<string[]> {
       done.push(
         `created the trigger ${t.trigger.name} on ${t.table} (AFTER INSERT, once per statement: NOTIFY ${names.channel} while the runner sleeps) and its function ${t.trigger.functionQualified}`,
       );
-    } else if (!(await isCurrentFunction(db, target))) {
-      // An older release's function (it notified on every insert): replaced in place, no lock on the table.
-      await db.query(notifyFunctionSql(target));
-      done.push(`replaced the function ${t.trigger.functionQualified}: NOTIFY only while the runner sleeps`);
+    } else if (!(await isCurrentTrigger(db, target))) {
+      // An older release's trigger: it notified on every insert, or read the flag in its function's body, which every
+      // INSERT statement called. Replaced, function and trigger, under the short lock CREATE TRIGGER takes.
+      await withShortLocks(db, notifyTriggerSql(target));
+      done.push(
+        `replaced the trigger ${t.trigger.name} on ${t.table} and its function ${t.trigger.functionQualified}: the wake-up flag read in the trigger's WHEN, NOTIFY only while the runner sleeps`,
+      );
     }
   }
   return done;
@@ -80,11 +85,16 @@ function notifyTarget(names: StoreNames): NotifyTarget {
   };
 }
 
-/** Whether the trigger function is the one this release would create (an older release's notified on every insert). */
-async function isCurrentFunction(db: pg.Pool | pg.ClientBase, target: NotifyTarget): Promise<boolean> {
+/**
+ * Whether the trigger and its function are the ones this release would create: the function's body, run as the writer
+ * (not SECURITY DEFINER), and a WHEN on the trigger (an older release's notified on every insert, or read the flag in
+ * the function's body).
+ */
+async function isCurrentTrigger(db: pg.Pool | pg.ClientBase, target: NotifyTarget): Promise<boolean> {
   const { rows } = await db.query<{ current: boolean }>(
-    `SELECT coalesce((SELECT p.prosrc = $2 AND p.prosecdef FROM pg_proc p WHERE p.oid = to_regprocedure($1)), false) AS current`,
-    [`${target.functionQualified!}()`, notifyFunctionBody(target)],
+    `SELECT coalesce((SELECT p.prosrc = $2 AND NOT p.prosecdef FROM pg_proc p WHERE p.oid = to_regprocedure($1)), false)
+        AND EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = $3::regclass AND tgname = $4 AND tgqual IS NOT NULL) AS current`,
+    [`${target.functionQualified!}()`, notifyFunctionBody(target), target.tableQualified, fitIdentifier(target.triggerName)],
   );
   return rows[0]!.current;
 }

@@ -157,42 +157,52 @@ describe('the NOTIFY trigger on a foreign table', () => {
     expect(onLedger!.fn).not.toBe(onJournal!.fn);
   });
 
-  it("an older release's trigger function (it notified on every insert) is replaced in place by migrate, the trigger kept", async () => {
-    await db.pool.query(LEDGER_DDL);
-    const names = storeNames(LEDGER_SOURCE);
-    await prepareStore(db.pool, names);
-    const [before] = await triggersOn('app.ledger');
-    // The function as the release before the wake-up flag made it: no flag, no SECURITY DEFINER.
-    const { rows: fn } = await db.pool.query<{ oid: string }>(`SELECT $1::regproc::oid::text AS oid`, [before!.fn]);
-    await db.pool.query(
-      notifyTriggerSql({
-        tableQualified: 'app.ledger',
-        positionColumn: 'id',
-        channel: 'events',
-        triggerName: before!.name,
-        functionQualified: before!.fn,
-      }),
-    );
-    const heard = await listen(['events']);
-    await insertLedger(db.pool, 'old-1', 1);
-    await waitFor('the old function notifying with the flag at 0', () => heard.length === 1);
+  for (const older of ['notified on every insert', 'read the flag in its function'] as const) {
+    it(`an older release's trigger (it ${older}) is replaced by migrate: the flag read in the trigger's WHEN`, async () => {
+      await db.pool.query(LEDGER_DDL);
+      const names = storeNames(LEDGER_SOURCE);
+      await prepareStore(db.pool, names);
+      const [before] = await triggersOn('app.ledger');
+      const { rows: fn } = await db.pool.query<{ oid: string }>(`SELECT $1::regproc::oid::text AS oid`, [before!.fn]);
+      // The trigger as that release made it: before the wake-up flag (no flag, no SECURITY DEFINER), or with the flag
+      // read in a SECURITY DEFINER function's body.
+      await db.pool.query(
+        notifyTriggerSql({
+          tableQualified: 'app.ledger',
+          positionColumn: 'id',
+          channel: 'events',
+          triggerName: before!.name,
+          functionQualified: before!.fn,
+          ...(older === 'read the flag in its function' ? { wakeFlagLiteral: names.q.wakeFlagLiteral, flagIn: 'body' as const } : {}),
+        }),
+      );
+      const heard = await listen(['events']);
+      if (older === 'notified on every insert') {
+        await insertLedger(db.pool, 'old-1', 1);
+        await waitFor('the old function notifying with the flag at 0', () => heard.length === 1);
+      }
+      const heardBefore = heard.length;
 
-    const report = await prepareStore(db.pool, names);
-    expect(report.attached).toEqual([`replaced the function "public"."${before!.fn}": NOTIFY only while the runner sleeps`]);
-    expect(await triggersOn('app.ledger')).toEqual([before]);
-    const { rows: after } = await db.pool.query<{ oid: string; definer: boolean }>(
-      `SELECT $1::regproc::oid::text AS oid, (SELECT prosecdef FROM pg_proc WHERE oid = $1::regproc) AS definer`,
-      [before!.fn],
-    );
-    expect(after[0]).toEqual({ oid: fn[0]!.oid, definer: true });
-    expect((await prepareStore(db.pool, names)).attached).toEqual([]);
-    // Silent at 0, notifying at 1 (a sleeping leader).
-    await insertLedger(db.pool, 'new-1', 1);
-    await asleep();
-    const position = await insertLedger(db.pool, 'new-2', 1);
-    await waitFor('the sleeping leader notified', () => heard.length === 2);
-    expect(heard[1]).toEqual({ channel: 'events', payload: String(position) });
-  });
+      const report = await prepareStore(db.pool, names);
+      expect(report.attached).toEqual([
+        `replaced the trigger ${before!.name} on "app"."ledger" and its function "public"."${before!.fn}": the wake-up flag read in the trigger's WHEN, NOTIFY only while the runner sleeps`,
+      ]);
+      expect(await triggersOn('app.ledger')).toEqual([before]);
+      const { rows: after } = await db.pool.query<{ oid: string; definer: boolean; when: boolean }>(
+        `SELECT $1::regproc::oid::text AS oid, (SELECT prosecdef FROM pg_proc WHERE oid = $1::regproc) AS definer,
+                (SELECT tgqual IS NOT NULL FROM pg_trigger WHERE tgrelid = 'app.ledger'::regclass AND tgname = $2) AS when`,
+        [before!.fn, before!.name],
+      );
+      expect(after[0]).toEqual({ oid: fn[0]!.oid, definer: false, when: true });
+      expect((await prepareStore(db.pool, names)).attached).toEqual([]);
+      // Silent at 0, notifying at 1 (a sleeping leader).
+      await insertLedger(db.pool, 'new-1', 1);
+      await asleep();
+      const position = await insertLedger(db.pool, 'new-2', 1);
+      await waitFor('the sleeping leader notified', () => heard.length === heardBefore + 1);
+      expect(heard.at(-1)).toEqual({ channel: 'events', payload: String(position) });
+    });
+  }
 
   it('four migrations at once on a table without a position index (instances starting together): all succeed, each object is made once', async () => {
     await db.pool.query(`CREATE SCHEMA app; CREATE TABLE app.ledger (

@@ -142,8 +142,9 @@ describe('the events table NOTIFY trigger (migration 5)', () => {
         `SELECT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AS superuser,
                 (SELECT prosecdef FROM pg_proc WHERE oid = 'events_notify'::regproc) AS definer`,
       );
-      // The function runs as its owner (it reads the runner's flag), its search_path pinned: the writer needs nothing.
-      expect(rows[0]).toEqual({ superuser: false, definer: true });
+      // The trigger's WHEN reads the runner's flag as the writer (SELECT on it is PUBLIC's), the function runs as the
+      // writer too: the documented grants are all a writer needs.
+      expect(rows[0]).toEqual({ superuser: false, definer: false });
     } finally {
       await pool.end();
       await db.pool.query(`DROP OWNED BY ${role}; DROP ROLE ${role}`).catch(() => {});
@@ -207,6 +208,36 @@ describe('the wake-up flag (migration 10)', () => {
     await setWakeFlag(1);
     const notified = await settle(listening);
     expect(notified).toHaveLength(1);
+  });
+});
+
+describe('the wake-up flag read in the trigger WHEN (migration 12)', () => {
+  /** How many times this transaction called the trigger function (the writer's own statistics, seen at once). */
+  const functionCalls = async (writer: pg.ClientBase) =>
+    Number((await writer.query(`SELECT pg_stat_get_xact_function_calls('events_notify'::regproc) AS n`)).rows[0].n ?? 0);
+
+  it('costs a writer no function call while the runner follows (flag 0), one per INSERT statement while it sleeps (1)', async () => {
+    const listening = await listen();
+    const writer = await db.connect();
+    await writer.query(`SET track_functions = 'all'`);
+    try {
+      await setWakeFlag(0);
+      await writer.query('BEGIN');
+      await plainInsert([uniqueStream('following'), uniqueStream('following')], writer);
+      await store.append(uniqueStream('following'), [{ type: 'E', data: {} }], { client: writer });
+      expect(await functionCalls(writer)).toBe(0);
+      await writer.query('COMMIT');
+
+      await setWakeFlag(1);
+      await writer.query('BEGIN');
+      const [position] = await plainInsert([uniqueStream('sleeping')], writer);
+      expect(await functionCalls(writer)).toBe(1);
+      await writer.query('COMMIT');
+      expect(await settle(listening)).toEqual([position]);
+    } finally {
+      await setWakeFlag(1);
+      await writer.query('RESET track_functions');
+    }
   });
 });
 

@@ -102,6 +102,7 @@ export interface RunnerConfig {
   gapEvidence: 'auto' | 'off';
   pollIntervalMs: number;
   followIntervalMs: number;
+  followAbove: number;
   batchSize: number;
   batchBytes: number;
   maxConcurrentBatches: number;
@@ -193,6 +194,9 @@ export const SETTINGS = [
   setting({ key: 'followIntervalMs', flag: 'follow-interval', env: 'PROJECTION_RUNNER_FOLLOW_INTERVAL', default: '5ms',
     description: 'how often the high-water leader looks for new events while they flow (writers send no NOTIFY meanwhile); it sleeps after 10 looks that find nothing',
     ...positiveDuration }),
+  setting({ key: 'followAbove', flag: 'follow-above', env: 'PROJECTION_RUNNER_FOLLOW_ABOVE', default: '500',
+    description: 'the write rate (events per second) from which the high-water leader follows the head itself and writers send no NOTIFY; below it writers notify and it sleeps between their NOTIFYs (0: follow whenever events flow)',
+    ...integer(0, 1_000_000) }),
   setting({ key: 'batchSize', flag: 'batch-size', env: 'PROJECTION_RUNNER_BATCH_SIZE', default: '500',
     description: 'events per transaction when live; grows up to 10x while catching up', ...integer(1, 100_000) }),
   setting({ key: 'batchBytes', flag: 'batch-bytes', env: 'PROJECTION_RUNNER_BATCH_BYTES', default: '16777216',
@@ -286,6 +290,7 @@ export const RUNNER_SETTINGS = [
   'gapEvidence',
   'pollIntervalMs',
   'followIntervalMs',
+  'followAbove',
   'batchSize',
   'batchBytes',
   'maxConcurrentBatches',

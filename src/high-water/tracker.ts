@@ -47,6 +47,8 @@ export interface HighWaterTrackerOptions {
   pollIntervalMs: number;
   /** How often the leader looks at the head while events flow (wake.ts). */
   followIntervalMs: number;
+  /** The write rate (events/s) from which the leader follows the head rather than sleep between NOTIFYs (wake.ts). */
+  followAbove: number;
   leases: LeaseSession;
   log: Logger;
   metrics: RunnerMetrics;
@@ -135,8 +137,8 @@ export class HighWaterTracker {
   }
 
   private get wakeSettings(): WakeSettings {
-    const { followIntervalMs, pollIntervalMs } = this.options;
-    return { followIntervalMs, pollIntervalMs, idleAfterMs: IDLE_LOOKS * followIntervalMs };
+    const { followIntervalMs, pollIntervalMs, followAbove } = this.options;
+    return { followIntervalMs, pollIntervalMs, idleAfterMs: IDLE_LOOKS * followIntervalMs, followAbovePerSecond: followAbove };
   }
 
   /**
@@ -252,11 +254,15 @@ export class HighWaterTracker {
   /** The sleep/wake protocol's step for this pass (wake.ts): the flag written first, then the state; the pause. */
   private async stepWake(before: HighWaterState, after: HighWaterState, xmin: bigint | null, now: number): Promise<number> {
     const { pool, names } = this.options;
-    const sawNew = after.head > before.head || after.highWater > before.highWater;
+    // Positions the head (or H) moved by: the write rate's count (wake.ts).
+    const headMoved = after.head - before.head;
+    const highWaterMoved = after.highWater - before.highWater;
+    const moved = headMoved > highWaterMoved ? headMoved : highWaterMoved;
+    const newEvents = moved > 0n ? Number(moved) : 0;
     const step =
       this.wakeState === undefined
         ? takeOverWake(now, this.wakeSettings)
-        : nextWake(this.wakeState, { sawNew, xmin, now }, this.wakeSettings);
+        : nextWake(this.wakeState, { sawNew: newEvents > 0, newEvents, xmin, now }, this.wakeSettings);
     let fence: bigint | undefined;
     if (step.flag) {
       try {

@@ -8,13 +8,16 @@
  * statement and set by the leader. A sequence's value is read and set outside any transaction: a writer reads it as
  * it is at that moment, whatever its snapshot (a row would be read as of the writer's snapshot, older than the flip).
  *
- *   following  events flow: the leader looks at the head every `followIntervalMs` itself; the flag says "silent".
- *              After `idleAfterMs` without a new event it asks writers to notify again (flag 1) and drains.
+ *   following  events flow at `followAbovePerSecond` or more: the leader looks at the head every `followIntervalMs`
+ *              itself; the flag says "silent". After `idleAfterMs` without a new event, or a rate window
+ *              (RATE_WINDOW_MS) below half that rate, it asks writers to notify again (flag 1) and drains.
  *   draining   the flag says "notify"; the leader keeps looking (at a pause that doubles up to the poll interval)
  *              until an observation proves that no writer that read "silent" can still commit unseen: then sleeping.
  *   sleeping   the leader waits for a NOTIFY, or `pollIntervalMs` (the fallback: writers that send none, a
  *              listener that is down).
- * A pass that sees a new event (the head or H moved) goes back to following, and the flag to "silent".
+ * A pass (woken by a NOTIFY or not) that finds events coming at the following rate goes back to following, and the
+ * flag to "silent"; below that rate writers go on notifying, each NOTIFY waking the leader at once: at such rates a
+ * notifying commit rarely waits for the notify lock, and a NOTIFY is sooner than any look.
  *
  * The proof that no wake-up is lost when the leader goes to sleep. The trigger reads the flag after its statement
  * inserted rows, so a writer W that reads it already holds a transaction id x. Say W read "silent": it did so
@@ -25,6 +28,9 @@
  * committed, its events are visible to that very observation. A writer that reads the flag after the setval reads
  * 1 and notifies on commit. So every commit is seen by a pass after it, or notifies one. The leader does not block
  * on a transaction held open for minutes: it keeps looking (at most `pollIntervalMs` apart) until that one ends.
+ * Why it goes to sleep (idle, or a rate that fell) changes nothing: every way into sleeping passes through draining,
+ * whose fence is taken after the last flip to "notify"; staying asleep or draining while events come at a low rate
+ * leaves the flag at "notify", where every writer notifies.
  *
  * Failing safe: the flag belongs to the leader. A new leader (takeover) starts following and sets "silent"; a leader
  * that dies while following leaves writers silent until the next leader takes over (other instances try at every
@@ -34,6 +40,9 @@
 
 export type WakeMode = 'following' | 'draining' | 'sleeping';
 
+/** The span over which the leader counts new events to tell the write rate (see `followAbovePerSecond`). */
+export const RATE_WINDOW_MS = 100;
+
 export interface WakeState {
   mode: WakeMode;
   /** Server time (ms) of the last pass that saw a new event, or of the takeover. */
@@ -42,6 +51,9 @@ export interface WakeState {
   fence: bigint | null;
   /** draining: the pause before the next look. */
   drainDelayMs: number;
+  /** The write rate: new positions seen since `windowStart` (server ms), over at least RATE_WINDOW_MS. */
+  windowStart: number;
+  windowEvents: number;
 }
 
 export interface WakeSettings {
@@ -49,11 +61,19 @@ export interface WakeSettings {
   /** No new event for this long: ask writers to notify, and drain. */
   idleAfterMs: number;
   pollIntervalMs: number;
+  /**
+   * The write rate (events per second) from which the leader follows the head: below it writers notify and the
+   * leader sleeps between their NOTIFYs (at such rates a notifying commit rarely waits for the notify lock), and a
+   * following leader drains once a window's rate falls below half of it. 0: follows whenever events flow.
+   */
+  followAbovePerSecond: number;
 }
 
-/** What one pass saw: whether the head or H moved, the observation's xmin, the server's clock. */
+/** What one pass saw: whether the head or H moved and by how many positions, the observation's xmin, the server's clock. */
 export interface PassSeen {
   sawNew: boolean;
+  /** Positions the head (or H) moved by in this pass. */
+  newEvents: number;
   xmin: bigint | null;
   now: number;
 }
@@ -70,38 +90,64 @@ export interface WakeStep {
 
 /** A leader that takes over follows the head and silences writers (the previous leader's flag may say anything). */
 export function takeOverWake(now: number, settings: WakeSettings): WakeStep {
-  return { state: { mode: 'following', lastNewAt: now, fence: null, drainDelayMs: 0 }, flag: 'silent', delayMs: settings.followIntervalMs };
+  return {
+    state: { mode: 'following', lastNewAt: now, fence: null, drainDelayMs: 0, windowStart: now, windowEvents: 0 },
+    flag: 'silent',
+    delayMs: settings.followIntervalMs,
+  };
+}
+
+/**
+ * The rate window after this pass: the count goes on until RATE_WINDOW_MS have passed, then a window starts with this
+ * pass's events. `closedRate`: the rate (events/s) of the window this pass closed, if it closed one.
+ */
+export function countEvents(state: WakeState, seen: PassSeen): { windowStart: number; windowEvents: number; closedRate?: number } {
+  const elapsed = seen.now - state.windowStart;
+  if (elapsed < RATE_WINDOW_MS) return { windowStart: state.windowStart, windowEvents: state.windowEvents + seen.newEvents };
+  return { windowStart: seen.now, windowEvents: seen.newEvents, closedRate: (state.windowEvents * 1000) / elapsed };
+}
+
+/** Events come at least at the following rate: in the window so far, or over the window this pass closed. */
+function busy(window: ReturnType<typeof countEvents>, seen: PassSeen, followAbove: number): boolean {
+  if (!seen.sawNew) return false;
+  return window.windowEvents >= (followAbove * RATE_WINDOW_MS) / 1000 || (window.closedRate ?? 0) >= followAbove;
 }
 
 export function nextWake(state: WakeState, seen: PassSeen, settings: WakeSettings): WakeStep {
-  const { followIntervalMs, idleAfterMs, pollIntervalMs } = settings;
-  if (seen.sawNew) {
-    return {
-      state: { mode: 'following', lastNewAt: seen.now, fence: null, drainDelayMs: 0 },
-      flag: state.mode === 'following' ? undefined : 'silent',
-      delayMs: followIntervalMs,
-    };
-  }
+  const { followIntervalMs, idleAfterMs, pollIntervalMs, followAbovePerSecond } = settings;
+  const window = countEvents(state, seen);
+  const counted = { ...state, windowStart: window.windowStart, windowEvents: window.windowEvents };
+  const toDraining: WakeStep = {
+    state: { ...counted, mode: 'draining', fence: null, drainDelayMs: followIntervalMs },
+    flag: 'notify',
+    delayMs: followIntervalMs,
+  };
   switch (state.mode) {
     case 'following':
-      if (seen.now - state.lastNewAt < idleAfterMs) return { state, flag: undefined, delayMs: followIntervalMs };
-      return {
-        state: { ...state, mode: 'draining', fence: null, drainDelayMs: followIntervalMs },
-        flag: 'notify',
-        delayMs: followIntervalMs,
-      };
+      // The rate fell: writers notify again (hysteresis: half the rate that started the following).
+      if (window.closedRate !== undefined && window.closedRate < followAbovePerSecond / 2) return toDraining;
+      if (seen.sawNew) return { state: { ...counted, lastNewAt: seen.now }, flag: undefined, delayMs: followIntervalMs };
+      if (seen.now - state.lastNewAt < idleAfterMs) return { state: counted, flag: undefined, delayMs: followIntervalMs };
+      return toDraining;
     case 'draining':
+    case 'sleeping':
+      if (busy(window, seen, followAbovePerSecond)) {
+        return {
+          state: { ...counted, mode: 'following', lastNewAt: seen.now, fence: null, drainDelayMs: 0 },
+          flag: 'silent',
+          delayMs: followIntervalMs,
+        };
+      }
+      if (state.mode === 'sleeping') return { state: counted, flag: undefined, delayMs: pollIntervalMs };
       // The fence is taken after the flag said "notify", and this pass's observation after the fence.
       if (state.fence !== null && seen.xmin !== null && seen.xmin >= state.fence) {
-        return { state: { ...state, mode: 'sleeping' }, flag: undefined, delayMs: pollIntervalMs };
+        return { state: { ...counted, mode: 'sleeping' }, flag: undefined, delayMs: pollIntervalMs };
       }
       return {
-        state: { ...state, drainDelayMs: Math.min(pollIntervalMs, state.drainDelayMs * 2) },
+        state: { ...counted, drainDelayMs: Math.min(pollIntervalMs, state.drainDelayMs * 2) },
         flag: undefined,
         delayMs: Math.min(pollIntervalMs, state.drainDelayMs),
       };
-    case 'sleeping':
-      return { state, flag: undefined, delayMs: pollIntervalMs };
   }
 }
 

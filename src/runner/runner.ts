@@ -117,6 +117,7 @@ export class Runner implements LagSource, HealthSource {
       settings: { gapTimeoutMs: this.settings.gapTimeoutMs, fenceDelayMs: this.settings.fenceDelayMs },
       pollIntervalMs: this.settings.pollIntervalMs,
       followIntervalMs: this.settings.followIntervalMs,
+      followAbove: this.settings.followAbove,
       leases: this.leases,
       log: options.log.child({ component: 'high-water' }),
       metrics: this.metrics,

@@ -2,6 +2,8 @@ import pg from 'pg';
 import { EventStore } from '../../src/index.js';
 import { APPLICATION_NAME } from '../../src/db/connection.js';
 import { freePort } from '../../src/db/postgres-server.js';
+import { storeNames } from '../../src/db/identifiers.js';
+import { notifyTriggerSql } from '../../src/db/notify-trigger.js';
 import {
   cpuSecondsOf,
   flag,
@@ -142,21 +144,39 @@ export async function writerThroughput(pool: pg.Pool, url: string): Promise<{ ro
   return { rows, results };
 }
 
-/** (16) Live latency, commit -> applied (plain INSERTs), at 10/s, 200/s and 2,000/s, with 1 and 16 projections. */
+/**
+ * The baseline of (16): the events table's trigger as it was before the wake-up flag (a NOTIFY on every commit) or
+ * as migrate makes it. With it, every commit wakes the leader at once, whether it follows the head or not.
+ */
+async function notifyOnEveryCommit(pool: pg.Pool, on: boolean): Promise<void> {
+  const target = { tableQualified: 'events', positionColumn: 'global_position', channel: 'events', triggerName: 'events_notify' };
+  await pool.query(notifyTriggerSql(on ? target : { ...target, wakeFlagLiteral: storeNames().q.wakeFlagLiteral }));
+}
+
+/**
+ * (16) Live latency, commit -> applied (plain INSERTs), at 10/s, 200/s and 2,000/s, with 1 and 16 projections;
+ * beside each, the same run with a NOTIFY on every commit (the baseline of its p50), measured right after it.
+ */
 export async function liveLatencyAcrossRates(pool: pg.Pool, url: string): Promise<{ rows: Row[]; results: unknown }> {
   const rows: Row[] = [];
   const results: Record<string, unknown> = {};
+  const ms = (l: { p50: number; p99: number; max: number }) =>
+    `p50 ${l.p50.toFixed(1)} ms, p99 ${l.p99.toFixed(1)} ms, max ${l.max.toFixed(1)} ms`;
   for (const projections of [1, 16]) {
     const folder = projectionCopies('noop', projections - 1, true);
     const caughtUp = ['latency', ...Array.from({ length: projections - 1 }, (_, i) => `noop_${i + 1}`)];
     for (const rate of [10, 200, 2_000]) {
+      const run = { projections: folder, caughtUp, headSql: NATIVE_HEAD, rate, write: insertPings(pool) };
       log(`(16) live latency, ${projections} projection(s), ${rate}/s`);
-      const l = await measureLatency(pool, url, { projections: folder, caughtUp, headSql: NATIVE_HEAD, rate, write: insertPings(pool) });
-      results[`${projections}p_${rate}`] = l;
+      const l = await measureLatency(pool, url, run);
+      log(`(16) the same with a NOTIFY on every commit`);
+      await notifyOnEveryCommit(pool, true);
+      const every = await measureLatency(pool, url, run).finally(() => notifyOnEveryCommit(pool, false));
+      results[`${projections}p_${rate}`] = { following: l, notifyOnEveryCommit: every };
       rows.push([
         `(16) live latency, ${projections} projection${projections > 1 ? 's' : ''}, ${fmt(rate)}/s`,
-        `p50 ${l.p50.toFixed(1)} ms, p99 ${l.p99.toFixed(1)} ms, max ${l.max.toFixed(1)} ms`,
-        `${l.samples} INSERTs (target p99 <= 20 ms)`,
+        ms(l),
+        `${l.samples} INSERTs (target p99 <= 20 ms, p50 <= the baseline's); baseline, a NOTIFY on every commit: ${ms(every)}`,
       ]);
     }
   }

@@ -1,12 +1,27 @@
 import { describe, expect, it } from 'vitest';
-import { fenced, nextWake, takeOverWake, type PassSeen, type WakeState, type WakeStep } from '../../src/high-water/wake.js';
+import { countEvents, fenced, nextWake, takeOverWake, type PassSeen, type WakeState, type WakeStep } from '../../src/high-water/wake.js';
 
-const settings = { followIntervalMs: 5, idleAfterMs: 50, pollIntervalMs: 1_000 };
+/** Follows whenever events flow (followAbovePerSecond 0): the protocol's steps alone. */
+const settings = { followIntervalMs: 5, idleAfterMs: 50, pollIntervalMs: 1_000, followAbovePerSecond: 0 };
+/** Follows from 500 events/s: 50 in a rate window of 100 ms. */
+const rated = { ...settings, followAbovePerSecond: 500 };
 
-const following = (lastNewAt: number): WakeState => ({ mode: 'following', lastNewAt, fence: null, drainDelayMs: 0 });
-const draining = (fence: bigint | null, drainDelayMs = 5): WakeState => ({ mode: 'draining', lastNewAt: 0, fence, drainDelayMs });
-const sleeping: WakeState = { mode: 'sleeping', lastNewAt: 0, fence: 100n, drainDelayMs: 5 };
-const seen = (now: number, sawNew = false, xmin: bigint | null = 50n): PassSeen => ({ sawNew, xmin, now });
+const window = (windowEvents = 0, windowStart = 0) => ({ windowStart, windowEvents });
+const following = (lastNewAt: number, w = window()): WakeState => ({ mode: 'following', lastNewAt, fence: null, drainDelayMs: 0, ...w });
+const draining = (fence: bigint | null, drainDelayMs = 5, w = window()): WakeState => ({
+  mode: 'draining',
+  lastNewAt: 0,
+  fence,
+  drainDelayMs,
+  ...w,
+});
+const sleeping = (w = window()): WakeState => ({ mode: 'sleeping', lastNewAt: 0, fence: 100n, drainDelayMs: 5, ...w });
+const seen = (now: number, sawNew = false, xmin: bigint | null = 50n, newEvents = sawNew ? 1 : 0): PassSeen => ({
+  sawNew,
+  newEvents,
+  xmin,
+  now,
+});
 
 describe('the sleep/wake protocol (nextWake)', () => {
   /** name, state, what the pass saw, and the step expected: mode, flag, pause. */
@@ -31,8 +46,13 @@ describe('the sleep/wake protocol (nextWake)', () => {
     ],
     ['draining, no xmin read: keeps looking', draining(100n), seen(60, false, null), ['draining', undefined, 5]],
     ['draining, a new event: follows again and silences writers', draining(100n), seen(60, true, 200n), ['following', 'silent', 5]],
-    ['sleeping, nothing new: sleeps for the poll interval', sleeping, seen(5_000), ['sleeping', undefined, 1_000]],
-    ['sleeping, a new event (a NOTIFY or the poll): follows and silences writers', sleeping, seen(5_000, true), ['following', 'silent', 5]],
+    ['sleeping, nothing new: sleeps for the poll interval', sleeping(), seen(5_000), ['sleeping', undefined, 1_000]],
+    [
+      'sleeping, a new event (a NOTIFY or the poll): follows and silences writers',
+      sleeping(),
+      seen(5_000, true),
+      ['following', 'silent', 5],
+    ],
   ];
   for (const [name, state, pass, [mode, flag, delayMs]] of cases) {
     it(name, () => {
@@ -58,6 +78,72 @@ describe('the sleep/wake protocol (nextWake)', () => {
   });
 
   it('a leader that takes over follows and silences writers, whatever the flag says', () => {
-    expect(takeOverWake(7, settings)).toEqual({ state: following(7), flag: 'silent', delayMs: 5 });
+    expect(takeOverWake(7, settings)).toEqual({ state: following(7, window(0, 7)), flag: 'silent', delayMs: 5 });
+  });
+});
+
+describe('following only from a write rate (followAbovePerSecond)', () => {
+  const cases: Array<[string, WakeState, PassSeen, [WakeState['mode'], WakeStep['flag'], number]]> = [
+    [
+      'sleeping, a NOTIFY of one event: stays asleep, writers go on notifying',
+      sleeping(window(0, 4_990)),
+      seen(5_000, true),
+      ['sleeping', undefined, 1_000],
+    ],
+    [
+      'sleeping, 49 events within the window: below the rate, asleep',
+      sleeping(window(48, 4_950)),
+      seen(5_000, true),
+      ['sleeping', undefined, 1_000],
+    ],
+    [
+      'sleeping, the 50th event within 100 ms: follows and silences writers',
+      sleeping(window(49, 4_950)),
+      seen(5_000, true),
+      ['following', 'silent', 5],
+    ],
+    [
+      'sleeping, one statement of 50 rows (a bulk load): follows',
+      sleeping(window(0, 4_990)),
+      seen(5_000, true, 50n, 50),
+      ['following', 'silent', 5],
+    ],
+    [
+      'draining, a NOTIFY below the rate: keeps draining toward sleep',
+      draining(100n, 5, window(0, 55)),
+      seen(60, true, 99n),
+      ['draining', undefined, 5],
+    ],
+    [
+      'draining, below the rate, xmin at the fence: sleeps',
+      draining(100n, 5, window(0, 55)),
+      seen(60, true, 100n),
+      ['sleeping', undefined, 1_000],
+    ],
+    ['draining, events at the rate: follows again', draining(100n, 5, window(60, 0)), seen(60, true, 99n), ['following', 'silent', 5]],
+    ['following, a window at the rate closes: keeps following', following(95, window(60, 0)), seen(100, true), ['following', undefined, 5]],
+    [
+      'following, a window at more than half the rate closes: keeps following',
+      following(95, window(26, 0)),
+      seen(100, true),
+      ['following', undefined, 5],
+    ],
+    [
+      'following, a window below half the rate closes: writers notify again, drains',
+      following(95, window(24, 0)),
+      seen(100, true),
+      ['draining', 'notify', 5],
+    ],
+  ];
+  for (const [name, state, pass, [mode, flag, delayMs]] of cases) {
+    it(name, () => {
+      const step = nextWake(state, pass, rated);
+      expect([step.state.mode, step.flag, step.delayMs]).toEqual([mode, flag, delayMs]);
+    });
+  }
+
+  it('counts the events of a window, then starts the next with the pass that closes it', () => {
+    expect(countEvents(sleeping(window(10, 0)), seen(99, true, 1n, 3))).toEqual({ windowStart: 0, windowEvents: 13 });
+    expect(countEvents(sleeping(window(10, 0)), seen(200, true, 1n, 3))).toEqual({ windowStart: 200, windowEvents: 3, closedRate: 50 });
   });
 });

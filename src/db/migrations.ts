@@ -475,9 +475,10 @@ export const migrations: Migration[] = [
     // INSERT statement only to find the flag at 0: a fifth of the CPU of a one-event INSERT. Read in the trigger's
     // WHEN, the flag costs a writer one read of a sequence while the runner follows (db/notify-trigger.ts). The writer
     // reads it as itself: SELECT on the 0/1 flag for everyone (harmless; no schema privilege is needed, the WHEN
-    // holds the sequence's oid). Replacing the trigger takes the events table's lock for a moment, as migration 5 did.
+    // holds the sequence's oid). Replacing the trigger takes the events table's SHARE ROW EXCLUSIVE lock for a moment
+    // (CREATE OR REPLACE TRIGGER: readers pass it; writers wait for it as for migration 5's).
     // A foreign table's trigger is brought up to date by migrate's attach step (src/sources/prepare.ts).
     runner: ({ q }) => `GRANT SELECT ON ${q.wakeFlag} TO PUBLIC;`,
-    events: (names) => notifyTriggerSql(nativeNotifyTarget(names, names.q.wakeFlagLiteral)),
+    events: (names) => notifyTriggerSql(nativeNotifyTarget(names, names.q.wakeFlagLiteral), { replace: true }),
   },
 ];

@@ -106,7 +106,7 @@ export function notifyFunctionSql(target: NotifyTarget): string {
  * Idempotent (CREATE OR REPLACE FUNCTION, DROP TRIGGER IF EXISTS): safe to apply again to attach the same table.
  * On a partitioned table, create it on the parent (PostgreSQL refuses transition tables on a partition).
  */
-export function notifyTriggerSql(target: NotifyTarget): string {
+export function notifyTriggerSql(target: NotifyTarget, { replace = false }: { replace?: boolean } = {}): string {
   const trigger = quoteIdentifier(fitIdentifier(target.triggerName));
   // PostgreSQL evaluates an AFTER trigger's WHEN as it queues the trigger (AfterTriggerSaveEvent → TriggerEnabled in
   // trigger.c), for a statement trigger at the end of the statement, after its rows were inserted: the writer holds
@@ -117,9 +117,15 @@ export function notifyTriggerSql(target: NotifyTarget): string {
       ? `
         WHEN (pg_catalog.pg_sequence_last_value(${target.wakeFlagLiteral}::pg_catalog.regclass) = 1)`
       : '';
+  // Replacing an existing trigger: CREATE OR REPLACE TRIGGER (PostgreSQL 14) takes the table's SHARE ROW EXCLUSIVE
+  // lock, which readers pass; DROP TRIGGER would take ACCESS EXCLUSIVE, and a running daemon's batch that read events
+  // and then waits for a runner table migrate has altered deadlocks with it.
+  const create = replace
+    ? 'CREATE OR REPLACE TRIGGER'
+    : `DROP TRIGGER IF EXISTS ${trigger} ON ${target.tableQualified};
+      CREATE TRIGGER`;
   return `${notifyFunctionSql(target)}
-      DROP TRIGGER IF EXISTS ${trigger} ON ${target.tableQualified};
-      CREATE TRIGGER ${trigger} AFTER INSERT ON ${target.tableQualified}
+      ${create} ${trigger} AFTER INSERT ON ${target.tableQualified}
         REFERENCING NEW TABLE AS inserted
         FOR EACH STATEMENT${when} EXECUTE FUNCTION ${functionName(target)}();
   `;

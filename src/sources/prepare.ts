@@ -63,7 +63,7 @@ async function attach(db: pg.ClientBase, names: StoreNames): Promise<string[]> {
     } else if (!(await isCurrentTrigger(db, target))) {
       // An older release's trigger: it notified on every insert, or read the flag in its function's body, which every
       // INSERT statement called. Replaced, function and trigger, under the short lock CREATE TRIGGER takes.
-      await withShortLocks(db, notifyTriggerSql(target));
+      await withShortLocks(db, notifyTriggerSql(target, { replace: true }));
       done.push(
         `replaced the trigger ${t.trigger.name} on ${t.table} and its function ${t.trigger.functionQualified}: the wake-up flag read in the trigger's WHEN, NOTIFY only while the runner sleeps`,
       );

@@ -1,5 +1,14 @@
 import { describe, expect, it } from 'vitest';
-import { countEvents, fenced, nextWake, takeOverWake, type PassSeen, type WakeState, type WakeStep } from '../../src/high-water/wake.js';
+import {
+  countEvents,
+  fenced,
+  nextWake,
+  takeOverWake,
+  type PassSeen,
+  type WakeSettings,
+  type WakeState,
+  type WakeStep,
+} from '../../src/high-water/wake.js';
 
 /** Follows whenever events flow (followAbovePerSecond 0): the protocol's steps alone. */
 const settings = { followIntervalMs: 5, idleAfterMs: 50, pollIntervalMs: 1_000, followAbovePerSecond: 0 };
@@ -23,9 +32,20 @@ const seen = (now: number, sawNew = false, xmin: bigint | null = 50n, newEvents 
   now,
 });
 
+/** name, state, what the pass saw, and the step expected: mode, flag, pause. */
+type StepCase = [string, WakeState, PassSeen, [WakeState['mode'], WakeStep['flag'], number]];
+
+function stepCases(cases: StepCase[], wakeSettings: WakeSettings): void {
+  for (const [name, state, pass, [mode, flag, delayMs]] of cases) {
+    it(name, () => {
+      const step = nextWake(state, pass, wakeSettings);
+      expect([step.state.mode, step.flag, step.delayMs]).toEqual([mode, flag, delayMs]);
+    });
+  }
+}
+
 describe('the sleep/wake protocol (nextWake)', () => {
-  /** name, state, what the pass saw, and the step expected: mode, flag, pause. */
-  const cases: Array<[string, WakeState, PassSeen, [WakeState['mode'], WakeStep['flag'], number]]> = [
+  const cases: StepCase[] = [
     ['following, a new event: keeps following, flag untouched', following(0), seen(30, true), ['following', undefined, 5]],
     ['following, nothing new for less than idleAfter: keeps looking', following(0), seen(49), ['following', undefined, 5]],
     ['following, nothing new for idleAfter: asks writers to notify and drains', following(0), seen(50), ['draining', 'notify', 5]],
@@ -54,12 +74,7 @@ describe('the sleep/wake protocol (nextWake)', () => {
       ['following', 'silent', 5],
     ],
   ];
-  for (const [name, state, pass, [mode, flag, delayMs]] of cases) {
-    it(name, () => {
-      const step = nextWake(state, pass, settings);
-      expect([step.state.mode, step.flag, step.delayMs]).toEqual([mode, flag, delayMs]);
-    });
-  }
+  stepCases(cases, settings);
 
   it('a new event restarts the idle clock', () => {
     const step = nextWake(following(0), seen(40, true), settings);
@@ -83,7 +98,7 @@ describe('the sleep/wake protocol (nextWake)', () => {
 });
 
 describe('following only from a write rate (followAbovePerSecond)', () => {
-  const cases: Array<[string, WakeState, PassSeen, [WakeState['mode'], WakeStep['flag'], number]]> = [
+  const cases: StepCase[] = [
     [
       'sleeping, a NOTIFY of one event: stays asleep, writers go on notifying',
       sleeping(window(0, 4_990)),
@@ -135,12 +150,7 @@ describe('following only from a write rate (followAbovePerSecond)', () => {
       ['draining', 'notify', 5],
     ],
   ];
-  for (const [name, state, pass, [mode, flag, delayMs]] of cases) {
-    it(name, () => {
-      const step = nextWake(state, pass, rated);
-      expect([step.state.mode, step.flag, step.delayMs]).toEqual([mode, flag, delayMs]);
-    });
-  }
+  stepCases(cases, rated);
 
   it('counts the events of a window, then starts the next with the pass that closes it', () => {
     expect(countEvents(sleeping(window(10, 0)), seen(99, true, 1n, 3))).toEqual({ windowStart: 0, windowEvents: 13 });

@@ -157,6 +157,33 @@ describe('the NOTIFY trigger on a foreign table', () => {
     expect(onLedger!.fn).not.toBe(onJournal!.fn);
   });
 
+  it("a foreign store's writer with no privilege on the runner's schema reads the flag: silent at 0, notifying at 1", async () => {
+    await db.pool.query(LEDGER_DDL);
+    const names = storeNames({ ...LEDGER_SOURCE, schema: 'runner_private' });
+    await prepareStore(db.pool, names);
+    const role = `ledger_writer_${Math.random().toString(36).slice(2, 8)}`;
+    // What the store's own writers have, and nothing on runner_private: the trigger's WHEN holds the flag's oid, and
+    // SELECT on the flag is PUBLIC's (migration 12).
+    await db.pool.query(
+      `CREATE ROLE ${role} LOGIN PASSWORD 'w'; GRANT USAGE ON SCHEMA app TO ${role}; GRANT SELECT, INSERT ON app.ledger TO ${role}`,
+    );
+    const writer = new pg.Client({ connectionString: db.url.replace(/\/\/[^@]+@/, `//${role}:w@`) });
+    await writer.connect();
+    try {
+      const { rows } = await writer.query<{ usage: boolean }>(`SELECT has_schema_privilege('runner_private', 'USAGE') AS usage`);
+      expect(rows[0]!.usage).toBe(false);
+      const heard = await listen(['events']);
+      await insertLedger(writer, 'silent', 1);
+      await asleep('runner_private');
+      const position = await insertLedger(writer, 'notifying', 1);
+      await waitFor('the notifying insert heard', () => heard.length > 0);
+      expect(heard).toEqual([{ channel: 'events', payload: String(position) }]);
+    } finally {
+      await writer.end();
+      await db.pool.query(`DROP OWNED BY ${role}; DROP ROLE ${role}`).catch(() => {});
+    }
+  });
+
   for (const older of ['notified on every insert', 'read the flag in its function'] as const) {
     it(`an older release's trigger (it ${older}) is replaced by migrate: the flag read in the trigger's WHEN`, async () => {
       await db.pool.query(LEDGER_DDL);

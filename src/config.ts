@@ -192,7 +192,7 @@ export const SETTINGS = [
     description: 'how often the runner looks for new events while it sleeps (no event for a moment): writers wake it with a NOTIFY meanwhile, this is the fallback',
     ...positiveDuration }),
   setting({ key: 'followIntervalMs', flag: 'follow-interval', env: 'PROJECTION_RUNNER_FOLLOW_INTERVAL', default: '5ms',
-    description: 'how often the high-water leader looks for new events while they flow (writers send no NOTIFY meanwhile); it sleeps after 10 looks that find nothing',
+    description: 'how often the high-water leader looks for new events while they flow (writers send no NOTIFY meanwhile; twice that after a look that found 24 or more); it sleeps after 10 looks that find nothing',
     ...positiveDuration }),
   setting({ key: 'followAbove', flag: 'follow-above', env: 'PROJECTION_RUNNER_FOLLOW_ABOVE', default: '500',
     description: 'the write rate (events per second) from which the high-water leader follows the head itself and writers send no NOTIFY; below it writers notify and it sleeps between their NOTIFYs (0: follow whenever events flow)',

@@ -113,6 +113,21 @@ function busy(window: ReturnType<typeof countEvents>, seen: PassSeen, followAbov
   return window.windowEvents >= (followAbove * RATE_WINDOW_MS) / 1000 || (window.closedRate ?? 0) >= followAbove;
 }
 
+/**
+ * A look that found at least this many new positions: the next one waits twice the follow interval. At 5 ms that
+ * is from about 4,800 events/s, and the longer pause keeps it there down to half that rate (a look 10 ms later finds
+ * 24 at 2,400/s): fewer, larger looks while writers are busiest. Each look is an observation and a read, and with
+ * concurrent writers many of them meet a hole of a transaction still committing (a gap opened, then filled, each
+ * written). Following every 10 ms rather than 5 at ~2,000 INSERTs/s of 8 writers took the daemon's statements per
+ * 1,000 events from 32 to 24 observations, 31 to 23 reads and 14 to 8 gap transactions (pg_stat_statements).
+ */
+export const BUSY_LOOK_EVENTS = 24;
+
+/** The pause after a following look that found events: longer when it found many (BUSY_LOOK_EVENTS). */
+export function followDelay(seen: PassSeen, followIntervalMs: number): number {
+  return seen.newEvents >= BUSY_LOOK_EVENTS ? 2 * followIntervalMs : followIntervalMs;
+}
+
 export function nextWake(state: WakeState, seen: PassSeen, settings: WakeSettings): WakeStep {
   const { followIntervalMs, idleAfterMs, pollIntervalMs, followAbovePerSecond } = settings;
   const window = countEvents(state, seen);
@@ -126,7 +141,7 @@ export function nextWake(state: WakeState, seen: PassSeen, settings: WakeSetting
     case 'following':
       // The rate fell: writers notify again (hysteresis: half the rate that started the following).
       if (window.closedRate !== undefined && window.closedRate < followAbovePerSecond / 2) return toDraining;
-      if (seen.sawNew) return { state: { ...counted, lastNewAt: seen.now }, flag: undefined, delayMs: followIntervalMs };
+      if (seen.sawNew) return { state: { ...counted, lastNewAt: seen.now }, flag: undefined, delayMs: followDelay(seen, followIntervalMs) };
       if (seen.now - state.lastNewAt < idleAfterMs) return { state: counted, flag: undefined, delayMs: followIntervalMs };
       return toDraining;
     case 'draining':

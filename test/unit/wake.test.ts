@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import {
+  BUSY_LOOK_EVENTS,
   countEvents,
   fenced,
   nextWake,
@@ -151,6 +152,13 @@ describe('following only from a write rate (followAbovePerSecond)', () => {
     ],
   ];
   stepCases(cases, rated);
+
+  it('a following look that found BUSY_LOOK_EVENTS or more waits twice the follow interval', () => {
+    expect(nextWake(following(95, window(200, 50)), seen(100, true, 50n, BUSY_LOOK_EVENTS - 1), rated).delayMs).toBe(5);
+    expect(nextWake(following(95, window(200, 50)), seen(100, true, 50n, BUSY_LOOK_EVENTS), rated).delayMs).toBe(10);
+    // Only while following: a burst that wakes a sleeping leader is followed at the usual pace.
+    expect(nextWake(sleeping(), seen(5_000, true, 50n, 500), rated).delayMs).toBe(5);
+  });
 
   it('counts the events of a window, then starts the next with the pass that closes it', () => {
     expect(countEvents(sleeping(window(10, 0)), seen(99, true, 1n, 3))).toEqual({ windowStart: 0, windowEvents: 13 });

@@ -43,6 +43,7 @@ describe('new Runner({...}) takes the settings through the same door as the CLI'
       gapEvidence: 'auto',
       pollIntervalMs: 1_000,
       followIntervalMs: 5,
+      followAbove: 500,
       batchSize: 500,
       batchBytes: 16 * 1024 * 1024,
       maxConcurrentBatches: 8,

@@ -98,12 +98,15 @@ export function notifyFunctionSql(target: NotifyTarget): string {
  *   name) rather than cut silently, so that two long names stay apart (a cut `<table>_notify` met
  *   `<table>_next_position`, or another table's trigger function).
  *
- * Reading the transition table and pg_notify need no privilege. An INSERT that inserts no row sends nothing.
+ * Reading the transition table and pg_notify need no privilege; the WHEN reads the flag as the writer, by oid (no
+ * schema privilege), and `migrate` grants SELECT on it to PUBLIC (migration 12). An INSERT that inserts no row sends
+ * nothing.
  *
  * A transaction that sent a NOTIFY cannot be prepared (two-phase commit): such a writer opts out, per transaction,
  * with `SET LOCAL projection_runner.notify = 'off'` (the runner still finds its events by polling).
  *
- * Idempotent (CREATE OR REPLACE FUNCTION, DROP TRIGGER IF EXISTS): safe to apply again to attach the same table.
+ * Idempotent (CREATE OR REPLACE FUNCTION, DROP TRIGGER IF EXISTS, or CREATE OR REPLACE TRIGGER with `replace`): safe
+ * to apply again to attach the same table.
  * On a partitioned table, create it on the parent (PostgreSQL refuses transition tables on a partition).
  */
 export function notifyTriggerSql(target: NotifyTarget, { replace = false }: { replace?: boolean } = {}): string {

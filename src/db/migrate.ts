@@ -1,8 +1,8 @@
 import type pg from 'pg';
-import { withTransaction } from './connection.js';
 import type { StoreNames } from './identifiers.js';
 import { migrations, migrationSql } from './migrations.js';
 import { checkSchemaOwner } from './runner-schema.js';
+import { withShortLocks } from './short-locks.js';
 
 export interface MigrationReport {
   /** Versions applied now. */
@@ -33,27 +33,34 @@ export async function migrate(pool: pg.Pool, names: StoreNames): Promise<number[
       return [];
     }
   }
-  return withTransaction(pool, async (client) => {
-    await client.query(`SELECT pg_advisory_xact_lock(hashtext($1), 0)`, [`${names.schema}:migrate`]);
-    await client.query(`CREATE SCHEMA IF NOT EXISTS ${names.q.schema}`);
-    await client.query(`
+  // Short lock waits, retried: a migration that changes the events table (its trigger) must not queue the writers
+  // behind one writer's transaction held open (db/short-locks.ts).
+  return withShortLocks(
+    pool,
+    async (client) => {
+      await client.query(`CREATE SCHEMA IF NOT EXISTS ${names.q.schema}`);
+      await client.query(`
       CREATE TABLE IF NOT EXISTS ${names.q.migrations} (
         version    int PRIMARY KEY,
         name       text NOT NULL,
         applied_at timestamptz NOT NULL DEFAULT now()
       )`);
-    const { rows } = await client.query<{ version: number }>(`SELECT version FROM ${names.q.migrations}`);
-    const done = new Set(rows.map((r) => r.version));
-    // Version 2 made the runner tables: with it, tables of an earlier version without a record are this table's.
-    await checkSchemaOwner(client, names, done.has(2));
-    const applied: number[] = [];
-    for (const migration of migrations) {
-      if (done.has(migration.version)) continue;
-      const sql = migrationSql(migration, names);
-      if (sql.trim()) await client.query(sql);
-      await client.query(`INSERT INTO ${names.q.migrations} (version, name) VALUES ($1, $2)`, [migration.version, migration.name]);
-      applied.push(migration.version);
-    }
-    return applied;
-  });
+      const { rows } = await client.query<{ version: number }>(`SELECT version FROM ${names.q.migrations}`);
+      const done = new Set(rows.map((r) => r.version));
+      // Version 2 made the runner tables: with it, tables of an earlier version without a record are this table's.
+      await checkSchemaOwner(client, names, done.has(2));
+      const applied: number[] = [];
+      for (const migration of migrations) {
+        if (done.has(migration.version)) continue;
+        const sql = migrationSql(migration, names);
+        if (sql.trim()) await client.query(sql);
+        await client.query(`INSERT INTO ${names.q.migrations} (version, name) VALUES ($1, $2)`, [migration.version, migration.name]);
+        applied.push(migration.version);
+      }
+      return applied;
+    },
+    async (client) => {
+      await client.query(`SELECT pg_advisory_xact_lock(hashtext($1), 0)`, [`${names.schema}:migrate`]);
+    },
+  );
 }

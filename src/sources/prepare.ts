@@ -1,10 +1,9 @@
 import type pg from 'pg';
-import { withTransaction } from '../db/connection.js';
 import type { StoreNames } from '../db/identifiers.js';
 import { fitIdentifier, quoteIdentifier } from '../db/identifiers.js';
 import { migrate, type MigrationReport } from '../db/migrate.js';
 import { notifyFunctionBody, notifyTriggerSql, type NotifyTarget } from '../db/notify-trigger.js';
-import { sleep } from '../shared/time.js';
+import { withShortLocks as withShortLockWaits } from '../db/short-locks.js';
 import { withSessionLock } from '../db/session-lock.js';
 import { checkEventTable, checkPositionSequence, hasPositionIndex, hasTrigger, partitionsOf, relation } from './catalog.js';
 import { eventTable } from './event-table.js';
@@ -27,9 +26,6 @@ import { eventTable } from './event-table.js';
  * One process at a time attaches to a given table (instances starting together, two runner schemas on one store):
  * see withAttachLock.
  */
-
-const SHORT_LOCK = '200ms';
-const LOCK_ATTEMPTS = 150;
 
 async function check(pool: pg.Pool, names: StoreNames): Promise<string[]> {
   const t = eventTable(names);
@@ -136,20 +132,11 @@ async function ensurePositionIndex(db: pg.ClientBase, oid: string, column: strin
   return index;
 }
 
-/** Runs DDL in a transaction whose locks wait at most SHORT_LOCK, retried: writers never queue behind it for long. */
+/** DDL on a table writers use, under short lock waits (db/short-locks.ts). */
 async function withShortLocks(db: pg.ClientBase, sql: string): Promise<void> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      await withTransaction(db, async (tx) => {
-        await tx.query(`SET LOCAL lock_timeout = '${SHORT_LOCK}'`);
-        await tx.query(sql);
-      });
-      return;
-    } catch (error) {
-      if ((error as { code?: string }).code !== '55P03' || attempt >= LOCK_ATTEMPTS) throw error;
-    }
-    await sleep(100 + Math.random() * 200);
-  }
+  await withShortLockWaits(db, async (tx) => {
+    await tx.query(sql);
+  });
 }
 
 /**

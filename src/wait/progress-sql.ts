@@ -2,6 +2,7 @@ import type pg from 'pg';
 import type { StoreNames } from '../db/identifiers.js';
 import { heldLeaseCondition, leaseNamespace } from '../ownership/leases.js';
 import { skippedUndeliveredSql } from '../projector/checkpoints.js';
+import { WAIT_TYPE_SCAN_LIMIT } from '../projector/deferral.js';
 import { columnSql, deliveredFilterSql, eventTable, positionSql } from '../sources/event-table.js';
 import type { ProjectionProgress } from './decide.js';
 
@@ -14,10 +15,10 @@ import type { ProjectionProgress } from './decide.js';
 /**
  * How far past its checkpoint row a projection with an event-type filter is credited without its row moving: a
  * batch that wrote nothing leaves its checkpoint move in memory for up to a second (mayDeferCheckpoint), so a wait
- * must not rely on the row alone. Beyond this many positions the row is trusted as it is (a projection that far
- * behind is catching up, not deferring), so the scan stays short whatever the filter.
+ * must not rely on the row alone. Beyond this many positions the row is trusted as it is (the projectors write such a
+ * move for a pending wait: deferral.ts waitNeedsMove), so the scan stays short whatever the filter.
  */
-const TYPE_SCAN_LIMIT = 20_000;
+const TYPE_SCAN_LIMIT = WAIT_TYPE_SCAN_LIMIT;
 
 /** At most this many pending late notices per projection are read (a wait only needs the lowest ones). */
 const LATE_READ_LIMIT = 100;
@@ -50,6 +51,7 @@ export async function readProgress(
     late: string[];
     replaying: boolean;
     building: boolean;
+    filtered: boolean;
   }>(
     // pg_locks is read once (MATERIALIZED): a correlated EXISTS on it called pg_lock_status() again for every row.
     `WITH hw AS (SELECT position AS h FROM ${names.q.highWater}),
@@ -75,7 +77,8 @@ export async function readProgress(
                   AND ${skippedUndeliveredSql(names, 'l.slot', 'g.from_position')}
                 ORDER BY g.from_position LIMIT ${LATE_READ_LIMIT}) x) AS late,
             EXISTS (SELECT 1 FROM ${names.q.replays} r WHERE r.projection = l.slot AND r.status IN ('pending', 'running')) AS replaying,
-            EXISTS (SELECT 1 FROM ${names.q.builds} b WHERE b.projection = l.projection AND b.role = 'building') AS building
+            EXISTS (SELECT 1 FROM ${names.q.builds} b WHERE b.projection = l.projection AND b.role = 'building') AS building,
+            l.event_types IS NOT NULL AS filtered
        FROM live l CROSS JOIN hw
       ORDER BY l.projection`,
     [projections ? [...projections] : null, upTo.toString(), leaseNamespace(names, 'projection')],
@@ -99,6 +102,7 @@ export async function readProgress(
     latePending: r.late.map(BigInt),
     replaying: r.replaying,
     building: r.building,
+    filtered: r.filtered,
   }));
 }
 
@@ -134,6 +138,23 @@ export async function unreachedTargets(
   );
   return new Map(rows.map((r) => [r.slot, BigInt(r.position)]));
 }
+
+/**
+ * Tells the daemons that a wait for `position` is pending, for `ttlMs` unless raised again (migration 13): the
+ * highest position waited for only grows while it lives, and the daemons are notified when it changes. Returns false
+ * when the store's schema predates it (a daemon of that release neither knows nor notifies: the waiter looks on its
+ * fallback schedule).
+ */
+export async function raiseWaited(db: pg.ClientBase, names: StoreNames, position: bigint, ttlMs: number): Promise<boolean> {
+  try {
+    await db.query(`SELECT ${names.q.raiseWaited}($1::int8, $2::int4, $3::text)`, [position.toString(), ttlMs, names.waitChannel]);
+    return true;
+  } catch (error) {
+    if ((error as { code?: string }).code === UNDEFINED_FUNCTION) return false;
+    throw error;
+  }
+}
+const UNDEFINED_FUNCTION = '42883';
 
 /** What a timeout explains: the open gaps at or below the position, the head, and whether the position was committed. */
 export async function readBlockers(

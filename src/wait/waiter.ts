@@ -1,8 +1,17 @@
 import pg from 'pg';
 import { storeNames, type StoreNames, type StoreNamesOptions } from '../db/identifiers.js';
 import { ProjectionFailedError, ProjectionRunnerError, UnknownProjectionError, WaitTimeoutError } from '../errors.js';
-import { assess, explainBehind, LOOKS, nextLookDelay, parsePosition, type ProjectionProgress } from './decide.js';
-import { readBlockers, readProgress, unreachedTargets } from './progress-sql.js';
+import {
+  assess,
+  explainBehind,
+  LOOKS,
+  noNews,
+  parseAppliedNotice,
+  parsePosition,
+  worthALook,
+  type ProjectionProgress,
+} from './decide.js';
+import { raiseWaited, readBlockers, readProgress, unreachedTargets } from './progress-sql.js';
 
 export interface ProjectionWaiterOptions extends StoreNamesOptions {
   /** Where the store is; or `pool`, from which the waiter takes one connection for as long as it is open. */
@@ -29,24 +38,32 @@ export const DEFAULT_WAIT_TIMEOUT_MS = 5_000;
 /** After a lost connection: how long before the next attempt (waits keep their own deadlines meanwhile). */
 const RECONNECT_MS = 250;
 
+/** How long the daemons take a raised waited position as pending unless the waiter renews it (at half of it). */
+const WAIT_TTL_MS = 10_000;
+
 interface PendingWait {
   target: bigint;
   projections: readonly string[] | undefined;
   timeoutMs: number;
   resolve: (result: WaitResult) => void;
   reject: (error: Error) => void;
-  /** The last progress seen of the projections it waits for that are short of it: what a timeout explains. */
-  behind: ProjectionProgress[];
+  /**
+   * The last progress seen of the projections it waits for that are short of it: what a timeout explains, and what
+   * news must clear before it is worth a look (worthALook). Undefined until its first look.
+   */
+  behind: ProjectionProgress[] | undefined;
   done: () => void;
 }
 
 /**
  * Waits until the read models have applied a position: read your own writes across processes. One waiter serves any
- * number of concurrent waits over one connection: each tick reads every projection's progress in one statement for
- * all of them (readProgress), so a thousand waiting requests cost what one does. Ticks run only while waits are
- * pending: at once, then on every NOTIFY of the high-water channel (H moved) and on a short back-off in between
- * (a projector commits shortly after H moves, and checkpoint commits send no NOTIFY: writers' commit rate is not
- * taxed for waiters).
+ * number of concurrent waits over one connection: each look reads every projection's progress in one statement for
+ * all of them (readProgress), so a thousand waiting requests cost what one does. Looks run only while waits are
+ * pending, driven by notifications on that connection: the waiter tells the daemons the highest position it waits
+ * for (raiseWaited, renewed while waits are pending), their projectors then write the moves a wait needs and notify
+ * every checkpoint they commit (the applied channel), and the high-water leader every move of H. A look comes at once
+ * for a new wait, then once per notification that may settle one (worthALook; notices arriving during a look come to
+ * one more), and LOOKS.fallbackMs after the last look whatever was heard. Writers pay nothing for any of it.
  */
 export class ProjectionWaiter {
   private readonly names: StoreNames;
@@ -58,9 +75,14 @@ export class ProjectionWaiter {
   private timerAt = Number.POSITIVE_INFINITY;
   private ticking = false;
   private tickAgain = false;
-  private pollMs: number = LOOKS.firstMs;
-  /** When H last moved or a wait began or resolved (nextLookDelay). */
-  private newsAt = 0;
+  /** What notifications told since the last look began (worthALook). */
+  private news = noNews();
+  /** The live builds the last look saw. */
+  private known = new Set<string>();
+  /** The waited position this waiter last raised, and until when (Date.now()) that holds without renewal. */
+  private raised = { position: -1n, until: 0 };
+  /** False once the store's schema has shown it predates the waited position (migration 13). */
+  private raises = true;
   private closed = false;
 
   constructor(private readonly options: ProjectionWaiterOptions) {
@@ -100,7 +122,7 @@ export class ProjectionWaiter {
         target,
         projections: options.projections,
         timeoutMs,
-        behind: [],
+        behind: undefined,
         resolve: (result) => finish(() => resolve(result)),
         reject: (error) => finish(() => reject(error)),
         done: () => {
@@ -110,7 +132,6 @@ export class ProjectionWaiter {
       };
       signal?.addEventListener('abort', onAbort, { once: true });
       this.waits.add(wait);
-      this.news();
       this.schedule(0);
     });
   }
@@ -148,12 +169,14 @@ export class ProjectionWaiter {
       return;
     }
     this.ticking = true;
-    let delay = this.pollMs;
+    let delay: number = LOOKS.fallbackMs;
     try {
       const client = await this.connect();
-      const imminent = await this.check(client);
-      this.pollMs = nextLookDelay(this.pollMs, imminent, Date.now() - this.newsAt);
-      delay = this.pollMs;
+      await this.raise(client);
+      this.news = noNews();
+      await this.check(client);
+      // Notices that came during the look: one more look if they may settle a wait.
+      if (this.worthALook()) delay = 0;
     } catch {
       // The connection broke or the database is away: waits keep their deadlines; try again a little later.
       this.dropClient();
@@ -169,15 +192,31 @@ export class ProjectionWaiter {
   }
 
   /**
-   * One look at every projection for every pending wait; settles what it can. Returns whether a wait still pending is
-   * at or below H (nextLookDelay's `imminent`).
+   * Tells the daemons how high the pending waits go, when it is higher than this waiter last said or that is about to
+   * lapse: before the look, so that a move a projector left in memory before the daemons heard is written and notified.
    */
-  private async check(client: pg.ClientBase): Promise<boolean> {
+  private async raise(client: pg.ClientBase): Promise<void> {
+    if (!this.raises || this.waits.size === 0) return;
+    const upTo = [...this.waits].reduce((max, w) => (w.target > max ? w.target : max), 0n);
+    const now = Date.now();
+    if (upTo <= this.raised.position && now < this.raised.until - WAIT_TTL_MS / 2) return;
+    const position = upTo > this.raised.position || now >= this.raised.until ? upTo : this.raised.position;
+    this.raises = await raiseWaited(client, this.names, position, WAIT_TTL_MS);
+    this.raised = { position, until: now + WAIT_TTL_MS };
+  }
+
+  private worthALook(): boolean {
+    return worthALook([...this.waits], this.news, this.known);
+  }
+
+  /** One look at every projection for every pending wait; settles what it can. */
+  private async check(client: pg.ClientBase): Promise<void> {
     const waits = [...this.waits];
-    if (waits.length === 0) return false;
+    if (waits.length === 0) return;
     const upTo = waits.reduce((max, w) => (w.target > max ? w.target : max), 0n);
     const progress = await readProgress(client, this.names, undefined, upTo);
     const byName = new Map(progress.map((p) => [p.projection, p]));
+    this.known = new Set(progress.map((p) => p.slot));
     const ready: Array<{ wait: PendingWait; of: ProjectionProgress[] }> = [];
     for (const wait of waits) {
       const unknown = wait.projections?.find((name) => !byName.has(name));
@@ -196,11 +235,7 @@ export class ProjectionWaiter {
       wait.behind = verdicts.filter((v) => v.verdict.kind === 'behind').map((v) => v.p);
       if (wait.behind.length === 0) ready.push({ wait, of });
     }
-    const imminent = () => {
-      const highWater = progress[0]?.highWater ?? -1n;
-      return [...this.waits].some((w) => w.target <= highWater);
-    };
-    if (ready.length === 0) return imminent();
+    if (ready.length === 0) return;
     // The tracker may not have recorded a late commit yet (the writer's own wait can come first): ask once more, for
     // the builds about to be credited only.
     const credited = new Map<string, bigint>();
@@ -211,7 +246,6 @@ export class ProjectionWaiter {
       this.names,
       [...credited].map(([slot, upTo]) => ({ slot, upTo })),
     );
-    let resolved = false;
     for (const { wait, of } of ready) {
       const still = of.flatMap((p) => {
         const late = unreached.get(p.slot);
@@ -222,17 +256,21 @@ export class ProjectionWaiter {
         continue;
       }
       wait.resolve({ position: wait.target, projections: Object.fromEntries(of.map((p) => [p.projection, p.covered])) });
-      resolved = true;
     }
-    // Only a resolution is news: a wait held by a late event would otherwise keep the looks at their shortest.
-    if (resolved) this.news();
-    return imminent();
   }
 
-  /** H moved, or a wait began or resolved: looks start again from the shortest delay. */
-  private news(): void {
-    this.newsAt = Date.now();
-    this.pollMs = LOOKS.firstMs;
+  /** A notification: kept as news, and a look at once when it may settle a wait. */
+  private heard(channel: string, payload: string | undefined): void {
+    if (channel === this.names.highWaterChannel) {
+      const position = parsePosition(payload);
+      if (position !== undefined && position > this.news.highWater) this.news.highWater = position;
+    } else {
+      const notice = parseAppliedNotice(payload);
+      if (!notice) return;
+      if (notice.failed) this.news.failed.add(notice.slot);
+      if (notice.position > (this.news.applied.get(notice.slot) ?? -1n)) this.news.applied.set(notice.slot, notice.position);
+    }
+    if (this.worthALook()) this.schedule(0);
   }
 
   /** The deadline passed: one last look (it may just have been reached), then the explanation. */
@@ -247,7 +285,7 @@ export class ProjectionWaiter {
         new WaitTimeoutError(
           wait.target,
           wait.timeoutMs,
-          wait.behind.map((p) => explainBehind(p, wait.target, blockers)),
+          (wait.behind ?? []).map((p) => explainBehind(p, wait.target, blockers)),
         ),
       );
     } catch (error) {
@@ -288,12 +326,10 @@ export class ProjectionWaiter {
     client.on('error', () => {
       if (this.client === client) this.dropClient();
     });
-    client.on('notification', (message) => {
-      if (message.channel !== this.names.highWaterChannel) return;
-      this.news();
-      this.schedule(0);
-    });
-    await client.query(`LISTEN ${pg.escapeIdentifier(this.names.highWaterChannel)}`);
+    client.on('notification', (message) => this.heard(message.channel, message.payload));
+    await client.query(
+      `LISTEN ${pg.escapeIdentifier(this.names.highWaterChannel)}; LISTEN ${pg.escapeIdentifier(this.names.appliedChannel)}`,
+    );
     if (this.closed) {
       this.releaseClient();
       throw new ProjectionRunnerError('the waiter is closed');

@@ -1,5 +1,6 @@
 import type pg from 'pg';
 import type { StoreNames } from '../db/identifiers.js';
+import { preparedStatement } from '../db/prepared.js';
 import { heldLeaseCondition, leaseNamespace } from '../ownership/leases.js';
 import { skippedUndeliveredSql } from '../projector/checkpoints.js';
 import { WAIT_TYPE_SCAN_LIMIT } from '../projector/deferral.js';
@@ -7,9 +8,9 @@ import { columnSql, deliveredFilterSql, eventTable, positionSql } from '../sourc
 import type { ProjectionProgress } from './decide.js';
 
 /**
- * The waiter's reads. One statement per tick for every wait at once (`readProgress`), one more only for the waits it
- * is about to resolve (`unreachedTargets`), and the explanations of a timeout (`readBlockers`). None grows with the
- * store's history: each reads the checkpoint rows and probes indexes from a checkpoint up.
+ * The waiter's reads. One statement per look for every wait at once (`readProgress`, which also raises the waited
+ * position when the waiter asks), and the explanations of a timeout (`readBlockers`). Neither grows with the store's
+ * history: each reads the checkpoint rows and probes indexes from a checkpoint up.
  */
 
 /**
@@ -35,9 +36,11 @@ export async function readProgress(
   names: StoreNames,
   projections: readonly string[] | undefined,
   upTo: bigint,
+  raise?: { position: bigint; ttlMs: number },
 ): Promise<ProjectionProgress[]> {
-  const t = eventTable(names);
-  const position = positionSql(t, 'e');
+  const text = progressSql(names, raise !== undefined);
+  const values: unknown[] = [projections ? [...projections] : null, upTo.toString(), leaseNamespace(names, 'projection')];
+  if (raise) values.push(raise.position.toString(), raise.ttlMs, names.waitChannel);
   const { rows } = await db.query<{
     projection: string;
     slot: string;
@@ -52,9 +55,45 @@ export async function readProgress(
     replaying: boolean;
     building: boolean;
     filtered: boolean;
-  }>(
+    unreached: string | null;
+  }>({ name: preparedStatement(text).name, text, values });
+  return rows.map((r) => ({
+    projection: r.projection,
+    slot: r.slot,
+    checkpoint: BigInt(r.position),
+    covered: BigInt(r.covered),
+    state: r.state,
+    failure:
+      r.state === 'failed' && r.last_error
+        ? {
+            position: r.last_error.position === undefined ? undefined : BigInt(r.last_error.position),
+            type: r.last_error.type,
+            message: r.last_error.message ?? 'unknown error',
+          }
+        : undefined,
+    owner: r.owned ? r.owner : null,
+    highWater: BigInt(r.high_water),
+    // A late commit the tracker has not recorded yet holds a wait like one it has.
+    latePending: [...new Set([...(r.unreached === null ? [] : [r.unreached]), ...r.late])].map(BigInt).sort((a, b) => (a < b ? -1 : 1)),
+    replaying: r.replaying,
+    building: r.building,
+    filtered: r.filtered,
+  }));
+}
+
+/**
+ * readProgress's statement; `raising`: it also raises the waited position first ($4 the position, $5 its time to
+ * live in ms, $6 the channel: raiseWaited), in the same round trip as the look.
+ */
+function progressSql(names: StoreNames, raising: boolean): string {
+  const t = eventTable(names);
+  const position = positionSql(t, 'e');
+  return (
     // pg_locks is read once (MATERIALIZED): a correlated EXISTS on it called pg_lock_status() again for every row.
-    `WITH hw AS (SELECT position AS h FROM ${names.q.highWater}),
+    `WITH hw AS (SELECT position AS h FROM ${names.q.highWater}),${
+       // Once, whatever the rows (MATERIALIZED: a subquery could be run again for each).
+       raising ? `\n     raised AS MATERIALIZED (SELECT ${names.q.raiseWaited}($4::int8, $5::int4, $6::text)),` : ''
+     }
      leases AS MATERIALIZED (SELECT * FROM pg_locks WHERE locktype = 'advisory'),
      live AS (
        SELECT coalesce(b.projection, c.name) AS projection, c.name AS slot, c.position, c.state, c.last_error,
@@ -78,83 +117,24 @@ export async function readProgress(
                 ORDER BY g.from_position LIMIT ${LATE_READ_LIMIT}) x) AS late,
             EXISTS (SELECT 1 FROM ${names.q.replays} r WHERE r.projection = l.slot AND r.status IN ('pending', 'running')) AS replaying,
             EXISTS (SELECT 1 FROM ${names.q.builds} b WHERE b.projection = l.projection AND b.role = 'building') AS building,
-            l.event_types IS NOT NULL AS filtered
-       FROM live l CROSS JOIN hw
-      ORDER BY l.projection`,
-    [projections ? [...projections] : null, upTo.toString(), leaseNamespace(names, 'projection')],
+            l.event_types IS NOT NULL AS filtered,
+            -- The tracker may not have recorded a late commit yet (the writer's own wait can come first): the lowest
+            -- committed event of its types at or below $2 that it passed while given up and has not received late.
+            (SELECT ${position} FROM ${names.q.skippedPositions} s
+               JOIN ${t.table} e ON ${position} BETWEEN s.from_position AND least(s.to_position, $2::int8)
+              WHERE s.projection = l.slot AND s.from_position <= $2::int8
+                AND (l.event_types IS NULL OR (${columnSql(t, 'type', 'e')})::text = ANY(l.event_types))
+                AND NOT EXISTS (SELECT 1 FROM ${names.q.lateDeliveries} d WHERE d.projection = l.slot AND d.position = ${position})
+              ORDER BY 1 LIMIT 1)::text AS unreached
+       FROM live l CROSS JOIN hw${raising ? ' CROSS JOIN raised' : ''}
+      ORDER BY l.projection`
   );
-  return rows.map((r) => ({
-    projection: r.projection,
-    slot: r.slot,
-    checkpoint: BigInt(r.position),
-    covered: BigInt(r.covered),
-    state: r.state,
-    failure:
-      r.state === 'failed' && r.last_error
-        ? {
-            position: r.last_error.position === undefined ? undefined : BigInt(r.last_error.position),
-            type: r.last_error.type,
-            message: r.last_error.message ?? 'unknown error',
-          }
-        : undefined,
-    owner: r.owned ? r.owner : null,
-    highWater: BigInt(r.high_water),
-    latePending: r.late.map(BigInt),
-    replaying: r.replaying,
-    building: r.building,
-    filtered: r.filtered,
-  }));
 }
 
-/**
- * For each build about to be credited with positions up to `upTo`, the lowest position at or below it that holds a
- * committed event of its types which it passed while the position was given up and has not received late yet; the
- * builds without one are left out. The late notice (readProgress `late`) may not be recorded yet: the tracker records
- * a late commit on its next pass, and a wait can come first (the writer's own wait for its late event, or a wait for
- * a later position after H had passed it). Reads only the build's skipped ranges (given-up gaps, few) and probes the
- * event index in each.
- */
-export async function unreachedTargets(
-  db: pg.ClientBase,
-  names: StoreNames,
-  builds: ReadonlyArray<{ slot: string; upTo: bigint }>,
-): Promise<Map<string, bigint>> {
-  if (builds.length === 0) return new Map();
-  const t = eventTable(names);
-  const position = positionSql(t, 'e');
-  const { rows } = await db.query<{ slot: string; position: string }>(
-    `SELECT x.slot, f.p::text AS position
-       FROM unnest($1::text[], $2::int8[]) AS x(slot, up_to)
-       JOIN ${names.q.checkpoints} c ON c.name = x.slot
-       CROSS JOIN LATERAL (
-         SELECT ${position} AS p
-           FROM ${names.q.skippedPositions} s
-           JOIN ${t.table} e ON ${position} BETWEEN s.from_position AND least(s.to_position, x.up_to)
-          WHERE s.projection = x.slot AND s.from_position <= x.up_to
-            AND (c.event_types IS NULL OR (${columnSql(t, 'type', 'e')})::text = ANY(c.event_types))
-            AND NOT EXISTS (SELECT 1 FROM ${names.q.lateDeliveries} d WHERE d.projection = x.slot AND d.position = ${position})
-          ORDER BY 1 LIMIT 1) f`,
-    [builds.map((b) => b.slot), builds.map((b) => b.upTo.toString())],
-  );
-  return new Map(rows.map((r) => [r.slot, BigInt(r.position)]));
+/** Whether `error` says the store's schema predates the waited position (migration 13: its functions are missing). */
+export function predatesWaited(error: unknown): boolean {
+  return (error as { code?: string } | undefined)?.code === '42883';
 }
-
-/**
- * Tells the daemons that a wait for `position` is pending, for `ttlMs` unless raised again (migration 13): the
- * highest position waited for only grows while it lives, and the daemons are notified when it changes. Returns false
- * when the store's schema predates it (a daemon of that release neither knows nor notifies: the waiter looks on its
- * fallback schedule).
- */
-export async function raiseWaited(db: pg.ClientBase, names: StoreNames, position: bigint, ttlMs: number): Promise<boolean> {
-  try {
-    await db.query(`SELECT ${names.q.raiseWaited}($1::int8, $2::int4, $3::text)`, [position.toString(), ttlMs, names.waitChannel]);
-    return true;
-  } catch (error) {
-    if ((error as { code?: string }).code === UNDEFINED_FUNCTION) return false;
-    throw error;
-  }
-}
-const UNDEFINED_FUNCTION = '42883';
 
 /** What a timeout explains: the open gaps at or below the position, the head, and whether the position was committed. */
 export async function readBlockers(

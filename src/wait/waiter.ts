@@ -11,7 +11,7 @@ import {
   worthALook,
   type ProjectionProgress,
 } from './decide.js';
-import { raiseWaited, readBlockers, readProgress, unreachedTargets } from './progress-sql.js';
+import { predatesWaited, readBlockers, readProgress } from './progress-sql.js';
 
 export interface ProjectionWaiterOptions extends StoreNamesOptions {
   /** Where the store is; or `pool`, from which the waiter takes one connection for as long as it is open. */
@@ -172,9 +172,8 @@ export class ProjectionWaiter {
     let delay: number = LOOKS.fallbackMs;
     try {
       const client = await this.connect();
-      await this.raise(client);
       this.news = noNews();
-      await this.check(client);
+      await this.check(client, this.raise());
       // Notices that came during the look: one more look if they may settle a wait.
       if (this.worthALook()) delay = 0;
     } catch {
@@ -192,32 +191,43 @@ export class ProjectionWaiter {
   }
 
   /**
-   * Tells the daemons how high the pending waits go, when it is higher than this waiter last said or that is about to
-   * lapse: before the look, so that a move a projector left in memory before the daemons heard is written and notified.
+   * What the daemons are to be told of the pending waits with the next look (readProgress raises it): the highest
+   * position, when it is higher than this waiter last said or that is about to lapse. Undefined: nothing to say.
    */
-  private async raise(client: pg.ClientBase): Promise<void> {
-    if (!this.raises || this.waits.size === 0) return;
+  private raise(): { position: bigint; ttlMs: number } | undefined {
+    if (!this.raises || this.waits.size === 0) return undefined;
     const upTo = [...this.waits].reduce((max, w) => (w.target > max ? w.target : max), 0n);
     const now = Date.now();
-    if (upTo <= this.raised.position && now < this.raised.until - WAIT_TTL_MS / 2) return;
+    if (upTo <= this.raised.position && now < this.raised.until - WAIT_TTL_MS / 2) return undefined;
     const position = upTo > this.raised.position || now >= this.raised.until ? upTo : this.raised.position;
-    this.raises = await raiseWaited(client, this.names, position, WAIT_TTL_MS);
     this.raised = { position, until: now + WAIT_TTL_MS };
+    return { position, ttlMs: WAIT_TTL_MS };
+  }
+
+  /** The look's read, raising the waited position with it when `raise` says; without on a store that predates it. */
+  private async readProgress(client: pg.ClientBase, upTo: bigint, raise: { position: bigint; ttlMs: number } | undefined) {
+    try {
+      return await readProgress(client, this.names, undefined, upTo, raise);
+    } catch (error) {
+      if (!raise || !predatesWaited(error)) throw error;
+      // A daemon of that release neither reads nor notifies: the fallback looks serve the waits.
+      this.raises = false;
+      return readProgress(client, this.names, undefined, upTo);
+    }
   }
 
   private worthALook(): boolean {
     return worthALook([...this.waits], this.news, this.known);
   }
 
-  /** One look at every projection for every pending wait; settles what it can. */
-  private async check(client: pg.ClientBase): Promise<void> {
+  /** One look at every projection for every pending wait, raising the waited position with it; settles what it can. */
+  private async check(client: pg.ClientBase, raise?: { position: bigint; ttlMs: number }): Promise<void> {
     const waits = [...this.waits];
     if (waits.length === 0) return;
     const upTo = waits.reduce((max, w) => (w.target > max ? w.target : max), 0n);
-    const progress = await readProgress(client, this.names, undefined, upTo);
+    const progress = await this.readProgress(client, upTo, raise);
     const byName = new Map(progress.map((p) => [p.projection, p]));
     this.known = new Set(progress.map((p) => p.slot));
-    const ready: Array<{ wait: PendingWait; of: ProjectionProgress[] }> = [];
     for (const wait of waits) {
       const unknown = wait.projections?.find((name) => !byName.has(name));
       if (unknown !== undefined) {
@@ -233,28 +243,7 @@ export class ProjectionWaiter {
         continue;
       }
       wait.behind = verdicts.filter((v) => v.verdict.kind === 'behind').map((v) => v.p);
-      if (wait.behind.length === 0) ready.push({ wait, of });
-    }
-    if (ready.length === 0) return;
-    // The tracker may not have recorded a late commit yet (the writer's own wait can come first): ask once more, for
-    // the builds about to be credited only.
-    const credited = new Map<string, bigint>();
-    for (const { wait, of } of ready)
-      for (const p of of) if ((credited.get(p.slot) ?? -1n) < wait.target) credited.set(p.slot, wait.target);
-    const unreached = await unreachedTargets(
-      client,
-      this.names,
-      [...credited].map(([slot, upTo]) => ({ slot, upTo })),
-    );
-    for (const { wait, of } of ready) {
-      const still = of.flatMap((p) => {
-        const late = unreached.get(p.slot);
-        return late !== undefined && late <= wait.target ? [{ ...p, latePending: [late, ...p.latePending] }] : [];
-      });
-      if (still.length > 0) {
-        wait.behind = still;
-        continue;
-      }
+      if (wait.behind.length > 0) continue;
       wait.resolve({ position: wait.target, projections: Object.fromEntries(of.map((p) => [p.projection, p.covered])) });
     }
   }

@@ -91,9 +91,9 @@ function progressSql(names: StoreNames, raising: boolean): string {
   return (
     // pg_locks is read once (MATERIALIZED): a correlated EXISTS on it called pg_lock_status() again for every row.
     `WITH hw AS (SELECT position AS h FROM ${names.q.highWater}),${
-       // Once, whatever the rows (MATERIALIZED: a subquery could be run again for each).
-       raising ? `\n     raised AS MATERIALIZED (SELECT ${names.q.raiseWaited}($4::int8, $5::int4, $6::text)),` : ''
-     }
+      // Once, whatever the rows (MATERIALIZED: a subquery could be run again for each).
+      raising ? `\n     raised AS MATERIALIZED (SELECT ${names.q.raiseWaited}($4::int8, $5::int4, $6::text)),` : ''
+    }
      leases AS MATERIALIZED (SELECT * FROM pg_locks WHERE locktype = 'advisory'),
      live AS (
        SELECT coalesce(b.projection, c.name) AS projection, c.name AS slot, c.position, c.state, c.last_error,

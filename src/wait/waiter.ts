@@ -1,16 +1,7 @@
 import pg from 'pg';
 import { storeNames, type StoreNames, type StoreNamesOptions } from '../db/identifiers.js';
 import { ProjectionFailedError, ProjectionRunnerError, UnknownProjectionError, WaitTimeoutError } from '../errors.js';
-import {
-  assess,
-  explainBehind,
-  LOOKS,
-  noNews,
-  parseAppliedNotice,
-  parsePosition,
-  worthALook,
-  type ProjectionProgress,
-} from './decide.js';
+import { assess, explainBehind, LOOKS, noNews, parseAppliedNotice, parsePosition, worthALook, type ProjectionProgress } from './decide.js';
 import { predatesWaited, readBlockers, readProgress } from './progress-sql.js';
 
 export interface ProjectionWaiterOptions extends StoreNamesOptions {

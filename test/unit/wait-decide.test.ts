@@ -101,13 +101,33 @@ describe('worthALook', () => {
     ['its projection committed at the target', [{ target: 20n, behind: [a] }], news({ applied: applied(['a', 20n]) }), true],
     ['its projection committed short of the target', [{ target: 20n, behind: [a] }], news({ applied: applied(['a', 19n]) }), false],
     ['another projection committed', [{ target: 20n, behind: [a] }], news({ applied: applied(['b', 30n]) }), false],
-    ['one of two projections committed: the other is still behind', [{ target: 20n, behind: [a, b] }], news({ applied: applied(['a', 20n]) }), false],
+    [
+      'one of two projections committed: the other is still behind',
+      [{ target: 20n, behind: [a, b] }],
+      news({ applied: applied(['a', 20n]) }),
+      false,
+    ],
     ['H passed the target: a filtered projection may be credited', [{ target: 20n, behind: [b] }], news({ highWater: 20n }), true],
     ['H passed the target: one that takes every type still has to commit', [{ target: 20n, behind: [a] }], news({ highWater: 25n }), false],
-    ['both: one committed, H credits the other', [{ target: 20n, behind: [a, b] }], news({ highWater: 20n, applied: applied(['a', 21n]) }), true],
-    ['a filtered projection behind its own events (covered short of H) is not credited by H', [{ target: 20n, behind: [{ ...b, covered: 5n }] }], news({ highWater: 30n }), false],
+    [
+      'both: one committed, H credits the other',
+      [{ target: 20n, behind: [a, b] }],
+      news({ highWater: 20n, applied: applied(['a', 21n]) }),
+      true,
+    ],
+    [
+      'a filtered projection behind its own events (covered short of H) is not credited by H',
+      [{ target: 20n, behind: [{ ...b, covered: 5n }] }],
+      news({ highWater: 30n }),
+      false,
+    ],
     ['a projection failed', [{ target: 20n, behind: [a] }], news({ failed: new Set(['a']) }), true],
-    ['a slot the last look did not know (a new live version)', [{ target: 20n, behind: [a] }], news({ applied: applied(['a@v2', 1n]) }), true],
+    [
+      'a slot the last look did not know (a new live version)',
+      [{ target: 20n, behind: [a] }],
+      news({ applied: applied(['a@v2', 1n]) }),
+      true,
+    ],
     ['no wait', [], news({ highWater: 100n }), false],
   ])('%s', (_, waits, heard, expected) => {
     expect(worthALook(waits, heard, known)).toBe(expected);

@@ -25,21 +25,23 @@ const TYPE_SCAN_LIMIT = WAIT_TYPE_SCAN_LIMIT;
 const LATE_READ_LIMIT = 100;
 
 /**
- * Every live build's progress in one snapshot: the checkpoint row, whether an instance holds its lease, H, and
- * `covered`: the highest position up to which every event of its types (and its source) is applied, counting events
- * it does not take as applied. `$1` the projections (NULL: every one with a checkpoint), `$2` the highest position
- * waited for, `$3` the projections' lease namespace. A later build (`name@vN`) counts only once it is live: the
- * application reads the live one (through the read views), also across a switch.
+ * Every live build's progress in one snapshot: the checkpoint row, H, and `covered`: the highest position up to which
+ * every event of its types (and its source) is applied, counting events it does not take as applied. `$1` the
+ * projections (NULL: every one with a checkpoint), `$2` the highest position waited for, `$3` the projections' lease
+ * namespace. A later build (`name@vN`) counts only once it is live: the application reads the live one (through the
+ * read views), also across a switch. `explain`: also whether an instance holds its lease, whether it replays or a new
+ * version is being built (what a timeout explains; the lock table is not read on every look: `owner` is the row's,
+ * `replaying` and `building` false without it).
  */
 export async function readProgress(
   db: pg.ClientBase,
   names: StoreNames,
   projections: readonly string[] | undefined,
   upTo: bigint,
-  raise?: { position: bigint; ttlMs: number },
+  { raise, explain = false }: { raise?: { position: bigint; ttlMs: number }; explain?: boolean } = {},
 ): Promise<ProjectionProgress[]> {
-  const text = progressSql(names, raise !== undefined);
-  const values: unknown[] = [projections ? [...projections] : null, upTo.toString(), leaseNamespace(names, 'projection')];
+  const text = progressSql(names, raise !== undefined, explain);
+  const values: unknown[] = [projections ? [...projections] : null, upTo.toString(), explain ? leaseNamespace(names, 'projection') : null];
   if (raise) values.push(raise.position.toString(), raise.ttlMs, names.waitChannel);
   const { rows } = await db.query<{
     projection: string;
@@ -85,7 +87,7 @@ export async function readProgress(
  * readProgress's statement; `raising`: it also raises the waited position first ($4 the position, $5 its time to
  * live in ms, $6 the channel: raiseWaited), in the same round trip as the look.
  */
-function progressSql(names: StoreNames, raising: boolean): string {
+function progressSql(names: StoreNames, raising: boolean, explaining: boolean): string {
   const t = eventTable(names);
   const position = positionSql(t, 'e');
   return (
@@ -94,15 +96,14 @@ function progressSql(names: StoreNames, raising: boolean): string {
       // Once, whatever the rows (MATERIALIZED: a subquery could be run again for each).
       raising ? `\n     raised AS MATERIALIZED (SELECT ${names.q.raiseWaited}($4::int8, $5::int4, $6::text)),` : ''
     }
-     leases AS MATERIALIZED (SELECT * FROM pg_locks WHERE locktype = 'advisory'),
-     live AS (
+${explaining ? "     leases AS MATERIALIZED (SELECT * FROM pg_locks WHERE locktype = 'advisory'),\n" : ''}     live AS (
        SELECT coalesce(b.projection, c.name) AS projection, c.name AS slot, c.position, c.state, c.last_error,
               c.late_seen_id, c.event_types, c.owner
          FROM ${names.q.checkpoints} c LEFT JOIN ${names.q.builds} b ON b.slot = c.name
         WHERE (b.slot IS NULL OR b.role = 'live') AND ($1::text[] IS NULL OR coalesce(b.projection, c.name) = ANY($1::text[]))
      )
      SELECT l.projection, l.slot, l.position::text, l.state, l.last_error, l.owner, hw.h::text AS high_water,
-            EXISTS (SELECT 1 FROM leases k WHERE ${heldLeaseCondition('k', '$3::text', 'l.slot')}) AS owned,
+            ${explaining ? `EXISTS (SELECT 1 FROM leases k WHERE ${heldLeaseCondition('k', '$3::text', 'l.slot')})` : '$3::text IS NULL'} AS owned,
             (CASE WHEN l.position >= least(hw.h, $2::int8) OR l.position < least(hw.h, $2::int8) - ${TYPE_SCAN_LIMIT}
                   THEN l.position
                   ELSE coalesce((SELECT ${position} - 1 FROM ${t.table} e
@@ -115,8 +116,8 @@ function progressSql(names: StoreNames, raising: boolean): string {
                 WHERE g.resolution = 'late' AND g.id > l.late_seen_id AND g.from_position <= $2::int8
                   AND ${skippedUndeliveredSql(names, 'l.slot', 'g.from_position')}
                 ORDER BY g.from_position LIMIT ${LATE_READ_LIMIT}) x) AS late,
-            EXISTS (SELECT 1 FROM ${names.q.replays} r WHERE r.projection = l.slot AND r.status IN ('pending', 'running')) AS replaying,
-            EXISTS (SELECT 1 FROM ${names.q.builds} b WHERE b.projection = l.projection AND b.role = 'building') AS building,
+            ${explaining ? `EXISTS (SELECT 1 FROM ${names.q.replays} r WHERE r.projection = l.slot AND r.status IN ('pending', 'running'))` : 'false'} AS replaying,
+            ${explaining ? `EXISTS (SELECT 1 FROM ${names.q.builds} b WHERE b.projection = l.projection AND b.role = 'building')` : 'false'} AS building,
             l.event_types IS NOT NULL AS filtered,
             -- The tracker may not have recorded a late commit yet (the writer's own wait can come first): the lowest
             -- committed event of its types at or below $2 that it passed while given up and has not received late.

@@ -164,7 +164,7 @@ export class ProjectionWaiter {
     try {
       const client = await this.connect();
       this.news = noNews();
-      await this.check(client, this.raise());
+      await this.check(client, { raise: this.raise() });
       // Notices that came during the look: one more look if they may settle a wait.
       if (this.worthALook()) delay = 0;
     } catch {
@@ -196,14 +196,19 @@ export class ProjectionWaiter {
   }
 
   /** The look's read, raising the waited position with it when `raise` says; without on a store that predates it. */
-  private async readProgress(client: pg.ClientBase, upTo: bigint, raise: { position: bigint; ttlMs: number } | undefined) {
+  private async readProgress(
+    client: pg.ClientBase,
+    upTo: bigint,
+    raise: { position: bigint; ttlMs: number } | undefined,
+    explain: boolean,
+  ) {
     try {
-      return await readProgress(client, this.names, undefined, upTo, raise);
+      return await readProgress(client, this.names, undefined, upTo, { raise, explain });
     } catch (error) {
       if (!raise || !predatesWaited(error)) throw error;
       // A daemon of that release neither reads nor notifies: the fallback looks serve the waits.
       this.raises = false;
-      return readProgress(client, this.names, undefined, upTo);
+      return readProgress(client, this.names, undefined, upTo, { explain });
     }
   }
 
@@ -212,11 +217,14 @@ export class ProjectionWaiter {
   }
 
   /** One look at every projection for every pending wait, raising the waited position with it; settles what it can. */
-  private async check(client: pg.ClientBase, raise?: { position: bigint; ttlMs: number }): Promise<void> {
+  private async check(
+    client: pg.ClientBase,
+    { raise, explain = false }: { raise?: { position: bigint; ttlMs: number }; explain?: boolean } = {},
+  ): Promise<void> {
     const waits = [...this.waits];
     if (waits.length === 0) return;
     const upTo = waits.reduce((max, w) => (w.target > max ? w.target : max), 0n);
-    const progress = await this.readProgress(client, upTo, raise);
+    const progress = await this.readProgress(client, upTo, raise, explain);
     const byName = new Map(progress.map((p) => [p.projection, p]));
     this.known = new Set(progress.map((p) => p.slot));
     for (const wait of waits) {
@@ -258,14 +266,16 @@ export class ProjectionWaiter {
     if (!this.waits.has(wait)) return;
     try {
       const client = await this.connect();
-      await this.check(client);
+      await this.check(client, { explain: true });
       if (!this.waits.has(wait)) return;
+      // As this look saw them: a look in between (notices) reads no owner, replay or build.
+      const behind = wait.behind ?? [];
       const blockers = await readBlockers(client, this.names, wait.target);
       wait.reject(
         new WaitTimeoutError(
           wait.target,
           wait.timeoutMs,
-          (wait.behind ?? []).map((p) => explainBehind(p, wait.target, blockers)),
+          behind.map((p) => explainBehind(p, wait.target, blockers)),
         ),
       );
     } catch (error) {

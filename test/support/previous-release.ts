@@ -3,7 +3,9 @@ import { mkdtempSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { afterAll, beforeAll } from 'vitest';
 import { REPO } from './child-runner.js';
+import { createTestDatabase, type TestDatabase } from './database.js';
 
 const TSX_LOADER = pathToFileURL(path.join(REPO, 'node_modules/tsx/dist/loader.mjs')).href;
 
@@ -48,4 +50,22 @@ export function previousRelease(commit: string, what: string) {
       if (dir) rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * The fixture of a test against an earlier release: its sources unpacked and a database nobody has migrated, before
+ * the file's tests; both removed after them. `release.available` says whether the tests can run at all.
+ */
+export function usePreviousRelease(commit: string, what: string) {
+  const fixture = { release: previousRelease(commit, what), db: undefined as unknown as TestDatabase };
+  beforeAll(async () => {
+    if (!fixture.release.available) return;
+    fixture.release.unpack();
+    fixture.db = await createTestDatabase({ migrated: false });
+  });
+  afterAll(async () => {
+    await fixture.db?.drop();
+    fixture.release.remove();
+  });
+  return fixture;
 }

@@ -132,9 +132,13 @@ ${explaining ? "     leases AS MATERIALIZED (SELECT * FROM pg_locks WHERE lockty
   );
 }
 
-/** Whether `error` says the store's schema predates the waited position (migration 13: its functions are missing). */
-export function predatesWaited(error: unknown): boolean {
-  return (error as { code?: string } | undefined)?.code === '42883';
+/**
+ * Whether `error` says this waiter cannot raise the waited position: the store's schema predates it (migration 13:
+ * its functions are missing, 42883), or the role may not call them (EXECUTE revoked from PUBLIC, 42501).
+ */
+export function cannotRaise(error: unknown): boolean {
+  const code = (error as { code?: string } | undefined)?.code;
+  return code === '42883' || code === '42501';
 }
 
 /** What a timeout explains: the open gaps at or below the position, the head, and whether the position was committed. */

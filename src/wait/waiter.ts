@@ -2,7 +2,7 @@ import pg from 'pg';
 import { storeNames, type StoreNames, type StoreNamesOptions } from '../db/identifiers.js';
 import { ProjectionFailedError, ProjectionRunnerError, UnknownProjectionError, WaitTimeoutError } from '../errors.js';
 import { assess, explainBehind, LOOKS, noNews, parseAppliedNotice, parsePosition, worthALook, type ProjectionProgress } from './decide.js';
-import { predatesWaited, readBlockers, readProgress } from './progress-sql.js';
+import { cannotRaise, readBlockers, readProgress } from './progress-sql.js';
 
 export interface ProjectionWaiterOptions extends StoreNamesOptions {
   /** Where the store is; or `pool`, from which the waiter takes one connection for as long as it is open. */
@@ -164,7 +164,11 @@ export class ProjectionWaiter {
     try {
       const client = await this.connect();
       this.news = noNews();
-      await this.check(client, { raise: this.raise() });
+      const raise = this.raise();
+      const sentAt = Date.now();
+      await this.check(client, { raise });
+      // Only once it is done: a look that failed has told the daemons nothing, and the next one tells them again.
+      if (raise && this.raises) this.raised = { position: raise.position, until: sentAt + raise.ttlMs };
       // Notices that came during the look: one more look if they may settle a wait.
       if (this.worthALook()) delay = 0;
     } catch {
@@ -191,7 +195,6 @@ export class ProjectionWaiter {
     const now = Date.now();
     if (upTo <= this.raised.position && now < this.raised.until - WAIT_TTL_MS / 2) return undefined;
     const position = upTo > this.raised.position || now >= this.raised.until ? upTo : this.raised.position;
-    this.raised = { position, until: now + WAIT_TTL_MS };
     return { position, ttlMs: WAIT_TTL_MS };
   }
 
@@ -205,8 +208,9 @@ export class ProjectionWaiter {
     try {
       return await readProgress(client, this.names, undefined, upTo, { raise, explain });
     } catch (error) {
-      if (!raise || !predatesWaited(error)) throw error;
-      // A daemon of that release neither reads nor notifies: the fallback looks serve the waits.
+      if (!raise || !cannotRaise(error)) throw error;
+      // The daemons cannot hear of these waits (nor does one of a release before it notify): the fallback looks serve
+      // them. A role that may read the checkpoints may still wait.
       this.raises = false;
       return readProgress(client, this.names, undefined, upTo, { explain });
     }

@@ -66,6 +66,37 @@ describe('pending waits, known to the daemons', () => {
     }
   });
 
+  it('a role that may not raise the waited position still waits (by the fallback looks)', async () => {
+    t.runner = await startRunner(t.db, { projections: [quiet] });
+    const role = `waiting_${process.pid}_${Date.now()}`;
+    await t.db.pool.query(`CREATE ROLE ${role} LOGIN PASSWORD 'pw'`);
+    try {
+      await t.db.pool.query(`GRANT SELECT ON ALL TABLES IN SCHEMA public TO ${role}`);
+      await t.db.pool.query(`REVOKE EXECUTE ON FUNCTION projection_raise_waited(bigint, int, text) FROM PUBLIC`);
+      waiter = new ProjectionWaiter({ connectionString: t.db.url.replace(/\/\/[^@]+@/, `//${role}:pw@`) });
+      // Its looks go on without raising: one session throughout, not a session per failed look.
+      const sessions = async () =>
+        (await t.db.pool.query(`SELECT pid FROM pg_stat_activity WHERE usename = $1 ORDER BY pid`, [role])).rows.map(
+          (r) => r.pid as number,
+        );
+      let seen: number[] | undefined;
+      for (let i = 0; i < 3; i++) {
+        const { lastPosition } = await t.store.append(`s-${i}`, [{ type: 'Ping', data: {} }]);
+        const result = await waiter.waitFor(lastPosition, { projections: ['quiet'], timeoutMs: 30_000 });
+        expect(result.projections.quiet).toBeGreaterThanOrEqual(lastPosition);
+        const now = await sessions();
+        expect(now).toHaveLength(1);
+        expect(now).toEqual(seen ?? now);
+        seen = now;
+      }
+    } finally {
+      await waiter?.close();
+      waiter = undefined;
+      await t.db.pool.query(`REVOKE ALL ON ALL TABLES IN SCHEMA public FROM ${role}`);
+      await t.db.pool.query(`DROP OWNED BY ${role}; DROP ROLE ${role}`);
+    }
+  });
+
   it('concurrent raises from several sessions: the waited position only grows while it lives; once lapsed it starts again', async () => {
     const raise = (db: { query: TestDatabase['pool']['query'] }, position: number, ttlMs: number) =>
       db.query(`SELECT projection_raise_waited($1, $2, 'events_wait')`, [position, ttlMs]);

@@ -132,6 +132,15 @@ ${explaining ? "     leases AS MATERIALIZED (SELECT * FROM pg_locks WHERE lockty
   );
 }
 
+/** The raise alone (readProgress's `raise`), for waits that need no look yet (waiter.ts placeAboveHighWater). */
+export async function raiseWaited(db: pg.ClientBase, names: StoreNames, raise: { position: bigint; ttlMs: number }): Promise<void> {
+  await db.query(`SELECT ${names.q.raiseWaited}($1::int8, $2::int4, $3::text)`, [
+    raise.position.toString(),
+    raise.ttlMs,
+    names.waitChannel,
+  ]);
+}
+
 /**
  * Whether `error` says this waiter cannot raise the waited position: the store's schema predates it (migration 13:
  * its functions are missing, 42883), or the role may not call them (EXECUTE revoked from PUBLIC, 42501).

@@ -2,7 +2,7 @@ import pg from 'pg';
 import { storeNames, type StoreNames, type StoreNamesOptions } from '../db/identifiers.js';
 import { ProjectionFailedError, ProjectionRunnerError, UnknownProjectionError, WaitTimeoutError } from '../errors.js';
 import { assess, explainBehind, LOOKS, noNews, parseAppliedNotice, parsePosition, worthALook, type ProjectionProgress } from './decide.js';
-import { cannotRaise, readBlockers, readProgress } from './progress-sql.js';
+import { cannotRaise, raiseWaited, readBlockers, readProgress } from './progress-sql.js';
 
 export interface ProjectionWaiterOptions extends StoreNamesOptions {
   /** Where the store is; or `pool`, from which the waiter takes one connection for as long as it is open. */
@@ -68,8 +68,12 @@ export class ProjectionWaiter {
   private tickAgain = false;
   /** What notifications told since the last look began (worthALook). */
   private news = noNews();
-  /** The live builds the last look saw. */
+  /** The live builds the last look saw, and what it saw of them. */
   private known = new Set<string>();
+  private lastProgress: ProjectionProgress[] | undefined;
+  /** The highest H the last look or a notification told; when the last look began (Date.now()). */
+  private highWater = -1n;
+  private lookedAt = 0;
   /** The waited position this waiter last raised, and until when (Date.now()) that holds without renewal. */
   private raised = { position: -1n, until: 0 };
   /** False once the store's schema has shown it predates the waited position (migration 13). */
@@ -163,10 +167,16 @@ export class ProjectionWaiter {
     let delay: number = LOOKS.fallbackMs;
     try {
       const client = await this.connect();
-      this.news = noNews();
       const raise = this.raise();
       const sentAt = Date.now();
-      await this.check(client, { raise });
+      if (sentAt - this.lookedAt < LOOKS.fallbackMs && this.placeAboveHighWater() && !this.worthALook()) {
+        // New waits above H: nothing a look could settle yet; the daemons are told of them (if that is news) alone.
+        if (raise) await this.raiseAlone(client, raise);
+      } else {
+        this.news = noNews();
+        this.lookedAt = sentAt;
+        await this.check(client, { raise });
+      }
       // Only once it is done: a look that failed has told the daemons nothing, and the next one tells them again.
       if (raise && this.raises) this.raised = { position: raise.position, until: sentAt + raise.ttlMs };
       // Notices that came during the look: one more look if they may settle a wait.
@@ -183,6 +193,32 @@ export class ProjectionWaiter {
       delay = 0;
     }
     this.schedule(delay);
+  }
+
+  /**
+   * New waits (not looked at yet) whose positions are above the highest H known: no look can settle them yet, so
+   * each is given, as what holds it, its projections as the last look saw them (worthALook then waits for the news
+   * that may settle it). False when any of them needs a look: a position at or below H, a projection the last look
+   * did not see (unknown: refused at once), or a failed projection (refused at once).
+   */
+  private placeAboveHighWater(): boolean {
+    const fresh = [...this.waits].filter((w) => w.behind === undefined);
+    const seen = this.lastProgress;
+    if (fresh.length === 0 || !seen || seen.some((p) => p.failure)) return false;
+    const byName = new Map(seen.map((p) => [p.projection, p]));
+    const placed = fresh.map((w) => ({ w, of: w.projections ? w.projections.map((name) => byName.get(name)) : seen }));
+    if (placed.some(({ w, of }) => w.target <= this.highWater || of.some((p) => p === undefined))) return false;
+    for (const { w, of } of placed) w.behind = of as ProjectionProgress[];
+    return true;
+  }
+
+  private async raiseAlone(client: pg.ClientBase, raise: { position: bigint; ttlMs: number }): Promise<void> {
+    try {
+      await raiseWaited(client, this.names, raise);
+    } catch (error) {
+      if (!cannotRaise(error)) throw error;
+      this.raises = false;
+    }
   }
 
   /**
@@ -231,6 +267,8 @@ export class ProjectionWaiter {
     const progress = await this.readProgress(client, upTo, raise, explain);
     const byName = new Map(progress.map((p) => [p.projection, p]));
     this.known = new Set(progress.map((p) => p.slot));
+    this.lastProgress = progress;
+    if (progress[0] && progress[0].highWater > this.highWater) this.highWater = progress[0].highWater;
     for (const wait of waits) {
       const unknown = wait.projections?.find((name) => !byName.has(name));
       if (unknown !== undefined) {
@@ -256,6 +294,7 @@ export class ProjectionWaiter {
     if (channel === this.names.highWaterChannel) {
       const position = parsePosition(payload);
       if (position !== undefined && position > this.news.highWater) this.news.highWater = position;
+      if (position !== undefined && position > this.highWater) this.highWater = position;
     } else {
       const notice = parseAppliedNotice(payload);
       if (!notice) return;

@@ -92,7 +92,8 @@ export function parsePosition(value: unknown): bigint | undefined {
 }
 
 /**
- * The waiter's looks (waiter.ts). A look comes at once for a new wait, then only on news that may settle a wait
+ * The waiter's looks (waiter.ts). A look comes at once for a new wait (unless its position is above every H the
+ * waiter knows of: no look could settle it yet), then only on news that may settle a wait
  * (worthALook): the daemons notify the waiters of every checkpoint they commit while a wait is pending, and the
  * high-water leader of every move of H. `fallbackMs` after the last look, a pending wait is looked at anyway: a
  * notification lost with a connection, or a daemon of a release that does not notify.

@@ -53,7 +53,7 @@ interface PendingWait {
  * pending, driven by notifications on that connection: the waiter tells the daemons the highest position it waits
  * for (raiseWaited, renewed while waits are pending), their projectors then write the moves a wait needs and notify
  * every checkpoint they commit (the applied channel), and the high-water leader every move of H. A look comes at once
- * for a new wait, then once per notification that may settle one (worthALook; notices arriving during a look come to
+ * for a new wait (one above every H known only raises: placeAboveHighWater), then once per notification that may settle one (worthALook; notices arriving during a look come to
  * one more), and LOOKS.fallbackMs after the last look whatever was heard. Writers pay nothing for any of it.
  */
 export class ProjectionWaiter {

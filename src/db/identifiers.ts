@@ -47,7 +47,7 @@ export function fitIdentifier(name: string): string {
  * The longest suffix the runner adds to `--channel` (`<channel>_high_water`; `<channel>_replay` is shorter). A
  * channel is a name too: LISTEN cuts a longer one to 63 bytes and pg_notify() refuses it ("channel name too long").
  */
-const CHANNEL_SUFFIXES = ['_high_water', '_replay'] as const;
+const CHANNEL_SUFFIXES = ['_high_water', '_replay', '_wait', '_applied'] as const;
 const MAX_CHANNEL_LENGTH = MAX_IDENTIFIER_BYTES - Math.max(...CHANNEL_SUFFIXES.map((s) => s.length));
 
 /** Where the events come from (`--source`): the runner's own table, or another store's (src/sources/ reads it). */
@@ -131,6 +131,10 @@ export interface StoreNames {
   highWaterChannel: string;
   /** Channel a replay request is announced on. */
   replayChannel: string;
+  /** Channel a waiter (src/wait/) tells the daemons on that it waits for a higher position (q.raiseWaited). */
+  waitChannel: string;
+  /** Channel the daemons tell waiters on that a checkpoint moved, while a wait is pending (q.waited). */
+  appliedChannel: string;
   q: {
     schema: string;
     /** The events table, quoted and qualified (the foreign one for a foreign source). */
@@ -162,6 +166,15 @@ export interface StoreNames {
     wakeFlagLiteral: string;
     /** Sets the flag as its owner (SECURITY DEFINER): the runner's role needs no grant on the sequence. */
     setWakeFlag: string;
+    /**
+     * The highest position waited for and until when (an unlogged one-row table, migration 13), read and raised only
+     * through the two functions below, which run as their owner: the runner's role needs no grant on it.
+     */
+    waits: string;
+    /** `(position, ttl ms, channel)`: raises the waited position (or its time to live) and notifies the daemons. */
+    raiseWaited: string;
+    /** `()`: `position/remaining ms` while a wait is pending, NULL otherwise. */
+    waited: string;
   };
 }
 
@@ -187,6 +200,8 @@ export function storeNames(options: StoreNamesOptions = {}): StoreNames {
     source,
     highWaterChannel: `${channel}${CHANNEL_SUFFIXES[0]}`,
     replayChannel: `${channel}${CHANNEL_SUFFIXES[1]}`,
+    waitChannel: `${channel}${CHANNEL_SUFFIXES[2]}`,
+    appliedChannel: `${channel}${CHANNEL_SUFFIXES[3]}`,
     q: {
       schema: qs,
       events: `${quoteIdentifier(source.schema)}.${quoteIdentifier(source.table)}`,
@@ -211,6 +226,9 @@ export function storeNames(options: StoreNamesOptions = {}): StoreNames {
       wakeFlag: qualified('projection_wake_flag'),
       wakeFlagLiteral: quoteLiteral(qualified('projection_wake_flag')),
       setWakeFlag: qualified('projection_set_wake_flag'),
+      waits: qualified('projection_waits'),
+      raiseWaited: qualified('projection_raise_waited'),
+      waited: qualified('projection_waited'),
     },
   };
 }

@@ -481,4 +481,43 @@ export const migrations: Migration[] = [
     runner: ({ q }) => `GRANT SELECT ON ${q.wakeFlag} TO PUBLIC;`,
     events: (names) => notifyTriggerSql(nativeNotifyTarget(names, names.q.wakeFlagLiteral), { replace: true }),
   },
+  {
+    version: 13,
+    name: 'the daemons know when a wait is pending',
+    // Read your own writes (src/wait/): a waiter records the highest position it waits for, with a time to live it
+    // renews while its waits are pending, and notifies the daemons; their projectors then write the checkpoint moves a
+    // wait needs instead of leaving them in memory, and notify the waiters when a checkpoint moves. The position only
+    // grows while it lives (concurrent waiters of several processes: the row lock orders them); once it has expired,
+    // the next waiter starts it again. Unlogged: lost in a crash, it is only a hint (the waiter writes it again).
+    // Through functions that run as their owner, like the wake-up flag: the runner's role and the application's need
+    // no grant, and an upgrade keeps the grants it had.
+    runner: ({ q }) => `
+      CREATE UNLOGGED TABLE ${q.waits} (
+        id       boolean PRIMARY KEY DEFAULT true CHECK (id),
+        position bigint NOT NULL,
+        until    timestamptz NOT NULL
+      );
+      CREATE FUNCTION ${q.raiseWaited}(p_position bigint, p_ttl_ms int, p_channel text) RETURNS bigint
+        LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+        AS $fn$
+          WITH raised AS (
+            INSERT INTO ${q.waits} AS w (id, position, until)
+            VALUES (true, p_position, clock_timestamp() + p_ttl_ms * interval '1 millisecond')
+            ON CONFLICT (id) DO UPDATE
+              SET position = CASE WHEN w.until < clock_timestamp() THEN excluded.position
+                                  ELSE greatest(w.position, excluded.position) END,
+                  until = greatest(w.until, excluded.until)
+              WHERE w.until < clock_timestamp() OR w.position < excluded.position OR w.until < excluded.until
+            RETURNING position
+          )
+          SELECT position FROM raised, LATERAL (SELECT pg_notify(p_channel, position::text)) n
+        $fn$;
+      CREATE FUNCTION ${q.waited}() RETURNS text
+        LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+        AS $fn$
+          SELECT position || '/' || (extract(epoch FROM until - clock_timestamp()) * 1000)::int8
+            FROM ${q.waits} WHERE until > clock_timestamp()
+        $fn$;
+    `,
+  },
 ];

@@ -53,7 +53,7 @@ export async function readObservation(
   watched: WatchedGap[],
   sequence: string | undefined,
   move?: { leader: string },
-): Promise<{ observation: Observation; sample: SequenceSample | undefined; movedTo: bigint | undefined }> {
+): Promise<{ observation: Observation; sample: SequenceSample | undefined; movedTo: bigint | undefined; waited: Waited | undefined }> {
   const text = observationSql(names, sequence);
   const { rows } = await db.query<{
     now_ms: number;
@@ -66,6 +66,7 @@ export async function readObservation(
     holes: string[];
     late: string[];
     moved_to: string | null;
+    waited: string | null;
   }>({
     name: preparedStatement(text).name,
     text,
@@ -90,7 +91,21 @@ export async function readObservation(
     // statement_timestamp() precedes the read of the sequence: values above last_value were not handed out then.
     sample: row.last_value === null ? undefined : { at: row.started_ms, lastValue: BigInt(row.last_value) },
     movedTo: row.moved_to === null ? undefined : BigInt(row.moved_to),
+    waited: parseWaited(row.waited),
   };
+}
+
+/** The highest position a waiter waits for (src/wait/), and how long that stays true unless a waiter renews it. */
+export interface Waited {
+  position: bigint;
+  remainingMs: number;
+}
+
+/** What `names.q.waited()` says (migration 13): `position/remaining ms`, or NULL when no wait is pending. */
+function parseWaited(text: string | null): Waited | undefined {
+  if (text === null) return undefined;
+  const [position, remaining] = text.split('/');
+  return { position: BigInt(position!), remainingMs: Number(remaining) };
 }
 
 /** readObservation's statement: $1 H, $2 window, $3/$4 watched ranges, $5 the leader moving H (or NULL), $6 channel. */
@@ -127,7 +142,9 @@ function observationSql(names: StoreNames, sequence: string | undefined): string
             ${sequence ? `coalesce(pg_sequence_last_value(${sequence}), 0)::text` : 'NULL::text'} AS last_value,
             pg_snapshot_xmin(pg_current_snapshot())::text AS xmin,
             s.head::text, s.first::text, s.last::text, s.holes, s.late,
-            (SELECT position::text FROM notified) AS moved_to
+            (SELECT position::text FROM notified) AS moved_to,
+            -- Whether a wait is pending (src/wait/): projectors then write the moves it needs (projector/deferral.ts).
+            ${names.q.waited}() AS waited
        FROM seen s`;
 }
 
@@ -317,13 +334,19 @@ export async function persistDecision(
 export async function readPersistedHighWater(
   db: pg.ClientBase | pg.Pool,
   names: StoreNames,
-): Promise<{ highWater: bigint; head: bigint; openGaps: number; oldestGapAgeSeconds: number }> {
-  const { rows } = await db.query<{ position: string; head: string; open: number; oldest: number | null }>(
-    `SELECT hw.position::text, hw.head::text,
+): Promise<{ highWater: bigint; head: bigint; openGaps: number; oldestGapAgeSeconds: number; waited: Waited | undefined }> {
+  const { rows } = await db.query<{ position: string; head: string; open: number; oldest: number | null; waited: string | null }>(
+    `SELECT hw.position::text, hw.head::text, ${names.q.waited}() AS waited,
             (SELECT count(*)::int FROM ${names.q.gaps} WHERE resolved_at IS NULL) AS open,
             (SELECT extract(epoch FROM now() - min(first_seen_at))::float8 FROM ${names.q.gaps} WHERE resolved_at IS NULL) AS oldest
        FROM ${names.q.highWater} hw`,
   );
   const row = rows[0]!;
-  return { highWater: BigInt(row.position), head: BigInt(row.head), openGaps: row.open, oldestGapAgeSeconds: row.oldest ?? 0 };
+  return {
+    highWater: BigInt(row.position),
+    head: BigInt(row.head),
+    openGaps: row.open,
+    oldestGapAgeSeconds: row.oldest ?? 0,
+    waited: parseWaited(row.waited),
+  };
 }

@@ -2,7 +2,15 @@ import type pg from 'pg';
 import type { Logger } from 'pino';
 import type { StoreNames } from '../db/identifiers.js';
 import type { RunnerMetrics } from '../metrics/registry.js';
-import { loadHighWaterState, persistDecision, readObservation, readPersistedHighWater, runningWriters, takeFence } from './tracker-sql.js';
+import {
+  loadHighWaterState,
+  persistDecision,
+  readObservation,
+  readPersistedHighWater,
+  runningWriters,
+  takeFence,
+  type Waited,
+} from './tracker-sql.js';
 import {
   awaitedWriters,
   mayMoveInObservation,
@@ -60,6 +68,11 @@ export interface HighWaterTrackerOptions {
    * projectors knew of those still holds (BatchContexts.advance).
    */
   onAdvance: (highWater: bigint, onlyHighWater: boolean) => void;
+  /**
+   * What every pass read of the pending waits (src/wait/): the highest position waited for and for how long, or
+   * undefined when none is pending. Read in a statement the pass runs anyway; a waiter's NOTIFY wakes the pass.
+   */
+  onWaited: (waited: Waited | undefined) => void;
 }
 
 /**
@@ -176,6 +189,7 @@ export class HighWaterTracker {
     }
     if (!this.leader) {
       const persisted = await readPersistedHighWater(pool, names);
+      this.options.onWaited(persisted.waited);
       this.publish(persisted.highWater, persisted.head, persisted.openGaps, persisted.oldestGapAgeSeconds);
       return this.options.pollIntervalMs;
     }
@@ -187,7 +201,7 @@ export class HighWaterTracker {
     // Before the observation too: a writer ended by now has its commit in the observation's snapshot.
     const awaited = awaitedWriters(state.watched, fence);
     const running = awaited.length > 0 ? await runningWriters(pool, awaited) : undefined;
-    const { observation, sample, movedTo } = await readObservation(
+    const { observation, sample, movedTo, waited } = await readObservation(
       pool,
       names,
       state.highWater,
@@ -198,6 +212,7 @@ export class HighWaterTracker {
     );
     observation.fence = fence;
     observation.running = running;
+    this.options.onWaited(waited);
     this.serverNow = observation.now;
     if (sample) evidence?.recordSample(sample, state.openGaps);
     const decision = observe(state, observation, settings, isProvenDead);

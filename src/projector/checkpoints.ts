@@ -349,10 +349,12 @@ export async function commitWithCheckpoint(
   expected: bigint,
   next: CheckpointMove,
   begin?: string,
+  notice?: string,
 ): Promise<boolean> {
   const values = [name, expected.toString(), ...moveValues(next)].map((v) => (v === null ? 'NULL' : quoteLiteral(v)));
+  const before = [begin, notice].filter((s) => s !== undefined).join(';\n') || undefined;
   try {
-    await executePrepared(tx, batchStatements(names).move, values, { before: begin, after: 'COMMIT' });
+    await executePrepared(tx, batchStatements(names).move, values, { before, after: 'COMMIT' });
     return true;
   } catch (error) {
     if ((error as { code?: string }).code === INVALID_TEXT_REPRESENTATION && String((error as Error).message).includes(CHECKPOINT_MOVED)) {
@@ -362,6 +364,14 @@ export async function commitWithCheckpoint(
   }
 }
 const INVALID_TEXT_REPRESENTATION = '22P02';
+
+/**
+ * The statement that tells waiters (src/wait/) a checkpoint moved, sent in the batch's transaction before its move:
+ * delivered at COMMIT, never when the move fails. Its payload is `position state slot` (waiter.ts reads it).
+ */
+export function appliedNotice(names: StoreNames, slot: string, move: CheckpointMove): string {
+  return `SELECT pg_catalog.pg_notify(${quoteLiteral(names.appliedChannel)}, ${quoteLiteral(`${move.position} ${move.state} ${slot}`)})`;
+}
 /** The words of the compare-and-set's own error (see batchStatements). */
 const CHECKPOINT_MOVED = 'rows moved: the checkpoint was moved by another session';
 

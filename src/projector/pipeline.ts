@@ -23,6 +23,7 @@ import { DEFERRED_CHECKPOINT_MS, mayDeferCheckpoint } from './deferral.js';
 import type { Delivery } from './delivery.js';
 import type { ProjectorPosition } from './position.js';
 import type { BatchShell } from './transaction-shell.js';
+import type { WaitedPosition } from './waited.js';
 
 /**
  * A projector's batches, read → deliver → save: the normal batch (runBatch: its context, the read, the handlers, the
@@ -45,6 +46,7 @@ export interface PipelineOptions {
   reader: SharedReader;
   build?: BuildSlot;
   contexts: BatchContexts;
+  waited?: WaitedPosition;
 }
 
 /** What the batches ask of the loop (Projector): its state set, and a building build switched once caught up. */
@@ -163,6 +165,7 @@ export class BatchPipeline {
       building: this.building,
       deferredForMs: this.position.deferredForMs(),
       maxMs: DEFERRED_CHECKPOINT_MS,
+      waited: this.position.waitNeedsMove(this.options.waited?.upTo(), saved.move.position, saved.events.length > 0),
     });
   }
 
@@ -216,8 +219,10 @@ export class BatchPipeline {
    * replay still waits for H to reach its target.
    */
   private async idle(): Promise<BatchOutcome> {
-    // Caught up: a move waiting in memory is written once its time is up (the loop sleeps until then).
-    if (this.position.deferredDue()) await this.flushDeferred();
+    // Caught up: a move waiting in memory is written once its time is up (the loop sleeps until then), or at once when
+    // a wait pending in any process needs it (a move left in memory before the wait was known: the waiter's NOTIFY
+    // woke the tracker, whose pass told the projectors).
+    if (this.position.deferredDue() || this.position.waitNeedsMove(this.options.waited?.upTo())) await this.flushDeferred();
     if (this.replay.reachedBy(this.position.checkpoint)) {
       await this.replay.recordBatch({ applied: 0, checkpoint: this.position.checkpoint, failed: false });
     }
@@ -323,7 +328,7 @@ export class BatchPipeline {
    */
   private async committed(batch: SavedBatch, started: number, persisted: boolean): Promise<void> {
     const { metrics, batchSize } = this.options;
-    this.position.advanced(batch.next, batch.lateSeenId, { persisted, state: batch.state });
+    this.position.advanced(batch.next, batch.lateSeenId, { persisted, state: batch.state, delivered: batch.events.length > 0 });
     metrics.eventsApplied.inc({ projection: this.name }, batch.applied);
     metrics.checkpointPosition.set({ projection: this.name }, Number(batch.next));
     const elapsed = performance.now() - started;

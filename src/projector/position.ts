@@ -1,6 +1,6 @@
 import type { ProjectionState } from '../projection/projection.js';
 import type { Checkpoint, CheckpointMove } from './checkpoints.js';
-import { deferredMoveDue, idleWaitMs } from './deferral.js';
+import { deferredMoveDue, idleWaitMs, waitNeedsMove } from './deferral.js';
 
 /**
  * Where a projector is, the one owner of it: the checkpoint it has reached and the late notices it has dealt with,
@@ -16,6 +16,8 @@ export class ProjectorPosition {
   persisted = 0n;
   persistedState: ProjectionState = 'catching_up';
   private deferredSince: number | undefined;
+  /** Whether the move in memory passes events the projection took (a waiter cannot credit it by type: deferral.ts). */
+  private deferredDelivered = false;
 
   loaded(row: Checkpoint, state: ProjectionState): void {
     this.checkpoint = row.position;
@@ -24,11 +26,17 @@ export class ProjectorPosition {
     this.persistedState = state;
   }
 
-  /** A batch is over: its move written (`persisted` with `state`) or left in memory. */
-  advanced(next: bigint, lateSeenId: bigint, written: { persisted: boolean; state: ProjectionState }): void {
+  /**
+   * A batch is over: its move written (`persisted` with `state`) or left in memory; `delivered`: the batch handed
+   * events to the handler.
+   */
+  advanced(next: bigint, lateSeenId: bigint, written: { persisted: boolean; state: ProjectionState; delivered?: boolean }): void {
     this.checkpoint = next;
     if (written.persisted) this.persistedAt(next, written.state);
-    else this.deferredSince ??= performance.now();
+    else {
+      this.deferredSince ??= performance.now();
+      this.deferredDelivered ||= written.delivered ?? false;
+    }
     this.lateSeenId = lateSeenId;
   }
 
@@ -37,10 +45,21 @@ export class ProjectorPosition {
     this.persisted = position;
     this.persistedState = state;
     this.deferredSince = undefined;
+    this.deferredDelivered = false;
   }
 
   forgetDeferred(): void {
     this.deferredSince = undefined;
+    this.deferredDelivered = false;
+  }
+
+  /**
+   * Whether a move to `next` must be written for a pending wait (deferral.ts waitNeedsMove), counting what the move in
+   * memory passes; `delivered`: the batch that moves to `next` handed events to the handler. `next` defaults to the
+   * checkpoint: the move in memory itself.
+   */
+  waitNeedsMove(waitedUpTo: bigint | undefined, next = this.checkpoint, delivered = false): boolean {
+    return waitNeedsMove(this.persisted, next, delivered || (this.deferred && this.deferredDelivered), waitedUpTo);
   }
 
   get deferred(): boolean {

@@ -10,6 +10,7 @@ import { WakeSignal } from '../shared/wake-signal.js';
 import type { SharedReader } from '../sources/shared-reader.js';
 import type { BuildSlot } from '../versions/build-slot.js';
 import type { BatchContexts } from './batch-contexts.js';
+import type { WaitedPosition } from './waited.js';
 import { asBuildState, readAgainAtOnce } from './batch.js';
 import { ensureCheckpoint, setProjectionState, type FailureRecord } from './checkpoints.js';
 import type { CommandRow } from './commands.js';
@@ -68,6 +69,8 @@ export interface ProjectorOptions {
   slots?: Slots;
   /** The instance's batch contexts: read once per wake-up for all its projectors. */
   contexts: BatchContexts;
+  /** The waits pending in any process (src/wait/), as the instance's tracker last read them; none: never waited. */
+  waited?: WaitedPosition;
 }
 
 export class Projector {

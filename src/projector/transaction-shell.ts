@@ -11,6 +11,7 @@ import { BatchTransaction } from './batch-transaction.js';
 import {
   batchBeginSql,
   beginBatch,
+  appliedNotice,
   commitWithCheckpoint,
   prepareBatchStatements,
   type BatchContext,
@@ -18,6 +19,7 @@ import {
 } from './checkpoints.js';
 import type { Delivery } from './delivery.js';
 import type { ProjectorPosition } from './position.js';
+import type { WaitedPosition } from './waited.js';
 
 /**
  * The batch transaction of one projector, around a body the batch pipeline hands in: a batch slot, a connection, the
@@ -32,6 +34,8 @@ export interface ShellOptions {
   metrics: RunnerMetrics;
   build?: BuildSlot;
   slots?: Slots;
+  /** The waits pending in any process: while one is, every commit of a checkpoint notifies the waiters (appliedNotice). */
+  waited?: WaitedPosition;
 }
 
 /** What runs inside a batch transaction: the transaction, the connection to read events on, and beginBatch's context. */
@@ -168,7 +172,11 @@ export class BatchShell {
   /** The compare-and-set and COMMIT (with `begin` first when the transaction has not begun): false when no row moved. */
   private async commit(connection: pg.PoolClient, move: CheckpointMove, begin: string | undefined): Promise<boolean> {
     try {
-      return await commitWithCheckpoint(connection, this.options.names, this.name, this.position.persisted, move, begin);
+      const { names, waited } = this.options;
+      // Only while a wait is pending: a NOTIFY takes PostgreSQL's notify lock at commit, which nobody should pay for
+      // nothing. The waiters look once per notice instead of polling.
+      const notice = waited?.pending ? appliedNotice(names, this.name, move) : undefined;
+      return await commitWithCheckpoint(connection, names, this.name, this.position.persisted, move, begin, notice);
     } catch (error) {
       throw (begin && this.options.build?.retiredBy(error)) || error;
     }

@@ -6,6 +6,7 @@ import { withSessionLock } from '../db/session-lock.js';
 import type { RunnerMetrics } from '../metrics/registry.js';
 import type { LeaseSession } from '../ownership/leases.js';
 import type { BatchContexts } from '../projector/batch-contexts.js';
+import type { WaitedPosition } from '../projector/waited.js';
 import { setProjectionState } from '../projector/checkpoints.js';
 import { Projector } from '../projector/projector.js';
 import { Replay, type ReplayRequest } from '../replay/replay.js';
@@ -24,6 +25,8 @@ export interface OwnedProjectionsOptions {
   reader: SharedReader;
   contexts: BatchContexts;
   slots: Slots;
+  /** The waits pending in any process, as the tracker's passes read them (projector/waited.ts). */
+  waited: WaitedPosition;
   /** The runner's stop signal: a setup waiting for its session lock gives up with it. */
   signal: AbortSignal;
 }
@@ -129,6 +132,7 @@ export class OwnedProjections {
       build: slot,
       slots: this.options.slots,
       contexts: this.options.contexts,
+      waited: this.options.waited,
     });
     // A projector dropped with a lost lease session may still be finishing its batch: never run two at once.
     await this.draining.get(projection.name);

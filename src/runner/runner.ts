@@ -10,6 +10,7 @@ import type { HealthSource } from '../metrics/server.js';
 import { createCheckpointRow } from '../projector/checkpoints.js';
 import { oldestUnappliedAges } from '../sources/native.js';
 import { BatchContexts } from '../projector/batch-contexts.js';
+import { WaitedPosition } from '../projector/waited.js';
 import { SharedReader } from '../sources/shared-reader.js';
 import { createGapEvidence } from '../high-water/evidence.js';
 import { HighWaterTracker } from '../high-water/tracker.js';
@@ -66,6 +67,8 @@ export class Runner implements LagSource, HealthSource {
   private readonly slots: Slots;
   /** The batch contexts of its projectors, read once per wake-up (BatchContexts). */
   private readonly contexts: BatchContexts;
+  /** The waits pending in any process, as the tracker's passes read them (src/wait/; projector/waited.ts). */
+  private readonly waited = new WaitedPosition();
   private readonly listener: NotificationListener;
   /** The projections this instance runs (owned-projections.ts). */
   private readonly owned: OwnedProjections;
@@ -122,6 +125,10 @@ export class Runner implements LagSource, HealthSource {
       log: options.log.child({ component: 'high-water' }),
       metrics: this.metrics,
       onAdvance: (highWater, onlyHighWater) => this.wakeProjectors(onlyHighWater ? highWater : undefined),
+      // A higher position waited for: a move a projector left in memory may be what it waits for (written when woken).
+      onWaited: (waited) => {
+        if (this.waited.learn(waited)) this.owned.wakeAll();
+      },
     });
     this.housekeepingPool = createPool(options.connectionString, 'housekeeping', 1, {
       asyncCommit: true,
@@ -140,11 +147,12 @@ export class Runner implements LagSource, HealthSource {
     });
     this.listener = new NotificationListener({
       connectionString: options.connectionString,
-      channels: [this.names.channel, this.names.highWaterChannel, this.names.replayChannel],
+      channels: [this.names.channel, this.names.highWaterChannel, this.names.replayChannel, this.names.waitChannel],
       log: options.log.child({ component: 'listener' }),
       onNotification: (channel) => {
         this.metrics.notifications.inc();
-        if (channel === this.names.channel) this.tracker.notify();
+        // A waiter's NOTIFY too: the tracker's pass reads the pending waits.
+        if (channel === this.names.channel || channel === this.names.waitChannel) this.tracker.notify();
         // The leader wakes its own projectors directly; its NOTIFY is for the other instances.
         else if (channel === this.names.highWaterChannel) {
           if (!this.tracker.leader) this.wakeProjectors();
@@ -166,6 +174,7 @@ export class Runner implements LagSource, HealthSource {
       reader: this.reader,
       contexts: this.contexts,
       slots: this.slots,
+      waited: this.waited,
       signal: this.controller.signal,
     });
     this.ownership = new OwnershipLoop({

@@ -24,6 +24,8 @@ export interface ProjectionProgress {
   latePending: bigint[];
   replaying: boolean;
   building: boolean;
+  /** Whether it takes only some event types (its row's event_types): the waiter credits it with the others. */
+  filtered: boolean;
 }
 
 export type Assessment =
@@ -90,16 +92,51 @@ export function parsePosition(value: unknown): bigint | undefined {
 }
 
 /**
- * The waiter's schedule of looks while waits are pending (waiter.ts). A look that finds a wait at or below H
- * (`imminent`: the tracker has moved past its position, only the projectors' commits are awaited, and those send no
- * NOTIFY) comes back every `imminentMs` for `imminentWindowMs` after the latest news (H moved, a wait resolved or
- * began): a wait then resolves within about a millisecond of the commit it waits for, where a doubling back-off added
- * up to as much again as the projector took. Otherwise, and once that window has passed (a slow or stopped
- * projector), the delay doubles up to `capMs`; the high-water NOTIFY wakes the waiter at once anyway.
+ * The waiter's looks (waiter.ts). A look comes at once for a new wait (unless its position is above every H the
+ * waiter knows of: no look could settle it yet), then only on news that may settle a wait
+ * (worthALook): the daemons notify the waiters of every checkpoint they commit while a wait is pending, and the
+ * high-water leader of every move of H. `fallbackMs` after the last look, a pending wait is looked at anyway: a
+ * notification lost with a connection, or a daemon of a release that does not notify.
  */
-export const LOOKS = { imminentMs: 1, imminentWindowMs: 10, firstMs: 1, capMs: 50 } as const;
+export const LOOKS = { fallbackMs: 100 } as const;
 
-export function nextLookDelay(previousMs: number, imminent: boolean, sinceNewsMs: number): number {
-  if (imminent && sinceNewsMs < LOOKS.imminentWindowMs) return LOOKS.imminentMs;
-  return Math.min(LOOKS.capMs, Math.max(LOOKS.firstMs, previousMs * 2));
+/** What notifications told since the last look began: H, checkpoints committed by slot, slots failed, unknown slots. */
+export interface News {
+  highWater: bigint;
+  applied: Map<string, bigint>;
+  failed: Set<string>;
+}
+
+export const noNews = (): News => ({ highWater: -1n, applied: new Map(), failed: new Set() });
+
+/**
+ * Whether `news` may settle one of `waits`: a wait not looked at yet; or one each of whose projections the last look
+ * found behind is, by the news, possibly past its target: its live build committed a checkpoint at or past it, or
+ * (a projection credited through its types: the look found it short of H only because H was) H moved to or past it.
+ * A slot failed is news for every wait (a failed projection rejects its waits at once), and so is a slot the last
+ * look did not know (`known`: a new version's build becoming live). Anything else is not worth a look: the notices of
+ * 16 projections' commits for one event come to one look, when the last of them arrives.
+ */
+export function worthALook(
+  waits: ReadonlyArray<{ target: bigint; behind: readonly ProjectionProgress[] | undefined }>,
+  news: News,
+  known: ReadonlySet<string>,
+): boolean {
+  if (news.failed.size > 0) return true;
+  for (const slot of news.applied.keys()) if (!known.has(slot)) return true;
+  return waits.some(
+    ({ target, behind }) =>
+      behind === undefined ||
+      behind.every(
+        (p) =>
+          (news.applied.get(p.slot) ?? -1n) >= target ||
+          (p.filtered && p.highWater < target && p.covered >= p.highWater && news.highWater >= target),
+      ),
+  );
+}
+
+/** A notification on the applied channel (checkpoints.ts appliedNotice): `position state slot`. */
+export function parseAppliedNotice(payload: string | undefined): { position: bigint; failed: boolean; slot: string } | undefined {
+  const match = /^(\d+) (\S+) (.+)$/.exec(payload ?? '');
+  return match ? { position: BigInt(match[1]!), failed: match[2] === 'failed', slot: match[3]! } : undefined;
 }

@@ -1,42 +1,48 @@
 import type pg from 'pg';
 import type { StoreNames } from '../db/identifiers.js';
+import { preparedStatement } from '../db/prepared.js';
 import { heldLeaseCondition, leaseNamespace } from '../ownership/leases.js';
 import { skippedUndeliveredSql } from '../projector/checkpoints.js';
+import { WAIT_TYPE_SCAN_LIMIT } from '../projector/deferral.js';
 import { columnSql, deliveredFilterSql, eventTable, positionSql } from '../sources/event-table.js';
 import type { ProjectionProgress } from './decide.js';
 
 /**
- * The waiter's reads. One statement per tick for every wait at once (`readProgress`), one more only for the waits it
- * is about to resolve (`unreachedTargets`), and the explanations of a timeout (`readBlockers`). None grows with the
- * store's history: each reads the checkpoint rows and probes indexes from a checkpoint up.
+ * The waiter's reads. One statement per look for every wait at once (`readProgress`, which also raises the waited
+ * position when the waiter asks), and the explanations of a timeout (`readBlockers`). Neither grows with the store's
+ * history: each reads the checkpoint rows and probes indexes from a checkpoint up.
  */
 
 /**
  * How far past its checkpoint row a projection with an event-type filter is credited without its row moving: a
  * batch that wrote nothing leaves its checkpoint move in memory for up to a second (mayDeferCheckpoint), so a wait
- * must not rely on the row alone. Beyond this many positions the row is trusted as it is (a projection that far
- * behind is catching up, not deferring), so the scan stays short whatever the filter.
+ * must not rely on the row alone. Beyond this many positions the row is trusted as it is (the projectors write such a
+ * move for a pending wait: deferral.ts waitNeedsMove), so the scan stays short whatever the filter.
  */
-const TYPE_SCAN_LIMIT = 20_000;
+const TYPE_SCAN_LIMIT = WAIT_TYPE_SCAN_LIMIT;
 
 /** At most this many pending late notices per projection are read (a wait only needs the lowest ones). */
 const LATE_READ_LIMIT = 100;
 
 /**
- * Every live build's progress in one snapshot: the checkpoint row, whether an instance holds its lease, H, and
- * `covered`: the highest position up to which every event of its types (and its source) is applied, counting events
- * it does not take as applied. `$1` the projections (NULL: every one with a checkpoint), `$2` the highest position
- * waited for, `$3` the projections' lease namespace. A later build (`name@vN`) counts only once it is live: the
- * application reads the live one (through the read views), also across a switch.
+ * Every live build's progress in one snapshot: the checkpoint row, H, and `covered`: the highest position up to which
+ * every event of its types (and its source) is applied, counting events it does not take as applied. `$1` the
+ * projections (NULL: every one with a checkpoint), `$2` the highest position waited for, `$3` the projections' lease
+ * namespace. A later build (`name@vN`) counts only once it is live: the application reads the live one (through the
+ * read views), also across a switch. `explain`: also whether an instance holds its lease, whether it replays or a new
+ * version is being built (what a timeout explains; the lock table is not read on every look: `owner` is the row's,
+ * `replaying` and `building` false without it).
  */
 export async function readProgress(
   db: pg.ClientBase,
   names: StoreNames,
   projections: readonly string[] | undefined,
   upTo: bigint,
+  { raise, explain = false }: { raise?: { position: bigint; ttlMs: number }; explain?: boolean } = {},
 ): Promise<ProjectionProgress[]> {
-  const t = eventTable(names);
-  const position = positionSql(t, 'e');
+  const text = progressSql(names, raise !== undefined, explain);
+  const values: unknown[] = [projections ? [...projections] : null, upTo.toString(), explain ? leaseNamespace(names, 'projection') : null];
+  if (raise) values.push(raise.position.toString(), raise.ttlMs, names.waitChannel);
   const { rows } = await db.query<{
     projection: string;
     slot: string;
@@ -50,36 +56,9 @@ export async function readProgress(
     late: string[];
     replaying: boolean;
     building: boolean;
-  }>(
-    // pg_locks is read once (MATERIALIZED): a correlated EXISTS on it called pg_lock_status() again for every row.
-    `WITH hw AS (SELECT position AS h FROM ${names.q.highWater}),
-     leases AS MATERIALIZED (SELECT * FROM pg_locks WHERE locktype = 'advisory'),
-     live AS (
-       SELECT coalesce(b.projection, c.name) AS projection, c.name AS slot, c.position, c.state, c.last_error,
-              c.late_seen_id, c.event_types, c.owner
-         FROM ${names.q.checkpoints} c LEFT JOIN ${names.q.builds} b ON b.slot = c.name
-        WHERE (b.slot IS NULL OR b.role = 'live') AND ($1::text[] IS NULL OR coalesce(b.projection, c.name) = ANY($1::text[]))
-     )
-     SELECT l.projection, l.slot, l.position::text, l.state, l.last_error, l.owner, hw.h::text AS high_water,
-            EXISTS (SELECT 1 FROM leases k WHERE ${heldLeaseCondition('k', '$3::text', 'l.slot')}) AS owned,
-            (CASE WHEN l.position >= least(hw.h, $2::int8) OR l.position < least(hw.h, $2::int8) - ${TYPE_SCAN_LIMIT}
-                  THEN l.position
-                  ELSE coalesce((SELECT ${position} - 1 FROM ${t.table} e
-                                  WHERE ${position} > l.position AND ${position} <= least(hw.h, $2::int8)
-                                    AND (l.event_types IS NULL OR (${columnSql(t, 'type', 'e')})::text = ANY(l.event_types))
-                                    ${deliveredFilterSql(t, 'e')}
-                                  ORDER BY ${position} LIMIT 1), least(hw.h, $2::int8)) END)::text AS covered,
-            (SELECT coalesce(array_agg(p::text ORDER BY p), '{}') FROM (
-               SELECT g.from_position AS p FROM ${names.q.gaps} g
-                WHERE g.resolution = 'late' AND g.id > l.late_seen_id AND g.from_position <= $2::int8
-                  AND ${skippedUndeliveredSql(names, 'l.slot', 'g.from_position')}
-                ORDER BY g.from_position LIMIT ${LATE_READ_LIMIT}) x) AS late,
-            EXISTS (SELECT 1 FROM ${names.q.replays} r WHERE r.projection = l.slot AND r.status IN ('pending', 'running')) AS replaying,
-            EXISTS (SELECT 1 FROM ${names.q.builds} b WHERE b.projection = l.projection AND b.role = 'building') AS building
-       FROM live l CROSS JOIN hw
-      ORDER BY l.projection`,
-    [projections ? [...projections] : null, upTo.toString(), leaseNamespace(names, 'projection')],
-  );
+    filtered: boolean;
+    unreached: string | null;
+  }>({ name: preparedStatement(text).name, text, values });
   return rows.map((r) => ({
     projection: r.projection,
     slot: r.slot,
@@ -96,43 +75,79 @@ export async function readProgress(
         : undefined,
     owner: r.owned ? r.owner : null,
     highWater: BigInt(r.high_water),
-    latePending: r.late.map(BigInt),
+    // A late commit the tracker has not recorded yet holds a wait like one it has.
+    latePending: [...new Set([...(r.unreached === null ? [] : [r.unreached]), ...r.late])].map(BigInt).sort((a, b) => (a < b ? -1 : 1)),
     replaying: r.replaying,
     building: r.building,
+    filtered: r.filtered,
   }));
 }
 
 /**
- * For each build about to be credited with positions up to `upTo`, the lowest position at or below it that holds a
- * committed event of its types which it passed while the position was given up and has not received late yet; the
- * builds without one are left out. The late notice (readProgress `late`) may not be recorded yet: the tracker records
- * a late commit on its next pass, and a wait can come first (the writer's own wait for its late event, or a wait for
- * a later position after H had passed it). Reads only the build's skipped ranges (given-up gaps, few) and probes the
- * event index in each.
+ * readProgress's statement; `raising`: it also raises the waited position first ($4 the position, $5 its time to
+ * live in ms, $6 the channel: raiseWaited), in the same round trip as the look.
  */
-export async function unreachedTargets(
-  db: pg.ClientBase,
-  names: StoreNames,
-  builds: ReadonlyArray<{ slot: string; upTo: bigint }>,
-): Promise<Map<string, bigint>> {
-  if (builds.length === 0) return new Map();
+function progressSql(names: StoreNames, raising: boolean, explaining: boolean): string {
   const t = eventTable(names);
   const position = positionSql(t, 'e');
-  const { rows } = await db.query<{ slot: string; position: string }>(
-    `SELECT x.slot, f.p::text AS position
-       FROM unnest($1::text[], $2::int8[]) AS x(slot, up_to)
-       JOIN ${names.q.checkpoints} c ON c.name = x.slot
-       CROSS JOIN LATERAL (
-         SELECT ${position} AS p
-           FROM ${names.q.skippedPositions} s
-           JOIN ${t.table} e ON ${position} BETWEEN s.from_position AND least(s.to_position, x.up_to)
-          WHERE s.projection = x.slot AND s.from_position <= x.up_to
-            AND (c.event_types IS NULL OR (${columnSql(t, 'type', 'e')})::text = ANY(c.event_types))
-            AND NOT EXISTS (SELECT 1 FROM ${names.q.lateDeliveries} d WHERE d.projection = x.slot AND d.position = ${position})
-          ORDER BY 1 LIMIT 1) f`,
-    [builds.map((b) => b.slot), builds.map((b) => b.upTo.toString())],
+  return (
+    // pg_locks is read once (MATERIALIZED): a correlated EXISTS on it called pg_lock_status() again for every row.
+    `WITH hw AS (SELECT position AS h FROM ${names.q.highWater}),${
+      // Once, whatever the rows (MATERIALIZED: a subquery could be run again for each).
+      raising ? `\n     raised AS MATERIALIZED (SELECT ${names.q.raiseWaited}($4::int8, $5::int4, $6::text)),` : ''
+    }
+${explaining ? "     leases AS MATERIALIZED (SELECT * FROM pg_locks WHERE locktype = 'advisory'),\n" : ''}     live AS (
+       SELECT coalesce(b.projection, c.name) AS projection, c.name AS slot, c.position, c.state, c.last_error,
+              c.late_seen_id, c.event_types, c.owner
+         FROM ${names.q.checkpoints} c LEFT JOIN ${names.q.builds} b ON b.slot = c.name
+        WHERE (b.slot IS NULL OR b.role = 'live') AND ($1::text[] IS NULL OR coalesce(b.projection, c.name) = ANY($1::text[]))
+     )
+     SELECT l.projection, l.slot, l.position::text, l.state, l.last_error, l.owner, hw.h::text AS high_water,
+            ${explaining ? `EXISTS (SELECT 1 FROM leases k WHERE ${heldLeaseCondition('k', '$3::text', 'l.slot')})` : '$3::text IS NULL'} AS owned,
+            (CASE WHEN l.position >= least(hw.h, $2::int8) OR l.position < least(hw.h, $2::int8) - ${TYPE_SCAN_LIMIT}
+                  THEN l.position
+                  ELSE coalesce((SELECT ${position} - 1 FROM ${t.table} e
+                                  WHERE ${position} > l.position AND ${position} <= least(hw.h, $2::int8)
+                                    AND (l.event_types IS NULL OR (${columnSql(t, 'type', 'e')})::text = ANY(l.event_types))
+                                    ${deliveredFilterSql(t, 'e')}
+                                  ORDER BY ${position} LIMIT 1), least(hw.h, $2::int8)) END)::text AS covered,
+            (SELECT coalesce(array_agg(p::text ORDER BY p), '{}') FROM (
+               SELECT g.from_position AS p FROM ${names.q.gaps} g
+                WHERE g.resolution = 'late' AND g.id > l.late_seen_id AND g.from_position <= $2::int8
+                  AND ${skippedUndeliveredSql(names, 'l.slot', 'g.from_position')}
+                ORDER BY g.from_position LIMIT ${LATE_READ_LIMIT}) x) AS late,
+            ${explaining ? `EXISTS (SELECT 1 FROM ${names.q.replays} r WHERE r.projection = l.slot AND r.status IN ('pending', 'running'))` : 'false'} AS replaying,
+            ${explaining ? `EXISTS (SELECT 1 FROM ${names.q.builds} b WHERE b.projection = l.projection AND b.role = 'building')` : 'false'} AS building,
+            l.event_types IS NOT NULL AS filtered,
+            -- The tracker may not have recorded a late commit yet (the writer's own wait can come first): the lowest
+            -- committed event of its types at or below $2 that it passed while given up and has not received late.
+            (SELECT ${position} FROM ${names.q.skippedPositions} s
+               JOIN ${t.table} e ON ${position} BETWEEN s.from_position AND least(s.to_position, $2::int8)
+              WHERE s.projection = l.slot AND s.from_position <= $2::int8
+                AND (l.event_types IS NULL OR (${columnSql(t, 'type', 'e')})::text = ANY(l.event_types))
+                AND NOT EXISTS (SELECT 1 FROM ${names.q.lateDeliveries} d WHERE d.projection = l.slot AND d.position = ${position})
+              ORDER BY 1 LIMIT 1)::text AS unreached
+       FROM live l CROSS JOIN hw${raising ? ' CROSS JOIN raised' : ''}
+      ORDER BY l.projection`
   );
-  return new Map(rows.map((r) => [r.slot, BigInt(r.position)]));
+}
+
+/** The raise alone (readProgress's `raise`), for waits that need no look yet (waiter.ts placeAboveHighWater). */
+export async function raiseWaited(db: pg.ClientBase, names: StoreNames, raise: { position: bigint; ttlMs: number }): Promise<void> {
+  await db.query(`SELECT ${names.q.raiseWaited}($1::int8, $2::int4, $3::text)`, [
+    raise.position.toString(),
+    raise.ttlMs,
+    names.waitChannel,
+  ]);
+}
+
+/**
+ * Whether `error` says this waiter cannot raise the waited position: the store's schema predates it (migration 13:
+ * its functions are missing, 42883), or the role may not call them (EXECUTE revoked from PUBLIC, 42501).
+ */
+export function cannotRaise(error: unknown): boolean {
+  const code = (error as { code?: string } | undefined)?.code;
+  return code === '42883' || code === '42501';
 }
 
 /** What a timeout explains: the open gaps at or below the position, the head, and whether the position was committed. */

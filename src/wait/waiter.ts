@@ -1,8 +1,8 @@
 import pg from 'pg';
 import { storeNames, type StoreNames, type StoreNamesOptions } from '../db/identifiers.js';
 import { ProjectionFailedError, ProjectionRunnerError, UnknownProjectionError, WaitTimeoutError } from '../errors.js';
-import { assess, explainBehind, LOOKS, nextLookDelay, parsePosition, type ProjectionProgress } from './decide.js';
-import { readBlockers, readProgress, unreachedTargets } from './progress-sql.js';
+import { assess, explainBehind, LOOKS, noNews, parseAppliedNotice, parsePosition, worthALook, type ProjectionProgress } from './decide.js';
+import { cannotRaise, raiseWaited, readBlockers, readProgress } from './progress-sql.js';
 
 export interface ProjectionWaiterOptions extends StoreNamesOptions {
   /** Where the store is; or `pool`, from which the waiter takes one connection for as long as it is open. */
@@ -29,24 +29,32 @@ export const DEFAULT_WAIT_TIMEOUT_MS = 5_000;
 /** After a lost connection: how long before the next attempt (waits keep their own deadlines meanwhile). */
 const RECONNECT_MS = 250;
 
+/** How long the daemons take a raised waited position as pending unless the waiter renews it (at half of it). */
+const WAIT_TTL_MS = 10_000;
+
 interface PendingWait {
   target: bigint;
   projections: readonly string[] | undefined;
   timeoutMs: number;
   resolve: (result: WaitResult) => void;
   reject: (error: Error) => void;
-  /** The last progress seen of the projections it waits for that are short of it: what a timeout explains. */
-  behind: ProjectionProgress[];
+  /**
+   * The last progress seen of the projections it waits for that are short of it: what a timeout explains, and what
+   * news must clear before it is worth a look (worthALook). Undefined until its first look.
+   */
+  behind: ProjectionProgress[] | undefined;
   done: () => void;
 }
 
 /**
  * Waits until the read models have applied a position: read your own writes across processes. One waiter serves any
- * number of concurrent waits over one connection: each tick reads every projection's progress in one statement for
- * all of them (readProgress), so a thousand waiting requests cost what one does. Ticks run only while waits are
- * pending: at once, then on every NOTIFY of the high-water channel (H moved) and on a short back-off in between
- * (a projector commits shortly after H moves, and checkpoint commits send no NOTIFY: writers' commit rate is not
- * taxed for waiters).
+ * number of concurrent waits over one connection: each look reads every projection's progress in one statement for
+ * all of them (readProgress), so a thousand waiting requests cost what one does. Looks run only while waits are
+ * pending, driven by notifications on that connection: the waiter tells the daemons the highest position it waits
+ * for (raiseWaited, renewed while waits are pending), their projectors then write the moves a wait needs and notify
+ * every checkpoint they commit (the applied channel), and the high-water leader every move of H. A look comes at once
+ * for a new wait (one above every H known only raises: placeAboveHighWater), then once per notification that may settle one (worthALook; notices arriving during a look come to
+ * one more), and LOOKS.fallbackMs after the last look whatever was heard. Writers pay nothing for any of it.
  */
 export class ProjectionWaiter {
   private readonly names: StoreNames;
@@ -58,9 +66,18 @@ export class ProjectionWaiter {
   private timerAt = Number.POSITIVE_INFINITY;
   private ticking = false;
   private tickAgain = false;
-  private pollMs: number = LOOKS.firstMs;
-  /** When H last moved or a wait began or resolved (nextLookDelay). */
-  private newsAt = 0;
+  /** What notifications told since the last look began (worthALook). */
+  private news = noNews();
+  /** The live builds the last look saw, and what it saw of them. */
+  private known = new Set<string>();
+  private lastProgress: ProjectionProgress[] | undefined;
+  /** The highest H the last look or a notification told; when the last look began (Date.now()). */
+  private highWater = -1n;
+  private lookedAt = 0;
+  /** The waited position this waiter last raised, and until when (Date.now()) that holds without renewal. */
+  private raised = { position: -1n, until: 0 };
+  /** False once the store's schema has shown it predates the waited position (migration 13). */
+  private raises = true;
   private closed = false;
 
   constructor(private readonly options: ProjectionWaiterOptions) {
@@ -100,7 +117,7 @@ export class ProjectionWaiter {
         target,
         projections: options.projections,
         timeoutMs,
-        behind: [],
+        behind: undefined,
         resolve: (result) => finish(() => resolve(result)),
         reject: (error) => finish(() => reject(error)),
         done: () => {
@@ -110,7 +127,6 @@ export class ProjectionWaiter {
       };
       signal?.addEventListener('abort', onAbort, { once: true });
       this.waits.add(wait);
-      this.news();
       this.schedule(0);
     });
   }
@@ -148,12 +164,23 @@ export class ProjectionWaiter {
       return;
     }
     this.ticking = true;
-    let delay = this.pollMs;
+    let delay: number = LOOKS.fallbackMs;
     try {
       const client = await this.connect();
-      const imminent = await this.check(client);
-      this.pollMs = nextLookDelay(this.pollMs, imminent, Date.now() - this.newsAt);
-      delay = this.pollMs;
+      const raise = this.raise();
+      const sentAt = Date.now();
+      if (sentAt - this.lookedAt < LOOKS.fallbackMs && this.placeAboveHighWater() && !this.worthALook()) {
+        // New waits above H: nothing a look could settle yet; the daemons are told of them (if that is news) alone.
+        if (raise) await this.raiseAlone(client, raise);
+      } else {
+        this.news = noNews();
+        this.lookedAt = sentAt;
+        await this.check(client, { raise });
+      }
+      // Only once it is done: a look that failed has told the daemons nothing, and the next one tells them again.
+      if (raise && this.raises) this.raised = { position: raise.position, until: sentAt + raise.ttlMs };
+      // Notices that came during the look: one more look if they may settle a wait.
+      if (this.worthALook()) delay = 0;
     } catch {
       // The connection broke or the database is away: waits keep their deadlines; try again a little later.
       this.dropClient();
@@ -169,16 +196,79 @@ export class ProjectionWaiter {
   }
 
   /**
-   * One look at every projection for every pending wait; settles what it can. Returns whether a wait still pending is
-   * at or below H (nextLookDelay's `imminent`).
+   * New waits (not looked at yet) whose positions are above the highest H known: no look can settle them yet, so
+   * each is given, as what holds it, its projections as the last look saw them (worthALook then waits for the news
+   * that may settle it). False when any of them needs a look: a position at or below H, a projection the last look
+   * did not see (unknown: refused at once), or a failed projection (refused at once).
    */
-  private async check(client: pg.ClientBase): Promise<boolean> {
+  private placeAboveHighWater(): boolean {
+    const fresh = [...this.waits].filter((w) => w.behind === undefined);
+    const seen = this.lastProgress;
+    if (fresh.length === 0 || !seen || seen.some((p) => p.failure)) return false;
+    const byName = new Map(seen.map((p) => [p.projection, p]));
+    const placed = fresh.map((w) => ({ w, of: w.projections ? w.projections.map((name) => byName.get(name)) : seen }));
+    if (placed.some(({ w, of }) => w.target <= this.highWater || of.some((p) => p === undefined))) return false;
+    for (const { w, of } of placed) w.behind = of as ProjectionProgress[];
+    return true;
+  }
+
+  private async raiseAlone(client: pg.ClientBase, raise: { position: bigint; ttlMs: number }): Promise<void> {
+    try {
+      await raiseWaited(client, this.names, raise);
+    } catch (error) {
+      if (!cannotRaise(error)) throw error;
+      this.raises = false;
+    }
+  }
+
+  /**
+   * What the daemons are to be told of the pending waits with the next look (readProgress raises it): the highest
+   * position, when it is higher than this waiter last said or that is about to lapse. Undefined: nothing to say.
+   */
+  private raise(): { position: bigint; ttlMs: number } | undefined {
+    if (!this.raises || this.waits.size === 0) return undefined;
+    const upTo = [...this.waits].reduce((max, w) => (w.target > max ? w.target : max), 0n);
+    const now = Date.now();
+    if (upTo <= this.raised.position && now < this.raised.until - WAIT_TTL_MS / 2) return undefined;
+    const position = upTo > this.raised.position || now >= this.raised.until ? upTo : this.raised.position;
+    return { position, ttlMs: WAIT_TTL_MS };
+  }
+
+  /** The look's read, raising the waited position with it when `raise` says; without on a store that predates it. */
+  private async readProgress(
+    client: pg.ClientBase,
+    upTo: bigint,
+    raise: { position: bigint; ttlMs: number } | undefined,
+    explain: boolean,
+  ) {
+    try {
+      return await readProgress(client, this.names, undefined, upTo, { raise, explain });
+    } catch (error) {
+      if (!raise || !cannotRaise(error)) throw error;
+      // The daemons cannot hear of these waits (nor does one of a release before it notify): the fallback looks serve
+      // them. A role that may read the checkpoints may still wait.
+      this.raises = false;
+      return readProgress(client, this.names, undefined, upTo, { explain });
+    }
+  }
+
+  private worthALook(): boolean {
+    return worthALook([...this.waits], this.news, this.known);
+  }
+
+  /** One look at every projection for every pending wait, raising the waited position with it; settles what it can. */
+  private async check(
+    client: pg.ClientBase,
+    { raise, explain = false }: { raise?: { position: bigint; ttlMs: number }; explain?: boolean } = {},
+  ): Promise<void> {
     const waits = [...this.waits];
-    if (waits.length === 0) return false;
+    if (waits.length === 0) return;
     const upTo = waits.reduce((max, w) => (w.target > max ? w.target : max), 0n);
-    const progress = await readProgress(client, this.names, undefined, upTo);
+    const progress = await this.readProgress(client, upTo, raise, explain);
     const byName = new Map(progress.map((p) => [p.projection, p]));
-    const ready: Array<{ wait: PendingWait; of: ProjectionProgress[] }> = [];
+    this.known = new Set(progress.map((p) => p.slot));
+    this.lastProgress = progress;
+    if (progress[0] && progress[0].highWater > this.highWater) this.highWater = progress[0].highWater;
     for (const wait of waits) {
       const unknown = wait.projections?.find((name) => !byName.has(name));
       if (unknown !== undefined) {
@@ -194,45 +284,24 @@ export class ProjectionWaiter {
         continue;
       }
       wait.behind = verdicts.filter((v) => v.verdict.kind === 'behind').map((v) => v.p);
-      if (wait.behind.length === 0) ready.push({ wait, of });
-    }
-    const imminent = () => {
-      const highWater = progress[0]?.highWater ?? -1n;
-      return [...this.waits].some((w) => w.target <= highWater);
-    };
-    if (ready.length === 0) return imminent();
-    // The tracker may not have recorded a late commit yet (the writer's own wait can come first): ask once more, for
-    // the builds about to be credited only.
-    const credited = new Map<string, bigint>();
-    for (const { wait, of } of ready)
-      for (const p of of) if ((credited.get(p.slot) ?? -1n) < wait.target) credited.set(p.slot, wait.target);
-    const unreached = await unreachedTargets(
-      client,
-      this.names,
-      [...credited].map(([slot, upTo]) => ({ slot, upTo })),
-    );
-    let resolved = false;
-    for (const { wait, of } of ready) {
-      const still = of.flatMap((p) => {
-        const late = unreached.get(p.slot);
-        return late !== undefined && late <= wait.target ? [{ ...p, latePending: [late, ...p.latePending] }] : [];
-      });
-      if (still.length > 0) {
-        wait.behind = still;
-        continue;
-      }
+      if (wait.behind.length > 0) continue;
       wait.resolve({ position: wait.target, projections: Object.fromEntries(of.map((p) => [p.projection, p.covered])) });
-      resolved = true;
     }
-    // Only a resolution is news: a wait held by a late event would otherwise keep the looks at their shortest.
-    if (resolved) this.news();
-    return imminent();
   }
 
-  /** H moved, or a wait began or resolved: looks start again from the shortest delay. */
-  private news(): void {
-    this.newsAt = Date.now();
-    this.pollMs = LOOKS.firstMs;
+  /** A notification: kept as news, and a look at once when it may settle a wait. */
+  private heard(channel: string, payload: string | undefined): void {
+    if (channel === this.names.highWaterChannel) {
+      const position = parsePosition(payload);
+      if (position !== undefined && position > this.news.highWater) this.news.highWater = position;
+      if (position !== undefined && position > this.highWater) this.highWater = position;
+    } else {
+      const notice = parseAppliedNotice(payload);
+      if (!notice) return;
+      if (notice.failed) this.news.failed.add(notice.slot);
+      if (notice.position > (this.news.applied.get(notice.slot) ?? -1n)) this.news.applied.set(notice.slot, notice.position);
+    }
+    if (this.worthALook()) this.schedule(0);
   }
 
   /** The deadline passed: one last look (it may just have been reached), then the explanation. */
@@ -240,14 +309,16 @@ export class ProjectionWaiter {
     if (!this.waits.has(wait)) return;
     try {
       const client = await this.connect();
-      await this.check(client);
+      await this.check(client, { explain: true });
       if (!this.waits.has(wait)) return;
+      // As this look saw them: a look in between (notices) reads no owner, replay or build.
+      const behind = wait.behind ?? [];
       const blockers = await readBlockers(client, this.names, wait.target);
       wait.reject(
         new WaitTimeoutError(
           wait.target,
           wait.timeoutMs,
-          wait.behind.map((p) => explainBehind(p, wait.target, blockers)),
+          behind.map((p) => explainBehind(p, wait.target, blockers)),
         ),
       );
     } catch (error) {
@@ -288,12 +359,10 @@ export class ProjectionWaiter {
     client.on('error', () => {
       if (this.client === client) this.dropClient();
     });
-    client.on('notification', (message) => {
-      if (message.channel !== this.names.highWaterChannel) return;
-      this.news();
-      this.schedule(0);
-    });
-    await client.query(`LISTEN ${pg.escapeIdentifier(this.names.highWaterChannel)}`);
+    client.on('notification', (message) => this.heard(message.channel, message.payload));
+    await client.query(
+      `LISTEN ${pg.escapeIdentifier(this.names.highWaterChannel)}; LISTEN ${pg.escapeIdentifier(this.names.appliedChannel)}`,
+    );
     if (this.closed) {
       this.releaseClient();
       throw new ProjectionRunnerError('the waiter is closed');

@@ -16,7 +16,7 @@
  *   --year-gaps N      its settled gaps in the history window, and as many past it (default 100,000)
  *   --writer-seconds S duration of each writer-throughput figure of (15) (default 8)
  *   --idle-seconds S   the idle span of (17) (default 60); --idle-tries N its first-event tries (default 50)
- *   --only LIST        only these figures (numbers, comma-separated; `live`: 5, 9, 11, 12; read your own writes: 19, 20), written to
+ *   --only LIST        only these figures (numbers, comma-separated; `live`: 5, 9, 11, 12; read your own writes: 19, 20, 23), written to
  *                      bench-results-partial.json (for example `--only live --events 100000 --live-seconds 10`)
  *
  * BENCH_NODE_FLAGS adds Node flags to the daemons and CLI runs it starts (a profile: `--cpu-prof --cpu-prof-dir=DIR`).
@@ -320,7 +320,7 @@ async function main() {
       table.push(...year.rows);
     }
 
-    if (runs(19) || runs(20)) {
+    if (runs(19) || runs(20) || runs(23)) {
       const waitDb = await secondDatabase(pool, db.url, 'bench_wait', 0);
       const latency = [];
       if (runs(19)) {
@@ -328,6 +328,10 @@ async function main() {
           log(`(19) commit -> waitFor resolved at 200/s, ${count} projection(s), half filtering the type out`);
           latency.push(await waitLatency(waitDb.pool, waitDb.url, count));
         }
+      }
+      if (runs(23)) {
+        log('(23) commit -> waitFor resolved at 200/s, 16 projections, 7 taking the type and writing nothing for it');
+        latency.push(await waitLatency(waitDb.pool, waitDb.url, 16, { quiet: true }));
       }
       let cpu;
       if (runs(20)) {

@@ -1,5 +1,14 @@
 import { describe, expect, it } from 'vitest';
-import { assess, explainBehind, LOOKS, nextLookDelay, parsePosition, type ProjectionProgress } from '../../src/wait/decide.js';
+import {
+  assess,
+  explainBehind,
+  noNews,
+  parseAppliedNotice,
+  parsePosition,
+  worthALook,
+  type News,
+  type ProjectionProgress,
+} from '../../src/wait/decide.js';
 
 const progress = (over: Partial<ProjectionProgress> = {}): ProjectionProgress => ({
   projection: 'p',
@@ -13,6 +22,7 @@ const progress = (over: Partial<ProjectionProgress> = {}): ProjectionProgress =>
   latePending: [],
   replaying: false,
   building: false,
+  filtered: false,
   ...over,
 });
 const failedAt = (position: bigint | undefined) => ({ state: 'failed', failure: { position, type: 'T', message: 'boom' } });
@@ -78,14 +88,60 @@ describe('parsePosition', () => {
   });
 });
 
-describe('nextLookDelay', () => {
+describe('worthALook', () => {
+  const news = (over: Partial<News> = {}): News => ({ ...noNews(), ...over });
+  const applied = (...entries: Array<[string, bigint]>) => new Map(entries);
+  const known = new Set(['a', 'b']);
+  // Waiting for 20: `a` takes every type and is at 10 (H 10); `b` takes some, credited up to H (10).
+  const a = progress({ slot: 'a', checkpoint: 10n, covered: 10n, highWater: 10n });
+  const b = progress({ slot: 'b', checkpoint: 3n, covered: 10n, highWater: 10n, filtered: true });
+  it.each<[string, Array<{ target: bigint; behind: ProjectionProgress[] | undefined }>, News, boolean]>([
+    ['a wait not looked at yet', [{ target: 20n, behind: undefined }], news(), true],
+    ['nothing heard', [{ target: 20n, behind: [a] }], news(), false],
+    ['its projection committed at the target', [{ target: 20n, behind: [a] }], news({ applied: applied(['a', 20n]) }), true],
+    ['its projection committed short of the target', [{ target: 20n, behind: [a] }], news({ applied: applied(['a', 19n]) }), false],
+    ['another projection committed', [{ target: 20n, behind: [a] }], news({ applied: applied(['b', 30n]) }), false],
+    [
+      'one of two projections committed: the other is still behind',
+      [{ target: 20n, behind: [a, b] }],
+      news({ applied: applied(['a', 20n]) }),
+      false,
+    ],
+    ['H passed the target: a filtered projection may be credited', [{ target: 20n, behind: [b] }], news({ highWater: 20n }), true],
+    ['H passed the target: one that takes every type still has to commit', [{ target: 20n, behind: [a] }], news({ highWater: 25n }), false],
+    [
+      'both: one committed, H credits the other',
+      [{ target: 20n, behind: [a, b] }],
+      news({ highWater: 20n, applied: applied(['a', 21n]) }),
+      true,
+    ],
+    [
+      'a filtered projection behind its own events (covered short of H) is not credited by H',
+      [{ target: 20n, behind: [{ ...b, covered: 5n }] }],
+      news({ highWater: 30n }),
+      false,
+    ],
+    ['a projection failed', [{ target: 20n, behind: [a] }], news({ failed: new Set(['a']) }), true],
+    [
+      'a slot the last look did not know (a new live version)',
+      [{ target: 20n, behind: [a] }],
+      news({ applied: applied(['a@v2', 1n]) }),
+      true,
+    ],
+    ['no wait', [], news({ highWater: 100n }), false],
+  ])('%s', (_, waits, heard, expected) => {
+    expect(worthALook(waits, heard, known)).toBe(expected);
+  });
+});
+
+describe('parseAppliedNotice', () => {
   it.each([
-    ['a wait at or below H, just after news: the shortest', 8, true, 0, LOOKS.imminentMs],
-    ['a wait at or below H, within the window', 1, true, LOOKS.imminentWindowMs - 1, LOOKS.imminentMs],
-    ['a wait at or below H, past the window (a slow projector): doubling', 4, true, LOOKS.imminentWindowMs, 8],
-    ['every wait above H: doubling', 1, false, 0, 2],
-    ['doubling stops at the cap', 40, false, 0, LOOKS.capMs],
-  ])('%s', (_, previous, imminent, since, expected) => {
-    expect(nextLookDelay(previous, imminent, since)).toBe(expected);
+    ['12 running p', { position: 12n, failed: false, slot: 'p' }],
+    ['7 failed p@v2', { position: 7n, failed: true, slot: 'p@v2' }],
+    ['9 catching_up a name with spaces', { position: 9n, failed: false, slot: 'a name with spaces' }],
+    ['x running p', undefined],
+    [undefined, undefined],
+  ])('%s', (payload, expected) => {
+    expect(parseAppliedNotice(payload)).toEqual(expected);
   });
 });

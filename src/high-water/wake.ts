@@ -21,8 +21,9 @@
  *
  * The proof that no wake-up is lost when the leader goes to sleep. The trigger reads the flag after its statement
  * inserted rows, so a writer W that reads it already holds a transaction id x. Say W read "silent": it did so
- * before the leader's setval to 1 returned. Then the leader takes a snapshot (a later statement) and keeps its xmax
- * as the *fence*: x was assigned before, so x < fence. The leader sleeps only after an observation whose own
+ * before the leader's setval to 1 returned. Then the leader takes a transaction id of its own (a later statement,
+ * committed at once) and keeps it as the *fence*: ids are handed out in order and x was handed out before, so
+ * x < fence. (A snapshot's xmax would not do: it is one past the latest completed id, and W may hold a higher one.) The leader sleeps only after an observation whose own
  * snapshot has xmin >= fence (the observation reads pg_current_snapshot() in the statement that reads the events):
  * no transaction with an id below the fence was running when that snapshot was taken, so W had ended, and if it
  * committed, its events are visible to that very observation. A writer that reads the flag after the setval reads
@@ -47,7 +48,7 @@ export interface WakeState {
   mode: WakeMode;
   /** Server time (ms) of the last pass that saw a new event, or of the takeover. */
   lastNewAt: number;
-  /** draining: the xmax of a snapshot taken after the flag said "notify"; null until the tracker has taken it. */
+  /** draining: a transaction id taken after the flag said "notify"; null until the tracker has taken it. */
   fence: bigint | null;
   /** draining: the pause before the next look. */
   drainDelayMs: number;

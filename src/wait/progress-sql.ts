@@ -1,6 +1,5 @@
 import type pg from 'pg';
 import type { StoreNames } from '../db/identifiers.js';
-import { preparedStatement } from '../db/prepared.js';
 import { heldLeaseCondition, leaseNamespace } from '../ownership/leases.js';
 import { skippedUndeliveredSql } from '../projector/checkpoints.js';
 import { WAIT_TYPE_SCAN_LIMIT } from '../projector/deferral.js';
@@ -58,7 +57,7 @@ export async function readProgress(
     building: boolean;
     filtered: boolean;
     unreached: string | null;
-  }>({ name: preparedStatement(text).name, text, values });
+  }>(text, values);
   return rows.map((r) => ({
     projection: r.projection,
     slot: r.slot,
@@ -143,11 +142,12 @@ export async function raiseWaited(db: pg.ClientBase, names: StoreNames, raise: {
 
 /**
  * Whether `error` says this waiter cannot raise the waited position: the store's schema predates it (migration 13:
- * its functions are missing, 42883), or the role may not call them (EXECUTE revoked from PUBLIC, 42501).
+ * its functions are missing, 42883), the role may not call them (EXECUTE revoked from PUBLIC, 42501), or the session
+ * is read-only (default_transaction_read_only, a replica: 25006).
  */
 export function cannotRaise(error: unknown): boolean {
   const code = (error as { code?: string } | undefined)?.code;
-  return code === '42883' || code === '42501';
+  return code === '42883' || code === '42501' || code === '25006';
 }
 
 /** What a timeout explains: the open gaps at or below the position, the head, and whether the position was committed. */

@@ -372,6 +372,9 @@ export class ProjectionWaiter {
   }
 
   private dropClient(): void {
+    // A new session raises again: a crash restart of PostgreSQL, which drops every session, also empties the unlogged
+    // table that held the raise.
+    this.raised = { position: -1n, until: 0 };
     const release = this.releaseClient;
     this.client = undefined;
     this.releaseClient = undefined;

@@ -60,6 +60,7 @@ describe('--source custom', () => {
       'projection_read_views',
       'projection_replays',
       'projection_skipped_positions',
+      'projection_waits',
     ]);
     expect((await db.pool.query(`SELECT to_regproc('public.events_append') AS f`)).rows[0].f).toBeNull();
     expect((await prepareStore(db.pool, names)).attached).toEqual([]);

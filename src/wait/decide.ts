@@ -14,6 +14,8 @@ export interface ProjectionProgress {
    * further when every event between its checkpoint and H is of a type it does not take (a move it deferred).
    */
   covered: bigint;
+  /** How far the look searched for `covered`: H, or the highest position its waits asked for when that is lower. */
+  scannedTo: bigint;
   state: string;
   /** Where and why it stopped, when failed. */
   failure: { position: bigint | undefined; type: string | undefined; message: string } | undefined;
@@ -112,7 +114,8 @@ export const noNews = (): News => ({ highWater: -1n, applied: new Map(), failed:
 /**
  * Whether `news` may settle one of `waits`: a wait not looked at yet; or one each of whose projections the last look
  * found behind is, by the news, possibly past its target: its live build committed a checkpoint at or past it, or
- * (a projection credited through its types: the look found it short of H only because H was) H moved to or past it.
+ * (a projection credited through its types: the look found nothing of its own up to where it searched, H or the
+ * highest position then waited for) H moved to or past it.
  * A slot failed is news for every wait (a failed projection rejects its waits at once), and so is a slot the last
  * look did not know (`known`: a new version's build becoming live). Anything else is not worth a look: the notices of
  * 16 projections' commits for one event come to one look, when the last of them arrives.
@@ -130,7 +133,7 @@ export function worthALook(
       behind.every(
         (p) =>
           (news.applied.get(p.slot) ?? -1n) >= target ||
-          (p.filtered && p.highWater < target && p.covered >= p.highWater && news.highWater >= target),
+          (p.filtered && p.highWater < target && p.covered >= p.scannedTo && news.highWater >= target),
       ),
   );
 }

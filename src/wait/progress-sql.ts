@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import { preparedStatement } from '../db/prepared.js';
 import type { StoreNames } from '../db/identifiers.js';
 import { heldLeaseCondition, leaseNamespace } from '../ownership/leases.js';
 import { skippedUndeliveredSql } from '../projector/checkpoints.js';
@@ -37,7 +38,7 @@ export async function readProgress(
   names: StoreNames,
   projections: readonly string[] | undefined,
   upTo: bigint,
-  { raise, explain = false }: { raise?: { position: bigint; ttlMs: number }; explain?: boolean } = {},
+  { raise, explain = false, named = false }: { raise?: { position: bigint; ttlMs: number }; explain?: boolean; named?: boolean } = {},
 ): Promise<ProjectionProgress[]> {
   const text = progressSql(names, raise !== undefined, explain);
   const values: unknown[] = [projections ? [...projections] : null, upTo.toString(), explain ? leaseNamespace(names, 'projection') : null];
@@ -57,12 +58,13 @@ export async function readProgress(
     building: boolean;
     filtered: boolean;
     unreached: string | null;
-  }>(text, values);
+  }>(named ? { name: preparedStatement(text).name, text, values } : { text, values });
   return rows.map((r) => ({
     projection: r.projection,
     slot: r.slot,
     checkpoint: BigInt(r.position),
     covered: BigInt(r.covered),
+    scannedTo: BigInt(r.high_water) < upTo ? BigInt(r.high_water) : upTo,
     state: r.state,
     failure:
       r.state === 'failed' && r.last_error
@@ -172,4 +174,14 @@ export async function readBlockers(
     committed: row.committed,
     openGaps: row.gaps.map((g) => ({ from: BigInt(g.f), to: BigInt(g.t), since: new Date(g.s) })),
   };
+}
+
+/**
+ * Whether `error` says a named statement was lost between server sessions: a pooler in transaction mode (PgBouncer)
+ * runs each statement on any server session, where a statement prepared on another is unknown (26000) or, prepared
+ * there by another client under the same name, already exists (42P05).
+ */
+export function lostPreparedStatement(error: unknown): boolean {
+  const code = (error as { code?: string } | undefined)?.code;
+  return code === '26000' || code === '42P05';
 }

@@ -2,7 +2,7 @@ import pg from 'pg';
 import { storeNames, type StoreNames, type StoreNamesOptions } from '../db/identifiers.js';
 import { ProjectionFailedError, ProjectionRunnerError, UnknownProjectionError, WaitTimeoutError } from '../errors.js';
 import { assess, explainBehind, LOOKS, noNews, parseAppliedNotice, parsePosition, worthALook, type ProjectionProgress } from './decide.js';
-import { cannotRaise, raiseWaited, readBlockers, readProgress } from './progress-sql.js';
+import { cannotRaise, lostPreparedStatement, raiseWaited, readBlockers, readProgress } from './progress-sql.js';
 
 export interface ProjectionWaiterOptions extends StoreNamesOptions {
   /** Where the store is; or `pool`, from which the waiter takes one connection for as long as it is open. */
@@ -78,6 +78,8 @@ export class ProjectionWaiter {
   private raised = { position: -1n, until: 0 };
   /** False once the store's schema has shown it predates the waited position (migration 13). */
   private raises = true;
+  /** Whether the look runs as a statement prepared once per session (false once a pooler lost one: lostPreparedStatement). */
+  private named = true;
   private closed = false;
 
   constructor(private readonly options: ProjectionWaiterOptions) {
@@ -240,15 +242,20 @@ export class ProjectionWaiter {
     upTo: bigint,
     raise: { position: bigint; ttlMs: number } | undefined,
     explain: boolean,
-  ) {
+  ): Promise<ProjectionProgress[]> {
     try {
-      return await readProgress(client, this.names, undefined, upTo, { raise, explain });
+      return await readProgress(client, this.names, undefined, upTo, { raise, explain, named: this.named });
     } catch (error) {
+      if (this.named && lostPreparedStatement(error)) {
+        // Through a pooler in transaction mode: unnamed statements from now on (planned at every look, but they work).
+        this.named = false;
+        return this.readProgress(client, upTo, raise, explain);
+      }
       if (!raise || !cannotRaise(error)) throw error;
       // The daemons cannot hear of these waits (nor does one of a release before it notify): the fallback looks serve
       // them. A role that may read the checkpoints may still wait.
       this.raises = false;
-      return readProgress(client, this.names, undefined, upTo, { explain });
+      return readProgress(client, this.names, undefined, upTo, { explain, named: this.named });
     }
   }
 

@@ -15,6 +15,7 @@ const progress = (over: Partial<ProjectionProgress> = {}): ProjectionProgress =>
   slot: 'p',
   checkpoint: 10n,
   covered: 10n,
+  scannedTo: 10n,
   state: 'running',
   failure: undefined,
   owner: 'host/1',
@@ -120,6 +121,12 @@ describe('worthALook', () => {
       [{ target: 20n, behind: [{ ...b, covered: 5n }] }],
       news({ highWater: 30n }),
       false,
+    ],
+    [
+      'a filtered projection the last look searched only up to a lower waited position: H may credit it',
+      [{ target: 20n, behind: [{ ...b, covered: 8n, scannedTo: 8n }] }],
+      news({ highWater: 20n }),
+      true,
     ],
     ['a projection failed', [{ target: 20n, behind: [a] }], news({ failed: new Set(['a']) }), true],
     [

@@ -33,7 +33,7 @@ EXPOSE 9464
 HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:'+(process.env.PROJECTION_RUNNER_METRICS_PORT||9464)+'/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
 # A batch's events live for one transaction: with V8's default young generation large batches get promoted and the
-# old generation grows with the length of a replay; 32 MB semi-spaces let them die young (flat memory, faster replays;
+# old generation grows with the length of a replay; 16 MB semi-spaces let them die young (flat memory, faster replays;
 # see docs/performance.md).
-ENTRYPOINT ["node", "--max-semi-space-size=32", "/app/dist/src/cli/main.js"]
+ENTRYPOINT ["node", "--max-semi-space-size=16", "/app/dist/src/cli/main.js"]
 CMD ["run"]

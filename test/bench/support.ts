@@ -16,7 +16,7 @@ import { sleep, waitUntil } from '../../src/shared/time.js';
 
 export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 // The daemon and the CLI run compiled and with the image's Node flags, as in production (`npm run bench` builds first).
-export const NODE_FLAGS = ['--max-semi-space-size=32', ...(process.env.BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean)];
+export const NODE_FLAGS = ['--max-semi-space-size=16', ...(process.env.BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean)];
 export const PROJECTIONS = path.join(REPO, 'dist/test/bench/projections');
 export const CLI = path.join(REPO, 'dist/src/cli/main.js');
 
@@ -391,7 +391,11 @@ export async function bareTransactionsLatency(pool: pg.Pool, url: string, projec
     else running = round().finally(() => (running = undefined));
   });
   await listener.query('LISTEN events');
+  // No runner here: the trigger notifies only while the wake-up flag says a leader sleeps (high-water/wake.ts).
+  const { setWakeFlag } = storeNames().q;
+  await pool.query(`SELECT ${setWakeFlag}(true)`);
   const { latencies, seconds, cpu } = await pingLatencies(pool, { rate: LIVE_RATE, write: appendPings(pool) });
+  await pool.query(`SELECT ${setWakeFlag}(false)`);
   await running;
   await Promise.all([...sessions, reader, listener].map((c) => c.end()));
   return {

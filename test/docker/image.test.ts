@@ -76,7 +76,7 @@ describe.skipIf(skipReason !== undefined)('the Docker image', () => {
     const config = JSON.parse(
       (await run('buildah', [...BUILDAH, 'inspect', '--type', 'image', IMAGE], { maxBuffer: 16 * 1024 * 1024 })).stdout,
     ).OCIv1.config;
-    expect(config.Entrypoint).toEqual(['node', '--max-semi-space-size=32', '/app/dist/src/cli/main.js']);
+    expect(config.Entrypoint).toEqual(['node', '--max-semi-space-size=16', '/app/dist/src/cli/main.js']);
     expect(config.Cmd).toEqual(['run']);
     expect(config.User).toBe('runner');
     metricsPort = await freePort();

@@ -37,7 +37,7 @@ describe('Dockerfile', () => {
     expect(dockerfile).toMatch(/^USER runner$/m);
     expect(dockerfile).toMatch(/^EXPOSE 9464$/m);
     expect(dockerfile).toMatch(/HEALTHCHECK[\s\S]+\/healthz/);
-    expect(dockerfile).toMatch(/^ENTRYPOINT \["node", "--max-semi-space-size=32", "\/app\/dist\/src\/cli\/main\.js"\]$/m);
+    expect(dockerfile).toMatch(/^ENTRYPOINT \["node", "--max-semi-space-size=16", "\/app\/dist\/src\/cli\/main\.js"\]$/m);
     expect(dockerfile).toMatch(/^CMD \["run"\]$/m);
     expect(dockerfile).toMatch(/--omit=dev/);
   });

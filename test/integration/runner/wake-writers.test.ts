@@ -1,12 +1,8 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { EventStore } from '../../../src/index.js';
-import { freePort } from '../../../src/db/postgres-server.js';
 import { waitFor } from '../../support/database.js';
+import { PGBOUNCER, startPgBouncer } from '../../support/pgbouncer.js';
 import { committedPositions, expectExactlyOnceInOrder, positionLog, readLog } from '../../support/position-log.js';
 import { startRunner, useRunnerFixture } from '../../support/runner.js';
 
@@ -88,36 +84,10 @@ describe('every supported writer wakes a sleeping runner', () => {
   });
 
   /** PgBouncer in transaction mode in front of the test server: a session per transaction, no session state kept. */
-  const pgbouncer = ['/usr/sbin/pgbouncer', '/usr/bin/pgbouncer'].find((p) => existsSync(p));
-  if (!pgbouncer) console.warn('SKIPPED: the PgBouncer writer test needs pgbouncer (Debian package pgbouncer; .ci/run installs it)');
-  it.skipIf(!pgbouncer)('writers through PgBouncer in transaction mode: events_append and plain INSERTs', async () => {
-    const url = new URL(t.db.url);
-    const port = await freePort();
-    const dir = mkdtempSync(path.join(tmpdir(), 'pgbouncer-'));
-    chmodSync(dir, 0o777);
-    const config = path.join(dir, 'pgbouncer.ini');
-    writeFileSync(
-      config,
-      `[databases]
-* = host=${url.hostname} port=${url.port} user=${decodeURIComponent(url.username)} password=${decodeURIComponent(url.password)}
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = ${port}
-unix_socket_dir =
-auth_type = any
-pool_mode = transaction
-default_pool_size = 4
-logfile = ${path.join(dir, 'pgbouncer.log')}
-`,
-    );
-    chmodSync(config, 0o644);
-    // PgBouncer refuses to run as root; -u drops to another user when the tests run as root.
-    const asRoot = process.getuid?.() === 0;
-    const bouncer: ChildProcess = spawn(pgbouncer!, [...(asRoot ? ['-u', 'nobody'] : []), config], { stdio: 'ignore' });
-    const pooled = new pg.Pool({
-      connectionString: `postgres://writer:any@127.0.0.1:${port}${url.pathname}`,
-      max: 8,
-    });
+  if (!PGBOUNCER) console.warn('SKIPPED: the PgBouncer writer test needs pgbouncer (Debian package pgbouncer; .ci/run installs it)');
+  it.skipIf(!PGBOUNCER)('writers through PgBouncer in transaction mode: events_append and plain INSERTs', async () => {
+    const bouncer = await startPgBouncer(t.db.url);
+    const pooled = new pg.Pool({ connectionString: bouncer.url('writer'), max: 8 });
     pooled.on('error', () => {});
     try {
       await waitFor('PgBouncer accepting', async () => (await pooled.query('SELECT 1 AS one')).rows[0].one === 1, WITHIN_MS);
@@ -130,8 +100,7 @@ logfile = ${path.join(dir, 'pgbouncer.log')}
       ]);
     } finally {
       await pooled.end();
-      bouncer.kill('SIGTERM');
-      rmSync(dir, { recursive: true, force: true });
+      bouncer.stop();
     }
   });
 });

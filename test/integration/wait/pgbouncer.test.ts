@@ -1,12 +1,8 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import pg from 'pg';
 import { expect, it } from 'vitest';
 import { ProjectionWaiter } from '../../../src/index.js';
-import { freePort } from '../../../src/db/postgres-server.js';
 import { waitFor } from '../../support/database.js';
+import { PGBOUNCER, startPgBouncer } from '../../support/pgbouncer.js';
 import { positionLog } from '../../support/position-log.js';
 import { startRunner, useRunnerFixture } from '../../support/runner.js';
 
@@ -19,33 +15,12 @@ import { startRunner, useRunnerFixture } from '../../support/runner.js';
  * own read of the read model, and the waiter keeps its one connection (a failed look drops it and reconnects).
  */
 const t = useRunnerFixture();
-const pgbouncer = ['/usr/sbin/pgbouncer', '/usr/bin/pgbouncer'].find((p) => existsSync(p));
+if (!PGBOUNCER) console.warn('SKIPPED: the PgBouncer waiter test needs pgbouncer (Debian package pgbouncer; .ci/run installs it)');
 
-it.skipIf(!pgbouncer)('a waiter on a pool through PgBouncer in transaction mode resolves every wait', async () => {
+it.skipIf(!PGBOUNCER)('a waiter on a pool through PgBouncer in transaction mode resolves every wait', async () => {
   t.runner = await startRunner(t.db, { projections: [positionLog('a')] });
-  const url = new URL(t.db.url);
-  const port = await freePort();
-  const dir = mkdtempSync(path.join(tmpdir(), 'pgbouncer-'));
-  chmodSync(dir, 0o777);
-  const config = path.join(dir, 'pgbouncer.ini');
-  writeFileSync(
-    config,
-    `[databases]
-* = host=${url.hostname} port=${url.port} user=${decodeURIComponent(url.username)} password=${decodeURIComponent(url.password)}
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = ${port}
-unix_socket_dir =
-auth_type = any
-pool_mode = transaction
-default_pool_size = 4
-logfile = ${path.join(dir, 'pgbouncer.log')}
-`,
-  );
-  chmodSync(config, 0o644);
-  const asRoot = process.getuid?.() === 0;
-  const bouncer: ChildProcess = spawn(pgbouncer!, [...(asRoot ? ['-u', 'nobody'] : []), config], { stdio: 'ignore' });
-  const pooled = new pg.Pool({ connectionString: `postgres://app:any@127.0.0.1:${port}${url.pathname}`, max: 6 });
+  const bouncer = await startPgBouncer(t.db.url);
+  const pooled = new pg.Pool({ connectionString: bouncer.url('app'), max: 6 });
   pooled.on('error', () => {});
   let sessions = 0;
   pooled.on('connect', () => sessions++);
@@ -80,7 +55,6 @@ logfile = ${path.join(dir, 'pgbouncer.log')}
     busy = false;
     await waiter.close();
     await pooled.end();
-    bouncer.kill('SIGTERM');
-    rmSync(dir, { recursive: true, force: true });
+    bouncer.stop();
   }
 });
